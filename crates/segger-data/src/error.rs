@@ -1,0 +1,66 @@
+use std::path::PathBuf;
+
+use segger_graph::GraphError;
+use thiserror::Error;
+
+/// Errors of the data layer. Every variant names the file it concerns.
+#[derive(Debug, Error)]
+pub enum DataError {
+    /// The file could not be opened, read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A tensor or metadata field is missing or malformed.
+    #[error("{path}: {field}: {problem}")]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// The tensor or metadata key.
+        field: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The file parsed but the graph it holds is inconsistent.
+    #[error("{path}: {source}")]
+    Graph {
+        /// The file.
+        path: PathBuf,
+        /// The graph problem (names the tensor).
+        #[source]
+        source: GraphError,
+    },
+    /// A dataset directory is unusable.
+    #[error("{path}: {problem}")]
+    Dataset {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+impl DataError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        DataError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn format(
+        path: impl Into<PathBuf>,
+        field: impl Into<String>,
+        problem: impl Into<String>,
+    ) -> Self {
+        DataError::Format {
+            path: path.into(),
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+}

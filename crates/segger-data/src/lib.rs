@@ -1,0 +1,20 @@
+//! # segger-data
+//!
+//! Segger's data layer, free of any tensor library:
+//!
+//! * [`tile`]: read and write `segger-tile/1` files (one safetensors file per tile, PyG-like
+//!   tensor names, see `docs/tile-format.md`), with errors that name the file, the tensor and
+//!   the problem.
+//! * [`dataset`]: the dataset layout (`dataset.json`, `{train,val,test}_tiles/processed/`),
+//!   [`TileDataset`] (lazy, memory-mapped tile access) and [`TileLoader`] (seeded shuffling
+//!   and background prefetching of collated batches).
+
+pub mod dataset;
+mod error;
+pub mod tile;
+
+pub use dataset::{
+    DatasetInfo, LoadedBatch, Split, SplitCounts, TileDataset, TileLoader, DATASET_FORMAT,
+};
+pub use error::DataError;
+pub use tile::{read_tile, write_tile, Tile, TileBounds, TILE_FORMAT};

@@ -1,0 +1,1 @@
+//! segger-model
