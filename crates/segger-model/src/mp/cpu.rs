@@ -1,0 +1,253 @@
+//! Fused GATv2 kernels for the CPU: plain Rust, rayon over destination (forward, backward
+//! pass 1) or source rows (backward pass 2). Per edge only `[E, H]` scalars are stored (the
+//! attention weights and their score gradients); the `[E, H, C]` terms are recomputed where
+//! they are needed.
+//!
+//! Layout: `xl` is `[N_src, H, C]`, `xr` `[N_dst, H, C]`, `att` `[H, C]`, all row-major;
+//! edges are in the destination-sorted order of [`Csr`].
+
+use rayon::prelude::*;
+use segger_graph::csr::Csr;
+
+use super::{NEGATIVE_SLOPE, SOFTMAX_EPS};
+
+/// The destination-sorted edges grouped by source: the outgoing edges of source `j` are
+/// `row_ptr[j]..row_ptr[j + 1]` of `edge` (positions in the destination-sorted order) and
+/// `dst` (their destinations).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SrcIndex {
+    /// Segment boundaries, length `N_src + 1`.
+    pub row_ptr: Vec<usize>,
+    /// Position of the edge in the destination-sorted order.
+    pub edge: Vec<u32>,
+    /// Destination of the edge.
+    pub dst: Vec<u32>,
+}
+
+impl SrcIndex {
+    /// Groups the edges of `csr` by source (`num_src` sources).
+    pub fn new(csr: &Csr, num_src: usize) -> Self {
+        let mut row_ptr = vec![0usize; num_src + 1];
+        for &s in &csr.src {
+            row_ptr[s as usize + 1] += 1;
+        }
+        for j in 0..num_src {
+            row_ptr[j + 1] += row_ptr[j];
+        }
+        let mut next = row_ptr.clone();
+        let mut edge = vec![0u32; csr.num_edges()];
+        let mut dst = vec![0u32; csr.num_edges()];
+        for (i, w) in csr.row_ptr.windows(2).enumerate() {
+            for k in w[0]..w[1] {
+                let s = csr.src[k] as usize;
+                edge[next[s]] = k as u32;
+                dst[next[s]] = i as u32;
+                next[s] += 1;
+            }
+        }
+        Self { row_ptr, edge, dst }
+    }
+}
+
+#[inline(always)]
+fn lrelu(z: f32) -> f32 {
+    if z > 0.0 {
+        z
+    } else {
+        NEGATIVE_SLOPE * z
+    }
+}
+
+#[inline(always)]
+fn lrelu_grad(z: f32) -> f32 {
+    if z > 0.0 {
+        1.0
+    } else {
+        NEGATIVE_SLOPE
+    }
+}
+
+/// Score of one edge and head: `Σ_c att[c]·LeakyReLU(xl[c] + xr[c])`.
+#[inline(always)]
+fn score(xl: &[f32], xr: &[f32], att: &[f32]) -> f32 {
+    let mut acc = 0f32;
+    for c in 0..att.len() {
+        acc += att[c] * lrelu(xl[c] + xr[c]);
+    }
+    acc
+}
+
+/// Splits `v` into consecutive mutable segments of `row_ptr[i+1] - row_ptr[i]` rows of
+/// `width` values each.
+fn segments_mut<'a>(mut v: &'a mut [f32], row_ptr: &[usize], width: usize) -> Vec<&'a mut [f32]> {
+    let mut out = Vec::with_capacity(row_ptr.len().saturating_sub(1));
+    for w in row_ptr.windows(2) {
+        let (head, tail) = v.split_at_mut((w[1] - w[0]) * width);
+        out.push(head);
+        v = tail;
+    }
+    out
+}
+
+/// Fused forward. Returns `out` `[N_dst, H, C]` (0 for destinations without edges) and the
+/// attention weights `[E, H]`.
+pub fn forward(
+    xl: &[f32],
+    xr: &[f32],
+    att: &[f32],
+    h: usize,
+    c: usize,
+    csr: &Csr,
+) -> (Vec<f32>, Vec<f32>) {
+    let hc = h * c;
+    let nd = csr.num_dst();
+    let mut out = vec![0f32; nd * hc];
+    let mut alpha = vec![0f32; csr.num_edges() * h];
+    let segs = segments_mut(&mut alpha, &csr.row_ptr, h);
+    out.par_chunks_mut(hc.max(1))
+        .zip(segs)
+        .enumerate()
+        .with_min_len(16)
+        .for_each(|(i, (out_i, alpha_i))| {
+            let start = csr.row_ptr[i];
+            let deg = csr.row_ptr[i + 1] - start;
+            if deg == 0 {
+                return;
+            }
+            let xr_i = &xr[i * hc..(i + 1) * hc];
+            for hh in 0..h {
+                let a = &att[hh * c..(hh + 1) * c];
+                let xr_ih = &xr_i[hh * c..(hh + 1) * c];
+                let mut m = f32::NEG_INFINITY;
+                for k in 0..deg {
+                    let j = csr.src[start + k] as usize;
+                    let e = score(&xl[(j * h + hh) * c..(j * h + hh + 1) * c], xr_ih, a);
+                    alpha_i[k * h + hh] = e;
+                    m = m.max(e);
+                }
+                let mut sum = 0f32;
+                for k in 0..deg {
+                    let p = (alpha_i[k * h + hh] - m).exp();
+                    alpha_i[k * h + hh] = p;
+                    sum += p;
+                }
+                let denom = sum + SOFTMAX_EPS;
+                let o = &mut out_i[hh * c..(hh + 1) * c];
+                for k in 0..deg {
+                    let al = alpha_i[k * h + hh] / denom;
+                    alpha_i[k * h + hh] = al;
+                    let j = csr.src[start + k] as usize;
+                    let xj = &xl[(j * h + hh) * c..(j * h + hh + 1) * c];
+                    for cc in 0..c {
+                        o[cc] += al * xj[cc];
+                    }
+                }
+            }
+        });
+    (out, alpha)
+}
+
+/// Fused backward. Given the output gradient `grad` `[N_dst, H, C]` and the forward's
+/// attention weights, returns the gradients of `xl`, `xr` and `att`.
+#[allow(clippy::too_many_arguments)]
+pub fn backward(
+    grad: &[f32],
+    xl: &[f32],
+    xr: &[f32],
+    att: &[f32],
+    alpha: &[f32],
+    h: usize,
+    c: usize,
+    csr: &Csr,
+    by_src: &SrcIndex,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let hc = h * c;
+    let nd = csr.num_dst();
+    let ns = by_src.row_ptr.len() - 1;
+    // Pass 1, per destination: score gradients de [E, H], dxr and datt.
+    let mut de = vec![0f32; csr.num_edges() * h];
+    let mut gxr = vec![0f32; nd * hc];
+    let segs = segments_mut(&mut de, &csr.row_ptr, h);
+    let gatt = gxr
+        .par_chunks_mut(hc.max(1))
+        .zip(segs)
+        .enumerate()
+        .with_min_len(16)
+        .fold(
+            || vec![0f32; hc],
+            |mut gatt, (i, (gxr_i, de_i))| {
+                let start = csr.row_ptr[i];
+                let deg = csr.row_ptr[i + 1] - start;
+                let xr_i = &xr[i * hc..(i + 1) * hc];
+                let g_i = &grad[i * hc..(i + 1) * hc];
+                for hh in 0..h {
+                    let gh = &g_i[hh * c..(hh + 1) * c];
+                    let mut s = 0f32;
+                    for k in 0..deg {
+                        let j = csr.src[start + k] as usize;
+                        let xj = &xl[(j * h + hh) * c..(j * h + hh + 1) * c];
+                        let mut da = 0f32;
+                        for cc in 0..c {
+                            da += gh[cc] * xj[cc];
+                        }
+                        de_i[k * h + hh] = da;
+                        s += alpha[(start + k) * h + hh] * da;
+                    }
+                    let a = &att[hh * c..(hh + 1) * c];
+                    let xr_ih = &xr_i[hh * c..(hh + 1) * c];
+                    let gx = &mut gxr_i[hh * c..(hh + 1) * c];
+                    let ga = &mut gatt[hh * c..(hh + 1) * c];
+                    for k in 0..deg {
+                        let al = alpha[(start + k) * h + hh];
+                        let d = al * (de_i[k * h + hh] - s);
+                        de_i[k * h + hh] = d;
+                        if d == 0.0 {
+                            continue;
+                        }
+                        let j = csr.src[start + k] as usize;
+                        let xj = &xl[(j * h + hh) * c..(j * h + hh + 1) * c];
+                        for cc in 0..c {
+                            let z = xj[cc] + xr_ih[cc];
+                            gx[cc] += d * a[cc] * lrelu_grad(z);
+                            ga[cc] += d * lrelu(z);
+                        }
+                    }
+                }
+                gatt
+            },
+        )
+        .reduce(
+            || vec![0f32; hc],
+            |mut a, b| {
+                for (x, y) in a.iter_mut().zip(b) {
+                    *x += y;
+                }
+                a
+            },
+        );
+    // Pass 2, per source: dxl[j] = Σ_out-edges α·grad[i] + de·att·LeakyReLU'(z).
+    let mut gxl = vec![0f32; ns * hc];
+    gxl.par_chunks_mut(hc.max(1))
+        .enumerate()
+        .with_min_len(64)
+        .for_each(|(j, gxl_j)| {
+            let xl_j = &xl[j * hc..(j + 1) * hc];
+            for p in by_src.row_ptr[j]..by_src.row_ptr[j + 1] {
+                let k = by_src.edge[p] as usize;
+                let i = by_src.dst[p] as usize;
+                let xr_i = &xr[i * hc..(i + 1) * hc];
+                let g_i = &grad[i * hc..(i + 1) * hc];
+                for hh in 0..h {
+                    let al = alpha[k * h + hh];
+                    let d = de[k * h + hh];
+                    let a = &att[hh * c..(hh + 1) * c];
+                    let o = hh * c;
+                    for cc in 0..c {
+                        let z = xl_j[o + cc] + xr_i[o + cc];
+                        gxl_j[o + cc] += al * g_i[o + cc] + d * a[cc] * lrelu_grad(z);
+                    }
+                }
+            }
+        });
+    (gxl, gxr, gatt)
+}
