@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod inspect;
+mod train;
 
 /// Cell segmentation for imaging-based spatial transcriptomics (Xenium, MERSCOPE, CosMx).
 #[derive(Debug, Parser)]
@@ -21,6 +22,8 @@ struct Cli {
 enum Command {
     /// Print node, edge and label counts of a tile file or a dataset directory, and validate it.
     Inspect(inspect::InspectArgs),
+    /// Train the Segger model on a tile dataset (the seed's train_model.py flags).
+    Train(train::TrainArgs),
 }
 
 /// An error with the exit code the process should end with.
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
     init_tracing();
     let res = match cli.command {
         Command::Inspect(a) => inspect::run(a),
+        Command::Train(a) => train::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

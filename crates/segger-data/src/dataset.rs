@@ -207,7 +207,18 @@ impl TileDataset {
             .chunks(batch_size.max(1))
             .map(<[usize]>::to_vec)
             .collect();
-        TileLoader::spawn(self.clone(), chunks, workers.max(1), prefetch.max(1))
+        self.loader_for(chunks, workers, prefetch)
+    }
+
+    /// Streams the given batches of tile indices, read and collated on `workers` background
+    /// threads up to `prefetch` batches ahead, in order.
+    pub fn loader_for(
+        &self,
+        batches: Vec<Vec<usize>>,
+        workers: usize,
+        prefetch: usize,
+    ) -> TileLoader {
+        TileLoader::spawn(self.clone(), batches, workers.max(1), prefetch.max(1))
     }
 }
 

@@ -89,6 +89,48 @@ pub struct GraphInput<B: Backend> {
     pub labels: Option<Tensor<B, 1>>,
 }
 
+/// Checks, without touching a device, that a graph fits a model of `config`.
+pub fn check_layout(g: &HeteroGraph, config: &SeggerConfig) -> Result<(), ConfigError> {
+    match (&g.tx.x, config.tx_features) {
+        (NodeFeatures::Tokens(_), None) => {}
+        (NodeFeatures::Dense { width, .. }, Some(w)) if *width == w => {}
+        (NodeFeatures::Tokens(_), Some(w)) => {
+            return Err(ConfigError(format!(
+                "tx.x: the graph has token ids but the model expects {w} dense features"
+            )))
+        }
+        (NodeFeatures::Dense { width, .. }, _) => {
+            return Err(ConfigError(format!(
+                "tx.x: the graph has {width} dense features but the model expects {}",
+                config
+                    .tx_features
+                    .map_or("token ids".to_string(), |w| format!("{w} features"))
+            )))
+        }
+    }
+    match &g.bd.x {
+        NodeFeatures::Dense { width, .. } if *width == config.bd_features => {}
+        NodeFeatures::Dense { width, .. } => {
+            return Err(ConfigError(format!(
+                "bd.x: the graph has {width} boundary features but the model expects {}",
+                config.bd_features
+            )))
+        }
+        NodeFeatures::Tokens(_) => {
+            return Err(ConfigError("bd.x: boundary features must be dense".into()))
+        }
+    }
+    for et in config.edge_types() {
+        if !g.edges.contains_key(&et) {
+            return Err(ConfigError(format!(
+                "{}.edge_index: the graph lacks this relation of the model",
+                et.key()
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl<B: Backend> GraphInput<B> {
     /// Moves a validated graph to the device for a model with `config`. A relation of the
     /// config missing from the graph is an error; a graph without labels gives `None` labels.
@@ -99,36 +141,37 @@ impl<B: Backend> GraphInput<B> {
     ) -> Result<Self, ConfigError> {
         let n_tx = g.num_nodes(NodeType::Tx);
         let n_bd = g.num_nodes(NodeType::Bd);
-        let (tx_tokens, tx_features) =
-            match (&g.tx.x, config.tx_features) {
-                (NodeFeatures::Tokens(t), None) => (
-                    Some(Tensor::from_data(
-                        TensorData::new(t.clone(), [n_tx]),
-                        device,
-                    )),
-                    None,
-                ),
-                (NodeFeatures::Dense { values, width }, Some(w)) if *width == w => (
-                    None,
-                    Some(Tensor::from_data(
-                        TensorData::new(values.clone(), [n_tx, w]),
-                        device,
-                    )),
-                ),
-                (NodeFeatures::Tokens(_), Some(w)) => {
-                    return Err(ConfigError(format!(
-                        "tx.x: the graph has token ids but the model expects {w} dense features"
-                    )))
-                }
-                (NodeFeatures::Dense { width, .. }, Some(w)) => {
-                    return Err(ConfigError(format!(
-                        "tx.x: the graph has {width} dense features but the model expects {w}"
-                    )))
-                }
-                (NodeFeatures::Dense { width, .. }, None) => return Err(ConfigError(format!(
+        let (tx_tokens, tx_features) = match (&g.tx.x, config.tx_features) {
+            (NodeFeatures::Tokens(t), None) => (
+                Some(Tensor::from_data(
+                    TensorData::new(t.clone(), [n_tx]),
+                    device,
+                )),
+                None,
+            ),
+            (NodeFeatures::Dense { values, width }, Some(w)) if *width == w => (
+                None,
+                Some(Tensor::from_data(
+                    TensorData::new(values.clone(), [n_tx, w]),
+                    device,
+                )),
+            ),
+            (NodeFeatures::Tokens(_), Some(w)) => {
+                return Err(ConfigError(format!(
+                    "tx.x: the graph has token ids but the model expects {w} dense features"
+                )))
+            }
+            (NodeFeatures::Dense { width, .. }, Some(w)) => {
+                return Err(ConfigError(format!(
+                    "tx.x: the graph has {width} dense features but the model expects {w}"
+                )))
+            }
+            (NodeFeatures::Dense { width, .. }, None) => {
+                return Err(ConfigError(format!(
                     "tx.x: the graph has {width} dense features but the model expects token ids"
-                ))),
-            };
+                )))
+            }
+        };
         let bd_x = match &g.bd.x {
             NodeFeatures::Dense { values, width } if *width == config.bd_features => {
                 Tensor::from_data(TensorData::new(values.clone(), [n_bd, *width]), device)

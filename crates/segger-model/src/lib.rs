@@ -23,6 +23,6 @@ pub mod pyg;
 
 pub use config::{Aggr, ConfigError, SeggerConfig};
 pub use gat::GatConv;
-pub use input::{GraphInput, RelationGraph};
+pub use input::{check_layout, GraphInput, RelationGraph};
 pub use model::{bce_with_logits, decode, Embeddings, NamedParam, Segger};
 pub use mp::GatBackend;

@@ -168,63 +168,40 @@ pub fn backward(
     let mut de = vec![0f32; csr.num_edges() * h];
     let mut gxr = vec![0f32; nd * hc];
     let segs = segments_mut(&mut de, &csr.row_ptr, h);
-    let gatt = gxr
-        .par_chunks_mut(hc.max(1))
-        .zip(segs)
+    // Destinations are processed in fixed blocks; each block's contribution to datt is summed
+    // separately and the partial sums are added in block order, so the result does not depend
+    // on how rayon schedules the work (runs are reproducible).
+    const BLOCK: usize = 32;
+    let mut seg_blocks: Vec<Vec<&mut [f32]>> = Vec::new();
+    let mut segs = segs.into_iter();
+    loop {
+        let b: Vec<&mut [f32]> = segs.by_ref().take(BLOCK).collect();
+        if b.is_empty() {
+            break;
+        }
+        seg_blocks.push(b);
+    }
+    let partials: Vec<Vec<f32>> = gxr
+        .par_chunks_mut((hc * BLOCK).max(1))
+        .zip(seg_blocks)
         .enumerate()
-        .with_min_len(16)
-        .fold(
-            || vec![0f32; hc],
-            |mut gatt, (i, (gxr_i, de_i))| {
-                let start = csr.row_ptr[i];
-                let deg = csr.row_ptr[i + 1] - start;
-                let xr_i = &xr[i * hc..(i + 1) * hc];
-                let g_i = &grad[i * hc..(i + 1) * hc];
-                for hh in 0..h {
-                    let gh = &g_i[hh * c..(hh + 1) * c];
-                    let mut s = 0f32;
-                    for k in 0..deg {
-                        let j = csr.src[start + k] as usize;
-                        let xj = &xl[(j * h + hh) * c..(j * h + hh + 1) * c];
-                        let mut da = 0f32;
-                        for cc in 0..c {
-                            da += gh[cc] * xj[cc];
-                        }
-                        de_i[k * h + hh] = da;
-                        s += alpha[(start + k) * h + hh] * da;
-                    }
-                    let a = &att[hh * c..(hh + 1) * c];
-                    let xr_ih = &xr_i[hh * c..(hh + 1) * c];
-                    let gx = &mut gxr_i[hh * c..(hh + 1) * c];
-                    let ga = &mut gatt[hh * c..(hh + 1) * c];
-                    for k in 0..deg {
-                        let al = alpha[(start + k) * h + hh];
-                        let d = al * (de_i[k * h + hh] - s);
-                        de_i[k * h + hh] = d;
-                        if d == 0.0 {
-                            continue;
-                        }
-                        let j = csr.src[start + k] as usize;
-                        let xj = &xl[(j * h + hh) * c..(j * h + hh + 1) * c];
-                        for cc in 0..c {
-                            let z = xj[cc] + xr_ih[cc];
-                            gx[cc] += d * a[cc] * lrelu_grad(z);
-                            ga[cc] += d * lrelu(z);
-                        }
-                    }
-                }
-                gatt
-            },
-        )
-        .reduce(
-            || vec![0f32; hc],
-            |mut a, b| {
-                for (x, y) in a.iter_mut().zip(b) {
-                    *x += y;
-                }
-                a
-            },
-        );
+        .map(|(blk, (gxr_blk, de_blk))| {
+            let mut gatt = vec![0f32; hc];
+            for (off, (gxr_i, de_i)) in gxr_blk.chunks_mut(hc.max(1)).zip(de_blk).enumerate() {
+                let i = blk * BLOCK + off;
+                backward_row(
+                    i, gxr_i, de_i, &mut gatt, grad, xl, xr, att, alpha, h, c, csr,
+                );
+            }
+            gatt
+        })
+        .collect();
+    let mut gatt = vec![0f32; hc];
+    for p in partials {
+        for (x, y) in gatt.iter_mut().zip(p) {
+            *x += y;
+        }
+    }
     // Pass 2, per source: dxl[j] = Σ_out-edges α·grad[i] + de·att·LeakyReLU'(z).
     let mut gxl = vec![0f32; ns * hc];
     gxl.par_chunks_mut(hc.max(1))
@@ -250,4 +227,62 @@ pub fn backward(
             }
         });
     (gxl, gxr, gatt)
+}
+
+/// Backward pass 1 for destination `i`: score gradients of its edges (into `de_i`), its
+/// `xr` gradient (into `gxr_i`) and its contribution to `datt`.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn backward_row(
+    i: usize,
+    gxr_i: &mut [f32],
+    de_i: &mut [f32],
+    gatt: &mut [f32],
+    grad: &[f32],
+    xl: &[f32],
+    xr: &[f32],
+    att: &[f32],
+    alpha: &[f32],
+    h: usize,
+    c: usize,
+    csr: &Csr,
+) {
+    let hc = h * c;
+    let start = csr.row_ptr[i];
+    let deg = csr.row_ptr[i + 1] - start;
+    let xr_i = &xr[i * hc..(i + 1) * hc];
+    let g_i = &grad[i * hc..(i + 1) * hc];
+    for hh in 0..h {
+        let gh = &g_i[hh * c..(hh + 1) * c];
+        let mut s = 0f32;
+        for k in 0..deg {
+            let j = csr.src[start + k] as usize;
+            let xj = &xl[(j * h + hh) * c..(j * h + hh + 1) * c];
+            let mut da = 0f32;
+            for cc in 0..c {
+                da += gh[cc] * xj[cc];
+            }
+            de_i[k * h + hh] = da;
+            s += alpha[(start + k) * h + hh] * da;
+        }
+        let a = &att[hh * c..(hh + 1) * c];
+        let xr_ih = &xr_i[hh * c..(hh + 1) * c];
+        let gx = &mut gxr_i[hh * c..(hh + 1) * c];
+        let ga = &mut gatt[hh * c..(hh + 1) * c];
+        for k in 0..deg {
+            let al = alpha[(start + k) * h + hh];
+            let d = al * (de_i[k * h + hh] - s);
+            de_i[k * h + hh] = d;
+            if d == 0.0 {
+                continue;
+            }
+            let j = csr.src[start + k] as usize;
+            let xj = &xl[(j * h + hh) * c..(j * h + hh + 1) * c];
+            for cc in 0..c {
+                let z = xj[cc] + xr_ih[cc];
+                gx[cc] += d * a[cc] * lrelu_grad(z);
+                ga[cc] += d * lrelu(z);
+            }
+        }
+    }
 }
