@@ -16,6 +16,7 @@
 mod csv;
 mod lit;
 mod loader;
+pub mod metrics;
 mod progress;
 mod recorder;
 pub mod run;

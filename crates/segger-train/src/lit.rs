@@ -1,7 +1,7 @@
 use burn::module::Module;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Bool, Int, Tensor};
-use burn::train::metric::{AurocInput, ConfusionStatsInput, LossInput};
+use burn::train::metric::{ConfusionStatsInput, LossInput};
 use burn::train::{InferenceStep, ItemLazy, TrainOutput, TrainStep};
 use segger_model::{bce_with_logits, decode, GatBackend, Segger};
 
@@ -37,17 +37,6 @@ impl<B: Backend> ItemLazy for LinkOutput<B> {
 impl<B: Backend> burn::train::metric::Adaptor<LossInput<B>> for LinkOutput<B> {
     fn adapt(&self) -> LossInput<B> {
         LossInput::new(self.loss.clone())
-    }
-}
-
-impl<B: Backend> burn::train::metric::Adaptor<AurocInput<B>> for LinkOutput<B> {
-    fn adapt(&self) -> AurocInput<B> {
-        // Two-class logits [0, l]: their softmax's second column is sigmoid(l).
-        let l = self.logits.clone().unsqueeze_dim::<2>(1);
-        AurocInput::new(
-            Tensor::cat(vec![l.zeros_like(), l], 1),
-            self.targets.clone(),
-        )
     }
 }
 

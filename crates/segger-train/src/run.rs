@@ -8,7 +8,7 @@ use burn::optim::Optimizer;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::logger::FileMetricLogger;
-use burn::train::metric::{AurocMetric, FBetaScoreMetric, LossMetric};
+use burn::train::metric::{FBetaScoreMetric, LossMetric};
 use burn::train::{ExecutionStrategy, Learner, MultiDeviceOptim, SupervisedTraining};
 use segger_data::TileDataset;
 use segger_model::optim::{adamw_config, GlobalNormClip};
@@ -526,7 +526,7 @@ where
     let mut training = SupervisedTraining::new(root, train_loader, valid_loader)
         .metric_train_numeric(LossMetric::new())
         .metric_valid_numeric(LossMetric::new())
-        .metric_valid_numeric(AurocMetric::new())
+        .metric_valid_numeric(crate::metrics::LinkAurocMetric::default())
         .metric_valid_numeric(FBetaScoreMetric::binary(1.0, 0.5))
         .with_file_checkpointer(recorder)
         .with_metric_logger(FileMetricLogger::new(root))
