@@ -163,29 +163,36 @@ pub fn forward(
                 return;
             }
             let xr_i = &xr[i * hc..(i + 1) * hc];
-            for hh in 0..h {
-                let a = &att[hh * c..(hh + 1) * c];
-                let xr_ih = &xr_i[hh * c..(hh + 1) * c];
-                let mut m = f32::NEG_INFINITY;
-                for k in 0..deg {
-                    let j = csr.src[start + k] as usize;
-                    let e = score(&xl[(j * h + hh) * c..(j * h + hh + 1) * c], xr_ih, a);
+            // Edge-major loops: each source row is fetched once per pass, all heads at once.
+            let mut m = vec![f32::NEG_INFINITY; h];
+            for k in 0..deg {
+                let j = csr.src[start + k] as usize;
+                let xl_j = &xl[j * hc..(j + 1) * hc];
+                for hh in 0..h {
+                    let o = hh * c;
+                    let e = score(&xl_j[o..o + c], &xr_i[o..o + c], &att[o..o + c]);
                     alpha_i[k * h + hh] = e;
-                    m = m.max(e);
+                    m[hh] = m[hh].max(e);
                 }
+            }
+            for hh in 0..h {
                 let mut sum = 0f32;
                 for k in 0..deg {
-                    let p = (alpha_i[k * h + hh] - m).exp();
+                    let p = (alpha_i[k * h + hh] - m[hh]).exp();
                     alpha_i[k * h + hh] = p;
                     sum += p;
                 }
                 let denom = sum + SOFTMAX_EPS;
-                let o = &mut out_i[hh * c..(hh + 1) * c];
                 for k in 0..deg {
-                    let al = alpha_i[k * h + hh] / denom;
-                    alpha_i[k * h + hh] = al;
-                    let j = csr.src[start + k] as usize;
-                    axpy(o, al, &xl[(j * h + hh) * c..(j * h + hh + 1) * c]);
+                    alpha_i[k * h + hh] /= denom;
+                }
+            }
+            for k in 0..deg {
+                let j = csr.src[start + k] as usize;
+                let xl_j = &xl[j * hc..(j + 1) * hc];
+                for hh in 0..h {
+                    let o = hh * c;
+                    axpy(&mut out_i[o..o + c], alpha_i[k * h + hh], &xl_j[o..o + c]);
                 }
             }
         });
@@ -304,30 +311,36 @@ fn backward_row(
     let deg = csr.row_ptr[i + 1] - start;
     let xr_i = &xr[i * hc..(i + 1) * hc];
     let g_i = &grad[i * hc..(i + 1) * hc];
-    for hh in 0..h {
-        let gh = &g_i[hh * c..(hh + 1) * c];
-        let mut s = 0f32;
-        for k in 0..deg {
-            let j = csr.src[start + k] as usize;
-            let da = dot(gh, &xl[(j * h + hh) * c..(j * h + hh + 1) * c]);
+    // dα for every edge and head (edge-major: one fetch of each source row), kept in de_i.
+    let mut s = vec![0f32; h];
+    for k in 0..deg {
+        let j = csr.src[start + k] as usize;
+        let xl_j = &xl[j * hc..(j + 1) * hc];
+        for hh in 0..h {
+            let o = hh * c;
+            let da = dot(&g_i[o..o + c], &xl_j[o..o + c]);
             de_i[k * h + hh] = da;
-            s += alpha[(start + k) * h + hh] * da;
+            s[hh] += alpha[(start + k) * h + hh] * da;
         }
-        let a = &att[hh * c..(hh + 1) * c];
-        let xr_ih = &xr_i[hh * c..(hh + 1) * c];
-        let gx = &mut gxr_i[hh * c..(hh + 1) * c];
-        let ga = &mut gatt[hh * c..(hh + 1) * c];
-        for k in 0..deg {
+    }
+    for k in 0..deg {
+        let j = csr.src[start + k] as usize;
+        let xl_j = &xl[j * hc..(j + 1) * hc];
+        for hh in 0..h {
             let al = alpha[(start + k) * h + hh];
-            let d = al * (de_i[k * h + hh] - s);
+            let d = al * (de_i[k * h + hh] - s[hh]);
             de_i[k * h + hh] = d;
             if d == 0.0 {
                 continue;
             }
-            let j = csr.src[start + k] as usize;
-            let xj = &xl[(j * h + hh) * c..(j * h + hh + 1) * c];
-            for ((((g, gat), &aa), &l), &r) in
-                gx.iter_mut().zip(ga.iter_mut()).zip(a).zip(xj).zip(xr_ih)
+            let o = hh * c;
+            let (gx, ga) = (&mut gxr_i[o..o + c], &mut gatt[o..o + c]);
+            for ((((g, gat), &aa), &l), &r) in gx
+                .iter_mut()
+                .zip(ga.iter_mut())
+                .zip(&att[o..o + c])
+                .zip(&xl_j[o..o + c])
+                .zip(&xr_i[o..o + c])
             {
                 let z = l + r;
                 *g += d * aa * lrelu_grad(z);
