@@ -7,11 +7,13 @@
 //!   globals ([`pickle::TILE_GLOBALS`], [`pickle::CHECKPOINT_GLOBALS`]), nothing executed.
 //! * [`pyg`]: `HeteroData` tiles to [`crate::Tile`], with the quirks of real Segger tiles.
 //! * [`checkpoint`]: Lightning checkpoints to `model.safetensors` + `config.json`.
+//! * [`convert`]: a whole Segger dataset directory to `segger-tile/1`.
 //!
 //! Only the zip-based format (torch >= 1.6) is read; the legacy tar/pickle format is refused.
 //! Big-endian archives are refused.
 
 pub mod checkpoint;
+pub mod convert;
 pub mod pickle;
 pub mod pyg;
 pub mod zip;

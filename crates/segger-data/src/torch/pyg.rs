@@ -374,14 +374,14 @@ pub fn pyg_to_tile(
             }
             if t.shape[0] != n_bd {
                 let nan = v.iter().filter(|x| x.is_nan()).count();
-                tracing::warn!(
+                quirk_warning(format_args!(
                     "{}: bd.x has {} rows ({nan} NaN values) but bd.pos has {n_bd} boundaries \
                      (the reference's one-row-per-polygon-vertex bug); the features are \
                      unusable and are replaced by zeros, as the reference model's nan_to_num \
                      effectively does",
                     path.display(),
                     t.shape[0]
-                );
+                ));
                 bd_x_replaced = true;
                 (vec![0.0; n_bd * w], w)
             } else {
@@ -391,10 +391,10 @@ pub fn pyg_to_tile(
     };
     let nan = bd_x.iter().filter(|x| !x.is_finite()).count();
     if nan > 0 {
-        tracing::warn!(
+        quirk_warning(format_args!(
             "{}: bd.x has {nan} non-finite values; replaced by 0 (as nan_to_num would)",
             path.display()
-        );
+        ));
         bd_x_replaced = true;
         for x in bd_x.iter_mut().filter(|x| !x.is_finite()) {
             *x = 0.0;
@@ -492,6 +492,17 @@ pub fn pyg_to_tile(
         bd_x_replaced,
         ignored,
     })
+}
+
+/// Logs a repaired quirk: the first one of the process as a warning (real datasets have it in
+/// every tile), the others at debug level.
+fn quirk_warning(msg: std::fmt::Arguments<'_>) {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!("{msg} (further tiles with unusable bd.x are logged at debug level)");
+    } else {
+        tracing::debug!("{msg}");
+    }
 }
 
 fn short(v: &PygValue) -> String {
