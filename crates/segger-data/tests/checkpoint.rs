@@ -315,7 +315,10 @@ fn opts(cfg: SeggerConfig) -> CkptOptions {
     }
 }
 
-fn read_weights(dir: &Path) -> (BTreeMap<String, (Vec<usize>, Vec<f32>)>, String) {
+/// Tensors by name: shape and values.
+type Weights = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
+fn read_weights(dir: &Path) -> (Weights, String) {
     let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
     let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
     let config = meta.metadata().as_ref().unwrap()["config"].clone();

@@ -893,9 +893,7 @@ impl<'a, S: StorageSource> Vm<'a, S> {
             Ok(r) => r,
             Err(e) => return self.fail(format!("storage {key:?}: {e}")),
         };
-        let need = storage_numel
-            .checked_mul(dtype.size())
-            .unwrap_or(usize::MAX);
+        let need = storage_numel.saturating_mul(dtype.size());
         if raw.len() < need {
             return self.fail(format!(
                 "storage {key:?} has {} bytes, its {storage_numel} {} elements need {need}",
