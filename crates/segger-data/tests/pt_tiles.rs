@@ -441,26 +441,53 @@ fn hostile_sizes_are_refused_quickly() {
         .name
         .clone();
     let pkl = z.read(&name).unwrap().unwrap().to_vec();
-    // A string length of 4 GiB, and a list whose APPENDS never ends.
-    for bad in [
-        b"\x80\x02X\xff\xff\xff\xff".to_vec(),
-        b"\x80\x02]("
-            .iter()
-            .copied()
-            .chain(std::iter::repeat_n(b'N', 100_000))
-            .collect(),
+    // Each hostile pickle with the error it must give.
+    let quadratic = {
+        // set(T) on one 50,000-item tuple, 50,000 times: quadratic copying unless bounded.
+        let mut p = b"\x80\x02c__builtin__\nset\nq\x00(".to_vec();
+        p.extend(std::iter::repeat_n(b'N', 50_000));
+        p.extend(b"tq\x01");
+        for _ in 0..50_000 {
+            p.extend(b"h\x00h\x01\x85R0");
+        }
+        p.extend(b"N.");
+        p
+    };
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        // A string length of 4 GiB.
+        (b"\x80\x02X\xff\xff\xff\xff".to_vec(), "more bytes"),
+        // A list whose APPENDS never ends.
+        (
+            b"\x80\x02]("
+                .iter()
+                .copied()
+                .chain(std::iter::repeat_n(b'N', 100_000))
+                .collect(),
+            "without STOP",
+        ),
         // Deeply nested tuples: the interpreter does not recurse.
-        std::iter::once(0x80)
-            .chain(std::iter::once(2))
-            .chain(std::iter::repeat_n(b'(', 200_000))
-            .chain(std::iter::repeat_n(b't', 200_000))
-            .chain(std::iter::once(b'.'))
-            .collect(),
-    ] {
+        (
+            [0x80, 2]
+                .into_iter()
+                .chain(std::iter::repeat_n(b'(', 200_000))
+                .chain(std::iter::repeat_n(b't', 200_000))
+                .chain(std::iter::once(b'.'))
+                .collect(),
+            "expected a torch_geometric HeteroData",
+        ),
+        (quadratic, "copy too much"),
+    ];
+    for (bad, want) in cases {
         let t = Instant::now();
-        let e = parse_quietly(&path, &with_pickle(&orig, &bad)).unwrap_err();
-        assert!(t.elapsed() < Duration::from_secs(2));
-        assert!(e.to_string().contains("data.pkl"), "{e}");
+        let e = parse_quietly(&path, &with_pickle(&orig, &bad))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "{want}: {:?}",
+            t.elapsed()
+        );
+        assert!(e.contains("data.pkl") && e.contains(want), "{want}: {e}");
     }
     // A tensor whose size claims far more elements than its storage holds: patch the first
     // BININT2 size of tx.id (1141) to 65535.

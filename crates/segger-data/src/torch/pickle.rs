@@ -430,6 +430,10 @@ const MAX_KEY_STR: usize = 1024;
 /// Tuples deeper or longer than this are keyed by identity in dicts.
 const MAX_KEY_DEPTH: usize = 3;
 const MAX_KEY_TUPLE: usize = 8;
+/// Copying work allowed per byte of pickle (plus a fixed allowance): real files copy each
+/// item about once.
+const WORK_PER_BYTE: usize = 8;
+const WORK_BASE: usize = 1 << 20;
 /// Tensors with more dimensions are refused.
 const MAX_RANK: usize = 64;
 
@@ -589,6 +593,7 @@ pub struct Vm<'a, S: StorageSource> {
     policy: Policy,
     storages: &'a S,
     budget: usize,
+    work: usize,
     stack: Vec<Value>,
     marks: Vec<usize>,
     memo: HashMap<u32, Value>,
@@ -608,6 +613,10 @@ impl<'a, S: StorageSource> Vm<'a, S> {
             policy,
             storages,
             budget,
+            work: data
+                .len()
+                .saturating_mul(WORK_PER_BYTE)
+                .saturating_add(WORK_BASE),
             stack: Vec::new(),
             marks: Vec::new(),
             memo: HashMap::new(),
@@ -801,14 +810,29 @@ impl<'a, S: StorageSource> Vm<'a, S> {
         }
     }
 
-    fn seq_of(&self, v: &Value) -> Option<Vec<Value>> {
-        match v {
-            Value::Obj(i) => match self.arena.get(*i) {
-                Some(Obj::Tuple(t)) | Some(Obj::List(t)) => Some(t.clone()),
-                _ => None,
-            },
-            _ => None,
+    /// Counts `n` units of copying work against the budget, so that inputs that make the
+    /// interpreter copy the same large container over and over fail instead of hanging.
+    fn charge(&mut self, n: usize) -> Result<(), PickleError> {
+        match self.work.checked_sub(n) {
+            Some(w) => {
+                self.work = w;
+                Ok(())
+            }
+            None => self.fail("the pickle makes the reader copy too much data (refused)"),
         }
+    }
+
+    /// A copy of the items of a tuple or list value (charged as work).
+    fn seq_of(&mut self, v: &Value) -> Result<Option<Vec<Value>>, PickleError> {
+        let n = match self.obj_ref(v) {
+            Some(Obj::Tuple(t)) | Some(Obj::List(t)) => t.len(),
+            _ => return Ok(None),
+        };
+        self.charge(n)?;
+        Ok(match self.obj_ref(v) {
+            Some(Obj::Tuple(t)) | Some(Obj::List(t)) => Some(t.clone()),
+            _ => None,
+        })
     }
 
     fn usize_tuple(&self, v: &Value, what: &str) -> Result<Vec<usize>, PickleError> {
@@ -985,7 +1009,7 @@ impl<'a, S: StorageSource> Vm<'a, S> {
                 describe_plain(&callable)
             ));
         };
-        let Some(a) = self.seq_of(&args) else {
+        let Some(a) = self.seq_of(&args)? else {
             return self.fail("REDUCE arguments are not a tuple");
         };
         match g {
@@ -993,10 +1017,14 @@ impl<'a, S: StorageSource> Vm<'a, S> {
                 let d = Dict::default();
                 // OrderedDict(iterable_of_pairs) is possible; protocol 2 uses SETITEMS instead.
                 if g == Global::OrderedDict {
-                    if let Some(pairs) = a.first().and_then(|p| self.seq_of(p)) {
+                    let pairs = match a.first() {
+                        Some(p) => self.seq_of(p)?,
+                        None => None,
+                    };
+                    if let Some(pairs) = pairs {
                         let target = self.alloc(Obj::Dict(d));
                         for p in pairs {
-                            match self.seq_of(&p).as_deref() {
+                            match self.seq_of(&p)?.as_deref() {
                                 Some([k, v]) => self.dict_set(&target, k.clone(), v.clone())?,
                                 _ => return self.fail("OrderedDict item is not a pair"),
                             }
@@ -1009,10 +1037,19 @@ impl<'a, S: StorageSource> Vm<'a, S> {
             Global::Set | Global::FrozenSet => {
                 let items = match a.first() {
                     None => Vec::new(),
-                    Some(v) => match self.obj_ref(v) {
-                        Some(Obj::List(l)) | Some(Obj::Tuple(l)) | Some(Obj::Set(l)) => l.clone(),
-                        _ => return self.fail("set() argument is not a list"),
-                    },
+                    Some(v) => {
+                        let n = match self.obj_ref(v) {
+                            Some(Obj::List(l)) | Some(Obj::Tuple(l)) | Some(Obj::Set(l)) => l.len(),
+                            _ => return self.fail("set() argument is not a list"),
+                        };
+                        self.charge(n)?;
+                        match self.obj_ref(v) {
+                            Some(Obj::List(l)) | Some(Obj::Tuple(l)) | Some(Obj::Set(l)) => {
+                                l.clone()
+                            }
+                            _ => Vec::new(),
+                        }
+                    }
                 };
                 Ok(self.alloc(Obj::Set(items)))
             }
@@ -1142,7 +1179,7 @@ impl<'a, S: StorageSource> Vm<'a, S> {
         };
         let i = *i;
         // Prepare what needs a shared borrow of the arena before taking the mutable one.
-        let st = self.seq_of(&state);
+        let st = self.seq_of(&state)?;
         match self.arena.get(i) {
             Some(Obj::NdArray(_)) => {
                 // (version, shape, dtype, is_fortran, data)
@@ -1208,7 +1245,7 @@ impl<'a, S: StorageSource> Vm<'a, S> {
     }
 
     fn persistent_load(&mut self, pid: Value) -> Result<Value, PickleError> {
-        let Some(t) = self.seq_of(&pid) else {
+        let Some(t) = self.seq_of(&pid)? else {
             return self.fail("persistent id is not a tuple");
         };
         match t.as_slice() {
