@@ -1,5 +1,5 @@
 //! Rewriting a reference Segger dataset (`{train,val,test}_tiles/processed/*.pt`) as a
-//! `segger-tile/1` dataset (`.safetensors` tiles named by [`TileBounds::file_name`] plus
+//! `segger-tile/1` dataset (`.safetensors` tiles named by [`crate::TileBounds::file_name`] plus
 //! `dataset.json`).
 //!
 //! The output appears atomically: everything is written into a temporary sibling directory

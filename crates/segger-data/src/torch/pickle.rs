@@ -212,6 +212,8 @@ pub enum Global {
     Set,
     /// `builtins.frozenset` / `__builtin__.frozenset`.
     FrozenSet,
+    /// `builtins.bytes` / `__builtin__.bytes` (protocol 2 writes `b''` as `bytes()`).
+    EmptyBytes,
     /// `torch._utils._rebuild_tensor_v2`.
     RebuildTensorV2,
     /// `torch._utils._rebuild_parameter` (a parameter is loaded as its tensor).
@@ -253,6 +255,8 @@ pub enum Policy {
 pub const TILE_GLOBALS: &[&str] = &[
     "__builtin__.set",
     "builtins.set",
+    "__builtin__.bytes",
+    "builtins.bytes",
     "_codecs.encode",
     "collections.OrderedDict",
     "collections.defaultdict",
@@ -304,6 +308,7 @@ fn resolve(full: &str, policy: Policy) -> Option<Global> {
         "collections.defaultdict" => Global::DefaultDict,
         "__builtin__.set" | "builtins.set" => Global::Set,
         "__builtin__.frozenset" | "builtins.frozenset" => Global::FrozenSet,
+        "__builtin__.bytes" | "builtins.bytes" => Global::EmptyBytes,
         "torch._utils._rebuild_tensor_v2" => Global::RebuildTensorV2,
         "torch._utils._rebuild_parameter" => Global::RebuildParameter,
         "_codecs.encode" => Global::CodecsEncode,
@@ -1053,6 +1058,13 @@ impl<'a, S: StorageSource> Vm<'a, S> {
                 };
                 Ok(self.alloc(Obj::Set(items)))
             }
+            Global::EmptyBytes => {
+                if a.is_empty() {
+                    Ok(Value::Bytes(Vec::new().into()))
+                } else {
+                    self.fail("bytes(...) with arguments is not supported")
+                }
+            }
             Global::RebuildTensorV2 => self.rebuild_tensor(&a),
             Global::RebuildParameter => match a.first() {
                 Some(t @ Value::Obj(_)) if matches!(self.obj_ref(t), Some(Obj::Tensor(_))) => {
@@ -1118,6 +1130,15 @@ impl<'a, S: StorageSource> Vm<'a, S> {
                     ("i8", 8) => Value::Int(i64::from_le_bytes(b[..8].try_into().unwrap())),
                     ("i4", 4) => Value::Int(i32::from_le_bytes(b[..4].try_into().unwrap()) as i64),
                     ("b1", 1) => Value::Bool(b[0] != 0),
+                    // Checkpoints may hold any numpy scalar in irrelevant places: keep it inert.
+                    _ if self.policy == Policy::Checkpoint => {
+                        return Ok(self.alloc(Obj::Object {
+                            class: format!("numpy scalar {descr}").into(),
+                            args,
+                            state: None,
+                            opaque: true,
+                        }))
+                    }
                     _ => {
                         return self.fail(format!(
                             "numpy scalar of dtype {descr} with {} bytes is not supported",
@@ -1631,6 +1652,108 @@ mod tests {
         assert!(run(b"t.", Policy::Tile).is_err());
         assert!(run(b"h\x05.", Policy::Tile).is_err());
         assert!(run(b"\x01", Policy::Tile).is_err());
+    }
+
+    /// `pickle.dumps(obj, protocol)` by CPython 3.11 for
+    /// `{'i': [0, 1, 255, 256, 65535, 65536, -1, -2**31, 2**31, 2**63-1, -2**63, 2**64],
+    /// 'f': [0.5, -1e300], 's': 'h\u00e9llo', 'b': b'\x00\xff', 'e': b'', 't': (1, (2, 3)),
+    /// 'set': {1}, 'fs': frozenset([2]), 'n': None, 'tf': [True, False],
+    /// 'od': OrderedDict([('a', 1)]), 'long': 'x'*300}`.
+    const CPYTHON_P2: &[&str] = &[
+        "80027d71002858010000006971015d7102284b004b014bff4d00014dffff4a000001004affffffff",
+        "4a000000808a0500000080008a08ffffffffffffff7f8a0800000000000000808a09000000000000",
+        "0000016558010000006671035d710428473fe000000000000047fe37e43c8800759c655801000000",
+        "737105580600000068c3a96c6c6f71065801000000627107635f636f646563730a656e636f64650a",
+        "7108580300000000c3bf710958060000006c6174696e31710a86710b52710c580100000065710d63",
+        "5f5f6275696c74696e5f5f0a62797465730a710e2952710f58010000007471104b014b024b038671",
+        "1186711258030000007365747113635f5f6275696c74696e5f5f0a7365740a71145d71154b016185",
+        "7116527117580200000066737118635f5f6275696c74696e5f5f0a66726f7a656e7365740a71195d",
+        "711a4b026185711b52711c58010000006e711d4e58020000007466711e5d711f2888896558020000",
+        "006f64712063636f6c6c656374696f6e730a4f726465726564446963740a71212952712258010000",
+        "006171234b017358040000006c6f6e677124582c0100007878787878787878787878787878787878",
+        "78787878787878787878787878787878787878787878787878787878787878787878787878787878",
+        "78787878787878787878787878787878787878787878787878787878787878787878787878787878",
+        "78787878787878787878787878787878787878787878787878787878787878787878787878787878",
+        "78787878787878787878787878787878787878787878787878787878787878787878787878787878",
+        "78787878787878787878787878787878787878787878787878787878787878787878787878787878",
+        "78787878787878787878787878787878787878787878787878787878787878787878787878787878",
+        "78787878787878787878787878787878787878787878787878787878787878787878787878787878",
+        "7878787125752e",
+    ];
+    const CPYTHON_P4: &[&str] = &[
+        "8004951f020000000000007d94288c0169945d94284b004b014bff4d00014dffff4a000001004aff",
+        "ffffff4a000000808a0500000080008a08ffffffffffffff7f8a0800000000000000808a09000000",
+        "000000000001658c0166945d9428473fe000000000000047fe37e43c8800759c658c0173948c0668",
+        "c3a96c6c6f948c016294430200ff948c0165944300948c0174944b014b024b03869486948c037365",
+        "74948f94284b01908c02667394284b0291948c016e944e8c027466945d94288889658c026f64948c",
+        "0b636f6c6c656374696f6e73948c0b4f726465726564446963749493942952948c0161944b01738c",
+        "046c6f6e6794582c0100007878787878787878787878787878787878787878787878787878787878",
+        "78787878787878787878787878787878787878787878787878787878787878787878787878787878",
+        "78787878787878787878787878787878787878787878787878787878787878787878787878787878",
+        "78787878787878787878787878787878787878787878787878787878787878787878787878787878",
+        "78787878787878787878787878787878787878787878787878787878787878787878787878787878",
+        "78787878787878787878787878787878787878787878787878787878787878787878787878787878",
+        "78787878787878787878787878787878787878787878787878787878787878787878787878787878",
+        "7878787878787878787878787878787878787878787878787878787878787894752e",
+    ];
+
+    fn unhex(parts: &[&str]) -> Vec<u8> {
+        let h: String = parts.concat();
+        (0..h.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn cpython_pickles_of_protocols_2_and_4() {
+        for (proto, hex) in [(2u8, CPYTHON_P2), (4, CPYTHON_P4)] {
+            let out = run(&unhex(hex), Policy::Checkpoint).unwrap();
+            assert_eq!(out.protocol, proto);
+            let r = &out.root;
+            let ints: Vec<Value> = out.seq(out.get(r, "i").unwrap()).unwrap().to_vec();
+            let want = [
+                0i64,
+                1,
+                255,
+                256,
+                65535,
+                65536,
+                -1,
+                -(1 << 31),
+                1 << 31,
+                i64::MAX,
+                i64::MIN,
+            ];
+            for (got, w) in ints.iter().zip(want) {
+                assert_eq!(*got, Value::Int(w), "protocol {proto}");
+            }
+            assert!(matches!(&ints[11], Value::BigInt(b) if b.len() == 9));
+            assert_eq!(
+                out.seq(out.get(r, "f").unwrap()).unwrap(),
+                &[Value::Float(0.5), Value::Float(-1e300)]
+            );
+            assert_eq!(out.get(r, "s"), Some(&Value::Str("h\u{e9}llo".into())));
+            assert_eq!(out.get(r, "b"), Some(&Value::Bytes(vec![0u8, 0xff].into())));
+            assert_eq!(out.get(r, "e"), Some(&Value::Bytes(Vec::new().into())));
+            let t = out.seq(out.get(r, "t").unwrap()).unwrap();
+            assert_eq!(t[0], Value::Int(1));
+            assert_eq!(out.seq(&t[1]).unwrap(), &[Value::Int(2), Value::Int(3)]);
+            for (k, v) in [("set", 1), ("fs", 2)] {
+                match out.obj(out.get(r, k).unwrap()) {
+                    Some(Obj::Set(s)) => assert_eq!(s, &[Value::Int(v)], "{k}"),
+                    other => panic!("{k}: {other:?}"),
+                }
+            }
+            assert_eq!(out.get(r, "n"), Some(&Value::None));
+            assert_eq!(
+                out.seq(out.get(r, "tf").unwrap()).unwrap(),
+                &[Value::Bool(true), Value::Bool(false)]
+            );
+            let od = out.get(r, "od").unwrap();
+            assert_eq!(out.get(od, "a"), Some(&Value::Int(1)));
+            assert!(matches!(out.get(r, "long"), Some(Value::Str(s)) if s.len() == 300));
+        }
     }
 
     #[test]
