@@ -556,3 +556,51 @@ fn the_manifest_check_notices_differences() {
     }
     assert_eq!(bad.len(), 5, "{bad:#?}");
 }
+
+#[test]
+fn one_dimensional_edge_tensors_are_read() {
+    use segger_data::torch::DType;
+    let p = fixtures().join("tiles_x=2218_y=2110_w=14_h=16.pt");
+    let mut h = read_pyg(&p).unwrap();
+    let t = |dtype: DType, shape: Vec<usize>, data: Vec<u8>| {
+        PygValue::Tensor(Tensor {
+            dtype,
+            stride: if shape.is_empty() { vec![] } else { vec![1] },
+            shape,
+            storage_offset: 0,
+            storage_key: "x".into(),
+            data,
+        })
+    };
+    let ints = |v: &[i64]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    // One labelled pair stored 1-D [2] with a 0-D label; no positives stored 1-D [0].
+    h.entries.insert(
+        "tx__belongs__bd.edge_label_index".into(),
+        t(DType::I64, vec![2], ints(&[5, 0])),
+    );
+    h.entries.insert(
+        "tx__belongs__bd.edge_label".into(),
+        t(DType::F32, vec![], 1.0f32.to_le_bytes().to_vec()),
+    );
+    h.entries.insert(
+        "tx__belongs__bd.edge_index".into(),
+        t(DType::I64, vec![0], vec![]),
+    );
+    let c = pyg_to_tile(&p, &h, None).unwrap();
+    let l = c.tile.graph.labels().unwrap();
+    assert_eq!(
+        (l.src.as_slice(), l.dst.as_slice(), l.label.as_slice()),
+        (&[5i64][..], &[0i64][..], &[1.0f32][..])
+    );
+    assert_eq!(c.tile.graph.num_positive(), 0);
+    // Any other 1-D shape is an error naming the tensor.
+    h.entries.insert(
+        "tx__belongs__bd.edge_label_index".into(),
+        t(DType::I64, vec![3], ints(&[5, 0, 1])),
+    );
+    let e = pyg_to_tile(&p, &h, None).unwrap_err().to_string();
+    assert!(
+        e.contains("tx__belongs__bd.edge_label_index") && e.contains("[3]"),
+        "{e}"
+    );
+}
