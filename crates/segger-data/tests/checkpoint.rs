@@ -173,6 +173,9 @@ struct CkptOptions {
     transposed: bool,
     /// Extra state-dict entry holding a non-allowed object instead of a tensor.
     poisoned: bool,
+    /// Store the hyper-parameters as Lightning's `AttributeDict` (a dict subclass outside the
+    /// allow-list) instead of a plain dict.
+    attribute_dict: bool,
 }
 
 fn write_ckpt(o: &CkptOptions) -> Vec<u8> {
@@ -277,7 +280,16 @@ fn write_ckpt(o: &CkptOptions) -> Vec<u8> {
         .op(b"sb");
     p.op(b"u");
     p.str("hparams_name").str("kwargs");
-    p.str("hyper_parameters").op(b"}").put().op(b"(");
+    p.str("hyper_parameters");
+    if o.attribute_dict {
+        p.global("lightning.fabric.utilities.data", "AttributeDict")
+            .op(b")")
+            .op(&[0x81])
+            .put()
+            .op(b"(");
+    } else {
+        p.op(b"}").put().op(b"(");
+    }
     match &o.hparams {
         Some(h) => {
             for (k, v) in h {
@@ -312,6 +324,7 @@ fn opts(cfg: SeggerConfig) -> CkptOptions {
         hparams: None,
         transposed: true,
         poisoned: false,
+        attribute_dict: false,
     }
 }
 
@@ -423,6 +436,7 @@ fn hyper_parameters_win_and_contradictions_are_errors() {
         ("heads", 2),
         ("num_mid_layers", 1),
     ]);
+    o.attribute_dict = true;
     std::fs::write(&ckpt, write_ckpt(&o)).unwrap();
     let rep = import_checkpoint(&ckpt, &dir.path().join("m"), &ConfigOverrides::default()).unwrap();
     assert_eq!(rep.sources["heads"], "hyper_parameters");

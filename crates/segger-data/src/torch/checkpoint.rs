@@ -75,8 +75,11 @@ fn hyper(p: &Pickle, v: &Value, depth: usize, budget: &mut usize) -> HyperValue 
             Some(Obj::Tuple(t)) | Some(Obj::List(t)) => {
                 HyperValue::List(t.iter().map(|x| hyper(p, x, depth + 1, budget)).collect())
             }
-            Some(Obj::Dict(d)) => HyperValue::Dict(
-                d.items
+            // Dicts, and dict subclasses such as Lightning's AttributeDict.
+            Some(_) if p.dict(v).is_some() => HyperValue::Dict(
+                p.dict(v)
+                    .map(|d| d.items.as_slice())
+                    .unwrap_or_default()
                     .iter()
                     .map(|(k, x)| {
                         let key = match k {
@@ -155,12 +158,10 @@ pub fn parse_checkpoint(path: &Path, bytes: &[u8]) -> Result<LightningCheckpoint
             match hyper(p, h, 0, &mut budget) {
                 HyperValue::Dict(m) => hyper_parameters = m,
                 HyperValue::None => {}
-                other => {
-                    return Err(err(
-                        "hyper_parameters",
-                        format!("is {other:?}, expected a dict"),
-                    ))
-                }
+                other => tracing::warn!(
+                    "{}: hyper_parameters is {other:?}, not a dict; ignored",
+                    path.display()
+                ),
             }
         }
     }

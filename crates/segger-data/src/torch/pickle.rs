@@ -395,6 +395,9 @@ pub enum Obj {
         state: Option<Value>,
         /// True when the class is outside the allow-list (lenient policy).
         opaque: bool,
+        /// Items set by `SETITEM(S)` on an opaque dict subclass (e.g. Lightning's
+        /// `AttributeDict`); empty otherwise.
+        items: Dict,
     },
     /// A persistent-id storage reference (before a tensor is rebuilt on it).
     Storage {
@@ -469,10 +472,11 @@ impl Pickle {
         }
     }
 
-    /// The dict a value refers to.
+    /// The dict a value refers to (also the items of an opaque dict subclass that has some).
     pub fn dict(&self, v: &Value) -> Option<&Dict> {
         match self.obj(v) {
             Some(Obj::Dict(d)) => Some(d),
+            Some(Obj::Object { items, .. }) if !items.items.is_empty() => Some(items),
             _ => None,
         }
     }
@@ -769,8 +773,20 @@ impl<'a, S: StorageSource> Vm<'a, S> {
                 }
                 Ok(())
             }
-            // Opaque objects may receive items (e.g. a dict subclass); they are dropped.
-            Some(Obj::Object { opaque: true, .. }) => Ok(()),
+            // Opaque dict subclasses keep their items.
+            Some(Obj::Object {
+                opaque: true,
+                items: d,
+                ..
+            }) => {
+                if let Some(&at) = d.index.get(&key) {
+                    d.items[at].1 = v;
+                } else {
+                    d.index.insert(key, d.items.len());
+                    d.items.push((k, v));
+                }
+                Ok(())
+            }
             _ => self.fail("SETITEM on a value that is not a dict"),
         }
     }
@@ -1006,6 +1022,7 @@ impl<'a, S: StorageSource> Vm<'a, S> {
                 args,
                 state: None,
                 opaque: true,
+                items: Dict::default(),
             }));
         }
         let Value::Global(g) = callable else {
@@ -1137,6 +1154,7 @@ impl<'a, S: StorageSource> Vm<'a, S> {
                             args,
                             state: None,
                             opaque: true,
+                            items: Dict::default(),
                         }))
                     }
                     _ => {
@@ -1153,12 +1171,14 @@ impl<'a, S: StorageSource> Vm<'a, S> {
                 args,
                 state: None,
                 opaque: false,
+                items: Dict::default(),
             })),
             Global::Opaque(class) => Ok(self.alloc(Obj::Object {
                 class,
                 args,
                 state: None,
                 opaque: true,
+                items: Dict::default(),
             })),
             Global::NpNdarray | Global::Storage(_) => {
                 self.fail(format!("{g:?} cannot be called in this position"))
@@ -1173,12 +1193,14 @@ impl<'a, S: StorageSource> Vm<'a, S> {
                 args,
                 state: None,
                 opaque: false,
+                items: Dict::default(),
             })),
             Value::Global(Global::Opaque(class)) => Ok(self.alloc(Obj::Object {
                 class,
                 args,
                 state: None,
                 opaque: true,
+                items: Dict::default(),
             })),
             Value::Global(Global::OrderedDict | Global::DefaultDict) => {
                 Ok(self.alloc(Obj::Dict(Dict::default())))
