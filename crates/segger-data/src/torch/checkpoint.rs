@@ -382,6 +382,19 @@ pub fn resolve_config(
             inferred.num_mid_layers,
         )?,
     };
+    // Each middle layer has 12 tensors: more layers than tensors cannot match the weights (and
+    // would make the expected-name list absurdly long).
+    if cfg.num_mid_layers > w.tensors.len() {
+        return Err(DataError::format(
+            path,
+            "num_mid_layers",
+            format!(
+                "{} middle layers, but the checkpoint holds only {} tensors",
+                cfg.num_mid_layers,
+                w.tensors.len()
+            ),
+        ));
+    }
     check_shapes(path, &cfg, w)?;
     Ok((cfg, sources))
 }
@@ -390,8 +403,8 @@ pub fn resolve_config(
 /// that depends on the data (the lazily sized input width of `lin0`).
 pub fn expected_shapes(cfg: &SeggerConfig) -> Vec<(String, Vec<Option<usize>>)> {
     let (v, e, h) = (cfg.num_tx_tokens, cfg.init_emb, cfg.heads);
-    let hid = h * cfg.hidden_channels;
-    let out = h * cfg.out_channels;
+    let hid = h.saturating_mul(cfg.hidden_channels);
+    let out = h.saturating_mul(cfg.out_channels);
     let mut s: Vec<(String, Vec<Option<usize>>)> = vec![
         ("tx_embedding.tx.weight".into(), vec![Some(v), Some(e)]),
         ("tx_embedding.bd.weight".into(), vec![Some(v), Some(e)]),

@@ -36,6 +36,10 @@ pub const SEGGER_DEFAULT_MARGIN: f64 = 10.0;
 /// used when `bd.x` is missing.
 const BD_FEATURES: usize = 4;
 
+/// Boundary feature widths above this are refused when `bd.x` must be rebuilt as zeros (a
+/// bound on what a damaged file can make the reader allocate).
+const MAX_BD_FEATURES: usize = 4096;
+
 /// One attribute of a PyG store.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PygValue {
@@ -371,6 +375,16 @@ pub fn pyg_to_tile(
             let (v, w) = c.matrix("bd.x", t)?;
             if w == 0 {
                 return Err(c.err("bd.x", format!("shape {:?} has no columns", t.shape)));
+            }
+            if t.shape[0] != n_bd && w > MAX_BD_FEATURES {
+                return Err(c.err(
+                    "bd.x",
+                    format!(
+                        "shape {:?}: {w} feature columns is not plausible (at most \
+                         {MAX_BD_FEATURES})",
+                        t.shape
+                    ),
+                ));
             }
             if t.shape[0] != n_bd {
                 let nan = v.iter().filter(|x| x.is_nan()).count();
