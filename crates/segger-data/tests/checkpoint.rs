@@ -137,7 +137,10 @@ fn values(name: &str, n: usize) -> Vec<f32> {
         .bytes()
         .fold(7u32, |a, b| a.wrapping_mul(31).wrapping_add(b as u32));
     (0..n)
-        .map(|i| ((seed.wrapping_add(i as u32 * 2654435761) >> 8) % 2001) as f32 / 1000.0 - 1.0)
+        .map(|i| {
+            ((seed.wrapping_add((i as u32).wrapping_mul(2654435761)) >> 8) % 2001) as f32 / 1000.0
+                - 1.0
+        })
         .collect()
 }
 

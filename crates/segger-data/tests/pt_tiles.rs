@@ -338,7 +338,13 @@ fn parse_quietly(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
 
 #[test]
 fn mutated_and_truncated_files_give_errors_not_panics() {
-    let mut rng = ChaCha8Rng::seed_from_u64(0x5E66E2);
+    // SEGGER_FUZZ_SCALE multiplies the iterations (and varies the seed) for longer runs.
+    let scale: u64 = std::env::var("SEGGER_FUZZ_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let mut rng = ChaCha8Rng::seed_from_u64(0x5E66E2 + scale - 1);
     let mut n_runs = 0usize;
     let mut n_err = 0usize;
     let slowest = std::cell::Cell::new(Duration::ZERO);
@@ -373,11 +379,11 @@ fn mutated_and_truncated_files_give_errors_not_panics() {
         for len in (0..64).chain(orig.len() - 64..orig.len()) {
             run(&path, &orig[..len]);
         }
-        for _ in 0..300 {
+        for _ in 0..300 * scale {
             run(&path, &orig[..rng.random_range(0..orig.len())]);
         }
         // Whole-file byte mutations (zip structures and member data).
-        for _ in 0..600 {
+        for _ in 0..600 * scale {
             let mut b = orig.clone();
             for _ in 0..rng.random_range(1..6) {
                 let at = if rng.random_bool(0.5) {
@@ -391,7 +397,7 @@ fn mutated_and_truncated_files_give_errors_not_panics() {
             run(&path, &b);
         }
         // Pickle-level mutations inside a valid archive.
-        for i in 0..1500 {
+        for i in 0..1500 * scale {
             let mut p = pkl.clone();
             match i % 4 {
                 0 => {
