@@ -620,3 +620,52 @@ fn mutated_checkpoints_give_errors_not_panics() {
         "{ok} of 3000 mutated checkpoints parsed"
     );
 }
+
+#[test]
+fn parity_weights_round_trip_through_a_checkpoint() {
+    // A checkpoint holding the parity fixture's seed weights (as `model.*`) imports back to
+    // exactly those tensors, with the fixture's config inferred from the shapes alone.
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/fixtures/parity/seed.weights.safetensors");
+    let bytes = std::fs::read(&fixture).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut p = Pickler::default();
+    p.op(&[0x80, 2]).op(b"}").put().op(b"(");
+    p.str("state_dict")
+        .global("collections", "OrderedDict")
+        .op(b")R")
+        .put()
+        .op(b"(");
+    let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
+    names.sort();
+    for n in &names {
+        let v = st.tensor(n).unwrap();
+        let vals: Vec<f32> = v
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        p.str(&format!("model.{n}"));
+        p.dense(v.shape(), &vals);
+    }
+    p.op(b"uu");
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("seed.ckpt");
+    std::fs::write(&ckpt, p.archive("seed")).unwrap();
+    let out = dir.path().join("model");
+    let rep = import_checkpoint(&ckpt, &out, &ConfigOverrides::default()).unwrap();
+    let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
+    let want: SeggerConfig =
+        serde_json::from_str(&meta.metadata().as_ref().unwrap()["config"]).unwrap();
+    assert_eq!(rep.config, want);
+    assert_eq!(rep.parameters, 348_520);
+    let (w, _) = read_weights(&out);
+    assert_eq!(w.len(), names.len());
+    for n in &names {
+        let v = st.tensor(n).unwrap();
+        let (shape, vals) = &w[n];
+        assert_eq!(shape.as_slice(), v.shape(), "{n}");
+        let got: Vec<u8> = vals.iter().flat_map(|x| x.to_le_bytes()).collect();
+        assert_eq!(got, v.data(), "{n}");
+    }
+}
