@@ -11,9 +11,14 @@ fn knn(c: &mut Criterion) {
     let n = 1_000_000;
     // Xenium-like density: 0.4 transcripts per square micrometre, 10 µm deep.
     let side = (n as f32 / 0.4).sqrt();
-    let pts: Vec<f32> = random_points(1, n, 3, side).chunks(3).flat_map(|p| [p[0], p[1], p[2] / side * 10.0]).collect();
+    let pts: Vec<f32> = random_points(1, n, 3, side)
+        .chunks(3)
+        .flat_map(|p| [p[0], p[1], p[2] / side * 10.0])
+        .collect();
     g.throughput(Throughput::Elements(n as u64));
-    g.bench_function("knn_1M_k5_3d", |b| b.iter(|| knn_same(&pts, 3, KnnParams::new(5, 5.0)).unwrap()));
+    g.bench_function("knn_1M_k5_3d", |b| {
+        b.iter(|| knn_same(&pts, 3, KnnParams::new(5, 5.0)).unwrap())
+    });
     g.finish();
 }
 

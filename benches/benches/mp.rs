@@ -16,9 +16,20 @@ fn layer(c: &mut Criterion) {
     let (h, ch) = (4usize, 16usize);
     let mut g = c.benchmark_group("gatv2_fwd_bwd");
     g.sample_size(10);
-    for (name, n, e) in [("tile_10k_30k", 10_000usize, 30_000usize), ("batch_41k_123k", 41_000, 123_000), ("200k_1M", 200_000, 1_000_000)] {
+    for (name, n, e) in [
+        ("tile_10k_30k", 10_000usize, 30_000usize),
+        ("batch_41k_123k", 41_000, 123_000),
+        ("200k_1M", 200_000, 1_000_000),
+    ] {
         let (s, d) = random_edges(1, n, n, e);
-        let graph = RelationGraph::<AD>::new(EdgeType::new(NodeType::Tx, "neighbors", NodeType::Tx), &s, &d, n, n, &Default::default());
+        let graph = RelationGraph::<AD>::new(
+            EdgeType::new(NodeType::Tx, "neighbors", NodeType::Tx),
+            &s,
+            &d,
+            n,
+            n,
+            &Default::default(),
+        );
         let dev = Default::default();
         let xl = Tensor::<AD, 3>::random([n, h, ch], Distribution::Normal(0.0, 1.0), &dev);
         let xr = Tensor::<AD, 3>::random([n, h, ch], Distribution::Normal(0.0, 1.0), &dev);
@@ -34,7 +45,11 @@ fn layer(c: &mut Criterion) {
             g.bench_function(id, |b| {
                 b.iter(|| {
                     mp::set_fused(fused);
-                    let (l, r, a) = (xl.clone().require_grad(), xr.clone().require_grad(), att.clone().require_grad());
+                    let (l, r, a) = (
+                        xl.clone().require_grad(),
+                        xr.clone().require_grad(),
+                        att.clone().require_grad(),
+                    );
                     let out = AD::gatv2(l.clone(), r, a, &graph);
                     let grads = out.sum().backward();
                     l.grad(&grads).unwrap()
@@ -55,8 +70,12 @@ fn primitives(c: &mut Criterion) {
     let vals = Tensor::<B, 2>::random([e, w], Distribution::Normal(0.0, 1.0), &dev);
     let mut g = c.benchmark_group("primitives_123k_edges_x256");
     g.sample_size(10);
-    g.bench_function("gather_rows", |b| b.iter(|| mp::gather_rows(x.clone(), src.clone())));
-    g.bench_function("scatter_add_rows", |b| b.iter(|| mp::scatter_add_rows(vals.clone(), dst.clone(), n)));
+    g.bench_function("gather_rows", |b| {
+        b.iter(|| mp::gather_rows(x.clone(), src.clone()))
+    });
+    g.bench_function("scatter_add_rows", |b| {
+        b.iter(|| mp::scatter_add_rows(vals.clone(), dst.clone(), n))
+    });
     g.finish();
 }
 

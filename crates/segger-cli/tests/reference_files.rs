@@ -116,3 +116,49 @@ fn import_checkpoint_reports_bad_inputs() {
     assert!(!out.exists());
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+#[test]
+fn imported_checkpoint_loads_as_segger_model_weights() {
+    // The parity seed weights, saved as a bare torch state dict with `model.` prefixes, go
+    // through `segger import_checkpoint` and come out loadable by segger-model.
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/fixtures/parity/seed.weights.safetensors");
+    let (tensors, meta) = segger_model::pyg::read_safetensors(&fixture).unwrap();
+    let mut sd: Vec<(String, Vec<usize>, Vec<f32>)> = tensors
+        .iter()
+        .map(|(n, t)| (format!("model.{n}"), t.shape.clone(), t.values.clone()))
+        .collect();
+    sd.sort_by(|a, b| a.0.cmp(&b.0));
+    let d = scratch("import");
+    let ckpt = d.join("seed.ckpt");
+    std::fs::write(
+        &ckpt,
+        segger_data::torch::save::state_dict_bytes(&sd, "seed").unwrap(),
+    )
+    .unwrap();
+    let out = d.join("model");
+    let (code, stdout, err) = segger(&[
+        "import-checkpoint",
+        "--ckpt",
+        ckpt.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("348520 parameters"), "{stdout}");
+    let cfg_text = std::fs::read_to_string(out.join("config.json")).unwrap();
+    let cfg = segger_model::SeggerConfig::from_json(&cfg_text).unwrap();
+    assert_eq!(
+        cfg,
+        segger_model::SeggerConfig::from_json(&meta["config"]).unwrap()
+    );
+    let (got, got_meta) =
+        segger_model::pyg::read_safetensors(&out.join("model.safetensors")).unwrap();
+    assert!(segger_model::pyg::check_names(&cfg, &got).is_empty());
+    assert_eq!(got, tensors);
+    assert_eq!(
+        segger_model::SeggerConfig::from_json(&got_meta["config"]).unwrap(),
+        cfg
+    );
+    std::fs::remove_dir_all(&d).unwrap();
+}

@@ -21,7 +21,11 @@ fn dataset(root: &Path, n_train: usize) -> (PathBuf, PathBuf) {
     std::fs::create_dir_all(train.join("processed")).unwrap();
     std::fs::create_dir_all(val.join("processed")).unwrap();
     for i in 0..n_train {
-        std::fs::copy(fixture_tile(), train.join(format!("processed/t{i:03}.safetensors"))).unwrap();
+        std::fs::copy(
+            fixture_tile(),
+            train.join(format!("processed/t{i:03}.safetensors")),
+        )
+        .unwrap();
     }
     std::fs::copy(fixture_tile(), val.join("processed/v.safetensors")).unwrap();
     (train, val)
@@ -29,7 +33,10 @@ fn dataset(root: &Path, n_train: usize) -> (PathBuf, PathBuf) {
 
 fn rows(run: &Path) -> Vec<Vec<String>> {
     let text = std::fs::read_to_string(run.join("metrics.csv")).unwrap_or_default();
-    text.lines().skip(1).map(|l| l.split(',').map(str::to_string).collect()).collect()
+    text.lines()
+        .skip(1)
+        .map(|l| l.split(',').map(str::to_string).collect())
+        .collect()
 }
 
 fn train_args(train: &Path, val: &Path, run: &Path) -> Vec<String> {
@@ -53,20 +60,38 @@ fn twenty_epochs_lower_the_loss_and_report_auroc() {
     let run = tmp.path().join("run");
     let out = bin()
         .args(train_args(&train, &val, &run))
-        .args(["--epochs", "20", "--batch_size_train", "1", "--learning_rate", "0.003"])
+        .args([
+            "--epochs",
+            "20",
+            "--batch_size_train",
+            "1",
+            "--learning_rate",
+            "0.003",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rows = rows(&run);
     assert_eq!(rows.len(), 20);
     let loss = |r: &Vec<String>| r[2].parse::<f64>().unwrap();
     let (first, last) = (loss(&rows[0]), loss(&rows[19]));
-    assert!(last <= 0.7 * first, "training loss {first} -> {last} fell by less than 30%");
+    assert!(
+        last <= 0.7 * first,
+        "training loss {first} -> {last} fell by less than 30%"
+    );
     for r in &rows {
         let auroc: f64 = r[4].parse().unwrap();
         assert!((0.0..=1.0).contains(&auroc), "AUROC {auroc} reported");
     }
-    assert!(rows[19][4].parse::<f64>().unwrap() > 0.8, "final AUROC {}", rows[19][4]);
+    assert!(
+        rows[19][4].parse::<f64>().unwrap() > 0.8,
+        "final AUROC {}",
+        rows[19][4]
+    );
     for f in ["model.safetensors", "config.json", "run_config.json"] {
         assert!(run.join(f).is_file(), "{f} missing");
     }
@@ -86,11 +111,29 @@ fn same_seed_same_metrics() {
         let run = tmp.path().join(format!("run{k}"));
         let st = bin()
             .args(train_args(&train, &val, &run))
-            .args(["--epochs", "3", "--batch_size_train", "1", "--learning_rate", "0.003", "--seed", seed])
+            .args([
+                "--epochs",
+                "3",
+                "--batch_size_train",
+                "1",
+                "--learning_rate",
+                "0.003",
+                "--seed",
+                seed,
+            ])
             .output()
             .unwrap();
-        assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
-        losses.push(rows(&run).iter().map(|r| (r[2].clone(), r[3].clone(), r[4].clone())).collect::<Vec<_>>());
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        losses.push(
+            rows(&run)
+                .iter()
+                .map(|r| (r[2].clone(), r[3].clone(), r[4].clone()))
+                .collect::<Vec<_>>(),
+        );
     }
     assert_eq!(losses[0], losses[1], "same seed, different metrics");
     assert_ne!(losses[0], losses[2], "different seeds, same metrics");
@@ -113,12 +156,21 @@ fn killed_run_resumes_at_the_next_epoch() {
     // during epoch 3.
     let t0 = Instant::now();
     loop {
-        let done2 = rows(&run).len() >= 2 && ["model-2.mpk", "optim-2.mpk", "scheduler-2.mpk"].iter().all(|f| run.join("checkpoint").join(f).is_file());
+        let done2 = rows(&run).len() >= 2
+            && ["model-2.mpk", "optim-2.mpk", "scheduler-2.mpk"]
+                .iter()
+                .all(|f| run.join("checkpoint").join(f).is_file());
         if done2 {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(240), "epoch 2 never finished");
-        assert!(child.try_wait().unwrap().is_none(), "training ended before it could be killed");
+        assert!(
+            t0.elapsed() < Duration::from_secs(240),
+            "epoch 2 never finished"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "training ended before it could be killed"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(150));
@@ -127,10 +179,17 @@ fn killed_run_resumes_at_the_next_epoch() {
     assert!(rows(&run).len() < 5, "the run finished before the kill");
     assert!(!run.join("model.safetensors").exists());
 
-    let out = bin().args(&args).args(["--epochs", "5", "--batch_size_train", "1", "--resume"]).output().unwrap();
+    let out = bin()
+        .args(&args)
+        .args(["--epochs", "5", "--batch_size_train", "1", "--resume"])
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    assert!(err.contains("resuming after epoch 2") || err.contains("resuming after epoch 3"), "{err}");
+    assert!(
+        err.contains("resuming after epoch 2") || err.contains("resuming after epoch 3"),
+        "{err}"
+    );
     let epochs: Vec<String> = rows(&run).iter().map(|r| r[0].clone()).collect();
     assert_eq!(epochs, vec!["1", "2", "3", "4", "5"], "one row per epoch");
     // The resumed run did not start over: epoch 1's row is the original one, and steps grow.
@@ -146,18 +205,55 @@ fn bad_input_exits_2_and_writes_nothing() {
     let empty = tmp.path().join("empty_tiles");
     std::fs::create_dir_all(empty.join("processed")).unwrap();
     let cases: Vec<(Vec<String>, &str)> = vec![
-        (train_args(&empty, &val, &tmp.path().join("r1")), "no tile files"),
-        ([train_args(&train, &val, &tmp.path().join("r2")), vec!["--num_tx_tokens".into(), "100".into()]].concat(), "vocabulary of 100"),
-        (train_args(&train, &tmp.path().join("nope"), &tmp.path().join("r3")), "does not exist"),
-        ([train_args(&train, &val, &tmp.path().join("r4")), vec!["--devices".into(), "0".into()]].concat(), "--devices"),
-        ([train_args(&train, &val, &tmp.path().join("r5")), vec!["--precision".into(), "8-bit".into()]].concat(), "precision"),
-        ([train_args(&train, &val, &tmp.path().join("r6")), vec!["--precision".into(), "16-mixed".into()]].concat(), "autocast"),
+        (
+            train_args(&empty, &val, &tmp.path().join("r1")),
+            "no tile files",
+        ),
+        (
+            [
+                train_args(&train, &val, &tmp.path().join("r2")),
+                vec!["--num_tx_tokens".into(), "100".into()],
+            ]
+            .concat(),
+            "vocabulary of 100",
+        ),
+        (
+            train_args(&train, &tmp.path().join("nope"), &tmp.path().join("r3")),
+            "does not exist",
+        ),
+        (
+            [
+                train_args(&train, &val, &tmp.path().join("r4")),
+                vec!["--devices".into(), "0".into()],
+            ]
+            .concat(),
+            "--devices",
+        ),
+        (
+            [
+                train_args(&train, &val, &tmp.path().join("r5")),
+                vec!["--precision".into(), "8-bit".into()],
+            ]
+            .concat(),
+            "precision",
+        ),
+        (
+            [
+                train_args(&train, &val, &tmp.path().join("r6")),
+                vec!["--precision".into(), "16-mixed".into()],
+            ]
+            .concat(),
+            "autocast",
+        ),
     ];
     for (args, needle) in cases {
         let out = bin().args(&args).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
-        assert!(err.contains(needle), "{args:?}: expected {needle:?} in {err}");
+        assert!(
+            err.contains(needle),
+            "{args:?}: expected {needle:?} in {err}"
+        );
         let run = PathBuf::from(&args[6]);
         assert!(!run.exists(), "{args:?} wrote {}", run.display());
     }

@@ -560,6 +560,29 @@ fn missing_weights_are_named() {
         e.contains("conv_last.tx__neighbors__bd.lin_r.bias") && e.contains("missing"),
         "{e}"
     );
+    // An extra model tensor (another architecture) is refused by name, as the model loader
+    // would refuse the weights.
+    let mut t: Vec<(String, Vec<usize>, Vec<f32>)> = model_tensors(&SMALL)
+        .into_iter()
+        .map(|(n, s)| {
+            let v = values(&n, s.iter().product());
+            (format!("model.{n}"), s, v)
+        })
+        .collect();
+    t.push((
+        "model.conv_last.tx__neighbors__tx.res.weight".into(),
+        vec![2],
+        vec![0.0; 2],
+    ));
+    std::fs::write(
+        &ckpt,
+        segger_data::torch::save::state_dict_bytes(&t, "archive").unwrap(),
+    )
+    .unwrap();
+    let e = import_checkpoint(&ckpt, &dir.path().join("m"), &ConfigOverrides::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("conv_last.tx__neighbors__tx.res.weight"), "{e}");
 }
 
 #[test]

@@ -461,20 +461,32 @@ fn check_shapes(path: &Path, cfg: &SeggerConfig, w: &ModelWeights) -> Result<(),
             ));
         }
     }
+    // Extra model tensors mean another architecture: the weights could not be loaded.
     let known: BTreeSet<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
-    for (n, _, _) in &w.tensors {
-        if !known.contains(n.as_str()) {
-            tracing::warn!(
-                "{}: weight {n} is not part of the Segger model; kept as is",
-                path.display()
-            );
-        }
+    let extra: Vec<&str> = w
+        .tensors
+        .iter()
+        .map(|(n, _, _)| n.as_str())
+        .filter(|n| !known.contains(n))
+        .collect();
+    if !extra.is_empty() {
+        return Err(DataError::format(
+            path,
+            "state_dict",
+            format!(
+                "model tensors that a Segger model with {cfg:?} does not have: {}",
+                extra.join(", ")
+            ),
+        ));
     }
     Ok(())
 }
 
+/// The `format` metadata of weight files (as `segger train` writes them).
+pub const WEIGHTS_FORMAT: &str = "segger-weights/1";
+
 /// Serialises weights to safetensors bytes (float32, little-endian) with the configuration as
-/// JSON under the `config` metadata key.
+/// JSON under the `config` metadata key and [`WEIGHTS_FORMAT`] under `format`.
 pub fn weights_to_safetensors(w: &ModelWeights, cfg: &SeggerConfig) -> Result<Vec<u8>, String> {
     let owned: Vec<(String, Vec<usize>, Vec<u8>)> = w
         .tensors
@@ -497,6 +509,7 @@ pub fn weights_to_safetensors(w: &ModelWeights, cfg: &SeggerConfig) -> Result<Ve
         "config".to_string(),
         serde_json::to_string(cfg).map_err(|e| e.to_string())?,
     );
+    md.insert("format".to_string(), WEIGHTS_FORMAT.to_string());
     safetensors::serialize(views, Some(md)).map_err(|e| e.to_string())
 }
 

@@ -8,6 +8,7 @@
 //! * [`pyg`]: `HeteroData` tiles to [`crate::Tile`], with the quirks of real Segger tiles.
 //! * [`checkpoint`]: Lightning checkpoints to `model.safetensors` + `config.json`.
 //! * [`convert`]: a whole Segger dataset directory to `segger-tile/1`.
+//! * [`save`]: the way back: float32 state dicts written in the `torch.save` format.
 //!
 //! Only the zip-based format (torch >= 1.6) is read; the legacy tar/pickle format is refused.
 //! Big-endian archives are refused.
@@ -16,6 +17,7 @@ pub mod checkpoint;
 pub mod convert;
 pub mod pickle;
 pub mod pyg;
+pub mod save;
 pub mod zip;
 
 use std::cell::RefCell;

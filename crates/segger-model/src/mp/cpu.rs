@@ -78,7 +78,11 @@ fn score(xl: &[f32], xr: &[f32], att: &[f32]) -> f32 {
     let (xl, xr) = (&xl[..n], &xr[..n]);
     let mut acc = [0f32; LANES];
     let split = n - n % LANES;
-    for ((a, l), r) in att[..split].chunks_exact(LANES).zip(xl[..split].chunks_exact(LANES)).zip(xr[..split].chunks_exact(LANES)) {
+    for ((a, l), r) in att[..split]
+        .chunks_exact(LANES)
+        .zip(xl[..split].chunks_exact(LANES))
+        .zip(xr[..split].chunks_exact(LANES))
+    {
         for k in 0..LANES {
             acc[k] += a[k] * lrelu(l[k] + r[k]);
         }
@@ -97,7 +101,10 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     let b = &b[..n];
     let mut acc = [0f32; LANES];
     let split = n - n % LANES;
-    for (x, y) in a[..split].chunks_exact(LANES).zip(b[..split].chunks_exact(LANES)) {
+    for (x, y) in a[..split]
+        .chunks_exact(LANES)
+        .zip(b[..split].chunks_exact(LANES))
+    {
         for k in 0..LANES {
             acc[k] += x[k] * y[k];
         }
@@ -257,8 +264,14 @@ pub fn backward(
                     let d = de[k * h + hh];
                     let a = &att[hh * c..(hh + 1) * c];
                     let o = hh * c;
-                    let (gj, lj, ri, gi) = (&mut gxl_j[o..o + c], &xl_j[o..o + c], &xr_i[o..o + c], &g_i[o..o + c]);
-                    for ((((out, &aa), &l), &r), &g) in gj.iter_mut().zip(a).zip(lj).zip(ri).zip(gi) {
+                    let (gj, lj, ri, gi) = (
+                        &mut gxl_j[o..o + c],
+                        &xl_j[o..o + c],
+                        &xr_i[o..o + c],
+                        &g_i[o..o + c],
+                    );
+                    for ((((out, &aa), &l), &r), &g) in gj.iter_mut().zip(a).zip(lj).zip(ri).zip(gi)
+                    {
                         let z = l + r;
                         *out += al * g + d * aa * lrelu_grad(z);
                     }
@@ -313,7 +326,9 @@ fn backward_row(
             }
             let j = csr.src[start + k] as usize;
             let xj = &xl[(j * h + hh) * c..(j * h + hh + 1) * c];
-            for ((((g, gat), &aa), &l), &r) in gx.iter_mut().zip(ga.iter_mut()).zip(a).zip(xj).zip(xr_ih) {
+            for ((((g, gat), &aa), &l), &r) in
+                gx.iter_mut().zip(ga.iter_mut()).zip(a).zip(xj).zip(xr_ih)
+            {
                 let z = l + r;
                 *g += d * aa * lrelu_grad(z);
                 *gat += d * lrelu(z);
