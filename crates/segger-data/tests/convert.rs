@@ -21,6 +21,10 @@ fn segger_dataset(root: &Path) -> PathBuf {
         std::fs::create_dir_all(&dir).unwrap();
         let name = format!("{stem}.pt");
         std::os::unix::fs::symlink(fixtures().join(&name), dir.join(&name)).unwrap();
+        // PyG's InMemoryDataset leaves these next to the tiles; they are not tiles.
+        for other in ["pre_transform.pt", "pre_filter.pt"] {
+            std::fs::write(dir.join(other), b"not a tile").unwrap();
+        }
     }
     ds
 }

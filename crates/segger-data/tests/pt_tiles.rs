@@ -310,6 +310,9 @@ fn dataset_lists_and_loads_pt_tiles() {
     for p in pt_files(&fixtures()) {
         std::os::unix::fs::symlink(&p, processed.join(p.file_name().unwrap())).unwrap();
     }
+    // PyG's InMemoryDataset leaves these next to the tiles: not tiles, not listed.
+    std::fs::write(processed.join("pre_transform.pt"), b"x").unwrap();
+    std::fs::write(processed.join("pre_filter.pt"), b"x").unwrap();
     let ds = TileDataset::open(&dir.path().join("train_tiles"), Some(500)).unwrap();
     assert_eq!(ds.len(), 3);
     let batch = segger_data::dataset::load_batch(&ds, &[0, 1, 2]).unwrap();

@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use segger_graph::NodeFeatures;
 use serde_json::json;
 
-use super::pyg::{is_pt_file, parse_pt_tile, SEGGER_DEFAULT_MARGIN};
+use super::pyg::{is_pt_tile, parse_pt_tile, SEGGER_DEFAULT_MARGIN};
 use crate::dataset::{DatasetInfo, Split, SplitCounts, DATASET_FORMAT};
 use crate::error::DataError;
 use crate::tile::write_tile;
@@ -76,8 +76,13 @@ fn pt_files(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     let mut v = Vec::new();
     for e in std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
         let p = e.map_err(|e| DataError::io(dir, e))?.path();
-        if p.is_file() && is_pt_file(&p) {
+        if p.is_file() && is_pt_tile(&p) {
             v.push(p);
+        } else if p.extension().is_some_and(|e| e == "pt") {
+            tracing::debug!(
+                "{}: not a tile name (tiles_x*_y*_*_*.pt); skipped",
+                p.display()
+            );
         }
     }
     v.sort();

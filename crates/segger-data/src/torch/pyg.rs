@@ -215,6 +215,39 @@ pub fn is_pt_file(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == "pt")
 }
 
+/// True when `path` is a `.pt` file named like a Segger tile: the reference's own pattern
+/// `tiles_x*_y*_*_*.pt`. Other `.pt` files of a `processed/` directory (PyG's
+/// `pre_transform.pt` and `pre_filter.pt`) are not tiles.
+pub fn is_pt_tile(path: &Path) -> bool {
+    is_pt_file(path)
+        && path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| glob_match(b"tiles_x*_y*_*_*.pt", n.as_bytes()))
+}
+
+/// Shell-style matching where `*` matches any run of bytes (linear-time two-pointer scan).
+fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
+    let (mut p, mut n) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while n < name.len() {
+        if p < pattern.len() && pattern[p] == b'*' {
+            star = Some((p, n));
+            p += 1;
+        } else if p < pattern.len() && pattern[p] == name[n] {
+            p += 1;
+            n += 1;
+        } else if let Some((sp, sn)) = star {
+            p = sp + 1;
+            n = sn + 1;
+            star = Some((sp, sn + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
 /// Tile bounds from a Segger tile file name `tiles_x=X_y=Y_w=W_h=H.pt` (any extension), with
 /// the margin set to [`SEGGER_DEFAULT_MARGIN`]. `None` when the name does not have that form.
 pub fn bounds_from_file_name(path: &Path) -> Option<TileBounds> {
@@ -560,5 +593,20 @@ mod tests {
         assert!(bounds_from_file_name(Path::new("tiles_x=1_y=2_w=3.pt")).is_none());
         assert!(bounds_from_file_name(Path::new("tiles_x=1_y=2_w=3_h=4_z=5.pt")).is_none());
         assert!(bounds_from_file_name(Path::new("other.pt")).is_none());
+    }
+
+    #[test]
+    fn tile_names_follow_the_reference_glob() {
+        for yes in ["tiles_x=2247_y=2199_w=33_h=35.pt", "tiles_x1_y2_3_4.pt"] {
+            assert!(is_pt_tile(Path::new(yes)), "{yes}");
+        }
+        for no in [
+            "pre_transform.pt",
+            "pre_filter.pt",
+            "tiles_x=1_y=2.pt",
+            "tiles_x=2247_y=2199_w=33_h=35.safetensors",
+        ] {
+            assert!(!is_pt_tile(Path::new(no)), "{no}");
+        }
     }
 }
