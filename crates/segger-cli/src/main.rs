@@ -7,6 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod convert;
+mod import_checkpoint;
 mod inspect;
 mod train;
 
@@ -24,6 +26,11 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Train the Segger model on a tile dataset (the seed's train_model.py flags).
     Train(train::TrainArgs),
+    /// Rewrite a reference Segger dataset ({train,val,test}_tiles/processed/*.pt) as segger-tile/1.
+    Convert(convert::ConvertArgs),
+    /// Import a Lightning checkpoint of the reference model as model.safetensors + config.json.
+    #[command(name = "import_checkpoint", alias = "import-checkpoint")]
+    ImportCheckpoint(import_checkpoint::ImportCheckpointArgs),
 }
 
 /// An error with the exit code the process should end with.
@@ -69,6 +76,8 @@ fn main() -> ExitCode {
     let res = match cli.command {
         Command::Inspect(a) => inspect::run(a),
         Command::Train(a) => train::run(a),
+        Command::Convert(a) => convert::run(a),
+        Command::ImportCheckpoint(a) => import_checkpoint::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,10 +8,14 @@
 //! * [`dataset`]: the dataset layout (`dataset.json`, `{train,val,test}_tiles/processed/`),
 //!   [`TileDataset`] (lazy, memory-mapped tile access) and [`TileLoader`] (seeded shuffling
 //!   and background prefetching of collated batches).
+//! * [`torch`]: the reference implementation's own files, read without Python: PyG
+//!   `HeteroData` tiles (`processed/*.pt`, accepted wherever `.safetensors` tiles are) and
+//!   Lightning checkpoints (`.ckpt`), through a restricted zip + pickle reader.
 
 pub mod dataset;
 mod error;
 pub mod tile;
+pub mod torch;
 
 pub use dataset::{
     DatasetInfo, LoadedBatch, Split, SplitCounts, TileDataset, TileLoader, DATASET_FORMAT,
