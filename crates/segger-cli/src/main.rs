@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 mod convert;
 mod import_checkpoint;
 mod inspect;
+mod predict;
 mod train;
 
 /// Cell segmentation for imaging-based spatial transcriptomics (Xenium, MERSCOPE, CosMx).
@@ -28,6 +29,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Rewrite a reference Segger dataset ({train,val,test}_tiles/processed/*.pt) as segger-tile/1.
     Convert(convert::ConvertArgs),
+    /// Assign every transcript to a cell with a trained model and write the segmentation.
+    Predict(predict::PredictArgs),
     /// Import a Lightning checkpoint of the reference model as model.safetensors + config.json.
     #[command(name = "import_checkpoint", alias = "import-checkpoint")]
     ImportCheckpoint(import_checkpoint::ImportCheckpointArgs),
@@ -76,6 +79,7 @@ fn main() -> ExitCode {
     let res = match cli.command {
         Command::Inspect(a) => inspect::run(a),
         Command::Train(a) => train::run(a),
+        Command::Predict(a) => predict::run(a),
         Command::Convert(a) => convert::run(a),
         Command::ImportCheckpoint(a) => import_checkpoint::run(a),
     };
