@@ -52,7 +52,7 @@ pub struct PredictArgs {
     #[arg(long, default_value = "auto")]
     pub accelerator: String,
     /// Tiles per forward pass.
-    #[arg(long = "batch_size", alias = "batch-size", default_value_t = 4)]
+    #[arg(long = "batch_size", alias = "batch-size", default_value_t = 1)]
     pub batch_size: usize,
     /// Background threads reading tiles.
     #[arg(long = "num_workers", alias = "num-workers", default_value_t = 2)]

@@ -67,7 +67,7 @@ impl PredictConfig {
             dist_tx: 5.0,
             min_transcripts: 5,
             accelerator: Accelerator::Auto,
-            batch_size: 4,
+            batch_size: 1,
             num_workers: 2,
             overwrite: false,
             platform: None,
@@ -137,6 +137,12 @@ pub struct Timings {
     pub create_dataset_s: f64,
     /// Reading the tiles, the forward passes and the scoring.
     pub tiles_s: f64,
+    /// Of `tiles_s`: waiting for the tile reader.
+    pub tiles_wait_s: f64,
+    /// Of `tiles_s`: moving batches to the device and the forward passes.
+    pub model_s: f64,
+    /// Of `tiles_s`: kNN candidates, scores, links.
+    pub scoring_s: f64,
     /// De-duplication and connected components.
     pub resolve_s: f64,
     /// Writing every output.
@@ -371,6 +377,7 @@ pub fn predict(cfg: &PredictConfig) -> Result<PredictSummary, PredictError> {
     let t = Instant::now();
     let (collected, backend) = dispatch(&ctx)?;
     timings.tiles_s = t.elapsed().as_secs_f64();
+    [timings.tiles_wait_s, timings.model_s, timings.scoring_s] = collected.stage_seconds;
     if collected.records.is_empty() {
         return Err(PredictError::Input(format!(
             "--input: empty input: the {} tiles hold no transcripts",
@@ -624,10 +631,16 @@ fn collect<B: GatBackend>(
     let mut col = Collected::default();
     let started = Instant::now();
     let mut last_log = Instant::now();
+    let (mut t_wait, mut t_fwd, mut t_score) = (0.0f64, 0.0f64, 0.0f64);
     for ds in &ctx.datasets {
         let workers = cfg.num_workers.max(1);
         let loader = ds.loader(cfg.batch_size, false, 0, 0, workers, 2 * workers);
-        for lb in loader {
+        let mut loader = loader;
+        loop {
+            let tw = Instant::now();
+            let Some(lb) = loader.next() else { break };
+            t_wait += tw.elapsed().as_secs_f64();
+            let tf = Instant::now();
             let lb = lb.map_err(|e| PredictError::Input(format!("--input: {e}")))?;
             let mut batch = lb.batch;
             let path0 = lb.paths.first().cloned().unwrap_or_default();
@@ -652,6 +665,8 @@ fn collect<B: GatBackend>(
             let ztx: Vec<f32> = segger_model::pyg::tensor_values(z.tx);
             let zbd: Vec<f32> = segger_model::pyg::tensor_values(z.bd);
             let n_tiles = batch.tx_ptr.len() - 1;
+            t_fwd += tf.elapsed().as_secs_f64();
+            let ts = Instant::now();
             let results: Vec<TileResult> = (0..n_tiles)
                 .into_par_iter()
                 .map(|t| {
@@ -695,6 +710,7 @@ fn collect<B: GatBackend>(
                 col.tiles += 1;
                 col.nodes_seen += batch.tx_ptr[t + 1] - batch.tx_ptr[t];
             }
+            t_score += ts.elapsed().as_secs_f64();
             if last_log.elapsed().as_secs_f64() >= 5.0 {
                 last_log = Instant::now();
                 tracing::info!(
@@ -707,6 +723,7 @@ fn collect<B: GatBackend>(
             }
         }
     }
+    col.stage_seconds = [t_wait, t_fwd, t_score];
     Ok(col)
 }
 

@@ -96,6 +96,8 @@ pub struct Collected {
     pub tiles: usize,
     /// Transcript nodes seen, margins included.
     pub nodes_seen: usize,
+    /// Seconds waiting for tiles, in the model, and scoring.
+    pub stage_seconds: [f64; 3],
 }
 
 /// Union-find over `n` elements, with path halving and union by size.
