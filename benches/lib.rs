@@ -3,6 +3,9 @@
 
 use std::collections::BTreeMap;
 
+/// The allocator the `segger` binary uses, so that benches measure the same thing.
+pub use mimalloc::MiMalloc as Allocator;
+
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use segger_graph::knn::{knn_bipartite, knn_same, KnnParams};

@@ -5,6 +5,9 @@
 //! Run: `cargo bench -p segger-benches --bench epoch` (set `SEGGER_EPOCH_TILES` to change the
 //! number of tiles).
 
+#[global_allocator]
+static GLOBAL: segger_benches::Allocator = segger_benches::Allocator;
+
 use std::time::Instant;
 
 use segger_benches::synthetic_tile;

@@ -1,5 +1,8 @@
 //! kNN graph construction (1M points, k = 5, 3-D) and batch collation.
 
+#[global_allocator]
+static GLOBAL: segger_benches::Allocator = segger_benches::Allocator;
+
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use segger_benches::{random_points, synthetic_tile};
 use segger_graph::knn::{knn_same, KnnParams};

@@ -1,6 +1,9 @@
 //! The whole model's training step (forward + backward + clipped AdamW) on a batch shaped like
 //! real training: 4 tiles × ~10,300 transcripts × ~106 nuclei, seed config.
 
+#[global_allocator]
+static GLOBAL: segger_benches::Allocator = segger_benches::Allocator;
+
 use burn::backend::{Autodiff, Flex, NdArray};
 use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;

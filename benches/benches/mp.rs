@@ -1,6 +1,9 @@
 //! Message passing: the primitives and one GATv2 attention-aggregation op, forward and
 //! backward, generic tensor ops against the fused kernels, at three sizes.
 
+#[global_allocator]
+static GLOBAL: segger_benches::Allocator = segger_benches::Allocator;
+
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};

@@ -9,6 +9,11 @@ use clap::{Parser, Subcommand};
 
 mod convert;
 mod import_checkpoint;
+/// mimalloc keeps freed pages for reuse: with glibc, every large tensor is a fresh mmap and
+/// its first touch a page fault (about a tenth of a training step).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod inspect;
 mod predict;
 mod train;
