@@ -8,6 +8,9 @@
 
 use std::time::Instant;
 
+#[global_allocator]
+static GLOBAL: segger_benches::Allocator = segger_benches::Allocator;
+
 use segger_model::{Segger, SeggerConfig};
 use segger_predict::{Accelerator, PredictConfig};
 
