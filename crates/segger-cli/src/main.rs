@@ -75,7 +75,17 @@ fn init_tracing() {
         .try_init();
 }
 
+/// Keeps freed memory in the process for reuse instead of returning it to the OS: tensors of
+/// the same sizes are allocated every training step, and fresh pages cost page faults and
+/// zeroing (measured: training step 1.5–2.1 s with purging, 1.13 s without).
+fn configure_allocator() {
+    // SAFETY: sets a plain integer option of mimalloc; 15 is `mi_option_purge_delay` in the
+    // vendored mimalloc (v2 and v3), -1 disables purging.
+    unsafe { libmimalloc_sys::mi_option_set(15, -1) };
+}
+
 fn main() -> ExitCode {
+    configure_allocator();
     let cli = Cli::parse();
     init_tracing();
     let res = match cli.command {
