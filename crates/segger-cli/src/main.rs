@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod create_dataset;
 mod inspect;
 
 /// Cell segmentation for imaging-based spatial transcriptomics (Xenium, MERSCOPE, CosMx).
@@ -21,6 +22,9 @@ struct Cli {
 enum Command {
     /// Print node, edge and label counts of a tile file or a dataset directory, and validate it.
     Inspect(inspect::InspectArgs),
+    /// Build a tile dataset from raw Xenium, MERSCOPE or CosMx output.
+    #[command(name = "create_dataset", alias = "create-dataset")]
+    CreateDataset(Box<create_dataset::CreateDatasetArgs>),
 }
 
 /// An error with the exit code the process should end with.
@@ -65,6 +69,7 @@ fn main() -> ExitCode {
     init_tracing();
     let res = match cli.command {
         Command::Inspect(a) => inspect::run(a),
+        Command::CreateDataset(a) => create_dataset::run(*a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,10 +8,17 @@
 //! * [`dataset`]: the dataset layout (`dataset.json`, `{train,val,test}_tiles/processed/`),
 //!   [`TileDataset`] (lazy, memory-mapped tile access) and [`TileLoader`] (seeded shuffling
 //!   and background prefetching of collated batches).
+//! * [`raw`]: readers for raw Xenium, MERSCOPE and CosMx output, with filters and a gene
+//!   vocabulary; [`geometry`]: polygon validation and boundary features; [`tiling`]: grid and
+//!   balanced kd tiling; [`create`]: `segger create_dataset`, raw sample to tile dataset.
 
+pub mod create;
 pub mod dataset;
 mod error;
+pub mod geometry;
+pub mod raw;
 pub mod tile;
+pub mod tiling;
 
 pub use dataset::{
     DatasetInfo, LoadedBatch, Split, SplitCounts, TileDataset, TileLoader, DATASET_FORMAT,

@@ -213,14 +213,16 @@ pub fn parse_tile(path: &Path, bytes: &[u8], vocab: Option<usize>) -> Result<Til
             width: txv.shape()[1],
             values: r.f32s("tx.x", &txv)?,
         },
-        (Dtype::I64, n) | (Dtype::F32, n) => return Err(r.err(
-            "tx.x",
-            format!(
+        (Dtype::I64, n) | (Dtype::F32, n) => {
+            return Err(r.err(
+                "tx.x",
+                format!(
                 "rank {n} (shape {:?}) does not fit its dtype {:?}: expected I64 [N] or F32 [N, F]",
                 txv.shape(),
                 txv.dtype()
             ),
-        )),
+            ))
+        }
         (d, _) => {
             return Err(r.err(
                 "tx.x",
