@@ -64,11 +64,15 @@ pub fn clean_ring(vertices: &[Point]) -> Result<CleanRing, RingProblem> {
     if ring.len() < 3 {
         return Err(RingProblem::TooFewVertices);
     }
-    if signed_area(&ring) == 0.0 {
+    let collinear = ring[2..].iter().all(|&p| cross(ring[0], ring[1], p) == 0.0);
+    if collinear {
         return Err(RingProblem::ZeroArea);
     }
     if self_intersects(&ring) {
         return Err(RingProblem::SelfIntersecting);
+    }
+    if signed_area(&ring) == 0.0 {
+        return Err(RingProblem::ZeroArea);
     }
     Ok(CleanRing { ring, was_closed })
 }

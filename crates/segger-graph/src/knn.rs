@@ -1,4 +1,5 @@
-//! k-nearest-neighbours-within-a-radius graphs on a kd-tree (`kiddo`).
+//! k-nearest-neighbours-within-a-radius graphs: on a uniform grid with cells of the radius's
+//! size when the points are dense enough for it, otherwise on a kd-tree (`kiddo`).
 //!
 //! Every query point is linked to up to `k` of its nearest data points whose Euclidean
 //! distance is at most `radius` (inclusive). Edges come out grouped by query, nearest first:
@@ -130,13 +131,172 @@ fn query_all<const D: usize>(
     edges
 }
 
+/// Average number of data points per grid cell above which the grid engine gives way to the
+/// kd-tree (the radius is then large compared with the point spacing).
+const GRID_MAX_PER_CELL: f64 = 48.0;
+
+/// kNN within a radius on a uniform grid over the first two coordinates, with cells of side
+/// `radius`: a query only looks at the 3 × 3 cells around it. The neighbours are ordered by
+/// (squared distance, index), exactly as [`brute_force`] orders them, and the distances are
+/// computed with the same expression. Returns `None` when the grid would be too coarse.
+fn grid_query<const D: usize>(
+    queries: &[f32],
+    data: &[f32],
+    params: KnnParams,
+    same_set: bool,
+) -> Option<EdgeList> {
+    let nd = data.len() / D;
+    let nq = queries.len() / D;
+    let r = params.radius;
+    if nd == 0 || nq == 0 || params.k == 0 {
+        return Some(EdgeList::default());
+    }
+    if !(r > 0.0) {
+        return None;
+    }
+    let (mut x0, mut y0, mut x1, mut y1) = (
+        f32::INFINITY,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NEG_INFINITY,
+    );
+    for p in data.chunks_exact(D) {
+        x0 = x0.min(p[0]);
+        y0 = y0.min(p[1]);
+        x1 = x1.max(p[0]);
+        y1 = y1.max(p[1]);
+    }
+    let cell = r as f64;
+    let nx = ((x1 - x0) as f64 / cell).floor() + 1.0;
+    let ny = ((y1 - y0) as f64 / cell).floor() + 1.0;
+    if !(nx * ny <= 4.0 * nd as f64 + 64.0) || (nd as f64) / (nx * ny) > GRID_MAX_PER_CELL {
+        return None;
+    }
+    let (nx, ny) = (nx as usize, ny as usize);
+    let cell_of = |v: f32, o: f32, n: usize| -> isize {
+        let c = ((v - o) as f64 / cell).floor();
+        if c < 0.0 {
+            -1
+        } else if c >= n as f64 {
+            n as isize
+        } else {
+            c as isize
+        }
+    };
+    // Counting sort of the data points by cell; coordinates copied in cell order.
+    let mut start = vec![0u32; nx * ny + 1];
+    let cells: Vec<usize> = data
+        .chunks_exact(D)
+        .map(|p| cell_of(p[1], y0, ny) as usize * nx + cell_of(p[0], x0, nx) as usize)
+        .collect();
+    for &c in &cells {
+        start[c + 1] += 1;
+    }
+    for i in 1..start.len() {
+        start[i] += start[i - 1];
+    }
+    let mut fill = start.clone();
+    let mut order = vec![0u32; nd];
+    let mut sorted = vec![[0f32; D]; nd];
+    for (i, &c) in cells.iter().enumerate() {
+        let at = fill[c] as usize;
+        order[at] = i as u32;
+        sorted[at].copy_from_slice(&data[i * D..(i + 1) * D]);
+        fill[c] += 1;
+    }
+    let r2 = r * r;
+    let k = params.k;
+    let drop_self = same_set && !params.keep_self;
+    let run = |qi: usize, out: &mut Vec<(f32, u32)>| {
+        out.clear();
+        let q = &queries[qi * D..(qi + 1) * D];
+        let cx = cell_of(q[0], x0, nx);
+        let cy = cell_of(q[1], y0, ny);
+        for gy in (cy - 1).max(0)..=(cy + 1).min(ny as isize - 1) {
+            let gx0 = (cx - 1).max(0);
+            let gx1 = (cx + 1).min(nx as isize - 1);
+            if gx0 > gx1 {
+                continue;
+            }
+            let row = gy as usize * nx;
+            let a = start[row + gx0 as usize] as usize;
+            let b = start[row + gx1 as usize + 1] as usize;
+            for s in a..b {
+                let p = &sorted[s];
+                let mut d2 = 0f32;
+                for j in 0..D {
+                    d2 += (q[j] - p[j]) * (q[j] - p[j]);
+                }
+                if d2 > r2 {
+                    continue;
+                }
+                let di = order[s];
+                if drop_self && di as usize == qi {
+                    continue;
+                }
+                // Keep the k best by (distance, index), sorted.
+                let worse = |e: &(f32, u32)| e.0.total_cmp(&d2).then(e.1.cmp(&di)).is_gt();
+                if out.len() == k {
+                    if !worse(&out[k - 1]) {
+                        continue;
+                    }
+                    out.pop();
+                }
+                let at = out.iter().position(worse).unwrap_or(out.len());
+                out.insert(at, (d2, di));
+            }
+        }
+    };
+    let chunk = 2048;
+    let parts: Vec<(Vec<i64>, Vec<i64>)> = (0..nq.div_ceil(chunk))
+        .into_par_iter()
+        .map(|c| {
+            let mut src = Vec::with_capacity(chunk * k);
+            let mut dst = Vec::with_capacity(chunk * k);
+            let mut buf = Vec::with_capacity(k + 1);
+            for qi in c * chunk..((c + 1) * chunk).min(nq) {
+                run(qi, &mut buf);
+                for &(_, di) in &buf {
+                    src.push(qi as i64);
+                    dst.push(di as i64);
+                }
+            }
+            (src, dst)
+        })
+        .collect();
+    if parts.len() == 1 {
+        let (src, dst) = parts.into_iter().next().expect("one part");
+        return Some(EdgeList { src, dst });
+    }
+    let total = parts.iter().map(|p| p.0.len()).sum();
+    let mut edges = EdgeList {
+        src: Vec::with_capacity(total),
+        dst: Vec::with_capacity(total),
+    };
+    for (s, d) in parts {
+        edges.src.extend(s);
+        edges.dst.extend(d);
+    }
+    Some(edges)
+}
+
+fn query<const D: usize>(
+    queries: &[f32],
+    data: &[f32],
+    params: KnnParams,
+    same_set: bool,
+) -> EdgeList {
+    grid_query::<D>(queries, data, params, same_set)
+        .unwrap_or_else(|| query_all::<D>(queries, data, params, same_set))
+}
+
 /// kNN graph of a point set with itself (`tx__neighbors__tx`). `points` is row-major with
 /// `dim` ∈ {2, 3} columns.
 pub fn knn_same(points: &[f32], dim: usize, params: KnnParams) -> Result<EdgeList, GraphError> {
     check(points, dim, "points")?;
     Ok(match dim {
-        2 => query_all::<2>(points, points, params, true),
-        _ => query_all::<3>(points, points, params, true),
+        2 => query::<2>(points, points, params, true),
+        _ => query::<3>(points, points, params, true),
     })
 }
 
@@ -151,8 +311,8 @@ pub fn knn_bipartite(
     check(queries, dim, "queries")?;
     check(data, dim, "data")?;
     Ok(match dim {
-        2 => query_all::<2>(queries, data, params, false),
-        _ => query_all::<3>(queries, data, params, false),
+        2 => query::<2>(queries, data, params, false),
+        _ => query::<3>(queries, data, params, false),
     })
 }
 
