@@ -71,7 +71,9 @@ macro_rules! numeric_to {
     }};
 }
 
-/// Parses a text column (CSV input) into numbers; nulls give `None`.
+/// Parses a text column into numbers; nulls give `None`. CSV input reaches the column code
+/// as `LargeUtf8` arrays, the only string type parsed as numbers: a parquet column of plain
+/// strings where numbers are expected is a wrong column type.
 fn parse_text<T: std::str::FromStr>(
     arr: &dyn Array,
     file: &Path,
@@ -79,7 +81,7 @@ fn parse_text<T: std::str::FromStr>(
     row0: u64,
     want: &str,
 ) -> Option<Result<Vec<Option<T>>, DataError>> {
-    let s = arr.as_string_opt::<i32>()?;
+    let s = arr.as_string_opt::<i64>()?;
     let mut out = Vec::with_capacity(s.len());
     for i in 0..s.len() {
         if s.is_null(i) {

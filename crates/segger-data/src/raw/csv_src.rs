@@ -1,12 +1,12 @@
-//! CSV input (plain or gzip-compressed): blocks of rows become Arrow string batches, which the
-//! shared column code parses (numbers from text, with errors naming the row).
+//! CSV input (plain or gzip-compressed): blocks of rows become Arrow `LargeUtf8` batches, which
+//! the shared column code parses (numbers from text, with errors naming the row).
 
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, RecordBatch, StringArray};
+use arrow_array::{ArrayRef, LargeStringArray, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
 use rayon::prelude::*;
 
@@ -83,7 +83,7 @@ fn for_each_block(
     let schema = Arc::new(Schema::new(
         wanted
             .iter()
-            .map(|w| Field::new(w, DataType::Utf8, true))
+            .map(|w| Field::new(w, DataType::LargeUtf8, true))
             .collect::<Vec<_>>(),
     ));
     let mut rec = csv::StringRecord::new();
@@ -110,7 +110,7 @@ fn for_each_block(
             }
             let arrays: Vec<ArrayRef> = cols
                 .into_iter()
-                .map(|c| Arc::new(StringArray::from(c)) as ArrayRef)
+                .map(|c| Arc::new(LargeStringArray::from(c)) as ArrayRef)
                 .collect();
             let batch = RecordBatch::try_new(schema.clone(), arrays)
                 .map_err(|e| DataError::format(path, "file", e.to_string()))?;
