@@ -151,7 +151,7 @@ fn grid_query<const D: usize>(
     if nd == 0 || nq == 0 || params.k == 0 {
         return Some(EdgeList::default());
     }
-    if !(r > 0.0) {
+    if r.is_nan() || r <= 0.0 {
         return None;
     }
     let (mut x0, mut y0, mut x1, mut y1) = (
@@ -169,7 +169,7 @@ fn grid_query<const D: usize>(
     let cell = r as f64;
     let nx = ((x1 - x0) as f64 / cell).floor() + 1.0;
     let ny = ((y1 - y0) as f64 / cell).floor() + 1.0;
-    if !(nx * ny <= 4.0 * nd as f64 + 64.0) || (nd as f64) / (nx * ny) > GRID_MAX_PER_CELL {
+    if nx * ny > 4.0 * nd as f64 + 64.0 || (nd as f64) / (nx * ny) > GRID_MAX_PER_CELL {
         return None;
     }
     let (nx, ny) = (nx as usize, ny as usize);

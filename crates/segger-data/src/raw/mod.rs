@@ -678,7 +678,7 @@ impl Chunk {
             }
             if let (Some(q), Some(min)) = (&qv, ctx.min_qv) {
                 // NaN (or a null) fails the comparison and is dropped.
-                if !(q[i] >= min) {
+                if q[i].is_nan() || q[i] < min {
                     self.dropped_qv += 1;
                     continue;
                 }
@@ -847,7 +847,10 @@ pub(crate) fn merge_chunks(
 
 /// Reads a gene embedding: CSV (header row; first column the gene name, the others floats)
 /// or parquet (the first string column is the gene name, every numeric column a feature).
-fn read_embedding(path: &Path) -> Result<(HashMap<String, Vec<f32>>, usize, PathBuf), DataError> {
+/// Gene → feature row, the row width and the file.
+type EmbeddingTable = (HashMap<String, Vec<f32>>, usize, PathBuf);
+
+fn read_embedding(path: &Path) -> Result<EmbeddingTable, DataError> {
     let is_parquet = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("parquet"));

@@ -91,7 +91,7 @@ pub(crate) fn read_transcripts(
     wanted: &[String],
     ctx: &TxContext<'_>,
 ) -> Result<Vec<Chunk>, DataError> {
-    let (file, meta) = open(path)?;
+    let (_, meta) = open(path)?;
     let m = mask(&meta, path, wanted)?;
     let groups = meta.metadata().row_groups();
     let mut starts = Vec::with_capacity(groups.len());
@@ -103,7 +103,9 @@ pub(crate) fn read_transcripts(
     (0..groups.len())
         .into_par_iter()
         .map(|rg| {
-            let f = file.try_clone().map_err(|e| DataError::io(path, e))?;
+            // A fresh handle per row group: cloned handles share one file offset, which
+            // concurrent readers would race on.
+            let f = File::open(path).map_err(|e| DataError::io(path, e))?;
             let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(f, meta.clone())
                 .with_projection(m.clone())
                 .with_row_groups(vec![rg])
