@@ -131,6 +131,18 @@ fn query_all<const D: usize>(
     edges
 }
 
+/// `v.floor()` without a libm call (the baseline x86-64 target has no rounding instruction);
+/// exact for |v| < 2⁶³.
+#[inline]
+fn floor(v: f64) -> f64 {
+    let t = v as i64 as f64;
+    if t > v {
+        t - 1.0
+    } else {
+        t
+    }
+}
+
 /// Average number of data points per grid cell above which the grid engine gives way to the
 /// kd-tree (the radius is then large compared with the point spacing).
 const GRID_MAX_PER_CELL: f64 = 48.0;
@@ -166,28 +178,24 @@ fn grid_query<const D: usize>(
         x1 = x1.max(p[0]);
         y1 = y1.max(p[1]);
     }
-    let cell = r as f64;
+    // Cells of half the radius; each query scans only the cells that meet its disc.
+    let cell = r as f64 / 2.0;
     let nx = ((x1 - x0) as f64 / cell).floor() + 1.0;
     let ny = ((y1 - y0) as f64 / cell).floor() + 1.0;
-    if nx * ny > 4.0 * nd as f64 + 64.0 || (nd as f64) / (nx * ny) > GRID_MAX_PER_CELL {
+    if nx * ny > 4.0 * nd as f64 + 256.0 || (nd as f64) / (nx * ny) > GRID_MAX_PER_CELL {
         return None;
     }
     let (nx, ny) = (nx as usize, ny as usize);
-    let cell_of = |v: f32, o: f32, n: usize| -> isize {
-        let c = ((v - o) as f64 / cell).floor();
-        if c < 0.0 {
-            -1
-        } else if c >= n as f64 {
-            n as isize
-        } else {
-            c as isize
-        }
+    // Data points lie inside the grid; the same f64 expression places queries' disc bounds,
+    // so a point within reach is never in a cell outside the scanned range.
+    let cell_of = |v: f32, o: f32, n: usize| -> usize {
+        (floor((v as f64 - o as f64) / cell).max(0.0) as usize).min(n - 1)
     };
     // Counting sort of the data points by cell; coordinates copied in cell order.
     let mut start = vec![0u32; nx * ny + 1];
     let cells: Vec<usize> = data
         .chunks_exact(D)
-        .map(|p| cell_of(p[1], y0, ny) as usize * nx + cell_of(p[0], x0, nx) as usize)
+        .map(|p| cell_of(p[1], y0, ny) * nx + cell_of(p[0], x0, nx))
         .collect();
     for &c in &cells {
         start[c + 1] += 1;
@@ -210,19 +218,32 @@ fn grid_query<const D: usize>(
     let run = |qi: usize, out: &mut Vec<(f32, u32)>| {
         out.clear();
         let q = &queries[qi * D..(qi + 1) * D];
-        let cx = cell_of(q[0], x0, nx);
-        let cy = cell_of(q[1], y0, ny);
-        for gy in (cy - 1).max(0)..=(cy + 1).min(ny as isize - 1) {
-            let gx0 = (cx - 1).max(0);
-            let gx1 = (cx + 1).min(nx as isize - 1);
+        // The disc, slightly enlarged so that float rounding can only add candidates.
+        let (qx, qy) = (q[0] as f64, q[1] as f64);
+        let reach = r as f64 * (1.0 + 1e-5) + 1e-6;
+        let row_of = |v: f64| floor((v - y0 as f64) / cell);
+        let col_of = |v: f64| floor((v - x0 as f64) / cell);
+        let gy0 = row_of(qy - reach).max(0.0);
+        let gy1 = row_of(qy + reach).min(ny as f64 - 1.0);
+        if gy0 > gy1 {
+            return;
+        }
+        for gy in gy0 as usize..=gy1 as usize {
+            let ry0 = y0 as f64 + gy as f64 * cell;
+            let dy = (ry0 - qy).max(qy - (ry0 + cell)).max(0.0);
+            if dy > reach {
+                continue;
+            }
+            let dx = (reach * reach - dy * dy).sqrt();
+            let gx0 = col_of(qx - dx).max(0.0);
+            let gx1 = col_of(qx + dx).min(nx as f64 - 1.0);
             if gx0 > gx1 {
                 continue;
             }
-            let row = gy as usize * nx;
+            let row = gy * nx;
             let a = start[row + gx0 as usize] as usize;
             let b = start[row + gx1 as usize + 1] as usize;
-            for s in a..b {
-                let p = &sorted[s];
+            for (p, &di) in sorted[a..b].iter().zip(&order[a..b]) {
                 let mut d2 = 0f32;
                 for j in 0..D {
                     d2 += (q[j] - p[j]) * (q[j] - p[j]);
@@ -230,7 +251,6 @@ fn grid_query<const D: usize>(
                 if d2 > r2 {
                     continue;
                 }
-                let di = order[s];
                 if drop_self && di as usize == qi {
                     continue;
                 }
@@ -355,4 +375,61 @@ pub fn brute_force(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+
+    fn same(points: &[f32], dim: usize, p: KnnParams) {
+        let fast = knn_same(points, dim, p).unwrap();
+        let slow = brute_force(points, points, dim, p, true);
+        assert_eq!(
+            (fast.src, fast.dst),
+            (slow.src, slow.dst),
+            "{p:?} dim {dim}"
+        );
+    }
+
+    #[test]
+    fn grid_engine_equals_brute_force_exactly() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        for case in 0..40 {
+            let dim = 2 + case % 2;
+            let n = rng.random_range(1..600);
+            let side = rng.random_range(5.0..80.0f32);
+            let pts: Vec<f32> = (0..n * dim)
+                .map(|i| {
+                    if i % dim == 2 {
+                        rng.random_range(0.0..15.0)
+                    } else {
+                        1000.0 + rng.random_range(0.0..side)
+                    }
+                })
+                .collect();
+            for (k, r) in [(1, 1.0), (3, 5.0), (5, 2.5), (20, 40.0)] {
+                let mut p = KnnParams::new(k, r);
+                same(&pts, dim, p);
+                p.keep_self = true;
+                same(&pts, dim, p);
+                let data: Vec<f32> = pts.iter().step_by(3).copied().take(dim * (n / 3)).collect();
+                let fast = knn_bipartite(&pts, &data, dim, KnnParams::new(k, r)).unwrap();
+                let slow = brute_force(&pts, &data, dim, KnnParams::new(k, r), false);
+                assert_eq!((fast.src, fast.dst), (slow.src, slow.dst));
+            }
+        }
+        // Lattices whose spacing is the radius or half of it: points on cell edges, exact ties,
+        // neighbours at exactly the radius.
+        for spacing in [0.5f32, 1.0, 2.5, 5.0] {
+            let pts: Vec<f32> = (0..900)
+                .flat_map(|i| [(i % 30) as f32 * spacing - 7.0, (i / 30) as f32 * spacing])
+                .collect();
+            for k in [1, 4, 9] {
+                same(&pts, 2, KnnParams::new(k, 5.0));
+            }
+        }
+    }
 }
