@@ -603,3 +603,32 @@ fn row_groups_are_read_in_parallel_and_in_order() {
         assert_eq!(a.report.dropped_prefix, b.report.dropped_prefix);
     }
 }
+
+#[test]
+fn binary_and_dictionary_string_columns_are_read() {
+    use arrow_array::types::Int32Type;
+    use arrow_array::DictionaryArray;
+    let d = tempfile::tempdir().unwrap();
+    let x = Xen::good();
+    let mut cols = x.tx_columns();
+    cols[1] = (
+        "cell_id",
+        Arc::new(
+            x.cells
+                .iter()
+                .copied()
+                .collect::<DictionaryArray<Int32Type>>(),
+        ),
+    );
+    cols[3] = (
+        "feature_name",
+        Arc::new(BinaryArray::from(
+            x.genes.iter().map(|g| g.as_bytes()).collect::<Vec<_>>(),
+        )),
+    );
+    x.write_with(d.path(), cols);
+    let s = raw::load(d.path(), &xenium()).unwrap();
+    assert_eq!(s.vocab, ["G1", "G2", "G3"]);
+    assert_eq!(s.report.kept, 9);
+    assert_eq!(s.tx.cell.iter().filter(|&&c| c != raw::NO_CELL).count(), 8);
+}

@@ -270,6 +270,33 @@ fn for_each_str_dyn(
         DataType::Utf8 => strings!(arr.as_string::<i32>()),
         DataType::LargeUtf8 => strings!(arr.as_string::<i64>()),
         DataType::Utf8View => strings!(arr.as_string_view()),
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => {
+            // Some exports store strings as binary without the UTF-8 annotation.
+            let get = |i: usize| -> &[u8] {
+                match arr.data_type() {
+                    DataType::Binary => arr.as_binary::<i32>().value(i),
+                    DataType::LargeBinary => arr.as_binary::<i64>().value(i),
+                    _ => arr.as_binary_view().value(i),
+                }
+            };
+            for i in 0..arr.len() {
+                if arr.is_null(i) {
+                    f(i, None);
+                    continue;
+                }
+                match std::str::from_utf8(get(i)) {
+                    Ok(s) => f(i, Some(s)),
+                    Err(_) => {
+                        return Err(col_err(
+                            file,
+                            column,
+                            format!("value at row {i} of a batch is not valid UTF-8"),
+                        ))
+                    }
+                }
+            }
+            Ok(())
+        }
         DataType::Dictionary(_, _) => {
             // Decode the dictionary once, then index it per row.
             let keys = dictionary_keys(arr, file, column)?;
