@@ -291,3 +291,63 @@ fn balanced_tiling_covers_every_transcript_once() {
     let total: usize = p.tiles.iter().map(|t| t.core).sum();
     assert_eq!(total, s.tx.len());
 }
+
+fn files(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((
+                    p.strip_prefix(root).unwrap().to_path_buf(),
+                    std::fs::read(&p).unwrap(),
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn output_does_not_depend_on_the_thread_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut trees = Vec::new();
+    for threads in [1, 3] {
+        let out = dir.path().join(format!("ds{threads}"));
+        let mut opts = CreateOptions::new(lung(), out.clone(), RawOptions::new(Platform::Xenium));
+        opts.tiling = TileMode::Balanced {
+            max_transcripts: 400,
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| create_dataset(&opts, &quiet)).unwrap();
+        let mut f = files(&out);
+        // dataset.json records the output-independent settings only; compare it too.
+        for (p, b) in &mut f {
+            if p.ends_with("dataset.json") {
+                let s = String::from_utf8(b.clone()).unwrap();
+                *b = s.replace(&format!("ds{threads}"), "ds").into_bytes();
+            }
+        }
+        trees.push(f);
+    }
+    assert!(trees[0].len() > 20);
+    assert_eq!(trees[0].len(), trees[1].len());
+    for (a, b) in trees[0].iter().zip(&trees[1]) {
+        assert_eq!(a.0, b.0);
+        if a.0.extension().is_some_and(|e| e == "safetensors") {
+            // The header's metadata keys come out in hash-map order; compare the content.
+            let ta = segger_data::tile::parse_tile(&a.0, &a.1, None).unwrap();
+            let tb = segger_data::tile::parse_tile(&b.0, &b.1, None).unwrap();
+            assert!(ta == tb, "{} differs", a.0.display());
+        } else {
+            assert!(a.1 == b.1, "{} differs", a.0.display());
+        }
+    }
+}

@@ -325,11 +325,15 @@ pub struct LoadReport {
     pub boundary_duplicate_rows: u64,
     /// Multi-part geometries reduced to their largest part.
     pub multipart_geometries: u64,
-    /// Seconds spent decoding files (summed over threads).
+    /// Seconds spent decoding files (summed over threads). Timings are left out of the
+    /// serialised report, so `dataset.json` does not depend on the run.
+    #[serde(skip)]
     pub read_s: f64,
     /// Seconds spent filtering and mapping rows (summed over threads).
+    #[serde(skip)]
     pub filter_s: f64,
     /// Seconds spent validating polygons and computing their features (wall).
+    #[serde(skip)]
     pub features_s: f64,
 }
 
