@@ -543,7 +543,15 @@ pub fn create_dataset(
     );
 
     let t_tile = Instant::now();
-    let plan = tiling::plan(&sample.tx.x, &sample.tx.y, opts.tiling);
+    let plan = tiling::plan(&sample.tx.x, &sample.tx.y, opts.tiling).map_err(|problem| {
+        DataError::Dataset {
+            path: opts.input.clone(),
+            problem,
+        }
+    })?;
+    if sample.bd.is_empty() {
+        tracing::warn!("no boundaries: every tile goes to test (no positives)");
+    }
     let index = SampleIndex::new(&sample);
     let names = file_names(&plan.tiles, opts.graph.margin);
     let tile_plan_s = t_tile.elapsed().as_secs_f64();

@@ -77,8 +77,12 @@ pub struct Plan {
     pub empty: usize,
 }
 
-/// Plans the tiles of the points `(xs[i], ys[i])`, which must be finite and non-empty.
-pub fn plan(xs: &[f32], ys: &[f32], mode: TileMode) -> Plan {
+/// The most grid cells a plan may have (the grid holds a counter per cell).
+pub const MAX_GRID_CELLS: f64 = 64.0 * 1024.0 * 1024.0;
+
+/// Plans the tiles of the points `(xs[i], ys[i])`, which must be finite. Fails when a grid
+/// would have more than [`MAX_GRID_CELLS`] cells.
+pub fn plan(xs: &[f32], ys: &[f32], mode: TileMode) -> Result<Plan, String> {
     let (mut minx, mut miny, mut maxx, mut maxy) = (
         f64::INFINITY,
         f64::INFINITY,
@@ -92,13 +96,24 @@ pub fn plan(xs: &[f32], ys: &[f32], mode: TileMode) -> Plan {
         maxy = maxy.max(y as f64);
     }
     if xs.is_empty() {
-        return Plan::default();
+        return Ok(Plan::default());
     }
     match mode {
         TileMode::Grid { width, height } => {
             let (x0, y0) = (minx.floor(), miny.floor());
-            let nx = ((maxx - x0) / width).floor() as usize + 1;
-            let ny = ((maxy - y0) / height).floor() as usize + 1;
+            let (fx, fy) = (
+                ((maxx - x0) / width).floor() + 1.0,
+                ((maxy - y0) / height).floor() + 1.0,
+            );
+            if !(fx * fy <= MAX_GRID_CELLS) {
+                return Err(format!(
+                    "tiles of {width} × {height} µm over a {:.0} × {:.0} µm sample make {fx:.0} × \
+                     {fy:.0} grid cells, more than {MAX_GRID_CELLS}: use larger tiles",
+                    maxx - minx,
+                    maxy - miny
+                ));
+            }
+            let (nx, ny) = (fx as usize, fy as usize);
             let edge_x: Vec<f64> = (0..=nx).map(|i| x0 + i as f64 * width).collect();
             let edge_y: Vec<f64> = (0..=ny).map(|j| y0 + j as f64 * height).collect();
             let mut counts = vec![0usize; nx * ny];
@@ -126,7 +141,7 @@ pub fn plan(xs: &[f32], ys: &[f32], mode: TileMode) -> Plan {
                     });
                 }
             }
-            out
+            Ok(out)
         }
         TileMode::Balanced { max_transcripts } => {
             let root = Rect {
@@ -138,7 +153,7 @@ pub fn plan(xs: &[f32], ys: &[f32], mode: TileMode) -> Plan {
             let mut idx: Vec<u32> = (0..xs.len() as u32).collect();
             let mut tiles = Vec::new();
             kd_split(xs, ys, &mut idx, root, max_transcripts.max(1), &mut tiles);
-            Plan { tiles, empty: 0 }
+            Ok(Plan { tiles, empty: 0 })
         }
     }
 }

@@ -111,7 +111,8 @@ fn busiest_tile(s: &raw::Sample) -> (segger_data::Tile, Vec<i64>) {
             width: 50.0,
             height: 50.0,
         },
-    );
+    )
+    .unwrap();
     let mut best = None;
     for t in &p.tiles {
         let (tile, stats) = build_tile(s, &index, &t.rect, &GraphParams::default(), 1)
@@ -276,7 +277,8 @@ fn balanced_tiling_covers_every_transcript_once() {
         TileMode::Balanced {
             max_transcripts: 500,
         },
-    );
+    )
+    .unwrap();
     assert!(p.tiles.len() >= 17);
     assert!(
         p.tiles.iter().all(|t| t.core <= 500 && t.core >= 200),
@@ -290,6 +292,17 @@ fn balanced_tiling_covers_every_transcript_once() {
     }
     let total: usize = p.tiles.iter().map(|t| t.core).sum();
     assert_eq!(total, s.tx.len());
+    // A grid with absurdly small tiles is refused instead of allocating it.
+    let err = plan(
+        &s.tx.x,
+        &s.tx.y,
+        TileMode::Grid {
+            width: 1e-4,
+            height: 1e-4,
+        },
+    )
+    .unwrap_err();
+    assert!(err.contains("use larger tiles"), "{err}");
 }
 
 fn files(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {

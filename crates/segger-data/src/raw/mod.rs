@@ -263,12 +263,20 @@ impl Boundaries {
         if x < b[0] || x > b[2] || y < b[1] || y > b[3] {
             return false;
         }
-        let ring: Vec<Point> = self
-            .ring(i)
-            .iter()
-            .map(|p| [p[0] as f64, p[1] as f64])
-            .collect();
-        geometry::contains(&ring, [x as f64, y as f64])
+        // Even-odd rule, as `geometry::contains`, on the stored f32 ring without copying it.
+        let ring = self.ring(i);
+        let (px, py) = (x as f64, y as f64);
+        let mut inside = false;
+        let mut j = ring.len() - 1;
+        for k in 0..ring.len() {
+            let (a, b) = (ring[k], ring[j]);
+            let (ax, ay, bx, by) = (a[0] as f64, a[1] as f64, b[0] as f64, b[1] as f64);
+            if (ay > py) != (by > py) && px < ax + (py - ay) * (bx - ax) / (by - ay) {
+                inside = !inside;
+            }
+            j = k;
+        }
+        inside
     }
 }
 
