@@ -105,7 +105,7 @@ pub fn plan(xs: &[f32], ys: &[f32], mode: TileMode) -> Result<Plan, String> {
                 ((maxx - x0) / width).floor() + 1.0,
                 ((maxy - y0) / height).floor() + 1.0,
             );
-            if !(fx * fy <= MAX_GRID_CELLS) {
+            if (fx * fy).is_nan() || fx * fy > MAX_GRID_CELLS {
                 return Err(format!(
                     "tiles of {width} × {height} µm over a {:.0} × {:.0} µm sample make {fx:.0} × \
                      {fy:.0} grid cells, more than {MAX_GRID_CELLS}: use larger tiles",
