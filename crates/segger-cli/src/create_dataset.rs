@@ -300,19 +300,29 @@ pub fn run(args: CreateDatasetArgs) -> Result<(), CliError> {
             .map_err(|e| CliError::runtime(anyhow::anyhow!("thread pool: {e}")))?;
     }
     let opts = args.options();
-    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr_with_hz(4));
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(4));
     bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} tiles {pos}/{len} {wide_bar} {msg} [{elapsed_precise}]",
-        )
-        .expect("valid template"),
+        ProgressStyle::with_template("{spinner} {msg} [{elapsed_precise}]")
+            .expect("valid template"),
     );
-    let start = Instant::now();
+    bar.set_message("loading transcripts and boundaries");
+    bar.enable_steady_tick(std::time::Duration::from_millis(250));
+    // The transcript rate counts from the first tile, not from the start of loading.
+    let tiles_start: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     let on_progress = |p: Progress| {
+        let t0 = *tiles_start.get_or_init(|| {
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} tiles {pos}/{len} {wide_bar} {msg} [{elapsed_precise}]",
+                )
+                .expect("valid template"),
+            );
+            Instant::now()
+        });
         bar.set_length(p.tiles_total as u64);
         bar.set_position(p.tiles_done as u64);
-        let rate = p.transcripts_done as f64 / start.elapsed().as_secs_f64().max(1e-9);
-        bar.set_message(format!("{:.0} transcripts/s", rate));
+        let rate = p.transcripts_done as f64 / t0.elapsed().as_secs_f64().max(1e-3);
+        bar.set_message(format!("{rate:.0} transcripts/s"));
     };
     let res = create_dataset(&opts, &on_progress);
     bar.finish_and_clear();

@@ -534,7 +534,7 @@ pub fn create_dataset(
 
     let sample = raw::load(&opts.input, &opts.raw)?;
     let load_wall = t_start.elapsed().as_secs_f64();
-    tracing::info!(
+    tracing::debug!(
         "loaded {} transcripts ({} genes) and {} boundaries in {:.2} s",
         sample.tx.len(),
         sample.vocab.len(),
