@@ -186,10 +186,12 @@ fn grid_query<const D: usize>(
         return None;
     }
     let (nx, ny) = (nx as usize, ny as usize);
+    // Data cells and query ranges use the same monotone expression (a multiplication).
+    let inv = 1.0 / cell;
     // Data points lie inside the grid; the same f64 expression places queries' disc bounds,
     // so a point within reach is never in a cell outside the scanned range.
     let cell_of = |v: f32, o: f32, n: usize| -> usize {
-        (floor((v as f64 - o as f64) / cell).max(0.0) as usize).min(n - 1)
+        (floor((v as f64 - o as f64) * inv).max(0.0) as usize).min(n - 1)
     };
     // Counting sort of the data points by cell; coordinates copied in cell order.
     let mut start = vec![0u32; nx * ny + 1];
@@ -221,8 +223,8 @@ fn grid_query<const D: usize>(
         // The disc, slightly enlarged so that float rounding can only add candidates.
         let (qx, qy) = (q[0] as f64, q[1] as f64);
         let reach = r as f64 * (1.0 + 1e-5) + 1e-6;
-        let row_of = |v: f64| floor((v - y0 as f64) / cell);
-        let col_of = |v: f64| floor((v - x0 as f64) / cell);
+        let row_of = |v: f64| floor((v - y0 as f64) * inv);
+        let col_of = |v: f64| floor((v - x0 as f64) * inv);
         let gy0 = row_of(qy - reach).max(0.0);
         let gy1 = row_of(qy + reach).min(ny as f64 - 1.0);
         if gy0 > gy1 {
