@@ -423,8 +423,8 @@ pub fn build_tile(
     let bounds = TileBounds {
         x: rect.x0,
         y: rect.y0,
-        width: rect.x1 - rect.x0,
-        height: rect.y1 - rect.y0,
+        width: exact_span(rect.x0, rect.x1),
+        height: exact_span(rect.y0, rect.y1),
         margin: p.margin,
     };
     Ok(Some((
@@ -434,6 +434,22 @@ pub fn build_tile(
         },
         stats,
     )))
+}
+
+/// `b - a`, nudged by ulps when needed so that `a + span == b` exactly: readers then recover the
+/// core's edges from the `tile` metadata (`x`, `x + width`) without rounding. (Always exact
+/// when `a` and `b` are within a factor 2 of each other, as tile edges of a sample away from
+/// the origin are; elsewhere best effort.)
+pub fn exact_span(a: f64, b: f64) -> f64 {
+    let mut w = b - a;
+    for _ in 0..4 {
+        let e = a + w;
+        if e == b {
+            break;
+        }
+        w = if e < b { w.next_up() } else { w.next_down() };
+    }
+    w
 }
 
 /// The split of a tile: test without positives, otherwise a seeded draw.
@@ -473,8 +489,8 @@ fn file_names(tiles: &[PlannedTile], margin: f64) -> Vec<String> {
             let b = TileBounds {
                 x: t.rect.x0,
                 y: t.rect.y0,
-                width: t.rect.x1 - t.rect.x0,
-                height: t.rect.y1 - t.rect.y0,
+                width: exact_span(t.rect.x0, t.rect.x1),
+                height: exact_span(t.rect.y0, t.rect.y1),
                 margin,
             };
             let base = b.file_name();

@@ -364,3 +364,26 @@ fn output_does_not_depend_on_the_thread_count() {
         }
     }
 }
+
+#[test]
+fn tile_metadata_recovers_core_edges_exactly() {
+    use segger_data::create::exact_span;
+    let mut rng_state = 12345u64;
+    let mut next = || {
+        rng_state ^= rng_state << 13;
+        rng_state ^= rng_state >> 7;
+        rng_state ^= rng_state << 17;
+        (rng_state % 2_000_000) as f64 / 997.0 + 500.0
+    };
+    // Edges of a sample in the positive quadrant (as instruments write them).
+    for _ in 0..10_000 {
+        let a = next();
+        let b = a + next() / 10.0;
+        assert_eq!(a + exact_span(a, b), b, "{a} {b}");
+    }
+    // Grid edges.
+    for i in 0..1000 {
+        let (a, b) = (2160.0 + i as f64 * 33.3, 2160.0 + (i + 1) as f64 * 33.3);
+        assert_eq!(a + exact_span(a, b), b);
+    }
+}
