@@ -517,6 +517,37 @@ fn temp_sibling(output: &Path, tag: &str) -> PathBuf {
     parent.join(format!(".{name}.{tag}-{}", std::process::id()))
 }
 
+/// Removes temporary siblings (`.NAME.tmp-PID`, `.NAME.old-PID`) left by killed runs whose
+/// process no longer exists (Linux: no `/proc/PID`). Elsewhere nothing is removed.
+fn remove_stale_temporaries(output: &Path) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Some(name) = output.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return;
+    };
+    let parent = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        let pid = ["tmp", "old"].iter().find_map(|tag| {
+            file.strip_prefix(&format!(".{name}.{tag}-"))
+                .and_then(|p| p.parse::<u32>().ok())
+        });
+        if let Some(pid) = pid {
+            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+                tracing::info!("removing {} left by an interrupted run", e.path().display());
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}
+
 /// Removes a directory on drop unless disarmed.
 struct Cleanup(Option<PathBuf>);
 
@@ -582,6 +613,7 @@ pub fn create_dataset(
         });
     }
 
+    remove_stale_temporaries(&opts.output);
     let tmp = temp_sibling(&opts.output, "tmp");
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| DataError::io(&tmp, e))?;

@@ -372,6 +372,9 @@ fn output_exists_without_overwrite() {
     let out = d.path().join("out");
     std::fs::create_dir(&out).unwrap();
     std::fs::write(out.join("keep.txt"), b"x").unwrap();
+    // A temporary directory of a killed run (no such process) is cleaned up.
+    let stale = d.path().join(".out.tmp-4000000000");
+    std::fs::create_dir_all(stale.join("train_tiles")).unwrap();
     let opts = CreateOptions::new(input, out.clone(), xenium());
     let err = create_dataset(&opts, &|_| {}).unwrap_err().to_string();
     assert_mentions(&err, &["out", "already exists", "--overwrite"]);
@@ -380,6 +383,7 @@ fn output_exists_without_overwrite() {
     o.overwrite = true;
     let s = create_dataset(&o, &|_| {}).unwrap();
     assert!(!out.join("keep.txt").exists());
+    assert!(!stale.exists());
     assert_eq!(s.core_transcripts, 9);
     // A single small tile with positives.
     assert_eq!(s.tiles.train + s.tiles.val + s.tiles.test, 1);
