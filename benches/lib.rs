@@ -1,1 +1,99 @@
-//! Shared helpers for the criterion benches.
+//! Shared inputs for the criterion benches: synthetic tiles shaped like real Segger training
+//! tiles (Xenium-like density, the reference's kNN settings and label counts).
+
+use std::collections::BTreeMap;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use segger_graph::knn::{knn_bipartite, knn_same, KnnParams};
+use segger_graph::negative::sample_labels;
+use segger_graph::{
+    EdgeStore, EdgeType, HeteroGraph, NodeFeatures, NodeIds, NodeStore, BELONGS, NEIGHBORS_BD,
+    NEIGHBORS_TX,
+};
+
+/// A synthetic tile: `n_tx` transcripts (3-D, 500 genes) and `n_bd` nuclei over a square of
+/// Xenium-like density; 3 tx→tx edges per transcript (self included, as in the reference),
+/// 3 tx→bd edges per transcript; every sixth transcript is a positive of its nearest nucleus,
+/// with 5 negatives per positive.
+pub fn synthetic_tile(seed: u64, n_tx: usize, n_bd: usize) -> HeteroGraph {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let side = (n_tx as f32 / 0.25).sqrt();
+    let pos: Vec<f32> = (0..n_tx)
+        .flat_map(|_| {
+            [
+                rng.random_range(0.0..side),
+                rng.random_range(0.0..side),
+                rng.random_range(0.0..10.0),
+            ]
+        })
+        .collect();
+    let bd_pos: Vec<f32> = (0..n_bd * 2).map(|_| rng.random_range(0.0..side)).collect();
+    let xy: Vec<f32> = pos.chunks(3).flat_map(|p| [p[0], p[1]]).collect();
+    let tt = knn_same(
+        &pos,
+        3,
+        KnnParams {
+            k: 3,
+            radius: 1e6,
+            keep_self: true,
+        },
+    )
+    .unwrap();
+    let tb = knn_bipartite(&xy, &bd_pos, 2, KnnParams::new(3, 1e6)).unwrap();
+    let (mut ps, mut pd) = (Vec::new(), Vec::new());
+    for t in (0..n_tx).step_by(6) {
+        ps.push(t as i64);
+        pd.push(tb.dst[t * 3]);
+    }
+    let labels = sample_labels(&ps, &pd, n_bd, 5.0, seed);
+    let mut edges = BTreeMap::new();
+    edges.insert(
+        EdgeType::parse(NEIGHBORS_TX).unwrap(),
+        EdgeStore::new(tt.src, tt.dst),
+    );
+    edges.insert(
+        EdgeType::parse(NEIGHBORS_BD).unwrap(),
+        EdgeStore::new(tb.src, tb.dst),
+    );
+    let mut belongs = EdgeStore::new(ps, pd);
+    belongs.labels = Some(labels);
+    edges.insert(EdgeType::parse(BELONGS).unwrap(), belongs);
+    HeteroGraph {
+        tx: NodeStore {
+            x: NodeFeatures::Tokens((0..n_tx).map(|_| rng.random_range(0..500)).collect()),
+            pos,
+            pos_dim: 3,
+            ids: NodeIds::Int((0..n_tx as i64).collect()),
+        },
+        bd: NodeStore {
+            x: NodeFeatures::Dense {
+                values: (0..n_bd * 4).map(|_| rng.random_range(0.0..1.0)).collect(),
+                width: 4,
+            },
+            pos: bd_pos,
+            pos_dim: 2,
+            ids: NodeIds::Str((0..n_bd).map(|i| format!("cell-{i}")).collect()),
+        },
+        edges,
+    }
+}
+
+/// Random points for kNN benches, `n` rows of `dim` coordinates in a square of side `side`.
+pub fn random_points(seed: u64, n: usize, dim: usize, side: f32) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..n * dim).map(|_| rng.random_range(0.0..side)).collect()
+}
+
+/// A random edge list with `e` edges from `ns` sources to `nd` destinations.
+pub fn random_edges(seed: u64, ns: usize, nd: usize, e: usize) -> (Vec<i64>, Vec<i64>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..e)
+        .map(|_| {
+            (
+                rng.random_range(0..ns as i64),
+                rng.random_range(0..nd as i64),
+            )
+        })
+        .unzip()
+}

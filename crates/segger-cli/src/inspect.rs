@@ -12,7 +12,8 @@ use crate::CliError;
 /// Arguments of `segger inspect`.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// A tile file, a split directory (with processed/) or a dataset directory (with dataset.json).
+    /// A tile file (.safetensors or a reference .pt), a split directory (with processed/) or a
+    /// dataset directory (with dataset.json, or {train,val,test}_tiles/ of .pt tiles).
     pub path: PathBuf,
     /// Print one machine-readable JSON object instead of text.
     #[arg(long)]
@@ -72,8 +73,10 @@ fn print_tile(v: &Value) {
 }
 
 fn inspect_dir(path: &Path) -> Result<Value, CliError> {
-    let is_root = path.join("dataset.json").is_file();
-    let info = if is_root {
+    // A dataset root: dataset.json, or (a reference Segger dataset of .pt tiles) split dirs.
+    let has_info = path.join("dataset.json").is_file();
+    let is_root = has_info || Split::ALL.iter().any(|s| path.join(s.dir_name()).is_dir());
+    let info = if has_info {
         Some(DatasetInfo::read(path).map_err(CliError::input)?)
     } else {
         None

@@ -7,8 +7,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod convert;
 mod create_dataset;
+mod import_checkpoint;
 mod inspect;
+mod train;
 
 /// Cell segmentation for imaging-based spatial transcriptomics (Xenium, MERSCOPE, CosMx).
 #[derive(Debug, Parser)]
@@ -25,6 +28,13 @@ enum Command {
     /// Build a tile dataset from raw Xenium, MERSCOPE or CosMx output.
     #[command(name = "create_dataset", alias = "create-dataset")]
     CreateDataset(Box<create_dataset::CreateDatasetArgs>),
+    /// Train the Segger model on a tile dataset (the seed's train_model.py flags).
+    Train(train::TrainArgs),
+    /// Rewrite a reference Segger dataset ({train,val,test}_tiles/processed/*.pt) as segger-tile/1.
+    Convert(convert::ConvertArgs),
+    /// Import a Lightning checkpoint of the reference model as model.safetensors + config.json.
+    #[command(name = "import_checkpoint", alias = "import-checkpoint")]
+    ImportCheckpoint(import_checkpoint::ImportCheckpointArgs),
 }
 
 /// An error with the exit code the process should end with.
@@ -70,6 +80,9 @@ fn main() -> ExitCode {
     let res = match cli.command {
         Command::Inspect(a) => inspect::run(a),
         Command::CreateDataset(a) => create_dataset::run(*a),
+        Command::Train(a) => train::run(a),
+        Command::Convert(a) => convert::run(a),
+        Command::ImportCheckpoint(a) => import_checkpoint::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -99,7 +99,8 @@ impl DatasetInfo {
 }
 
 fn is_tile_file(p: &Path) -> bool {
-    p.is_file() && p.extension().is_some_and(|e| e == "safetensors")
+    p.is_file()
+        && (p.extension().is_some_and(|e| e == "safetensors") || crate::torch::pyg::is_pt_tile(p))
 }
 
 /// A split's tiles, read lazily: listing the directory is all that happens up front.
@@ -142,7 +143,7 @@ impl TileDataset {
         if paths.is_empty() {
             return Err(DataError::Dataset {
                 path: processed,
-                problem: "contains no tile files (*.safetensors)".into(),
+                problem: "contains no tile files (*.safetensors or tiles_x*_y*_*_*.pt)".into(),
             });
         }
         paths.sort();
@@ -207,7 +208,18 @@ impl TileDataset {
             .chunks(batch_size.max(1))
             .map(<[usize]>::to_vec)
             .collect();
-        TileLoader::spawn(self.clone(), chunks, workers.max(1), prefetch.max(1))
+        self.loader_for(chunks, workers, prefetch)
+    }
+
+    /// Streams the given batches of tile indices, read and collated on `workers` background
+    /// threads up to `prefetch` batches ahead, in order.
+    pub fn loader_for(
+        &self,
+        batches: Vec<Vec<usize>>,
+        workers: usize,
+        prefetch: usize,
+    ) -> TileLoader {
+        TileLoader::spawn(self.clone(), batches, workers.max(1), prefetch.max(1))
     }
 }
 

@@ -164,9 +164,14 @@ fn tensor_names_known(name: &str) -> bool {
         })
 }
 
-/// Reads a `segger-tile/1` file (memory-mapped) and validates its graph. `vocab`, when given,
-/// is the number of gene tokens: token ids must lie below it.
+/// Reads a tile file and validates its graph. `vocab`, when given, is the number of gene
+/// tokens: token ids must lie below it. A `.pt` file is read as a PyG `HeteroData` tile of the
+/// reference implementation ([`crate::torch::read_pt_tile`]); anything else as a
+/// `segger-tile/1` file (memory-mapped).
 pub fn read_tile(path: &Path, vocab: Option<usize>) -> Result<Tile, DataError> {
+    if crate::torch::pyg::is_pt_file(path) {
+        return crate::torch::read_pt_tile(path, vocab);
+    }
     let file = File::open(path).map_err(|e| DataError::io(path, e))?;
     // SAFETY: the map is read-only and lives only inside this function; tiles are not
     // modified while they are read (writers replace files atomically by rename).

@@ -1,1 +1,28 @@
-//! segger-model
+//! # segger-model
+//!
+//! The Segger link predictor in Burn, generic over the backend, computing what the reference
+//! (PyTorch Geometric, `to_hetero(Segger(...))`) computes:
+//!
+//! * [`SeggerConfig`]: the architecture (`num_tx_tokens`, `init_emb`, `hidden_channels`,
+//!   `out_channels`, `heads`, `num_mid_layers`, `aggr`, relations).
+//! * [`Segger`]: input layer per node type, then GATv2 layers with one weight set per relation
+//!   (PyG's `to_hetero`), parameters named 1:1 after PyG's `state_dict` ([`pyg`]).
+//! * [`GraphInput`]: a collated batch moved to the device, edges sorted by destination.
+//! * [`mp`]: message-passing primitives (gather, scatter-add, segment max, segment softmax) and
+//!   the GATv2 attention-aggregation op, with a generic reference implementation and fused
+//!   kernels behind the same function.
+//! * [`decode`] and [`bce_with_logits`]: scoring and loss.
+
+mod config;
+mod gat;
+mod input;
+mod model;
+pub mod mp;
+pub mod optim;
+pub mod pyg;
+
+pub use config::{Aggr, ConfigError, SeggerConfig};
+pub use gat::GatConv;
+pub use input::{check_layout, GraphInput, RelationGraph};
+pub use model::{bce_with_logits, decode, Embeddings, NamedParam, Segger};
+pub use mp::GatBackend;

@@ -1,0 +1,77 @@
+//! End-to-end training epoch throughput on CPU: ~1M transcripts in 100 synthetic tiles of
+//! ~10k transcripts, through the real `segger train` code path (loader, burn-train, metrics).
+//! Prints transcripts/s and the split between waiting for data and compute.
+//!
+//! Run: `cargo bench -p segger-benches --bench epoch` (set `SEGGER_EPOCH_TILES` to change the
+//! number of tiles).
+
+use std::time::Instant;
+
+use segger_benches::synthetic_tile;
+use segger_data::{write_tile, Tile};
+use segger_model::SeggerConfig;
+use segger_train::{Accelerator, Precision, Strategy, TrainConfig};
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let tiles: usize = std::env::var("SEGGER_EPOCH_TILES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = Instant::now();
+    for (split, n) in [("train_tiles", tiles), ("val_tiles", 4)] {
+        let p = dir.path().join(split).join("processed");
+        std::fs::create_dir_all(&p).unwrap();
+        for i in 0..n {
+            let g = synthetic_tile(1000 * (split == "val_tiles") as u64 + i as u64, 10_300, 106);
+            write_tile(
+                &p.join(format!("tile_{i:04}.safetensors")),
+                &Tile {
+                    graph: g,
+                    bounds: None,
+                },
+            )
+            .unwrap();
+        }
+    }
+    eprintln!(
+        "wrote {} tiles in {:.1} s",
+        tiles + 4,
+        t0.elapsed().as_secs_f64()
+    );
+    let cfg = TrainConfig {
+        train_dir: dir.path().join("train_tiles"),
+        val_dir: dir.path().join("val_tiles"),
+        batch_size_train: 4,
+        batch_size_val: 4,
+        model: SeggerConfig::new(500),
+        accelerator: Accelerator::Cpu,
+        strategy: Strategy::Auto,
+        precision: Precision::F32,
+        devices: 1,
+        epochs: 1,
+        default_root_dir: dir.path().join("run"),
+        learning_rate: 1e-4,
+        weight_decay: 1e-4,
+        gradient_clip_val: 1.0,
+        seed: 0,
+        num_workers: 2,
+        resume: false,
+    };
+    let t1 = Instant::now();
+    let s = segger_train::run::train(&cfg).expect("training");
+    let wall = t1.elapsed().as_secs_f64();
+    let r = &s.rows[0];
+    println!(
+        "epoch: {} transcripts in {:.1} s train wall -> {:.0} transcripts/s; loader wait {:.2} s ({:.1}% of the epoch); whole run incl. validation and checks {:.1} s",
+        s.train_transcripts,
+        s.train_transcripts as f64 / r.transcripts_per_second,
+        r.transcripts_per_second,
+        r.loader_wait_seconds,
+        100.0 * r.loader_wait_seconds * r.transcripts_per_second / s.train_transcripts as f64,
+        wall
+    );
+}

@@ -1,0 +1,223 @@
+//! `segger train`: the reference's `train_model.py` flags, spelled as the seed spells them.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use segger_model::{Aggr, SeggerConfig};
+use segger_train::{Accelerator, Precision, Strategy, TrainConfig};
+
+use crate::CliError;
+
+/// Arguments of `segger train`. Flags use the seed's spelling (`--train_dir`); kebab-case
+/// aliases (`--train-dir`) are accepted too.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Training split directory (holds processed/ with the tiles).
+    #[arg(long = "train_dir", alias = "train-dir", value_name = "DIR")]
+    pub train_dir: PathBuf,
+    /// Validation split directory (holds processed/ with the tiles).
+    #[arg(long = "val_dir", alias = "val-dir", value_name = "DIR")]
+    pub val_dir: PathBuf,
+    /// Tiles per training batch.
+    #[arg(
+        long = "batch_size_train",
+        alias = "batch-size-train",
+        default_value_t = 4
+    )]
+    pub batch_size_train: usize,
+    /// Tiles per validation batch.
+    #[arg(long = "batch_size_val", alias = "batch-size-val", default_value_t = 4)]
+    pub batch_size_val: usize,
+    /// Number of gene tokens (the dataset's vocabulary size or more).
+    #[arg(long = "num_tx_tokens", alias = "num-tx-tokens", default_value_t = 500)]
+    pub num_tx_tokens: usize,
+    /// Width of the input embeddings.
+    #[arg(long = "init_emb", alias = "init-emb", default_value_t = 8)]
+    pub init_emb: usize,
+    /// Per-head width of the hidden GATv2 layers.
+    #[arg(
+        long = "hidden_channels",
+        alias = "hidden-channels",
+        default_value_t = 64
+    )]
+    pub hidden_channels: usize,
+    /// Per-head width of the last GATv2 layer.
+    #[arg(long = "out_channels", alias = "out-channels", default_value_t = 16)]
+    pub out_channels: usize,
+    /// Attention heads.
+    #[arg(long, default_value_t = 4)]
+    pub heads: usize,
+    /// Middle GATv2 layers.
+    #[arg(
+        long = "mid_layers",
+        alias = "mid-layers",
+        alias = "num_mid_layers",
+        default_value_t = 1
+    )]
+    pub mid_layers: usize,
+    /// How outputs of relations reaching the same node type combine: sum, mean or max.
+    #[arg(long, default_value = "sum")]
+    pub aggr: String,
+    /// Backend: cpu, wgpu, cuda or auto (cuda when built in and present, else cpu).
+    #[arg(long, default_value = "auto")]
+    pub accelerator: String,
+    /// auto (one device, or data-parallel over --devices) or ddp (data-parallel over --devices,
+    /// through burn-train's multi-device strategy).
+    #[arg(long, default_value = "auto")]
+    pub strategy: String,
+    /// 32 (float32). 16-mixed and bf16-mixed are recognised and refused: Burn 0.21 has no autocast.
+    #[arg(long, default_value = "32")]
+    pub precision: String,
+    /// Number of devices (GPUs); the CPU is one device.
+    #[arg(long, default_value_t = 1)]
+    pub devices: usize,
+    /// Number of epochs.
+    #[arg(long, default_value_t = 100)]
+    pub epochs: usize,
+    /// Run directory: metrics.csv, run_config.json, checkpoint/, model.safetensors, config.json.
+    #[arg(
+        long = "default_root_dir",
+        alias = "default-root-dir",
+        default_value = "./models/segger"
+    )]
+    pub default_root_dir: PathBuf,
+    /// AdamW learning rate (the reference's LitSegger uses 1e-4).
+    #[arg(
+        long = "learning_rate",
+        alias = "learning-rate",
+        alias = "lr",
+        default_value_t = 1e-4
+    )]
+    pub learning_rate: f64,
+    /// AdamW weight decay.
+    #[arg(long = "weight_decay", alias = "weight-decay", default_value_t = 1e-4)]
+    pub weight_decay: f32,
+    /// Maximum global gradient norm before each step (0 disables clipping).
+    #[arg(
+        long = "gradient_clip_val",
+        alias = "gradient-clip-val",
+        default_value_t = 1.0
+    )]
+    pub gradient_clip_val: f32,
+    /// Seed of the initial weights and the data order.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Background threads reading and collating tiles.
+    #[arg(long = "num_workers", alias = "num-workers", default_value_t = 2)]
+    pub num_workers: usize,
+    /// Continue the run in --default_root_dir from its last checkpoint (epoch, weights,
+    /// optimiser state; the data order is a function of seed and epoch).
+    #[arg(long)]
+    pub resume: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `segger train`.
+pub fn run(a: TrainArgs) -> Result<(), CliError> {
+    let bad = |m: String| CliError::input(anyhow::anyhow!(m));
+    let aggr: Aggr = a
+        .aggr
+        .parse()
+        .map_err(|e: segger_model::ConfigError| bad(format!("--aggr: {e}")))?;
+    let accelerator: Accelerator = a
+        .accelerator
+        .parse()
+        .map_err(|e| bad(format!("--accelerator: {e}")))?;
+    let strategy: Strategy = a
+        .strategy
+        .parse()
+        .map_err(|e| bad(format!("--strategy: {e}")))?;
+    let precision: Precision = a
+        .precision
+        .parse()
+        .map_err(|e| bad(format!("--precision: {e}")))?;
+    let mut model = SeggerConfig::new(a.num_tx_tokens);
+    model.init_emb = a.init_emb;
+    model.hidden_channels = a.hidden_channels;
+    model.out_channels = a.out_channels;
+    model.heads = a.heads;
+    model.num_mid_layers = a.mid_layers;
+    model.aggr = aggr;
+    let cfg = TrainConfig {
+        train_dir: a.train_dir,
+        val_dir: a.val_dir,
+        batch_size_train: a.batch_size_train,
+        batch_size_val: a.batch_size_val,
+        model,
+        accelerator,
+        strategy,
+        precision,
+        devices: a.devices,
+        epochs: a.epochs,
+        default_root_dir: a.default_root_dir,
+        learning_rate: a.learning_rate,
+        weight_decay: a.weight_decay,
+        gradient_clip_val: a.gradient_clip_val,
+        seed: a.seed,
+        num_workers: a.num_workers,
+        resume: a.resume,
+    };
+    let summary = segger_train::run::train(&cfg).map_err(|e| CliError {
+        code: e.exit_code(),
+        error: anyhow::anyhow!(e),
+    })?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&summary).expect("summary serialises")
+        );
+        return Ok(());
+    }
+    println!();
+    println!(
+        "segger train: {} epochs on {} in {:.1} s",
+        summary.rows.len(),
+        summary.backend,
+        summary.wall_seconds
+    );
+    println!(
+        "  data     {} train tiles ({} transcripts/epoch), {} validation tiles",
+        summary.train_tiles, summary.train_transcripts, summary.val_tiles
+    );
+    println!(
+        "  {:>5} {:>11} {:>9} {:>9} {:>7} {:>9} {:>10}",
+        "epoch", "train_loss", "val_loss", "val_auroc", "val_f1", "tx/s", "wait (s)"
+    );
+    let rows = &summary.rows;
+    let show: Vec<usize> = if rows.len() <= 12 {
+        (0..rows.len()).collect()
+    } else {
+        (0..5).chain(rows.len() - 5..rows.len()).collect()
+    };
+    for (k, &i) in show.iter().enumerate() {
+        if k > 0 && i != show[k - 1] + 1 {
+            println!("  {:>5}", "...");
+        }
+        let r = &rows[i];
+        println!(
+            "  {:>5} {:>11.4} {:>9.4} {:>9.4} {:>7.4} {:>9.0} {:>10.2}",
+            r.epoch,
+            r.train_loss,
+            r.validation_loss,
+            r.validation_auroc,
+            r.validation_f1,
+            r.transcripts_per_second,
+            r.loader_wait_seconds
+        );
+    }
+    if let Some(best) = rows
+        .iter()
+        .filter(|r| r.validation_loss.is_finite())
+        .min_by(|a, b| a.validation_loss.total_cmp(&b.validation_loss))
+    {
+        println!(
+            "  best validation loss {:.4} at epoch {}",
+            best.validation_loss, best.epoch
+        );
+    }
+    println!("  model    {}", summary.model_path.display());
+    println!("  metrics  {}", summary.root.join("metrics.csv").display());
+    Ok(())
+}

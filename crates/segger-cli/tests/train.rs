@@ -1,0 +1,260 @@
+//! `segger train` end to end, through the binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_segger"));
+    c.env("SEGGER_LOG", "info");
+    c
+}
+
+fn fixture_tile() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/parity/tile.safetensors")
+}
+
+/// A dataset of `n_train` copies of the parity tile for training and one for validation.
+fn dataset(root: &Path, n_train: usize) -> (PathBuf, PathBuf) {
+    let train = root.join("train_tiles");
+    let val = root.join("val_tiles");
+    std::fs::create_dir_all(train.join("processed")).unwrap();
+    std::fs::create_dir_all(val.join("processed")).unwrap();
+    for i in 0..n_train {
+        std::fs::copy(
+            fixture_tile(),
+            train.join(format!("processed/t{i:03}.safetensors")),
+        )
+        .unwrap();
+    }
+    std::fs::copy(fixture_tile(), val.join("processed/v.safetensors")).unwrap();
+    (train, val)
+}
+
+fn rows(run: &Path) -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(run.join("metrics.csv")).unwrap_or_default();
+    text.lines()
+        .skip(1)
+        .map(|l| l.split(',').map(str::to_string).collect())
+        .collect()
+}
+
+fn train_args(train: &Path, val: &Path, run: &Path) -> Vec<String> {
+    vec![
+        "train".into(),
+        "--train_dir".into(),
+        train.display().to_string(),
+        "--val_dir".into(),
+        val.display().to_string(),
+        "--default_root_dir".into(),
+        run.display().to_string(),
+        "--accelerator".into(),
+        "cpu".into(),
+    ]
+}
+
+#[test]
+fn twenty_epochs_lower_the_loss_and_report_auroc() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (train, val) = dataset(tmp.path(), 4);
+    let run = tmp.path().join("run");
+    let out = bin()
+        .args(train_args(&train, &val, &run))
+        .args([
+            "--epochs",
+            "20",
+            "--batch_size_train",
+            "1",
+            "--learning_rate",
+            "0.003",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = rows(&run);
+    assert_eq!(rows.len(), 20);
+    let loss = |r: &Vec<String>| r[2].parse::<f64>().unwrap();
+    let (first, last) = (loss(&rows[0]), loss(&rows[19]));
+    assert!(
+        last <= 0.7 * first,
+        "training loss {first} -> {last} fell by less than 30%"
+    );
+    for r in &rows {
+        let auroc: f64 = r[4].parse().unwrap();
+        assert!((0.0..=1.0).contains(&auroc), "AUROC {auroc} reported");
+    }
+    assert!(
+        rows[19][4].parse::<f64>().unwrap() > 0.8,
+        "final AUROC {}",
+        rows[19][4]
+    );
+    for f in ["model.safetensors", "config.json", "run_config.json"] {
+        assert!(run.join(f).is_file(), "{f} missing");
+    }
+    // The saved weights load back with the saved config and reproduce the architecture.
+    let cfg = std::fs::read_to_string(run.join("config.json")).unwrap();
+    assert!(cfg.contains("\"hidden_channels\": 64"), "{cfg}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("best validation loss"), "{stdout}");
+}
+
+#[test]
+fn same_seed_same_metrics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (train, val) = dataset(tmp.path(), 3);
+    let mut losses = Vec::new();
+    for (k, seed) in ["7", "7", "8"].iter().enumerate() {
+        let run = tmp.path().join(format!("run{k}"));
+        let st = bin()
+            .args(train_args(&train, &val, &run))
+            .args([
+                "--epochs",
+                "3",
+                "--batch_size_train",
+                "1",
+                "--learning_rate",
+                "0.003",
+                "--seed",
+                seed,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        losses.push(
+            rows(&run)
+                .iter()
+                .map(|r| (r[2].clone(), r[3].clone(), r[4].clone()))
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert_eq!(losses[0], losses[1], "same seed, different metrics");
+    assert_ne!(losses[0], losses[2], "different seeds, same metrics");
+}
+
+#[test]
+fn killed_run_resumes_at_the_next_epoch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (train, val) = dataset(tmp.path(), 24);
+    let run = tmp.path().join("run");
+    let args = train_args(&train, &val, &run);
+    let mut child = bin()
+        .args(&args)
+        .args(["--epochs", "5", "--batch_size_train", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until epoch 2 is complete (its row and checkpoint are written), then kill -9
+    // during epoch 3.
+    let t0 = Instant::now();
+    loop {
+        let done2 = rows(&run).len() >= 2
+            && ["model-2.mpk", "optim-2.mpk", "scheduler-2.mpk"]
+                .iter()
+                .all(|f| run.join("checkpoint").join(f).is_file());
+        if done2 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(240),
+            "epoch 2 never finished"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "training ended before it could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(150));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(rows(&run).len() < 5, "the run finished before the kill");
+    assert!(!run.join("model.safetensors").exists());
+
+    let out = bin()
+        .args(&args)
+        .args(["--epochs", "5", "--batch_size_train", "1", "--resume"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("resuming after epoch 2") || err.contains("resuming after epoch 3"),
+        "{err}"
+    );
+    let epochs: Vec<String> = rows(&run).iter().map(|r| r[0].clone()).collect();
+    assert_eq!(epochs, vec!["1", "2", "3", "4", "5"], "one row per epoch");
+    // The resumed run did not start over: epoch 1's row is the original one, and steps grow.
+    let steps: Vec<u64> = rows(&run).iter().map(|r| r[1].parse().unwrap()).collect();
+    assert_eq!(steps, vec![24, 48, 72, 96, 120]);
+    assert!(run.join("model.safetensors").is_file());
+}
+
+#[test]
+fn bad_input_exits_2_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (train, val) = dataset(tmp.path(), 1);
+    let empty = tmp.path().join("empty_tiles");
+    std::fs::create_dir_all(empty.join("processed")).unwrap();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            train_args(&empty, &val, &tmp.path().join("r1")),
+            "no tile files",
+        ),
+        (
+            [
+                train_args(&train, &val, &tmp.path().join("r2")),
+                vec!["--num_tx_tokens".into(), "100".into()],
+            ]
+            .concat(),
+            "vocabulary of 100",
+        ),
+        (
+            train_args(&train, &tmp.path().join("nope"), &tmp.path().join("r3")),
+            "does not exist",
+        ),
+        (
+            [
+                train_args(&train, &val, &tmp.path().join("r4")),
+                vec!["--devices".into(), "0".into()],
+            ]
+            .concat(),
+            "--devices",
+        ),
+        (
+            [
+                train_args(&train, &val, &tmp.path().join("r5")),
+                vec!["--precision".into(), "8-bit".into()],
+            ]
+            .concat(),
+            "precision",
+        ),
+        (
+            [
+                train_args(&train, &val, &tmp.path().join("r6")),
+                vec!["--precision".into(), "16-mixed".into()],
+            ]
+            .concat(),
+            "autocast",
+        ),
+    ];
+    for (args, needle) in cases {
+        let out = bin().args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(needle),
+            "{args:?}: expected {needle:?} in {err}"
+        );
+        let run = PathBuf::from(&args[6]);
+        assert!(!run.exists(), "{args:?} wrote {}", run.display());
+    }
+}

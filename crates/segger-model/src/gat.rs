@@ -1,0 +1,55 @@
+use burn::module::{Module, Param};
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+
+use crate::input::RelationGraph;
+use crate::mp::GatBackend;
+
+/// One GATv2 convolution for one relation, with PyG's `GATv2Conv` parameters
+/// (`share_weights=False`, `concat=True`, `add_self_loops=False`, `bias=True`). Weights are
+/// kept in PyTorch's `[out, in]` layout so they map 1:1 onto a PyG `state_dict`.
+#[derive(Module, Debug)]
+pub struct GatConv<B: Backend> {
+    /// `lin_l.weight` `[H*C, in_src]`, applied to the sources.
+    pub lin_l_weight: Param<Tensor<B, 2>>,
+    /// `lin_l.bias` `[H*C]`.
+    pub lin_l_bias: Param<Tensor<B, 1>>,
+    /// `lin_r.weight` `[H*C, in_dst]`, applied to the destinations.
+    pub lin_r_weight: Param<Tensor<B, 2>>,
+    /// `lin_r.bias` `[H*C]`.
+    pub lin_r_bias: Param<Tensor<B, 1>>,
+    /// `att` `[H, C]` (PyG stores `[1, H, C]`).
+    pub att: Param<Tensor<B, 2>>,
+    /// `bias` `[H*C]`, added after the heads are concatenated.
+    pub bias: Param<Tensor<B, 1>>,
+    /// Number of heads H.
+    pub heads: usize,
+    /// Per-head width C.
+    pub channels: usize,
+}
+
+impl<B: GatBackend> GatConv<B> {
+    /// Output `[N_dst, H*C]` for sources `x_src` `[N_src, in_src]` and destinations `x_dst`
+    /// `[N_dst, in_dst]`. A destination without incoming edges outputs `bias`.
+    pub fn forward(
+        &self,
+        x_src: Tensor<B, 2>,
+        x_dst: Tensor<B, 2>,
+        g: &RelationGraph<B>,
+    ) -> Tensor<B, 2> {
+        let (h, c) = (self.heads, self.channels);
+        let ns = x_src.dims()[0];
+        let nd = x_dst.dims()[0];
+        let xl = x_src.matmul(self.lin_l_weight.val().transpose())
+            + self.lin_l_bias.val().unsqueeze::<2>();
+        let xr = x_dst.matmul(self.lin_r_weight.val().transpose())
+            + self.lin_r_bias.val().unsqueeze::<2>();
+        let out = B::gatv2(
+            xl.reshape([ns, h, c]),
+            xr.reshape([nd, h, c]),
+            self.att.val(),
+            g,
+        );
+        out.reshape([nd, h * c]) + self.bias.val().unsqueeze::<2>()
+    }
+}

@@ -1,0 +1,228 @@
+use std::sync::Arc;
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+use segger_graph::csr::Csr;
+use segger_graph::{EdgeType, HeteroGraph, NodeFeatures, NodeType};
+
+use crate::config::{ConfigError, SeggerConfig};
+
+/// The edges of one relation on the device, sorted by destination (CSR), with the host CSR
+/// kept for kernels that run on the CPU.
+#[derive(Debug, Clone)]
+pub struct RelationGraph<B: Backend> {
+    /// The relation.
+    pub edge_type: EdgeType,
+    /// Source node of each edge, in destination-sorted order, `[E]`.
+    pub src: Tensor<B, 1, Int>,
+    /// Destination node of each edge, in destination-sorted order, `[E]`.
+    pub dst: Tensor<B, 1, Int>,
+    /// Destination row pointers, `[N_dst + 1]`.
+    pub row_ptr: Tensor<B, 1, Int>,
+    /// The host CSR the tensors were built from.
+    pub csr: Arc<Csr>,
+    /// The same edges grouped by source (for the fused CPU backward).
+    pub by_src: Arc<crate::mp::cpu::SrcIndex>,
+    /// Number of source nodes.
+    pub num_src: usize,
+    /// Number of destination nodes.
+    pub num_dst: usize,
+}
+
+impl<B: Backend> RelationGraph<B> {
+    /// Builds the device graph of a relation from a validated edge list.
+    pub fn new(
+        edge_type: EdgeType,
+        src: &[i64],
+        dst: &[i64],
+        num_src: usize,
+        num_dst: usize,
+        device: &B::Device,
+    ) -> Self {
+        let csr = Csr::from_edges(src, dst, num_dst);
+        let e = csr.num_edges();
+        let to_int = |v: Vec<i64>| Tensor::<B, 1, Int>::from_data(TensorData::new(v, [e]), device);
+        let src_t = to_int(csr.src.iter().map(|&v| v as i64).collect());
+        let dst_t = to_int(csr.dst_of_sorted().into_iter().map(i64::from).collect());
+        let rp: Vec<i64> = csr.row_ptr.iter().map(|&v| v as i64).collect();
+        let row_ptr = Tensor::<B, 1, Int>::from_data(TensorData::new(rp, [num_dst + 1]), device);
+        let by_src = Arc::new(crate::mp::cpu::SrcIndex::new(&csr, num_src));
+        Self {
+            edge_type,
+            src: src_t,
+            dst: dst_t,
+            row_ptr,
+            csr: Arc::new(csr),
+            by_src,
+            num_src,
+            num_dst,
+        }
+    }
+
+    /// Number of edges.
+    pub fn num_edges(&self) -> usize {
+        self.csr.num_edges()
+    }
+}
+
+/// A graph (one tile or a collated batch) ready for the model: features and, per configured
+/// relation, the destination-sorted edges; optionally the supervised label pairs.
+#[derive(Debug, Clone)]
+pub struct GraphInput<B: Backend> {
+    /// Transcript token ids `[N_tx]` (token models).
+    pub tx_tokens: Option<Tensor<B, 1, Int>>,
+    /// Dense transcript features `[N_tx, F]` (embedding models).
+    pub tx_features: Option<Tensor<B, 2>>,
+    /// Boundary features `[N_bd, bd_features]`.
+    pub bd_x: Tensor<B, 2>,
+    /// One graph per configured relation, in config order.
+    pub relations: Vec<RelationGraph<B>>,
+    /// Number of transcripts.
+    pub num_tx: usize,
+    /// Number of boundaries.
+    pub num_bd: usize,
+    /// `tx__belongs__bd.edge_label_index` row 0, `[L]`.
+    pub label_tx: Option<Tensor<B, 1, Int>>,
+    /// `tx__belongs__bd.edge_label_index` row 1, `[L]`.
+    pub label_bd: Option<Tensor<B, 1, Int>>,
+    /// `tx__belongs__bd.edge_label`, `[L]`.
+    pub labels: Option<Tensor<B, 1>>,
+}
+
+/// Checks, without touching a device, that a graph fits a model of `config`.
+pub fn check_layout(g: &HeteroGraph, config: &SeggerConfig) -> Result<(), ConfigError> {
+    match (&g.tx.x, config.tx_features) {
+        (NodeFeatures::Tokens(_), None) => {}
+        (NodeFeatures::Dense { width, .. }, Some(w)) if *width == w => {}
+        (NodeFeatures::Tokens(_), Some(w)) => {
+            return Err(ConfigError(format!(
+                "tx.x: the graph has token ids but the model expects {w} dense features"
+            )))
+        }
+        (NodeFeatures::Dense { width, .. }, _) => {
+            return Err(ConfigError(format!(
+                "tx.x: the graph has {width} dense features but the model expects {}",
+                config
+                    .tx_features
+                    .map_or("token ids".to_string(), |w| format!("{w} features"))
+            )))
+        }
+    }
+    match &g.bd.x {
+        NodeFeatures::Dense { width, .. } if *width == config.bd_features => {}
+        NodeFeatures::Dense { width, .. } => {
+            return Err(ConfigError(format!(
+                "bd.x: the graph has {width} boundary features but the model expects {}",
+                config.bd_features
+            )))
+        }
+        NodeFeatures::Tokens(_) => {
+            return Err(ConfigError("bd.x: boundary features must be dense".into()))
+        }
+    }
+    for et in config.edge_types() {
+        if !g.edges.contains_key(&et) {
+            return Err(ConfigError(format!(
+                "{}.edge_index: the graph lacks this relation of the model",
+                et.key()
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl<B: Backend> GraphInput<B> {
+    /// Moves a validated graph to the device for a model with `config`. A relation of the
+    /// config missing from the graph is an error; a graph without labels gives `None` labels.
+    pub fn from_graph(
+        g: &HeteroGraph,
+        config: &SeggerConfig,
+        device: &B::Device,
+    ) -> Result<Self, ConfigError> {
+        let n_tx = g.num_nodes(NodeType::Tx);
+        let n_bd = g.num_nodes(NodeType::Bd);
+        let (tx_tokens, tx_features) = match (&g.tx.x, config.tx_features) {
+            (NodeFeatures::Tokens(t), None) => (
+                Some(Tensor::from_data(
+                    TensorData::new(t.clone(), [n_tx]),
+                    device,
+                )),
+                None,
+            ),
+            (NodeFeatures::Dense { values, width }, Some(w)) if *width == w => (
+                None,
+                Some(Tensor::from_data(
+                    TensorData::new(values.clone(), [n_tx, w]),
+                    device,
+                )),
+            ),
+            (NodeFeatures::Tokens(_), Some(w)) => {
+                return Err(ConfigError(format!(
+                    "tx.x: the graph has token ids but the model expects {w} dense features"
+                )))
+            }
+            (NodeFeatures::Dense { width, .. }, Some(w)) => {
+                return Err(ConfigError(format!(
+                    "tx.x: the graph has {width} dense features but the model expects {w}"
+                )))
+            }
+            (NodeFeatures::Dense { width, .. }, None) => {
+                return Err(ConfigError(format!(
+                    "tx.x: the graph has {width} dense features but the model expects token ids"
+                )))
+            }
+        };
+        let bd_x = match &g.bd.x {
+            NodeFeatures::Dense { values, width } if *width == config.bd_features => {
+                Tensor::from_data(TensorData::new(values.clone(), [n_bd, *width]), device)
+            }
+            NodeFeatures::Dense { width, .. } => {
+                return Err(ConfigError(format!(
+                    "bd.x: the graph has {width} boundary features but the model expects {}",
+                    config.bd_features
+                )))
+            }
+            NodeFeatures::Tokens(_) => {
+                return Err(ConfigError("bd.x: boundary features must be dense".into()))
+            }
+        };
+        let mut relations = Vec::new();
+        for et in config.edge_types() {
+            let es = g.edges.get(&et).ok_or_else(|| {
+                ConfigError(format!(
+                    "{}.edge_index: the graph lacks this relation of the model",
+                    et.key()
+                ))
+            })?;
+            let (ns, nd) = (g.num_nodes(et.src), g.num_nodes(et.dst));
+            relations.push(RelationGraph::new(et, &es.src, &es.dst, ns, nd, device));
+        }
+        let (mut label_tx, mut label_bd, mut labels) = (None, None, None);
+        if let Some(l) = g.labels() {
+            let n = l.len();
+            label_tx = Some(Tensor::from_data(
+                TensorData::new(l.src.clone(), [n]),
+                device,
+            ));
+            label_bd = Some(Tensor::from_data(
+                TensorData::new(l.dst.clone(), [n]),
+                device,
+            ));
+            labels = Some(Tensor::from_data(
+                TensorData::new(l.label.clone(), [n]),
+                device,
+            ));
+        }
+        Ok(Self {
+            tx_tokens,
+            tx_features,
+            bd_x,
+            relations,
+            num_tx: n_tx,
+            num_bd: n_bd,
+            label_tx,
+            label_bd,
+            labels,
+        })
+    }
+}

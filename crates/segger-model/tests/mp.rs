@@ -1,0 +1,202 @@
+//! The message-passing primitives, and the fused GATv2 kernels against the generic
+//! implementation on random graphs.
+
+use burn::backend::{Autodiff, Flex, NdArray};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Distribution, Int, Tensor, TensorData};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use segger_graph::csr::Csr;
+use segger_graph::{EdgeType, NodeType};
+use segger_model::mp::{self, gatv2_generic, GatBackend};
+use segger_model::pyg::tensor_values;
+use segger_model::RelationGraph;
+
+type F = Flex;
+
+/// A random bipartite graph: `nd` destinations, destination 0 has `hub` incoming edges, the
+/// last 10% of destinations have none.
+fn random_edges(seed: u64, ns: usize, nd: usize, avg: usize, hub: usize) -> (Vec<i64>, Vec<i64>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let (mut s, mut d) = (Vec::new(), Vec::new());
+    let live = nd - nd / 10;
+    for _ in 0..hub {
+        s.push(rng.random_range(0..ns as i64));
+        d.push(0);
+    }
+    for _ in 0..live * avg {
+        s.push(rng.random_range(0..ns as i64));
+        d.push(rng.random_range(1..live as i64));
+    }
+    (s, d)
+}
+
+fn graph<B: Backend>(s: &[i64], d: &[i64], ns: usize, nd: usize) -> RelationGraph<B> {
+    RelationGraph::new(
+        EdgeType::new(NodeType::Tx, "neighbors", NodeType::Bd),
+        s,
+        d,
+        ns,
+        nd,
+        &Default::default(),
+    )
+}
+
+fn max_rel(a: &[f32], b: &[f32]) -> f32 {
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+#[test]
+fn scatter_add_and_gather_rows() {
+    let dev = Default::default();
+    let v = Tensor::<F, 2>::from_data(
+        TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], [3, 2]),
+        &dev,
+    );
+    let idx = Tensor::<F, 1, Int>::from_data(TensorData::new(vec![2i64, 0, 2], [3]), &dev);
+    let out = mp::scatter_add_rows(v.clone(), idx.clone(), 4);
+    assert_eq!(
+        tensor_values(out),
+        vec![3.0, 4.0, 0.0, 0.0, 6.0, 8.0, 0.0, 0.0]
+    );
+    let g = mp::gather_rows(v, idx);
+    assert_eq!(tensor_values(g), vec![5.0, 6.0, 1.0, 2.0, 5.0, 6.0]);
+}
+
+#[test]
+fn segment_max_and_softmax() {
+    let dev = Default::default();
+    // Destinations: 0 <- edges {0, 1}, 1 <- none, 2 <- edge {2}. Two heads.
+    let csr = Csr::from_edges(&[0, 1, 2], &[0, 0, 2], 3);
+    let e = Tensor::<F, 2>::from_data(
+        TensorData::new(vec![1.0f32, -5.0, 3.0, -7.0, 100.0, 0.5], [3, 2]),
+        &dev,
+    );
+    assert_eq!(
+        tensor_values(mp::segment_max(e.clone(), &csr)),
+        vec![3.0, -5.0, 0.0, 0.0, 100.0, 0.5]
+    );
+    let dst = Tensor::<F, 1, Int>::from_data(TensorData::new(vec![0i64, 0, 2], [3]), &dev);
+    let a = tensor_values(mp::segment_softmax(e, dst, &csr));
+    let want0 = 1.0 / (1.0 + (2.0f32).exp());
+    assert!(
+        (a[0] - want0).abs() < 1e-6 && (a[2] - (1.0 - want0)).abs() < 1e-6,
+        "{a:?}"
+    );
+    assert!((a[1] - 1.0 / (1.0 + (-2.0f32).exp())).abs() < 1e-6, "{a:?}");
+    // A single edge gets weight 1, even with a large score (stable).
+    assert!((a[4] - 1.0).abs() < 1e-6 && (a[5] - 1.0).abs() < 1e-6);
+}
+
+fn inputs<B: Backend>(
+    ns: usize,
+    nd: usize,
+    h: usize,
+    c: usize,
+    seed: u64,
+) -> (Tensor<B, 3>, Tensor<B, 3>, Tensor<B, 2>) {
+    let dev = Default::default();
+    B::seed(&dev, seed);
+    (
+        Tensor::random([ns, h, c], Distribution::Normal(0.0, 1.0), &dev),
+        Tensor::random([nd, h, c], Distribution::Normal(0.0, 1.0), &dev),
+        Tensor::random([h, c], Distribution::Normal(0.0, 1.0), &dev),
+    )
+}
+
+#[test]
+fn fused_forward_matches_generic() {
+    for (h, c, hub) in [(1usize, 7usize, 3000usize), (8, 16, 5000), (4, 16, 0)] {
+        let (ns, nd) = (500, 120);
+        let (s, d) = random_edges(h as u64, ns, nd, 4, hub);
+        let g = graph::<F>(&s, &d, ns, nd);
+        let (xl, xr, att) = inputs::<F>(ns, nd, h, c, 3);
+        let reference = tensor_values(gatv2_generic(xl.clone(), xr.clone(), att.clone(), &g));
+        let (out, alpha) = mp::cpu_forward(xl, xr, att, &g.host());
+        let fused = tensor_values(out);
+        assert!(
+            max_rel(&fused, &reference) <= 1e-5,
+            "h={h} c={c}: {}",
+            max_rel(&fused, &reference)
+        );
+        // Destinations without edges output 0; attention weights of each segment sum to 1.
+        let hc = h * c;
+        assert!(fused[(nd - 1) * hc..].iter().all(|v| *v == 0.0));
+        let alpha = tensor_values(alpha);
+        let csr = &g.csr;
+        for i in [0usize, 5] {
+            for hh in 0..h {
+                let sum: f32 = (csr.row_ptr[i]..csr.row_ptr[i + 1])
+                    .map(|k| alpha[k * h + hh])
+                    .sum();
+                if csr.row_ptr[i + 1] > csr.row_ptr[i] {
+                    assert!((sum - 1.0).abs() < 1e-4, "segment {i} head {hh}: {sum}");
+                }
+            }
+        }
+    }
+}
+
+/// Gradients of `sum(out * w)` with respect to xl, xr and att.
+fn grads<B: burn::tensor::backend::AutodiffBackend + GatBackend>(
+    fused: bool,
+    s: &[i64],
+    d: &[i64],
+    ns: usize,
+    nd: usize,
+    h: usize,
+    c: usize,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+    mp::set_fused(fused);
+    let g = graph::<B>(s, d, ns, nd);
+    let (xl, xr, att) = inputs::<B>(ns, nd, h, c, 11);
+    let (xl, xr, att) = (xl.require_grad(), xr.require_grad(), att.require_grad());
+    let w = Tensor::<B, 3>::random(
+        [nd, h, c],
+        Distribution::Normal(0.0, 1.0),
+        &Default::default(),
+    );
+    let out = B::gatv2(xl.clone(), xr.clone(), att.clone(), &g);
+    let o = tensor_values(out.clone());
+    let gr = (out * w).sum().backward();
+    mp::set_fused(true);
+    (
+        o,
+        tensor_values(xl.grad(&gr).unwrap()),
+        tensor_values(xr.grad(&gr).unwrap()),
+        tensor_values(att.grad(&gr).unwrap()),
+    )
+}
+
+fn check_backward<B: burn::tensor::backend::AutodiffBackend + GatBackend>() {
+    for (h, c, hub) in [(1usize, 5usize, 4000usize), (8, 8, 2000), (2, 16, 0)] {
+        let (ns, nd) = (400, 90);
+        let (s, d) = random_edges(100 + h as u64, ns, nd, 5, hub);
+        let a = grads::<B>(true, &s, &d, ns, nd, h, c);
+        let b = grads::<B>(false, &s, &d, ns, nd, h, c);
+        for (what, x, y) in [
+            ("out", &a.0, &b.0),
+            ("d xl", &a.1, &b.1),
+            ("d xr", &a.2, &b.2),
+            ("d att", &a.3, &b.3),
+        ] {
+            let err = max_rel(x, y);
+            assert!(
+                err <= 1e-5,
+                "h={h} c={c} hub={hub}: {what} relative error {err:.2e}"
+            );
+            assert!(y.iter().any(|v| *v != 0.0), "{what} is all zero");
+        }
+    }
+}
+
+#[test]
+fn fused_backward_matches_generic_flex() {
+    check_backward::<Autodiff<Flex>>();
+}
+
+#[test]
+fn fused_backward_matches_generic_ndarray() {
+    check_backward::<Autodiff<NdArray>>();
+}

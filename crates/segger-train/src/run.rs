@@ -1,0 +1,573 @@
+//! The `segger train` job.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use burn::optim::Optimizer;
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use burn::tensor::backend::AutodiffBackend;
+use burn::train::logger::FileMetricLogger;
+use burn::train::metric::{FBetaScoreMetric, LossMetric};
+use burn::train::{ExecutionStrategy, Learner, MultiDeviceOptim, SupervisedTraining};
+use segger_data::TileDataset;
+use segger_model::optim::{adamw_config, GlobalNormClip};
+use segger_model::{GatBackend, Segger, SeggerConfig};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::csv::{read_metrics_csv, CsvMetricLogger, EpochRow};
+use crate::lit::LitSegger;
+use crate::loader::TileBatchLoader;
+use crate::recorder::AtomicRecorder;
+
+/// Where training runs (`--accelerator`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accelerator {
+    /// The CPU backend (`flex`, or `ndarray` when built with that feature only).
+    Cpu,
+    /// A GPU through wgpu (Vulkan, Metal, DX12); cargo feature `wgpu`.
+    Wgpu,
+    /// An NVIDIA GPU through CUDA; cargo feature `cuda`.
+    Cuda,
+    /// CUDA when built in and a device answers, else wgpu when built in, else the CPU.
+    Auto,
+}
+
+impl std::str::FromStr for Accelerator {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "cpu" => Ok(Self::Cpu),
+            "wgpu" | "gpu-wgpu" | "vulkan" => Ok(Self::Wgpu),
+            "cuda" | "gpu" => Ok(Self::Cuda),
+            "auto" => Ok(Self::Auto),
+            other => Err(format!(
+                "unknown accelerator {other:?}: expected cpu, wgpu, cuda or auto"
+            )),
+        }
+    }
+}
+
+/// Numeric precision (`--precision`), spelled as Lightning spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Precision {
+    /// `32` / `32-true`: float32 everywhere.
+    F32,
+    /// `16-mixed`: float16 compute with float32 master weights.
+    Mixed16,
+    /// `bf16-mixed`: bfloat16 compute with float32 master weights.
+    Bf16Mixed,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "32" | "32-true" | "fp32" => Ok(Self::F32),
+            "16-mixed" | "16" => Ok(Self::Mixed16),
+            "bf16-mixed" | "bf16" => Ok(Self::Bf16Mixed),
+            other => Err(format!(
+                "unknown precision {other:?}: expected 32, 16-mixed or bf16-mixed"
+            )),
+        }
+    }
+}
+
+/// Multi-device strategy (`--strategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// One device, or burn-train's multi-device data parallelism when `devices > 1`.
+    Auto,
+    /// Data parallelism over the devices (burn-train's multi-device strategy).
+    Ddp,
+}
+
+impl std::str::FromStr for Strategy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "ddp" | "ddp_spawn" | "ddp_find_unused_parameters_true" => Ok(Self::Ddp),
+            other => Err(format!("unknown strategy {other:?}: expected auto or ddp")),
+        }
+    }
+}
+
+/// Everything `segger train` needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Split directory with the training tiles (`processed/` inside).
+    pub train_dir: PathBuf,
+    /// Split directory with the validation tiles.
+    pub val_dir: PathBuf,
+    /// Tiles per training batch.
+    pub batch_size_train: usize,
+    /// Tiles per validation batch.
+    pub batch_size_val: usize,
+    /// The model architecture.
+    pub model: SeggerConfig,
+    /// Backend.
+    pub accelerator: Accelerator,
+    /// Multi-device strategy.
+    pub strategy: Strategy,
+    /// Precision.
+    pub precision: Precision,
+    /// Number of devices.
+    pub devices: usize,
+    /// Number of epochs.
+    pub epochs: usize,
+    /// Run directory: logs, checkpoints, metrics.csv, the final model.
+    pub default_root_dir: PathBuf,
+    /// AdamW learning rate.
+    pub learning_rate: f64,
+    /// AdamW weight decay.
+    pub weight_decay: f32,
+    /// Maximum global gradient norm (0 disables clipping).
+    pub gradient_clip_val: f32,
+    /// Seed of the weights' initialisation and the data order.
+    pub seed: u64,
+    /// Background threads reading tiles.
+    pub num_workers: usize,
+    /// Continue from the last checkpoint in `default_root_dir`.
+    pub resume: bool,
+}
+
+/// Errors of `segger train`.
+#[derive(Debug, Error)]
+pub enum TrainError {
+    /// Bad input (flags, data): nothing was written. Exit code 2.
+    #[error("{0}")]
+    Input(String),
+    /// The requested backend is not available. Exit code 2.
+    #[error("{0}")]
+    Backend(String),
+    /// Failure while running.
+    #[error("{0}")]
+    Runtime(String),
+}
+
+impl TrainError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            TrainError::Input(_) | TrainError::Backend(_) => 2,
+            TrainError::Runtime(_) => 1,
+        }
+    }
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainSummary {
+    /// The run directory.
+    pub root: PathBuf,
+    /// Backend used, in words.
+    pub backend: String,
+    /// Epoch the run started at (0 for a fresh run).
+    pub started_at_epoch: usize,
+    /// All rows of `metrics.csv`.
+    pub rows: Vec<EpochRowSummary>,
+    /// Training and validation tiles and transcripts.
+    pub train_tiles: usize,
+    /// Validation tiles.
+    pub val_tiles: usize,
+    /// Transcripts per training epoch.
+    pub train_transcripts: usize,
+    /// Final weights.
+    pub model_path: PathBuf,
+    /// Wall seconds of the whole run.
+    pub wall_seconds: f64,
+}
+
+/// A `metrics.csv` row in the summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct EpochRowSummary {
+    /// Epoch.
+    pub epoch: usize,
+    /// Training loss.
+    pub train_loss: f64,
+    /// Validation loss.
+    pub validation_loss: f64,
+    /// Validation AUROC.
+    pub validation_auroc: f64,
+    /// Validation F1.
+    pub validation_f1: f64,
+    /// Transcripts per second.
+    pub transcripts_per_second: f64,
+    /// Seconds waiting for data.
+    pub loader_wait_seconds: f64,
+    /// Wall seconds.
+    pub wall_seconds: f64,
+}
+
+impl From<&EpochRow> for EpochRowSummary {
+    fn from(r: &EpochRow) -> Self {
+        Self {
+            epoch: r.epoch,
+            train_loss: r.train_loss,
+            validation_loss: r.validation_loss,
+            validation_auroc: r.validation_auroc,
+            validation_f1: r.validation_f1,
+            transcripts_per_second: r.transcripts_per_second,
+            loader_wait_seconds: r.loader_wait_seconds,
+            wall_seconds: r.wall_seconds,
+        }
+    }
+}
+
+/// Opens a split and validates every tile (token ids below the vocabulary, labels present).
+/// Returns the dataset and its transcript count.
+fn open_split(
+    dir: &Path,
+    what: &str,
+    cfg: &SeggerConfig,
+) -> Result<(TileDataset, usize), TrainError> {
+    if !dir.exists() {
+        return Err(TrainError::Input(format!(
+            "--{what}: {} does not exist",
+            dir.display()
+        )));
+    }
+    let vocab = if cfg.tx_features.is_none() {
+        Some(cfg.num_tx_tokens)
+    } else {
+        None
+    };
+    let ds =
+        TileDataset::open(dir, vocab).map_err(|e| TrainError::Input(format!("--{what}: {e}")))?;
+    let mut tx = 0;
+    for i in 0..ds.len() {
+        let t = ds.get(i).map_err(|e| {
+            let hint = if e.to_string().contains("vocabulary") {
+                " (raise --num_tx_tokens to the dataset's vocabulary size)"
+            } else {
+                ""
+            };
+            TrainError::Input(format!("--{what}: {e}{hint}"))
+        })?;
+        if t.graph.labels().is_none_or(|l| l.is_empty()) {
+            return Err(TrainError::Input(format!(
+                "--{what}: {}: tile has no tx__belongs__bd label pairs; tiles without positives belong to the test split",
+                ds.paths()[i].display()
+            )));
+        }
+        segger_model::check_layout(&t.graph, cfg).map_err(|e| {
+            TrainError::Input(format!("--{what}: {}: {e}", ds.paths()[i].display()))
+        })?;
+        tx += t.graph.tx.num_nodes();
+    }
+    Ok((ds, tx))
+}
+
+/// The epoch of the newest complete checkpoint in `root/checkpoint` (model, optimiser and
+/// scheduler files all present).
+pub fn last_checkpoint(root: &Path) -> Option<usize> {
+    let dir = root.join("checkpoint");
+    let mut epochs: Vec<usize> = std::fs::read_dir(&dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_prefix("model-")?
+                .strip_suffix(".mpk")?
+                .parse()
+                .ok()
+        })
+        .filter(|ep| {
+            ["optim", "scheduler"]
+                .iter()
+                .all(|p| dir.join(format!("{p}-{ep}.mpk")).is_file())
+        })
+        .collect();
+    epochs.sort_unstable();
+    epochs.pop()
+}
+
+/// Checks the flags and data, then trains. Nothing is written before every input check passes.
+pub fn train(cfg: &TrainConfig) -> Result<TrainSummary, TrainError> {
+    if cfg.devices == 0 {
+        return Err(TrainError::Input("--devices must be at least 1".into()));
+    }
+    if cfg.epochs == 0 {
+        return Err(TrainError::Input("--epochs must be at least 1".into()));
+    }
+    if cfg.batch_size_train == 0 || cfg.batch_size_val == 0 {
+        return Err(TrainError::Input(
+            "--batch_size_train and --batch_size_val must be at least 1".into(),
+        ));
+    }
+    if !(cfg.learning_rate > 0.0 && cfg.learning_rate.is_finite()) {
+        return Err(TrainError::Input(format!(
+            "--learning_rate must be positive, got {}",
+            cfg.learning_rate
+        )));
+    }
+    cfg.model
+        .check()
+        .map_err(|e| TrainError::Input(e.to_string()))?;
+    if cfg.precision != Precision::F32 {
+        return Err(TrainError::Input(format!(
+            "--precision {:?} is not supported: Burn 0.21 has no autocast, so mixed precision with f32 master weights cannot be done honestly yet; use --precision 32",
+            cfg.precision
+        )));
+    }
+    let (train_ds, train_tx) = open_split(&cfg.train_dir, "train_dir", &cfg.model)?;
+    let (val_ds, _) = open_split(&cfg.val_dir, "val_dir", &cfg.model)?;
+    let resume_epoch = if cfg.resume {
+        match last_checkpoint(&cfg.default_root_dir) {
+            Some(e) => Some(e),
+            None => {
+                return Err(TrainError::Input(format!(
+                    "--resume: {} has no complete checkpoint to resume from",
+                    cfg.default_root_dir.join("checkpoint").display()
+                )))
+            }
+        }
+    } else {
+        if cfg.default_root_dir.join("metrics.csv").exists()
+            || cfg.default_root_dir.join("checkpoint").exists()
+        {
+            return Err(TrainError::Input(format!(
+                "--default_root_dir: {} already holds a run; pass --resume to continue it or choose another directory",
+                cfg.default_root_dir.display()
+            )));
+        }
+        None
+    };
+    if let Some(e) = resume_epoch {
+        if e >= cfg.epochs {
+            return Err(TrainError::Input(format!("--resume: the checkpoint is at epoch {e}, and --epochs is {}: nothing left to train", cfg.epochs)));
+        }
+    }
+    let ctx = RunContext {
+        cfg,
+        train_ds,
+        val_ds,
+        train_tx,
+        resume_epoch,
+    };
+    dispatch(ctx)
+}
+
+struct RunContext<'a> {
+    cfg: &'a TrainConfig,
+    train_ds: TileDataset,
+    val_ds: TileDataset,
+    train_tx: usize,
+    resume_epoch: Option<usize>,
+}
+
+fn dispatch(ctx: RunContext<'_>) -> Result<TrainSummary, TrainError> {
+    let acc = match ctx.cfg.accelerator {
+        Accelerator::Auto => {
+            if cfg!(feature = "cuda") && crate::run::cuda_available() {
+                Accelerator::Cuda
+            } else {
+                Accelerator::Cpu
+            }
+        }
+        a => a,
+    };
+    match acc {
+        Accelerator::Cpu => {
+            if ctx.cfg.devices > 1 {
+                return Err(TrainError::Input(format!(
+                    "--devices {}: the CPU backend is one device; use --devices 1",
+                    ctx.cfg.devices
+                )));
+            }
+            #[cfg(feature = "flex")]
+            {
+                run_backend::<burn::backend::Autodiff<burn::backend::Flex>>(
+                    &ctx,
+                    vec![Default::default()],
+                    "cpu (flex)",
+                )
+            }
+            #[cfg(all(not(feature = "flex"), feature = "ndarray"))]
+            {
+                run_backend::<burn::backend::Autodiff<burn::backend::NdArray>>(
+                    &ctx,
+                    vec![Default::default()],
+                    "cpu (ndarray)",
+                )
+            }
+            #[cfg(not(any(feature = "flex", feature = "ndarray")))]
+            {
+                Err(TrainError::Backend("--accelerator cpu: this binary was built without a CPU backend; rebuild with the cargo feature `flex`".into()))
+            }
+        }
+        Accelerator::Wgpu => {
+            #[cfg(feature = "wgpu")]
+            {
+                let devices: Vec<burn::backend::wgpu::WgpuDevice> = if ctx.cfg.devices == 1 {
+                    vec![burn::backend::wgpu::WgpuDevice::DefaultDevice]
+                } else {
+                    (0..ctx.cfg.devices)
+                        .map(burn::backend::wgpu::WgpuDevice::DiscreteGpu)
+                        .collect()
+                };
+                run_backend::<burn::backend::Autodiff<burn::backend::Wgpu>>(&ctx, devices, "wgpu")
+            }
+            #[cfg(not(feature = "wgpu"))]
+            {
+                Err(TrainError::Backend("--accelerator wgpu: this binary was built without the cargo feature `wgpu`; rebuild with `--features wgpu`".into()))
+            }
+        }
+        Accelerator::Cuda => {
+            #[cfg(feature = "cuda")]
+            {
+                if !cuda_available() {
+                    return Err(TrainError::Backend("--accelerator cuda: no CUDA driver or device found (libcuda could not be loaded or reports no device)".into()));
+                }
+                let devices: Vec<burn::backend::cuda::CudaDevice> = (0..ctx.cfg.devices)
+                    .map(burn::backend::cuda::CudaDevice::new)
+                    .collect();
+                run_backend::<burn::backend::Autodiff<burn::backend::Cuda>>(&ctx, devices, "cuda")
+            }
+            #[cfg(not(feature = "cuda"))]
+            {
+                Err(TrainError::Backend("--accelerator cuda: this binary was built without the cargo feature `cuda`; rebuild with `--features cuda`".into()))
+            }
+        }
+        Accelerator::Auto => unreachable!("resolved above"),
+    }
+}
+
+/// Whether a CUDA device can be initialised (the driver library loads and device 0 answers).
+pub fn cuda_available() -> bool {
+    #[cfg(feature = "cuda")]
+    {
+        std::panic::catch_unwind(|| {
+            let d = burn::backend::cuda::CudaDevice::new(0);
+            let t = burn::tensor::Tensor::<burn::backend::Cuda, 1>::ones([1], &d);
+            t.into_data();
+        })
+        .is_ok()
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        false
+    }
+}
+
+fn write_json_atomic(path: &Path, value: &impl Serialize) -> Result<(), TrainError> {
+    let text = serde_json::to_string_pretty(value).expect("serialisable");
+    segger_data::tile::write_atomic(path, text.as_bytes())
+        .map_err(|e| TrainError::Runtime(e.to_string()))
+}
+
+fn run_backend<B>(
+    ctx: &RunContext<'_>,
+    devices: Vec<B::Device>,
+    backend: &str,
+) -> Result<TrainSummary, TrainError>
+where
+    B: AutodiffBackend + GatBackend,
+    B::InnerBackend: GatBackend,
+{
+    let cfg = ctx.cfg;
+    let t0 = Instant::now();
+    let root = &cfg.default_root_dir;
+    std::fs::create_dir_all(root)
+        .map_err(|e| TrainError::Runtime(format!("{}: {e}", root.display())))?;
+    write_json_atomic(&root.join("run_config.json"), cfg)?;
+    let device = devices[0].clone();
+    let model = LitSegger {
+        model: Segger::<B>::init(&cfg.model, &device, cfg.seed)
+            .map_err(|e| TrainError::Input(e.to_string()))?,
+    };
+    let optim = GlobalNormClip::new(
+        adamw_config(cfg.weight_decay).init::<B, LitSegger<B>>(),
+        cfg.gradient_clip_val,
+    );
+    let start_epoch = ctx.resume_epoch.unwrap_or(0) as u64;
+    let train_loader = Arc::new(TileBatchLoader::<B>::new(
+        ctx.train_ds.clone(),
+        cfg.model.clone(),
+        cfg.batch_size_train,
+        true,
+        cfg.seed,
+        cfg.num_workers,
+        start_epoch,
+        device.clone(),
+    ));
+    let valid_loader = Arc::new(TileBatchLoader::<B::InnerBackend>::new(
+        ctx.val_ds.clone(),
+        cfg.model.clone(),
+        cfg.batch_size_val,
+        false,
+        cfg.seed,
+        cfg.num_workers,
+        start_epoch,
+        device.clone(),
+    ));
+    let stats = Arc::clone(&train_loader.stats);
+    let csv = CsvMetricLogger::new(root, Arc::clone(&stats), ctx.resume_epoch, cfg.epochs);
+    let recorder = AtomicRecorder::new(NamedMpkFileRecorder::<FullPrecisionSettings>::new());
+    let strategy = if devices.len() == 1 {
+        ExecutionStrategy::SingleDevice(device.clone())
+    } else {
+        ExecutionStrategy::MultiDevice(devices.clone(), MultiDeviceOptim::OptimMainDevice)
+    };
+    tracing::info!(
+        "training on {backend}: {} train tiles ({} transcripts), {} validation tiles, {} epochs{}",
+        ctx.train_ds.len(),
+        ctx.train_tx,
+        ctx.val_ds.len(),
+        cfg.epochs,
+        ctx.resume_epoch
+            .map(|e| format!(", resuming after epoch {e}"))
+            .unwrap_or_default()
+    );
+    let mut training = SupervisedTraining::new(root, train_loader, valid_loader)
+        .metric_train_numeric(LossMetric::new())
+        .metric_valid_numeric(LossMetric::new())
+        .metric_valid_numeric(crate::metrics::LinkAurocMetric::default())
+        .metric_valid_numeric(FBetaScoreMetric::binary(1.0, 0.5))
+        .with_file_checkpointer(recorder)
+        .with_metric_logger(FileMetricLogger::new(root))
+        .with_metric_logger(csv)
+        .with_application_logger(None)
+        .with_training_strategy(strategy.into())
+        .num_epochs(cfg.epochs);
+    if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        training = training.renderer(crate::progress::LogRenderer::new(
+            Arc::clone(&stats),
+            std::time::Duration::from_secs(10),
+        ));
+    }
+    if let Some(e) = ctx.resume_epoch {
+        training = training.checkpoint(e);
+    }
+    let learner = Learner::new(model, optim, cfg.learning_rate);
+    let result = training.launch(learner);
+    let trained = result.model.model;
+    let model_path = root.join("model.safetensors");
+    segger_model::pyg::save_pyg_state_dict(&trained, &model_path)
+        .map_err(|e| TrainError::Runtime(e.to_string()))?;
+    write_json_atomic(&root.join("config.json"), &cfg.model)?;
+    let rows = read_metrics_csv(&root.join("metrics.csv"));
+    Ok(TrainSummary {
+        root: root.clone(),
+        backend: backend.to_string(),
+        started_at_epoch: ctx.resume_epoch.unwrap_or(0),
+        rows: rows.iter().map(EpochRowSummary::from).collect(),
+        train_tiles: ctx.train_ds.len(),
+        val_tiles: ctx.val_ds.len(),
+        train_transcripts: ctx.train_tx,
+        model_path,
+        wall_seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+// Keeps the `Optimizer` trait in scope for `init`'s return type.
+#[allow(dead_code)]
+fn _assert_optimizer<B: AutodiffBackend + GatBackend, O: Optimizer<LitSegger<B>, B>>(_o: &O)
+where
+    B::InnerBackend: GatBackend,
+{
+}
