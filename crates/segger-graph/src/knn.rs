@@ -143,6 +143,9 @@ fn floor(v: f64) -> f64 {
     }
 }
 
+/// Query sets larger than this are processed in grid-cell order (better cache use).
+const LARGE_QUERY_SET: usize = 32 * 1024;
+
 /// Average number of data points per grid cell above which the grid engine gives way to the
 /// kd-tree (the radius is then large compared with the point spacing).
 const GRID_MAX_PER_CELL: f64 = 48.0;
@@ -270,6 +273,60 @@ fn grid_query<const D: usize>(
         }
     };
     let chunk = 2048;
+    if nq > LARGE_QUERY_SET {
+        // Large sets: visit the queries in grid-cell order so that neighbouring queries scan
+        // the same (cached) cells, keep each query's neighbours in fixed slots, then emit them
+        // in query order.
+        let qcells: Vec<usize> = (0..nq)
+            .map(|qi| {
+                let q = &queries[qi * D..(qi + 1) * D];
+                cell_of(q[1], y0, ny) * nx + cell_of(q[0], x0, nx)
+            })
+            .collect();
+        let mut qorder: Vec<u32> = (0..nq as u32).collect();
+        qorder.sort_unstable_by_key(|&qi| qcells[qi as usize]);
+        drop(qcells);
+        let found: Vec<Vec<u32>> = qorder
+            .par_chunks(chunk)
+            .map(|qs| {
+                // Per query: its index, its neighbour count, then the neighbours.
+                let mut flat = Vec::with_capacity(qs.len() * (k + 2));
+                let mut buf = Vec::with_capacity(k + 1);
+                for &qi in qs {
+                    run(qi as usize, &mut buf);
+                    flat.push(qi);
+                    flat.push(buf.len() as u32);
+                    flat.extend(buf.iter().map(|&(_, di)| di));
+                }
+                flat
+            })
+            .collect();
+        drop(qorder);
+        let mut counts = vec![0u32; nq];
+        let mut slots = vec![0u32; nq * k];
+        for flat in &found {
+            let mut at = 0;
+            while at < flat.len() {
+                let (qi, n) = (flat[at] as usize, flat[at + 1] as usize);
+                counts[qi] = n as u32;
+                slots[qi * k..qi * k + n].copy_from_slice(&flat[at + 2..at + 2 + n]);
+                at += 2 + n;
+            }
+        }
+        drop(found);
+        let total: usize = counts.iter().map(|&c| c as usize).sum();
+        let mut edges = EdgeList {
+            src: Vec::with_capacity(total),
+            dst: Vec::with_capacity(total),
+        };
+        for qi in 0..nq {
+            for &di in &slots[qi * k..qi * k + counts[qi] as usize] {
+                edges.src.push(qi as i64);
+                edges.dst.push(di as i64);
+            }
+        }
+        return Some(edges);
+    }
     let parts: Vec<(Vec<i64>, Vec<i64>)> = (0..nq.div_ceil(chunk))
         .into_par_iter()
         .map(|c| {
@@ -423,6 +480,26 @@ mod tests {
                 assert_eq!((fast.src, fast.dst), (slow.src, slow.dst));
             }
         }
+        // Large query sets take the cell-ordered path.
+        let n = LARGE_QUERY_SET + 5000;
+        let side = (n as f32 / 0.4).sqrt();
+        let pts: Vec<f32> = (0..n)
+            .flat_map(|_| {
+                [
+                    rng.random_range(0.0..side),
+                    rng.random_range(0.0..side),
+                    rng.random_range(0.0..10.0),
+                ]
+            })
+            .collect();
+        let p = KnnParams::new(4, 5.0);
+        let fast = knn_same(&pts, 3, p).unwrap();
+        let tree = query_all::<3>(&pts, &pts, p, true);
+        assert_eq!((fast.src, fast.dst), (tree.src, tree.dst));
+        let data: Vec<f32> = pts[..3 * 2000].to_vec();
+        let fast = knn_bipartite(&pts, &data, 3, KnnParams::new(3, 15.0)).unwrap();
+        let slow = brute_force(&pts, &data, 3, KnnParams::new(3, 15.0), false);
+        assert_eq!((fast.src, fast.dst), (slow.src, slow.dst));
         // Lattices whose spacing is the radius or half of it: points on cell edges, exact ties,
         // neighbours at exactly the radius.
         for spacing in [0.5f32, 1.0, 2.5, 5.0] {
