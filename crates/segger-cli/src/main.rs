@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod convert;
+mod create_dataset;
 mod import_checkpoint;
 /// mimalloc keeps freed pages for reuse: with glibc, every large tensor is a fresh mmap and
 /// its first touch a page fault (about a tenth of a training step).
@@ -29,6 +30,9 @@ struct Cli {
 enum Command {
     /// Print node, edge and label counts of a tile file or a dataset directory, and validate it.
     Inspect(inspect::InspectArgs),
+    /// Build a tile dataset from raw Xenium, MERSCOPE or CosMx output.
+    #[command(name = "create_dataset", alias = "create-dataset")]
+    CreateDataset(Box<create_dataset::CreateDatasetArgs>),
     /// Train the Segger model on a tile dataset (the seed's train_model.py flags).
     Train(train::TrainArgs),
     /// Rewrite a reference Segger dataset ({train,val,test}_tiles/processed/*.pt) as segger-tile/1.
@@ -90,6 +94,7 @@ fn main() -> ExitCode {
     init_tracing();
     let res = match cli.command {
         Command::Inspect(a) => inspect::run(a),
+        Command::CreateDataset(a) => create_dataset::run(*a),
         Command::Train(a) => train::run(a),
         Command::Convert(a) => convert::run(a),
         Command::ImportCheckpoint(a) => import_checkpoint::run(a),
