@@ -6,6 +6,14 @@ use std::collections::BTreeMap;
 /// The allocator the `segger` binary uses, so that benches measure the same thing.
 pub use mimalloc::MiMalloc as Allocator;
 
+/// Configures the allocator as the `segger` binary does: freed memory is kept for reuse
+/// rather than returned to the OS (`mi_option_purge_delay = -1`).
+pub fn configure_allocator() {
+    // SAFETY: sets a plain integer option of mimalloc; 15 is `mi_option_purge_delay` in the
+    // vendored mimalloc (v2 and v3), -1 disables purging.
+    unsafe { libmimalloc_sys::mi_option_set(15, -1) };
+}
+
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use segger_graph::knn::{knn_bipartite, knn_same, KnnParams};

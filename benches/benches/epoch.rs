@@ -16,6 +16,7 @@ use segger_model::SeggerConfig;
 use segger_train::{Accelerator, Precision, Strategy, TrainConfig};
 
 fn main() {
+    segger_benches::configure_allocator();
     if std::env::args().any(|a| a == "--list") {
         return;
     }

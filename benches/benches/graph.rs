@@ -3,7 +3,7 @@
 #[global_allocator]
 static GLOBAL: segger_benches::Allocator = segger_benches::Allocator;
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, Criterion, Throughput};
 use segger_benches::{random_points, synthetic_tile};
 use segger_graph::knn::{knn_same, KnnParams};
 use segger_graph::Batch;
@@ -35,4 +35,8 @@ fn collate(c: &mut Criterion) {
 }
 
 criterion_group!(benches, knn, collate);
-criterion_main!(benches);
+fn main() {
+    segger_benches::configure_allocator();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -7,7 +7,7 @@ static GLOBAL: segger_benches::Allocator = segger_benches::Allocator;
 use burn::backend::{Autodiff, Flex, NdArray};
 use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, Criterion, Throughput};
 use segger_benches::synthetic_tile;
 use segger_graph::Batch;
 use segger_model::{bce_with_logits, decode, mp, GatBackend, GraphInput, Segger, SeggerConfig};
@@ -55,4 +55,8 @@ fn steps(c: &mut Criterion) {
 }
 
 criterion_group!(benches, steps);
-criterion_main!(benches);
+fn main() {
+    segger_benches::configure_allocator();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

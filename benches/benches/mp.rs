@@ -6,7 +6,7 @@ static GLOBAL: segger_benches::Allocator = segger_benches::Allocator;
 
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use segger_benches::random_edges;
 use segger_graph::{EdgeType, NodeType};
 use segger_model::mp::{self, GatBackend};
@@ -144,4 +144,8 @@ fn primitives(c: &mut Criterion) {
 }
 
 criterion_group!(benches, layer, whole_layer, primitives);
-criterion_main!(benches);
+fn main() {
+    segger_benches::configure_allocator();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod convert;
+mod create_dataset;
 mod import_checkpoint;
 /// mimalloc keeps freed pages for reuse: with glibc, every large tensor is a fresh mmap and
 /// its first touch a page fault (about a tenth of a training step).
@@ -30,6 +31,9 @@ struct Cli {
 enum Command {
     /// Print node, edge and label counts of a tile file or a dataset directory, and validate it.
     Inspect(inspect::InspectArgs),
+    /// Build a tile dataset from raw Xenium, MERSCOPE or CosMx output.
+    #[command(name = "create_dataset", alias = "create-dataset")]
+    CreateDataset(Box<create_dataset::CreateDatasetArgs>),
     /// Train the Segger model on a tile dataset (the seed's train_model.py flags).
     Train(train::TrainArgs),
     /// Rewrite a reference Segger dataset ({train,val,test}_tiles/processed/*.pt) as segger-tile/1.
@@ -78,11 +82,22 @@ fn init_tracing() {
         .try_init();
 }
 
+/// Keeps freed memory in the process for reuse instead of returning it to the OS: tensors of
+/// the same sizes are allocated every training step, and fresh pages cost page faults and
+/// zeroing (measured: training step 1.5–2.1 s with purging, 1.13 s without).
+fn configure_allocator() {
+    // SAFETY: sets a plain integer option of mimalloc; 15 is `mi_option_purge_delay` in the
+    // vendored mimalloc (v2 and v3), -1 disables purging.
+    unsafe { libmimalloc_sys::mi_option_set(15, -1) };
+}
+
 fn main() -> ExitCode {
+    configure_allocator();
     let cli = Cli::parse();
     init_tracing();
     let res = match cli.command {
         Command::Inspect(a) => inspect::run(a),
+        Command::CreateDataset(a) => create_dataset::run(*a),
         Command::Train(a) => train::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Convert(a) => convert::run(a),

@@ -34,6 +34,17 @@ pub enum DataError {
         #[source]
         source: GraphError,
     },
+    /// A column of a raw instrument file (transcripts, boundaries, gene embedding) is missing,
+    /// has the wrong type or holds an unusable value.
+    #[error("{path}: column `{column}`: {problem}")]
+    Column {
+        /// The file.
+        path: PathBuf,
+        /// The column (or columns, comma-separated).
+        column: String,
+        /// What is wrong.
+        problem: String,
+    },
     /// A dataset directory is unusable.
     #[error("{path}: {problem}")]
     Dataset {

@@ -8,13 +8,20 @@
 //! * [`dataset`]: the dataset layout (`dataset.json`, `{train,val,test}_tiles/processed/`),
 //!   [`TileDataset`] (lazy, memory-mapped tile access) and [`TileLoader`] (seeded shuffling
 //!   and background prefetching of collated batches).
+//! * [`raw`]: readers for raw Xenium, MERSCOPE and CosMx output, with filters and a gene
+//!   vocabulary; [`geometry`]: polygon validation and boundary features; [`tiling`]: grid and
+//!   balanced kd tiling; [`create`]: `segger create_dataset`, raw sample to tile dataset.
 //! * [`torch`]: the reference implementation's own files, read without Python: PyG
 //!   `HeteroData` tiles (`processed/*.pt`, accepted wherever `.safetensors` tiles are) and
 //!   Lightning checkpoints (`.ckpt`), through a restricted zip + pickle reader.
 
+pub mod create;
 pub mod dataset;
 mod error;
+pub mod geometry;
+pub mod raw;
 pub mod tile;
+pub mod tiling;
 pub mod torch;
 
 pub use dataset::{

@@ -1,4 +1,5 @@
-//! k-nearest-neighbours-within-a-radius graphs on a kd-tree (`kiddo`).
+//! k-nearest-neighbours-within-a-radius graphs: on a uniform grid with cells of the radius's
+//! size when the points are dense enough for it, otherwise on a kd-tree (`kiddo`).
 //!
 //! Every query point is linked to up to `k` of its nearest data points whose Euclidean
 //! distance is at most `radius` (inclusive). Edges come out grouped by query, nearest first:
@@ -130,13 +131,251 @@ fn query_all<const D: usize>(
     edges
 }
 
+/// `v.floor()` without a libm call (the baseline x86-64 target has no rounding instruction);
+/// exact for |v| < 2⁶³.
+#[inline]
+fn floor(v: f64) -> f64 {
+    let t = v as i64 as f64;
+    if t > v {
+        t - 1.0
+    } else {
+        t
+    }
+}
+
+/// Query sets larger than this are processed in grid-cell order (better cache use).
+const LARGE_QUERY_SET: usize = 32 * 1024;
+
+/// Average number of data points per grid cell above which the grid engine gives way to the
+/// kd-tree (the radius is then large compared with the point spacing).
+const GRID_MAX_PER_CELL: f64 = 48.0;
+
+/// kNN within a radius on a uniform grid over the first two coordinates, with cells of side
+/// `radius`: a query only looks at the 3 × 3 cells around it. The neighbours are ordered by
+/// (squared distance, index), exactly as [`brute_force`] orders them, and the distances are
+/// computed with the same expression. Returns `None` when the grid would be too coarse.
+fn grid_query<const D: usize>(
+    queries: &[f32],
+    data: &[f32],
+    params: KnnParams,
+    same_set: bool,
+) -> Option<EdgeList> {
+    let nd = data.len() / D;
+    let nq = queries.len() / D;
+    let r = params.radius;
+    if nd == 0 || nq == 0 || params.k == 0 {
+        return Some(EdgeList::default());
+    }
+    if r.is_nan() || r <= 0.0 {
+        return None;
+    }
+    let (mut x0, mut y0, mut x1, mut y1) = (
+        f32::INFINITY,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NEG_INFINITY,
+    );
+    for p in data.chunks_exact(D) {
+        x0 = x0.min(p[0]);
+        y0 = y0.min(p[1]);
+        x1 = x1.max(p[0]);
+        y1 = y1.max(p[1]);
+    }
+    // Cells of half the radius; each query scans only the cells that meet its disc.
+    let cell = r as f64 / 2.0;
+    let nx = ((x1 - x0) as f64 / cell).floor() + 1.0;
+    let ny = ((y1 - y0) as f64 / cell).floor() + 1.0;
+    if nx * ny > 4.0 * nd as f64 + 256.0 || (nd as f64) / (nx * ny) > GRID_MAX_PER_CELL {
+        return None;
+    }
+    let (nx, ny) = (nx as usize, ny as usize);
+    // Data cells and query ranges use the same monotone expression (a multiplication).
+    let inv = 1.0 / cell;
+    // Data points lie inside the grid; the same f64 expression places queries' disc bounds,
+    // so a point within reach is never in a cell outside the scanned range.
+    let cell_of = |v: f32, o: f32, n: usize| -> usize {
+        (floor((v as f64 - o as f64) * inv).max(0.0) as usize).min(n - 1)
+    };
+    // Counting sort of the data points by cell; coordinates copied in cell order.
+    let mut start = vec![0u32; nx * ny + 1];
+    let cells: Vec<usize> = data
+        .chunks_exact(D)
+        .map(|p| cell_of(p[1], y0, ny) * nx + cell_of(p[0], x0, nx))
+        .collect();
+    for &c in &cells {
+        start[c + 1] += 1;
+    }
+    for i in 1..start.len() {
+        start[i] += start[i - 1];
+    }
+    let mut fill = start.clone();
+    let mut order = vec![0u32; nd];
+    let mut sorted = vec![[0f32; D]; nd];
+    for (i, &c) in cells.iter().enumerate() {
+        let at = fill[c] as usize;
+        order[at] = i as u32;
+        sorted[at].copy_from_slice(&data[i * D..(i + 1) * D]);
+        fill[c] += 1;
+    }
+    let r2 = r * r;
+    let k = params.k;
+    let drop_self = same_set && !params.keep_self;
+    let run = |qi: usize, out: &mut Vec<(f32, u32)>| {
+        out.clear();
+        let q = &queries[qi * D..(qi + 1) * D];
+        // The disc, slightly enlarged so that float rounding can only add candidates.
+        let (qx, qy) = (q[0] as f64, q[1] as f64);
+        let reach = r as f64 * (1.0 + 1e-5) + 1e-6;
+        let row_of = |v: f64| floor((v - y0 as f64) * inv);
+        let col_of = |v: f64| floor((v - x0 as f64) * inv);
+        let gy0 = row_of(qy - reach).max(0.0);
+        let gy1 = row_of(qy + reach).min(ny as f64 - 1.0);
+        if gy0 > gy1 {
+            return;
+        }
+        for gy in gy0 as usize..=gy1 as usize {
+            let ry0 = y0 as f64 + gy as f64 * cell;
+            let dy = (ry0 - qy).max(qy - (ry0 + cell)).max(0.0);
+            if dy > reach {
+                continue;
+            }
+            let dx = (reach * reach - dy * dy).sqrt();
+            let gx0 = col_of(qx - dx).max(0.0);
+            let gx1 = col_of(qx + dx).min(nx as f64 - 1.0);
+            if gx0 > gx1 {
+                continue;
+            }
+            let row = gy * nx;
+            let a = start[row + gx0 as usize] as usize;
+            let b = start[row + gx1 as usize + 1] as usize;
+            for (p, &di) in sorted[a..b].iter().zip(&order[a..b]) {
+                let mut d2 = 0f32;
+                for j in 0..D {
+                    d2 += (q[j] - p[j]) * (q[j] - p[j]);
+                }
+                if d2 > r2 {
+                    continue;
+                }
+                if drop_self && di as usize == qi {
+                    continue;
+                }
+                // Keep the k best by (distance, index), sorted.
+                let worse = |e: &(f32, u32)| e.0.total_cmp(&d2).then(e.1.cmp(&di)).is_gt();
+                if out.len() == k {
+                    if !worse(&out[k - 1]) {
+                        continue;
+                    }
+                    out.pop();
+                }
+                let at = out.iter().position(worse).unwrap_or(out.len());
+                out.insert(at, (d2, di));
+            }
+        }
+    };
+    let chunk = 2048;
+    if nq > LARGE_QUERY_SET {
+        // Large sets: visit the queries in grid-cell order so that neighbouring queries scan
+        // the same (cached) cells, keep each query's neighbours in fixed slots, then emit them
+        // in query order.
+        let qcells: Vec<usize> = (0..nq)
+            .map(|qi| {
+                let q = &queries[qi * D..(qi + 1) * D];
+                cell_of(q[1], y0, ny) * nx + cell_of(q[0], x0, nx)
+            })
+            .collect();
+        let mut qorder: Vec<u32> = (0..nq as u32).collect();
+        qorder.sort_unstable_by_key(|&qi| qcells[qi as usize]);
+        drop(qcells);
+        let found: Vec<Vec<u32>> = qorder
+            .par_chunks(chunk)
+            .map(|qs| {
+                // Per query: its index, its neighbour count, then the neighbours.
+                let mut flat = Vec::with_capacity(qs.len() * (k + 2));
+                let mut buf = Vec::with_capacity(k + 1);
+                for &qi in qs {
+                    run(qi as usize, &mut buf);
+                    flat.push(qi);
+                    flat.push(buf.len() as u32);
+                    flat.extend(buf.iter().map(|&(_, di)| di));
+                }
+                flat
+            })
+            .collect();
+        drop(qorder);
+        let mut counts = vec![0u32; nq];
+        let mut slots = vec![0u32; nq * k];
+        for flat in &found {
+            let mut at = 0;
+            while at < flat.len() {
+                let (qi, n) = (flat[at] as usize, flat[at + 1] as usize);
+                counts[qi] = n as u32;
+                slots[qi * k..qi * k + n].copy_from_slice(&flat[at + 2..at + 2 + n]);
+                at += 2 + n;
+            }
+        }
+        drop(found);
+        let total: usize = counts.iter().map(|&c| c as usize).sum();
+        let mut edges = EdgeList {
+            src: Vec::with_capacity(total),
+            dst: Vec::with_capacity(total),
+        };
+        for qi in 0..nq {
+            for &di in &slots[qi * k..qi * k + counts[qi] as usize] {
+                edges.src.push(qi as i64);
+                edges.dst.push(di as i64);
+            }
+        }
+        return Some(edges);
+    }
+    let parts: Vec<(Vec<i64>, Vec<i64>)> = (0..nq.div_ceil(chunk))
+        .into_par_iter()
+        .map(|c| {
+            let mut src = Vec::with_capacity(chunk * k);
+            let mut dst = Vec::with_capacity(chunk * k);
+            let mut buf = Vec::with_capacity(k + 1);
+            for qi in c * chunk..((c + 1) * chunk).min(nq) {
+                run(qi, &mut buf);
+                for &(_, di) in &buf {
+                    src.push(qi as i64);
+                    dst.push(di as i64);
+                }
+            }
+            (src, dst)
+        })
+        .collect();
+    if parts.len() == 1 {
+        let (src, dst) = parts.into_iter().next().expect("one part");
+        return Some(EdgeList { src, dst });
+    }
+    let total = parts.iter().map(|p| p.0.len()).sum();
+    let mut edges = EdgeList {
+        src: Vec::with_capacity(total),
+        dst: Vec::with_capacity(total),
+    };
+    for (s, d) in parts {
+        edges.src.extend(s);
+        edges.dst.extend(d);
+    }
+    Some(edges)
+}
+
+fn query<const D: usize>(
+    queries: &[f32],
+    data: &[f32],
+    params: KnnParams,
+    same_set: bool,
+) -> EdgeList {
+    grid_query::<D>(queries, data, params, same_set)
+        .unwrap_or_else(|| query_all::<D>(queries, data, params, same_set))
+}
+
 /// kNN graph of a point set with itself (`tx__neighbors__tx`). `points` is row-major with
 /// `dim` ∈ {2, 3} columns.
 pub fn knn_same(points: &[f32], dim: usize, params: KnnParams) -> Result<EdgeList, GraphError> {
     check(points, dim, "points")?;
     Ok(match dim {
-        2 => query_all::<2>(points, points, params, true),
-        _ => query_all::<3>(points, points, params, true),
+        2 => query::<2>(points, points, params, true),
+        _ => query::<3>(points, points, params, true),
     })
 }
 
@@ -151,8 +390,8 @@ pub fn knn_bipartite(
     check(queries, dim, "queries")?;
     check(data, dim, "data")?;
     Ok(match dim {
-        2 => query_all::<2>(queries, data, params, false),
-        _ => query_all::<3>(queries, data, params, false),
+        2 => query::<2>(queries, data, params, false),
+        _ => query::<3>(queries, data, params, false),
     })
 }
 
@@ -195,4 +434,81 @@ pub fn brute_force(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+
+    fn same(points: &[f32], dim: usize, p: KnnParams) {
+        let fast = knn_same(points, dim, p).unwrap();
+        let slow = brute_force(points, points, dim, p, true);
+        assert_eq!(
+            (fast.src, fast.dst),
+            (slow.src, slow.dst),
+            "{p:?} dim {dim}"
+        );
+    }
+
+    #[test]
+    fn grid_engine_equals_brute_force_exactly() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        for case in 0..40 {
+            let dim = 2 + case % 2;
+            let n = rng.random_range(1..600);
+            let side = rng.random_range(5.0..80.0f32);
+            let pts: Vec<f32> = (0..n * dim)
+                .map(|i| {
+                    if i % dim == 2 {
+                        rng.random_range(0.0..15.0)
+                    } else {
+                        1000.0 + rng.random_range(0.0..side)
+                    }
+                })
+                .collect();
+            for (k, r) in [(1, 1.0), (3, 5.0), (5, 2.5), (20, 40.0)] {
+                let mut p = KnnParams::new(k, r);
+                same(&pts, dim, p);
+                p.keep_self = true;
+                same(&pts, dim, p);
+                let data: Vec<f32> = pts.iter().step_by(3).copied().take(dim * (n / 3)).collect();
+                let fast = knn_bipartite(&pts, &data, dim, KnnParams::new(k, r)).unwrap();
+                let slow = brute_force(&pts, &data, dim, KnnParams::new(k, r), false);
+                assert_eq!((fast.src, fast.dst), (slow.src, slow.dst));
+            }
+        }
+        // Large query sets take the cell-ordered path.
+        let n = LARGE_QUERY_SET + 5000;
+        let side = (n as f32 / 0.4).sqrt();
+        let pts: Vec<f32> = (0..n)
+            .flat_map(|_| {
+                [
+                    rng.random_range(0.0..side),
+                    rng.random_range(0.0..side),
+                    rng.random_range(0.0..10.0),
+                ]
+            })
+            .collect();
+        let p = KnnParams::new(4, 5.0);
+        let fast = knn_same(&pts, 3, p).unwrap();
+        let tree = query_all::<3>(&pts, &pts, p, true);
+        assert_eq!((fast.src, fast.dst), (tree.src, tree.dst));
+        let data: Vec<f32> = pts[..3 * 2000].to_vec();
+        let fast = knn_bipartite(&pts, &data, 3, KnnParams::new(3, 15.0)).unwrap();
+        let slow = brute_force(&pts, &data, 3, KnnParams::new(3, 15.0), false);
+        assert_eq!((fast.src, fast.dst), (slow.src, slow.dst));
+        // Lattices whose spacing is the radius or half of it: points on cell edges, exact ties,
+        // neighbours at exactly the radius.
+        for spacing in [0.5f32, 1.0, 2.5, 5.0] {
+            let pts: Vec<f32> = (0..900)
+                .flat_map(|i| [(i % 30) as f32 * spacing - 7.0, (i / 30) as f32 * spacing])
+                .collect();
+            for k in [1, 4, 9] {
+                same(&pts, 2, KnnParams::new(k, 5.0));
+            }
+        }
+    }
 }

@@ -7,8 +7,6 @@
 //! draw is made inside the restricted set, so up to `ratio × P` negatives are returned (fewer
 //! only when the set has fewer pairs).
 
-use std::collections::HashSet;
-
 use rand::seq::index::sample;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -25,36 +23,136 @@ pub fn sample_labels(
     ratio: f64,
     seed: u64,
 ) -> LabelStore {
-    let positives: HashSet<(i64, i64)> = pos_src
+    // The candidates are, for each transcript with a positive (ascending), the boundaries
+    // 0..num_bd (ascending) that are not among its positives. They are never materialised:
+    // candidate `i` is found from per-transcript counts, which keeps memory and time linear
+    // in the number of positives.
+    let mut pairs: Vec<(i64, i64)> = pos_src
         .iter()
         .copied()
         .zip(pos_dst.iter().copied())
         .collect();
-    let mut txs: Vec<i64> = pos_src.to_vec();
-    txs.sort_unstable();
-    txs.dedup();
-    let mut candidates: Vec<(i64, i64)> = Vec::with_capacity(txs.len() * num_bd);
-    for &t in &txs {
-        for b in 0..num_bd as i64 {
-            if !positives.contains(&(t, b)) {
-                candidates.push((t, b));
+    pairs.sort_unstable();
+    pairs.dedup();
+    let nb = num_bd as i64;
+    let mut txs: Vec<i64> = Vec::new();
+    // Per transcript: the range of its in-range positive boundaries in `excl`.
+    let mut excl: Vec<i64> = Vec::with_capacity(pairs.len());
+    let mut excl_start: Vec<usize> = Vec::new();
+    // Prefix sums of candidate counts.
+    let mut offsets: Vec<usize> = vec![0];
+    let mut k = 0;
+    while k < pairs.len() {
+        let t = pairs[k].0;
+        txs.push(t);
+        excl_start.push(excl.len());
+        while k < pairs.len() && pairs[k].0 == t {
+            let b = pairs[k].1;
+            if (0..nb).contains(&b) {
+                excl.push(b);
+            }
+            k += 1;
+        }
+        let n_excl = excl.len() - excl_start[excl_start.len() - 1];
+        offsets.push(offsets[offsets.len() - 1] + (num_bd - n_excl));
+    }
+    excl_start.push(excl.len());
+    let total = offsets[offsets.len() - 1];
+    let wanted = ((pos_src.len() as f64) * ratio).round().max(0.0) as usize;
+    let m = wanted.min(total);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let picked = sample(&mut rng, total, m);
+    let mut out = LabelStore {
+        src: Vec::with_capacity(pos_src.len() + m),
+        dst: Vec::with_capacity(pos_src.len() + m),
+        label: Vec::with_capacity(pos_src.len() + m),
+    };
+    out.src.extend_from_slice(pos_src);
+    out.dst.extend_from_slice(pos_dst);
+    out.label.resize(pos_src.len(), 1.0);
+    for i in picked.iter() {
+        let ti = offsets.partition_point(|&o| o <= i) - 1;
+        // The (i - offsets[ti])-th boundary not excluded for this transcript.
+        let mut b = (i - offsets[ti]) as i64;
+        for &e in &excl[excl_start[ti]..excl_start[ti + 1]] {
+            if e <= b {
+                b += 1;
+            } else {
+                break;
             }
         }
-    }
-    let wanted = ((pos_src.len() as f64) * ratio).round().max(0.0) as usize;
-    let m = wanted.min(candidates.len());
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let picked = sample(&mut rng, candidates.len(), m);
-    let mut out = LabelStore {
-        src: pos_src.to_vec(),
-        dst: pos_dst.to_vec(),
-        label: vec![1.0; pos_src.len()],
-    };
-    for i in picked.iter() {
-        let (t, b) = candidates[i];
-        out.src.push(t);
+        out.src.push(txs[ti]);
         out.dst.push(b);
         out.label.push(0.0);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+
+    /// The straightforward version: materialise every candidate pair.
+    fn reference(
+        pos_src: &[i64],
+        pos_dst: &[i64],
+        num_bd: usize,
+        ratio: f64,
+        seed: u64,
+    ) -> LabelStore {
+        let positives: HashSet<(i64, i64)> = pos_src
+            .iter()
+            .copied()
+            .zip(pos_dst.iter().copied())
+            .collect();
+        let mut txs: Vec<i64> = pos_src.to_vec();
+        txs.sort_unstable();
+        txs.dedup();
+        let mut candidates = Vec::new();
+        for &t in &txs {
+            for b in 0..num_bd as i64 {
+                if !positives.contains(&(t, b)) {
+                    candidates.push((t, b));
+                }
+            }
+        }
+        let wanted = ((pos_src.len() as f64) * ratio).round().max(0.0) as usize;
+        let m = wanted.min(candidates.len());
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let picked = sample(&mut rng, candidates.len(), m);
+        let mut out = LabelStore {
+            src: pos_src.to_vec(),
+            dst: pos_dst.to_vec(),
+            label: vec![1.0; pos_src.len()],
+        };
+        for i in picked.iter() {
+            out.src.push(candidates[i].0);
+            out.dst.push(candidates[i].1);
+            out.label.push(0.0);
+        }
+        out
+    }
+
+    #[test]
+    fn equals_the_materialising_reference() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        for case in 0..300 {
+            let num_bd = rng.random_range(0..12usize);
+            let n = rng.random_range(0..40usize);
+            let src: Vec<i64> = (0..n).map(|_| rng.random_range(0..15)).collect();
+            let dst: Vec<i64> = (0..n)
+                .map(|_| rng.random_range(-1..num_bd as i64 + 2))
+                .collect();
+            let ratio = [0.0, 0.5, 1.0, 5.0, 100.0][case % 5];
+            assert_eq!(
+                sample_labels(&src, &dst, num_bd, ratio, case as u64),
+                reference(&src, &dst, num_bd, ratio, case as u64),
+                "case {case}"
+            );
+        }
+    }
 }

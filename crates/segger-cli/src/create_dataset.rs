@@ -1,0 +1,339 @@
+//! `segger create_dataset --input DIR --output DIR --platform xenium|merscope|cosmx [options]`.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use segger_data::create::{create_dataset, CreateOptions, Progress, Summary, DEFAULT_TILE_SIZE};
+use segger_data::raw::{BoundaryKind, Platform, RawOptions};
+use segger_data::tiling::TileMode;
+use segger_data::DataError;
+
+use crate::CliError;
+
+/// Arguments of `segger create_dataset`.
+#[derive(Debug, Args)]
+pub struct CreateDatasetArgs {
+    /// The raw sample directory (instrument output).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// The dataset directory to create.
+    #[arg(long)]
+    pub output: PathBuf,
+    /// The instrument: xenium, merscope or cosmx.
+    #[arg(long)]
+    pub platform: Platform,
+    /// Boundaries to use: nucleus or cell.
+    #[arg(long, default_value = "nucleus")]
+    pub boundaries: BoundaryKind,
+    /// Transcript file (default: the platform's file name in --input).
+    #[arg(long = "transcripts_file", alias = "transcripts-file")]
+    pub transcripts_file: Option<PathBuf>,
+    /// Boundary file (default: the platform's file name in --input).
+    #[arg(long = "boundaries_file", alias = "boundaries-file")]
+    pub boundaries_file: Option<PathBuf>,
+
+    /// Transcript x column.
+    #[arg(long = "x_column", alias = "x-column")]
+    pub x_column: Option<String>,
+    /// Transcript y column.
+    #[arg(long = "y_column", alias = "y-column")]
+    pub y_column: Option<String>,
+    /// Transcript z column ("none" for 2-D).
+    #[arg(long = "z_column", alias = "z-column")]
+    pub z_column: Option<String>,
+    /// Gene name column.
+    #[arg(long = "gene_column", alias = "gene-column")]
+    pub gene_column: Option<String>,
+    /// Transcript cell-id column(s), comma-separated names are joined with "_".
+    #[arg(long = "cell_column", alias = "cell-column")]
+    pub cell_column: Option<String>,
+    /// Integer transcript-id column ("none": row numbers).
+    #[arg(long = "id_column", alias = "id-column")]
+    pub id_column: Option<String>,
+    /// In-nucleus flag column ("none": point-in-polygon).
+    #[arg(long = "nuclear_column", alias = "nuclear-column")]
+    pub nuclear_column: Option<String>,
+    /// Value of the nuclear column meaning "in the nucleus".
+    #[arg(long = "nuclear_value", alias = "nuclear-value")]
+    pub nuclear_value: Option<String>,
+    /// Quality column ("none": no quality filter).
+    #[arg(long = "qv_column", alias = "qv-column")]
+    pub qv_column: Option<String>,
+    /// Boundary id column(s), comma-separated names are joined with "_".
+    #[arg(long = "boundary_id_column", alias = "boundary-id-column")]
+    pub boundary_id_column: Option<String>,
+    /// Boundary vertex x column.
+    #[arg(long = "boundary_x_column", alias = "boundary-x-column")]
+    pub boundary_x_column: Option<String>,
+    /// Boundary vertex y column.
+    #[arg(long = "boundary_y_column", alias = "boundary-y-column")]
+    pub boundary_y_column: Option<String>,
+    /// Boundary WKB geometry column (MERSCOPE).
+    #[arg(long = "boundary_geometry_column", alias = "boundary-geometry-column")]
+    pub boundary_geometry_column: Option<String>,
+
+    /// Minimum quality value (default: 20 for Xenium, none elsewhere).
+    #[arg(long = "min_qv", alias = "min-qv")]
+    pub min_qv: Option<f32>,
+    /// Gene-name prefixes to drop, comma-separated (default: the control probes and codewords).
+    #[arg(long = "drop_prefixes", alias = "drop-prefixes", value_delimiter = ',')]
+    pub drop_prefixes: Option<Vec<String>>,
+    /// Micrometres per file coordinate unit (default: 1; CosMx 0.12028).
+    #[arg(long)]
+    pub scale: Option<f64>,
+    /// Make bad polygons and nuclear transcripts without a polygon errors instead of counted
+    /// skips.
+    #[arg(long)]
+    pub strict: bool,
+    /// Gene × features table (CSV or parquet) giving float transcript features.
+    #[arg(long = "gene_embedding", alias = "gene-embedding")]
+    pub gene_embedding: Option<PathBuf>,
+
+    /// Square tile side in µm (sets width and height).
+    #[arg(long = "tile_size", alias = "tile-size")]
+    pub tile_size: Option<f64>,
+    /// Tile width in µm.
+    #[arg(long = "tile_width", alias = "tile-width")]
+    pub tile_width: Option<f64>,
+    /// Tile height in µm.
+    #[arg(long = "tile_height", alias = "tile-height")]
+    pub tile_height: Option<f64>,
+    /// Balanced kd tiling with at most this many core transcripts per tile (instead of a grid).
+    #[arg(long = "max_transcripts_per_tile", alias = "max-transcripts-per-tile", conflicts_with_all = ["tile_size", "tile_width", "tile_height"])]
+    pub max_transcripts_per_tile: Option<usize>,
+    /// Context margin around each tile in µm.
+    #[arg(long, default_value_t = 10.0)]
+    pub margin: f64,
+
+    /// Transcript neighbours per transcript.
+    #[arg(long = "k_tx", alias = "k-tx", default_value_t = 3)]
+    pub k_tx: usize,
+    /// Transcript neighbour radius in µm.
+    #[arg(long = "dist_tx", alias = "dist-tx", default_value_t = 5.0)]
+    pub dist_tx: f32,
+    /// Boundary neighbours per transcript.
+    #[arg(long = "k_bd", alias = "k-bd", default_value_t = 3)]
+    pub k_bd: usize,
+    /// Boundary neighbour radius in µm (to the centroid).
+    #[arg(long = "dist_bd", alias = "dist-bd", default_value_t = 15.0)]
+    pub dist_bd: f32,
+    /// Negatives per positive.
+    #[arg(
+        long = "neg_sampling_ratio",
+        alias = "neg-sampling-ratio",
+        default_value_t = 5.0
+    )]
+    pub neg_sampling_ratio: f64,
+    /// Probability that a tile goes to validation.
+    #[arg(long = "val_prob", alias = "val-prob", default_value_t = 0.1)]
+    pub val_prob: f64,
+    /// Probability that a tile goes to test.
+    #[arg(long = "test_prob", alias = "test-prob", default_value_t = 0.2)]
+    pub test_prob: f64,
+    /// Seed of the split draw and of negative sampling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Replace an existing output directory.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl CreateDatasetArgs {
+    fn options(&self) -> CreateOptions {
+        let mut raw = RawOptions::new(self.platform);
+        raw.boundaries = self.boundaries;
+        raw.transcripts_file = self.transcripts_file.clone();
+        raw.boundaries_file = self.boundaries_file.clone();
+        let c = &mut raw.columns;
+        c.x = self.x_column.clone();
+        c.y = self.y_column.clone();
+        c.z = self.z_column.clone();
+        c.gene = self.gene_column.clone();
+        c.cell = self.cell_column.clone();
+        c.id = self.id_column.clone();
+        c.nuclear = self.nuclear_column.clone();
+        c.nuclear_value = self.nuclear_value.clone();
+        c.qv = self.qv_column.clone();
+        c.bd_id = self.boundary_id_column.clone();
+        c.bd_x = self.boundary_x_column.clone();
+        c.bd_y = self.boundary_y_column.clone();
+        c.bd_geometry = self.boundary_geometry_column.clone();
+        raw.min_qv = self.min_qv;
+        if let Some(p) = &self.drop_prefixes {
+            raw.drop_prefixes = p.iter().filter(|s| !s.is_empty()).cloned().collect();
+        }
+        raw.scale = self.scale;
+        raw.strict = self.strict;
+        raw.gene_embedding = self.gene_embedding.clone();
+        let mut o = CreateOptions::new(self.input.clone(), self.output.clone(), raw);
+        o.tiling = match self.max_transcripts_per_tile {
+            Some(m) => TileMode::Balanced { max_transcripts: m },
+            None => {
+                let side = self.tile_size.unwrap_or(DEFAULT_TILE_SIZE);
+                TileMode::Grid {
+                    width: self.tile_width.unwrap_or(side),
+                    height: self.tile_height.unwrap_or(side),
+                }
+            }
+        };
+        o.graph.margin = self.margin;
+        o.graph.k_tx = self.k_tx;
+        o.graph.dist_tx = self.dist_tx;
+        o.graph.k_bd = self.k_bd;
+        o.graph.dist_bd = self.dist_bd;
+        o.graph.neg_sampling_ratio = self.neg_sampling_ratio;
+        o.val_prob = self.val_prob;
+        o.test_prob = self.test_prob;
+        o.seed = self.seed;
+        o.overwrite = self.overwrite;
+        o
+    }
+}
+
+fn to_cli(e: DataError) -> CliError {
+    match &e {
+        DataError::Io { source, .. } if source.kind() != std::io::ErrorKind::NotFound => {
+            CliError::runtime(e)
+        }
+        _ => CliError::input(e),
+    }
+}
+
+fn print_summary(s: &Summary) {
+    let l = &s.load;
+    let t = &s.timings;
+    println!("dataset       {}", s.output.display());
+    println!(
+        "transcripts   {} read from {}",
+        l.rows,
+        l.transcripts_file.display()
+    );
+    for (p, n) in l.dropped_prefix.iter().filter(|(_, n)| **n > 0) {
+        println!("  dropped     {n:>10}  gene prefix {p}");
+    }
+    if let Some(q) = l.min_qv {
+        println!("  dropped     {:>10}  qv < {q}", l.dropped_qv);
+    }
+    if l.dropped_no_embedding > 0 {
+        println!(
+            "  dropped     {:>10}  gene not in the embedding",
+            l.dropped_no_embedding
+        );
+    }
+    println!(
+        "  kept        {:>10}  ({} genes, {}-D{}{})",
+        l.kept,
+        s.genes,
+        if l.has_z { 3 } else { 2 },
+        if l.ids_from_rows {
+            ", ids = row numbers"
+        } else {
+            ""
+        },
+        if l.nuclear_from_polygons {
+            ", nuclear by point-in-polygon"
+        } else {
+            ""
+        }
+    );
+    if l.cell_without_polygon > 0 {
+        println!(
+            "  note        {:>10}  cell ids name no polygon ({} of them nuclear: no positive)",
+            l.cell_without_polygon, l.nuclear_without_polygon
+        );
+    }
+    println!(
+        "boundaries    {} kept of {} from {}",
+        l.boundaries_kept,
+        l.boundaries_read,
+        l.boundaries_file.display()
+    );
+    for (p, n) in &l.boundaries_skipped {
+        println!("  skipped     {n:>10}  {p}");
+    }
+    if l.rings_closed_implicitly > 0 {
+        println!(
+            "  note        {:>10}  rings closed implicitly",
+            l.rings_closed_implicitly
+        );
+    }
+    if l.boundary_duplicate_rows > 0 || l.multipart_geometries > 0 {
+        println!(
+            "  note        {:>10}  duplicate rows, {} multi-part geometries (largest kept)",
+            l.boundary_duplicate_rows, l.multipart_geometries
+        );
+    }
+    println!(
+        "tiles         train {}  val {}  test {}  ({} without positives, {} empty cells skipped)",
+        s.tiles.train, s.tiles.val, s.tiles.test, s.tiles_without_positives, s.empty_cells
+    );
+    println!(
+        "graph         {} tx nodes, {} bd nodes, {} tx-tx, {} tx-bd edges, {} positives, {} negatives",
+        s.tx_nodes, s.bd_nodes, s.tx_tx_edges, s.tx_bd_edges, s.positives, s.negatives
+    );
+    println!(
+        "time          {:.2} s wall ({:.0} transcripts/s), {:.1} MB written",
+        t.wall,
+        l.kept as f64 / t.wall.max(1e-9),
+        s.bytes as f64 / 1e6
+    );
+    println!(
+        "  stages      read {:.2}  filter {:.2}  features {:.2}  tile {:.2}  kNN {:.2}  labels {:.2}  write {:.2}  (CPU s)",
+        t.read, t.filter, t.features, t.tile, t.knn, t.labels, t.write
+    );
+}
+
+/// Runs `segger create_dataset`.
+pub fn run(args: CreateDatasetArgs) -> Result<(), CliError> {
+    if let Some(n) = args.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n.max(1))
+            .build_global()
+            .map_err(|e| CliError::runtime(anyhow::anyhow!("thread pool: {e}")))?;
+    }
+    let opts = args.options();
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(4));
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} [{elapsed_precise}]")
+            .expect("valid template"),
+    );
+    bar.set_message("loading transcripts and boundaries");
+    bar.enable_steady_tick(std::time::Duration::from_millis(250));
+    // The transcript rate counts from the first tile, not from the start of loading.
+    let tiles_start: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let on_progress = |p: Progress| {
+        let t0 = *tiles_start.get_or_init(|| {
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} tiles {pos}/{len} {wide_bar} {msg} [{elapsed_precise}]",
+                )
+                .expect("valid template"),
+            );
+            Instant::now()
+        });
+        bar.set_length(p.tiles_total as u64);
+        bar.set_position(p.tiles_done as u64);
+        let rate = p.transcripts_done as f64 / t0.elapsed().as_secs_f64().max(1e-3);
+        bar.set_message(format!("{rate:.0} transcripts/s"));
+    };
+    let res = create_dataset(&opts, &on_progress);
+    bar.finish_and_clear();
+    let summary = res.map_err(to_cli)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&summary).expect("summary serialises")
+        );
+    } else {
+        print_summary(&summary);
+    }
+    Ok(())
+}

@@ -1,0 +1,805 @@
+//! Dataset creation: raw sample → tiles → `segger-dataset/1` directory.
+//!
+//! [`create_dataset`] loads the sample ([`crate::raw::load`]), plans the tiles
+//! ([`crate::tiling::plan`]), builds every tile's graph in parallel ([`build_tile`]) and
+//! writes it straight away, so memory holds the sample plus one tile per worker thread. The
+//! output is written into a temporary sibling directory that is renamed into place at the end.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use segger_graph::knn::{knn_bipartite, knn_same, KnnParams};
+use segger_graph::negative::sample_labels;
+use segger_graph::{
+    EdgeStore, EdgeType, HeteroGraph, NodeFeatures, NodeIds, NodeStore, NodeType, BELONGS,
+    NEIGHBORS_BD, NEIGHBORS_TX,
+};
+use serde::Serialize;
+
+use crate::dataset::{DatasetInfo, Split, SplitCounts, DATASET_FORMAT};
+use crate::error::DataError;
+use crate::raw::{self, RawOptions, Sample, NO_CELL};
+use crate::tile::{tile_to_bytes, Tile, TileBounds};
+use crate::tiling::{self, BucketIndex, PlannedTile, Rect, TileMode};
+
+/// Graph construction parameters of a tile.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct GraphParams {
+    /// Neighbours per transcript in `tx__neighbors__tx`.
+    pub k_tx: usize,
+    /// Radius of `tx__neighbors__tx` (µm).
+    pub dist_tx: f32,
+    /// Boundaries per transcript in `tx__neighbors__bd`.
+    pub k_bd: usize,
+    /// Radius of `tx__neighbors__bd` (µm), transcript to boundary centroid.
+    pub dist_bd: f32,
+    /// Negatives per positive in the labels.
+    pub neg_sampling_ratio: f64,
+    /// Context margin around each tile's core (µm).
+    pub margin: f64,
+}
+
+impl Default for GraphParams {
+    fn default() -> Self {
+        Self {
+            k_tx: 3,
+            dist_tx: 5.0,
+            k_bd: 3,
+            dist_bd: 15.0,
+            neg_sampling_ratio: 5.0,
+            margin: 10.0,
+        }
+    }
+}
+
+/// Default tile side (µm) of the grid tiling.
+pub const DEFAULT_TILE_SIZE: f64 = 50.0;
+
+/// Everything `create_dataset` needs.
+#[derive(Debug, Clone, Serialize)]
+pub struct CreateOptions {
+    /// The raw sample directory.
+    pub input: PathBuf,
+    /// The dataset directory to create.
+    pub output: PathBuf,
+    /// How to read the sample.
+    pub raw: RawOptions,
+    /// How to tile it.
+    pub tiling: TileMode,
+    /// How to build each tile's graph.
+    pub graph: GraphParams,
+    /// Probability that a tile with positives goes to validation.
+    pub val_prob: f64,
+    /// Probability that a tile with positives goes to test.
+    pub test_prob: f64,
+    /// Seed of the split draw and the negative sampling.
+    pub seed: u64,
+    /// Replace an existing output directory.
+    pub overwrite: bool,
+}
+
+impl CreateOptions {
+    /// Defaults for a platform: 50 µm grid tiles with a 10 µm margin, val 0.1, test 0.2,
+    /// seed 0.
+    pub fn new(input: PathBuf, output: PathBuf, raw: RawOptions) -> Self {
+        Self {
+            input,
+            output,
+            raw,
+            tiling: TileMode::Grid {
+                width: DEFAULT_TILE_SIZE,
+                height: DEFAULT_TILE_SIZE,
+            },
+            graph: GraphParams::default(),
+            val_prob: 0.1,
+            test_prob: 0.2,
+            seed: 0,
+            overwrite: false,
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let g = &self.graph;
+        let pos = |v: f64| v.is_finite() && v > 0.0;
+        if !pos(g.dist_tx as f64) || !pos(g.dist_bd as f64) {
+            return Err("dist_tx and dist_bd must be positive".into());
+        }
+        if !(g.margin.is_finite() && g.margin >= 0.0) {
+            return Err("margin must be ≥ 0".into());
+        }
+        if !(g.neg_sampling_ratio.is_finite() && g.neg_sampling_ratio >= 0.0) {
+            return Err("neg_sampling_ratio must be ≥ 0".into());
+        }
+        let prob = |p: f64| (0.0..=1.0).contains(&p);
+        if !prob(self.val_prob) || !prob(self.test_prob) || self.val_prob + self.test_prob > 1.0 {
+            return Err("val_prob and test_prob must lie in [0, 1] and add up to at most 1".into());
+        }
+        match self.tiling {
+            TileMode::Grid { width, height } if !pos(width) || !pos(height) => {
+                Err("tile_width and tile_height must be positive".into())
+            }
+            TileMode::Balanced { max_transcripts: 0 } => {
+                Err("max_transcripts_per_tile must be positive".into())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Progress of the tile phase, for a progress bar.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    /// Tiles written.
+    pub tiles_done: usize,
+    /// Tiles planned.
+    pub tiles_total: usize,
+    /// Core transcripts of the written tiles.
+    pub transcripts_done: u64,
+}
+
+/// Seconds per stage. Per-tile stages are summed over worker threads (CPU seconds); `wall` is
+/// the elapsed time of the whole run.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Timings {
+    /// Decoding the input files (summed over threads).
+    pub read: f64,
+    /// Filtering and mapping transcript rows (summed over threads).
+    pub filter: f64,
+    /// Polygon validation and features (wall).
+    pub features: f64,
+    /// Loading in all (wall): read + filter + features + vocabulary + duplicate check.
+    pub load_wall: f64,
+    /// Planning tiles and building the spatial index (wall) plus gathering each tile's nodes
+    /// (summed).
+    pub tile: f64,
+    /// kNN graphs (summed).
+    pub knn: f64,
+    /// Positives and negative sampling (summed).
+    pub labels: f64,
+    /// Serialising and writing tile files (summed).
+    pub write: f64,
+    /// The parallel tile phase (wall).
+    pub tiles_wall: f64,
+    /// The whole run (wall).
+    pub wall: f64,
+}
+
+/// What one built tile holds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct TileStats {
+    /// Transcripts in the core.
+    pub core: usize,
+    /// Transcript nodes (core + margin).
+    pub tx: usize,
+    /// Boundary nodes.
+    pub bd: usize,
+    /// `tx__neighbors__tx` edges.
+    pub tx_tx: usize,
+    /// `tx__neighbors__bd` edges.
+    pub tx_bd: usize,
+    /// Positive `tx__belongs__bd` pairs.
+    pub positives: usize,
+    /// Sampled negatives.
+    pub negatives: usize,
+    /// Seconds gathering nodes.
+    pub tile_s: f64,
+    /// Seconds in kNN.
+    pub knn_s: f64,
+    /// Seconds in labels.
+    pub labels_s: f64,
+}
+
+/// The outcome of [`create_dataset`].
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// The dataset directory written.
+    pub output: PathBuf,
+    /// What loading read and dropped.
+    pub load: raw::LoadReport,
+    /// Vocabulary size (genes).
+    pub genes: usize,
+    /// Tiles per split.
+    pub tiles: SplitCounts,
+    /// Tiles without positives (all in test).
+    pub tiles_without_positives: usize,
+    /// Grid cells without core transcripts (not written).
+    pub empty_cells: usize,
+    /// Transcripts in tile cores (equals the kept transcripts).
+    pub core_transcripts: u64,
+    /// Transcript nodes over all tiles (cores + margins).
+    pub tx_nodes: u64,
+    /// Boundary nodes over all tiles.
+    pub bd_nodes: u64,
+    /// `tx__neighbors__tx` edges.
+    pub tx_tx_edges: u64,
+    /// `tx__neighbors__bd` edges.
+    pub tx_bd_edges: u64,
+    /// Positive pairs.
+    pub positives: u64,
+    /// Negative pairs.
+    pub negatives: u64,
+    /// Bytes of tile files.
+    pub bytes: u64,
+    /// Stage timings.
+    pub timings: Timings,
+}
+
+/// Spatial indexes shared by all tiles of a sample.
+pub struct SampleIndex {
+    tx: BucketIndex,
+    bd: BucketIndex,
+    /// The largest distance from a boundary's centroid to its envelope's edge.
+    bd_reach: f64,
+}
+
+impl SampleIndex {
+    /// Indexes a sample's transcripts and boundary centroids.
+    pub fn new(s: &Sample) -> Self {
+        let tx = BucketIndex::new(&s.tx.x, &s.tx.y, 32);
+        let cx: Vec<f32> = s.bd.centroid.iter().map(|c| c[0]).collect();
+        let cy: Vec<f32> = s.bd.centroid.iter().map(|c| c[1]).collect();
+        let bd = BucketIndex::new(&cx, &cy, 4);
+        let bd_reach =
+            s.bd.bbox
+                .iter()
+                .zip(&s.bd.centroid)
+                .map(|(b, c)| {
+                    [c[0] - b[0], b[2] - c[0], c[1] - b[1], b[3] - c[1]]
+                        .into_iter()
+                        .fold(0.0f32, f32::max) as f64
+                })
+                .fold(0.0, f64::max);
+        Self { tx, bd, bd_reach }
+    }
+}
+
+/// Builds the graph of the tile with core `rect`. Transcript nodes are those within `margin`
+/// of the core, in input order; boundary nodes are those whose envelope meets that region, in
+/// input order. Returns `None` when the core holds no transcript.
+pub fn build_tile(
+    s: &Sample,
+    index: &SampleIndex,
+    rect: &Rect,
+    p: &GraphParams,
+    seed: u64,
+) -> Result<Option<(Tile, TileStats)>, DataError> {
+    let t0 = Instant::now();
+    let outer = rect.grow(p.margin);
+    let nodes = tiling::points_in(&index.tx, &s.tx.x, &s.tx.y, &outer);
+    let core = nodes
+        .iter()
+        .filter(|&&i| rect.contains(s.tx.x[i as usize] as f64, s.tx.y[i as usize] as f64))
+        .count();
+    if core == 0 {
+        return Ok(None);
+    }
+    let reach = outer.grow(index.bd_reach);
+    let mut bds: Vec<u32> = Vec::new();
+    index.bd.candidates(&reach, |b| {
+        let e = s.bd.bbox[b as usize];
+        let (x0, y0, x1, y1) = (e[0] as f64, e[1] as f64, e[2] as f64, e[3] as f64);
+        if x1 >= outer.x0 && x0 < outer.x1 && y1 >= outer.y0 && y0 < outer.y1 {
+            bds.push(b);
+        }
+    });
+    bds.sort_unstable();
+
+    let dim = if s.tx.z.is_some() { 3 } else { 2 };
+    let n = nodes.len();
+    let mut pos = Vec::with_capacity(n * dim);
+    let mut xy = Vec::with_capacity(n * 2);
+    for &i in &nodes {
+        let i = i as usize;
+        pos.push(s.tx.x[i]);
+        pos.push(s.tx.y[i]);
+        xy.push(s.tx.x[i]);
+        xy.push(s.tx.y[i]);
+        if let Some(z) = &s.tx.z {
+            pos.push(z[i]);
+        }
+    }
+    let x = match &s.embedding {
+        None => NodeFeatures::Tokens(
+            nodes
+                .iter()
+                .map(|&i| s.tx.gene[i as usize] as i64)
+                .collect(),
+        ),
+        Some(e) => {
+            let mut values = Vec::with_capacity(n * e.width);
+            for &i in &nodes {
+                let g = s.tx.gene[i as usize] as usize;
+                values.extend_from_slice(&e.values[g * e.width..(g + 1) * e.width]);
+            }
+            NodeFeatures::Dense {
+                values,
+                width: e.width,
+            }
+        }
+    };
+    let ids: Vec<i64> = nodes.iter().map(|&i| s.tx.id[i as usize]).collect();
+    let mut bd_pos = Vec::with_capacity(bds.len() * 2);
+    let mut bd_x = Vec::with_capacity(bds.len() * 4);
+    let mut bd_ids = Vec::with_capacity(bds.len());
+    for &b in &bds {
+        let b = b as usize;
+        bd_pos.extend_from_slice(&s.bd.centroid[b]);
+        bd_x.extend_from_slice(&s.bd.features[b]);
+        bd_ids.push(s.bd.ids[b].clone());
+    }
+    let t1 = Instant::now();
+
+    let graph_err = |e: segger_graph::GraphError| DataError::Format {
+        path: PathBuf::from(format!("tile at x={} y={}", rect.x0, rect.y0)),
+        field: "graph".into(),
+        problem: e.to_string(),
+    };
+    let tt = knn_same(&pos, dim, KnnParams::new(p.k_tx, p.dist_tx)).map_err(graph_err)?;
+    let tb = if bds.is_empty() {
+        Default::default()
+    } else {
+        knn_bipartite(&xy, &bd_pos, 2, KnnParams::new(p.k_bd, p.dist_bd)).map_err(graph_err)?
+    };
+    let t2 = Instant::now();
+
+    // Positives: the transcript's own boundary is a node of this tile and the transcript lies
+    // in it (the instrument's flag, or point-in-polygon without one).
+    let mut pos_src = Vec::new();
+    let mut pos_dst = Vec::new();
+    for (li, &i) in nodes.iter().enumerate() {
+        let i = i as usize;
+        let c = s.tx.cell[i];
+        if c == NO_CELL {
+            continue;
+        }
+        let Ok(lb) = bds.binary_search(&c) else {
+            continue;
+        };
+        let inside = match &s.tx.nuclear {
+            Some(f) => f[i],
+            None => s.bd.contains(c as usize, s.tx.x[i], s.tx.y[i]),
+        };
+        if inside {
+            pos_src.push(li as i64);
+            pos_dst.push(lb as i64);
+        }
+    }
+    let mut belongs = EdgeStore::new(pos_src.clone(), pos_dst.clone());
+    let mut negatives = 0;
+    if !pos_src.is_empty() {
+        let labels = sample_labels(&pos_src, &pos_dst, bds.len(), p.neg_sampling_ratio, seed);
+        negatives = labels.src.len() - pos_src.len();
+        belongs.labels = Some(labels);
+    }
+    let t3 = Instant::now();
+
+    let stats = TileStats {
+        core,
+        tx: n,
+        bd: bds.len(),
+        tx_tx: tt.src.len(),
+        tx_bd: tb.src.len(),
+        positives: pos_src.len(),
+        negatives,
+        tile_s: (t1 - t0).as_secs_f64(),
+        knn_s: (t2 - t1).as_secs_f64(),
+        labels_s: (t3 - t2).as_secs_f64(),
+    };
+    let mut edges = std::collections::BTreeMap::new();
+    edges.insert(
+        EdgeType::parse(NEIGHBORS_TX).expect("valid key"),
+        EdgeStore::new(tt.src, tt.dst),
+    );
+    edges.insert(
+        EdgeType::parse(NEIGHBORS_BD).expect("valid key"),
+        EdgeStore::new(tb.src, tb.dst),
+    );
+    edges.insert(EdgeType::parse(BELONGS).expect("valid key"), belongs);
+    let graph = HeteroGraph {
+        tx: NodeStore {
+            x,
+            pos,
+            pos_dim: dim,
+            ids: NodeIds::Int(ids),
+        },
+        bd: NodeStore {
+            x: NodeFeatures::Dense {
+                values: bd_x,
+                width: 4,
+            },
+            pos: bd_pos,
+            pos_dim: 2,
+            ids: NodeIds::Str(bd_ids),
+        },
+        edges,
+    };
+    debug_assert_eq!(graph.num_nodes(NodeType::Bd), bds.len());
+    let bounds = TileBounds {
+        x: rect.x0,
+        y: rect.y0,
+        width: exact_span(rect.x0, rect.x1),
+        height: exact_span(rect.y0, rect.y1),
+        margin: p.margin,
+    };
+    Ok(Some((
+        Tile {
+            graph,
+            bounds: Some(bounds),
+        },
+        stats,
+    )))
+}
+
+/// `b - a`, nudged by ulps when needed so that `a + span == b` exactly: readers then recover the
+/// core's edges from the `tile` metadata (`x`, `x + width`) without rounding. (Always exact
+/// when `a` and `b` are within a factor 2 of each other, as tile edges of a sample away from
+/// the origin are; elsewhere best effort.)
+pub fn exact_span(a: f64, b: f64) -> f64 {
+    let mut w = b - a;
+    for _ in 0..4 {
+        let e = a + w;
+        if e == b {
+            break;
+        }
+        w = if e < b { w.next_up() } else { w.next_down() };
+    }
+    w
+}
+
+/// The split of a tile: test without positives, otherwise a seeded draw.
+pub fn draw_split(
+    seed: u64,
+    tile: usize,
+    has_positives: bool,
+    val_prob: f64,
+    test_prob: f64,
+) -> Split {
+    if !has_positives {
+        return Split::Test;
+    }
+    let mut rng =
+        ChaCha8Rng::seed_from_u64(seed ^ (tile as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let u: f64 = rng.random();
+    if u < val_prob {
+        Split::Val
+    } else if u < val_prob + test_prob {
+        Split::Test
+    } else {
+        Split::Train
+    }
+}
+
+fn tile_seed(seed: u64, tile: usize) -> u64 {
+    seed.wrapping_add(0xD1B5_4A32_D192_ED03u64.wrapping_mul(tile as u64 + 1))
+}
+
+/// Unique file names for the planned tiles (`TileBounds::file_name`, with `_k` appended on
+/// the rare collisions of tiles whose rounded bounds coincide).
+fn file_names(tiles: &[PlannedTile], margin: f64) -> Vec<String> {
+    let mut seen = HashSet::new();
+    tiles
+        .iter()
+        .map(|t| {
+            let b = TileBounds {
+                x: t.rect.x0,
+                y: t.rect.y0,
+                width: exact_span(t.rect.x0, t.rect.x1),
+                height: exact_span(t.rect.y0, t.rect.y1),
+                margin,
+            };
+            let base = b.file_name();
+            let mut name = base.clone();
+            let mut k = 1;
+            while !seen.insert(name.clone()) {
+                name = base.replace(".safetensors", &format!("_{k}.safetensors"));
+                k += 1;
+            }
+            name
+        })
+        .collect()
+}
+
+fn temp_sibling(output: &Path, tag: &str) -> PathBuf {
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "dataset".into());
+    let parent = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    parent.join(format!(".{name}.{tag}-{}", std::process::id()))
+}
+
+/// Removes temporary siblings (`.NAME.tmp-PID`, `.NAME.old-PID`) left by killed runs whose
+/// process no longer exists (Linux: no `/proc/PID`). Elsewhere nothing is removed.
+fn remove_stale_temporaries(output: &Path) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Some(name) = output.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return;
+    };
+    let parent = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        let pid = ["tmp", "old"].iter().find_map(|tag| {
+            file.strip_prefix(&format!(".{name}.{tag}-"))
+                .and_then(|p| p.parse::<u32>().ok())
+        });
+        if let Some(pid) = pid {
+            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+                tracing::info!("removing {} left by an interrupted run", e.path().display());
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}
+
+/// Removes a directory on drop unless disarmed.
+struct Cleanup(Option<PathBuf>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_dir_all(p);
+        }
+    }
+}
+
+/// Builds a dataset from a raw sample. `progress` is called after every tile.
+pub fn create_dataset(
+    opts: &CreateOptions,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<Summary, DataError> {
+    let t_start = Instant::now();
+    opts.check().map_err(|problem| DataError::Dataset {
+        path: opts.output.clone(),
+        problem,
+    })?;
+    if opts.output.exists() && !opts.overwrite {
+        return Err(DataError::Dataset {
+            path: opts.output.clone(),
+            problem: "output already exists (pass --overwrite to replace it)".into(),
+        });
+    }
+    if let Some(parent) = opts.output.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| DataError::io(parent, e))?;
+    }
+
+    let sample = raw::load(&opts.input, &opts.raw)?;
+    let load_wall = t_start.elapsed().as_secs_f64();
+    tracing::debug!(
+        "loaded {} transcripts ({} genes) and {} boundaries in {:.2} s",
+        sample.tx.len(),
+        sample.vocab.len(),
+        sample.bd.len(),
+        load_wall
+    );
+
+    let t_tile = Instant::now();
+    let plan = tiling::plan(&sample.tx.x, &sample.tx.y, opts.tiling).map_err(|problem| {
+        DataError::Dataset {
+            path: opts.input.clone(),
+            problem,
+        }
+    })?;
+    if sample.bd.is_empty() {
+        tracing::warn!("no boundaries: every tile goes to test (no positives)");
+    }
+    let index = SampleIndex::new(&sample);
+    let names = file_names(&plan.tiles, opts.graph.margin);
+    let tile_plan_s = t_tile.elapsed().as_secs_f64();
+    let planned_core: u64 = plan.tiles.iter().map(|t| t.core as u64).sum();
+    if planned_core != sample.tx.len() as u64 {
+        return Err(DataError::Dataset {
+            path: opts.output.clone(),
+            problem: format!(
+                "internal error: tiles cover {planned_core} of {} transcripts",
+                sample.tx.len()
+            ),
+        });
+    }
+
+    remove_stale_temporaries(&opts.output);
+    let tmp = temp_sibling(&opts.output, "tmp");
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| DataError::io(&tmp, e))?;
+    }
+    let mut guard = Cleanup(Some(tmp.clone()));
+    for s in Split::ALL {
+        let d = tmp.join(s.dir_name()).join("processed");
+        std::fs::create_dir_all(&d).map_err(|e| DataError::io(&d, e))?;
+    }
+
+    let total = plan.tiles.len();
+    let done = AtomicUsize::new(0);
+    let done_tx = AtomicU64::new(0);
+    let progress_lock = Mutex::new(());
+    let t_tiles = Instant::now();
+    struct Written {
+        split: Split,
+        stats: TileStats,
+        bytes: u64,
+        write_s: f64,
+    }
+    let results: Vec<Option<Written>> = plan
+        .tiles
+        .par_iter()
+        .enumerate()
+        .map(|(ti, t)| {
+            let Some((tile, stats)) = build_tile(
+                &sample,
+                &index,
+                &t.rect,
+                &opts.graph,
+                tile_seed(opts.seed, ti),
+            )?
+            else {
+                return Ok(None);
+            };
+            let split = draw_split(
+                opts.seed,
+                ti,
+                stats.positives > 0,
+                opts.val_prob,
+                opts.test_prob,
+            );
+            let tw = Instant::now();
+            let path = tmp
+                .join(split.dir_name())
+                .join("processed")
+                .join(&names[ti]);
+            let bytes = tile_to_bytes(&tile).map_err(|problem| DataError::Format {
+                path: path.clone(),
+                field: "graph".into(),
+                problem,
+            })?;
+            std::fs::write(&path, &bytes).map_err(|e| DataError::io(&path, e))?;
+            let write_s = tw.elapsed().as_secs_f64();
+            let d = done.fetch_add(1, Ordering::Relaxed) + 1;
+            let dt = done_tx.fetch_add(stats.core as u64, Ordering::Relaxed) + stats.core as u64;
+            if let Ok(_g) = progress_lock.try_lock() {
+                progress(Progress {
+                    tiles_done: d,
+                    tiles_total: total,
+                    transcripts_done: dt,
+                });
+            }
+            Ok(Some(Written {
+                split,
+                stats,
+                bytes: bytes.len() as u64,
+                write_s,
+            }))
+        })
+        .collect::<Result<_, DataError>>()?;
+    let tiles_wall = t_tiles.elapsed().as_secs_f64();
+    progress(Progress {
+        tiles_done: done.load(Ordering::Relaxed),
+        tiles_total: total,
+        transcripts_done: done_tx.load(Ordering::Relaxed),
+    });
+
+    let mut summary = Summary {
+        output: opts.output.clone(),
+        load: sample.report.clone(),
+        genes: sample.vocab.len(),
+        tiles: SplitCounts::default(),
+        tiles_without_positives: 0,
+        empty_cells: plan.empty,
+        core_transcripts: 0,
+        tx_nodes: 0,
+        bd_nodes: 0,
+        tx_tx_edges: 0,
+        tx_bd_edges: 0,
+        positives: 0,
+        negatives: 0,
+        bytes: 0,
+        timings: Timings {
+            read: sample.report.read_s,
+            filter: sample.report.filter_s,
+            features: sample.report.features_s,
+            load_wall,
+            tile: tile_plan_s,
+            tiles_wall,
+            ..Default::default()
+        },
+    };
+    for w in results.into_iter().flatten() {
+        match w.split {
+            Split::Train => summary.tiles.train += 1,
+            Split::Val => summary.tiles.val += 1,
+            Split::Test => summary.tiles.test += 1,
+        }
+        let s = &w.stats;
+        if s.positives == 0 {
+            summary.tiles_without_positives += 1;
+        }
+        summary.core_transcripts += s.core as u64;
+        summary.tx_nodes += s.tx as u64;
+        summary.bd_nodes += s.bd as u64;
+        summary.tx_tx_edges += s.tx_tx as u64;
+        summary.tx_bd_edges += s.tx_bd as u64;
+        summary.positives += s.positives as u64;
+        summary.negatives += s.negatives as u64;
+        summary.bytes += w.bytes;
+        summary.timings.tile += s.tile_s;
+        summary.timings.knn += s.knn_s;
+        summary.timings.labels += s.labels_s;
+        summary.timings.write += w.write_s;
+    }
+    if summary.core_transcripts != sample.tx.len() as u64 {
+        return Err(DataError::Dataset {
+            path: opts.output.clone(),
+            problem: format!(
+                "internal error: tile cores hold {} of {} transcripts",
+                summary.core_transcripts,
+                sample.tx.len()
+            ),
+        });
+    }
+
+    let settings = serde_json::json!({
+        "platform": opts.raw.platform,
+        "input": opts.input,
+        "raw": opts.raw,
+        "tiling": opts.tiling,
+        "graph": opts.graph,
+        "val_prob": opts.val_prob,
+        "test_prob": opts.test_prob,
+        "seed": opts.seed,
+        "tx_features": match &sample.embedding {
+            None => serde_json::json!("tokens"),
+            Some(e) => serde_json::json!({"embedding": e.path, "width": e.width, "genes": sample.vocab}),
+        },
+        "pos_dim": if sample.tx.z.is_some() { 3 } else { 2 },
+        "load": sample.report,
+    });
+    let info = DatasetInfo {
+        format: DATASET_FORMAT.to_string(),
+        vocab: if sample.embedding.is_some() {
+            Vec::new()
+        } else {
+            sample.vocab.clone()
+        },
+        settings,
+        tiles: summary.tiles,
+    };
+    info.write(&tmp)?;
+    // Splits without tiles get no directory (readers treat a split directory as non-empty).
+    for s in Split::ALL {
+        let d = tmp.join(s.dir_name());
+        let empty = std::fs::read_dir(d.join("processed"))
+            .map(|mut r| r.next().is_none())
+            .unwrap_or(false);
+        if empty {
+            std::fs::remove_dir_all(&d).map_err(|e| DataError::io(&d, e))?;
+        }
+    }
+
+    // Move into place: the old dataset (with --overwrite) is moved aside first, then removed.
+    if opts.output.exists() {
+        let old = temp_sibling(&opts.output, "old");
+        std::fs::rename(&opts.output, &old).map_err(|e| DataError::io(&opts.output, e))?;
+        std::fs::rename(&tmp, &opts.output).map_err(|e| DataError::io(&opts.output, e))?;
+        let _ = std::fs::remove_dir_all(&old);
+    } else {
+        std::fs::rename(&tmp, &opts.output).map_err(|e| DataError::io(&opts.output, e))?;
+    }
+    guard.0 = None;
+    summary.timings.wall = t_start.elapsed().as_secs_f64();
+    Ok(summary)
+}

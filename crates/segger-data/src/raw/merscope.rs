@@ -1,0 +1,159 @@
+//! Vizgen MERSCOPE: `detected_transcripts.parquet` / `.csv` (`global_x`, `global_y`, `gene`,
+//! `cell_id`) and a boundary parquet with one WKB geometry per row (`EntityID`, `Geometry`;
+//! default files `cellpose_nucleus_micron_space.parquet` for nuclei and
+//! `cell_boundaries.parquet` / `cellpose_micron_space.parquet` for cells).
+//!
+//! Coordinates are in micrometres. `global_z` is a z-plane index, not micrometres, so the
+//! default is 2-D; pass `--z_column global_z` to use it. Transcript ids are row numbers
+//! unless `--id_column` names an integer column (MERSCOPE's `transcript_id` is a gene-level
+//! string). Several rows for one `EntityID` (one per z-plane) keep the largest polygon;
+//! multi-polygons keep their largest part; holes are ignored.
+
+use std::path::Path;
+
+use arrow_array::cast::AsArray;
+use arrow_array::Array;
+use arrow_schema::DataType;
+
+use super::columns::{self, col_err};
+use super::{
+    build_boundaries, find_file, for_each_batch, load_transcripts, split_names, wkb, BoundaryKind,
+    Defaults, LoadReport, RawOptions, RingGroups, Sample,
+};
+use crate::error::DataError;
+
+/// The MERSCOPE column names.
+pub(crate) const DEFAULTS: Defaults<'static> = Defaults {
+    x: "global_x",
+    y: "global_y",
+    z: None,
+    gene: "gene",
+    cell: &["cell_id"],
+    id: None,
+    nuclear: Some("overlaps_nucleus"),
+    nuclear_value: "1",
+    qv: None,
+};
+
+/// Reads WKB boundaries: `id` columns and a binary `geometry` column.
+pub(crate) fn read_wkb_rings(
+    file: &Path,
+    id: &[String],
+    geometry: &str,
+    scale: f64,
+) -> Result<RingGroups, DataError> {
+    let mut wanted = id.to_vec();
+    wanted.push(geometry.to_string());
+    let mut groups = RingGroups::default();
+    for_each_batch(file, &wanted, |b, row0| {
+        let keys = columns::joined_keys(b, file, id)?;
+        let arr = columns::require(b, file, geometry)?;
+        let get = |i: usize| -> Option<&[u8]> {
+            if arr.is_null(i) {
+                return None;
+            }
+            match arr.data_type() {
+                DataType::Binary => Some(arr.as_binary::<i32>().value(i)),
+                DataType::LargeBinary => Some(arr.as_binary::<i64>().value(i)),
+                DataType::BinaryView => Some(arr.as_binary_view().value(i)),
+                _ => None,
+            }
+        };
+        if !matches!(
+            arr.data_type(),
+            DataType::Binary | DataType::LargeBinary | DataType::BinaryView
+        ) {
+            return Err(col_err(
+                file,
+                geometry,
+                format!("wrong column type {}, expected WKB binary", arr.data_type()),
+            ));
+        }
+        for (i, k) in keys.iter().enumerate() {
+            let row = row0 + i as u64;
+            let Some(k) = k else {
+                return Err(col_err(
+                    file,
+                    &id.join(","),
+                    format!("null boundary id at row {row}"),
+                ));
+            };
+            let Some(bytes) = get(i) else {
+                return Err(col_err(
+                    file,
+                    geometry,
+                    format!("null geometry at row {row}"),
+                ));
+            };
+            let rings = wkb::parse(bytes)
+                .map_err(|e| col_err(file, geometry, format!("row {row}: {e}")))?;
+            if rings.parts.len() > 1 {
+                groups.multipart += 1;
+            }
+            let ring: Vec<[f64; 2]> = rings
+                .largest()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|p| [p[0] * scale, p[1] * scale])
+                .collect();
+            groups.push_ring(k, ring);
+        }
+        Ok(())
+    })?;
+    Ok(groups)
+}
+
+/// Loads a MERSCOPE output directory.
+pub fn load(input: &Path, opts: &RawOptions) -> Result<Sample, DataError> {
+    let tx_file = find_file(
+        input,
+        opts.transcripts_file.as_deref(),
+        &[
+            "detected_transcripts.parquet",
+            "detected_transcripts.csv",
+            "detected_transcripts.csv.gz",
+        ],
+        &[],
+        "transcripts",
+    )?;
+    let bd_names: &[&str] = match opts.boundaries {
+        BoundaryKind::Nucleus => &[
+            "cellpose_nucleus_micron_space.parquet",
+            "nucleus_boundaries.parquet",
+        ],
+        BoundaryKind::Cell => &["cell_boundaries.parquet", "cellpose_micron_space.parquet"],
+    };
+    let bd_file = find_file(
+        input,
+        opts.boundaries_file.as_deref(),
+        bd_names,
+        &[],
+        "boundaries",
+    )?;
+    let scale = opts.scale.unwrap_or(1.0);
+    let mut report = LoadReport {
+        boundaries_file: bd_file.clone(),
+        ..Default::default()
+    };
+    let id = split_names(opts.columns.bd_id.as_deref().unwrap_or("EntityID"));
+    let geometry = opts.columns.bd_geometry.as_deref().unwrap_or("Geometry");
+    let groups = read_wkb_rings(&bd_file, &id, geometry, scale)?;
+    let bd = build_boundaries(groups, &bd_file, &id.join(","), opts.strict, &mut report)?;
+    let (tx, vocab, embedding) = load_transcripts(
+        &tx_file,
+        &DEFAULTS,
+        &[],
+        opts,
+        &bd,
+        None,
+        scale,
+        &mut report,
+    )?;
+    Ok(Sample {
+        tx,
+        bd,
+        vocab,
+        embedding,
+        report,
+    })
+}
