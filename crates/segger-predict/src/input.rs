@@ -103,11 +103,57 @@ pub(crate) mod raw {
         }
     }
 
-    /// Builds tiles from the raw sample at `cfg.input`.
+    /// Builds tiles from the raw sample at `cfg.input` with the dataset-creation defaults
+    /// (`segger create_dataset`'s) into a temporary directory next to `--output`.
     pub(crate) fn build(cfg: &PredictConfig) -> Result<(ResolvedInput, RawTemp), PredictError> {
-        Err(PredictError::Input(format!(
-            "--input: {} is neither a dataset directory (dataset.json) nor a split directory (processed/)",
-            cfg.input.display()
-        )))
+        use segger_data::create::{create_dataset, CreateOptions};
+        use segger_data::raw::{Platform, RawOptions};
+        let platform: Platform = cfg
+            .platform
+            .as_deref()
+            .unwrap_or("xenium")
+            .parse()
+            .map_err(|e| PredictError::Input(format!("--platform: {e}")))?;
+        let parent = cfg
+            .output
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        let name = cfg
+            .output
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "segger_output".into());
+        let dir = parent.join(format!(".{name}.dataset-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(parent)
+            .map_err(|e| PredictError::Runtime(format!("{}: {e}", parent.display())))?;
+        let guard = RawTemp(dir.clone());
+        let mut opts =
+            CreateOptions::new(cfg.input.clone(), dir.clone(), RawOptions::new(platform));
+        opts.overwrite = true;
+        tracing::info!(
+            "{} is a raw {} sample: building tiles with the dataset-creation defaults",
+            cfg.input.display(),
+            platform
+        );
+        let summary = create_dataset(&opts, &|_| {}).map_err(|e| {
+            PredictError::Input(format!(
+                "--input: {} is neither a dataset (dataset.json), a split directory (processed/), nor a readable raw {platform} sample: {e}",
+                cfg.input.display()
+            ))
+        })?;
+        tracing::info!(
+            "built {} tiles",
+            summary.tiles.train + summary.tiles.val + summary.tiles.test
+        );
+        let mut resolved = super::resolve_tiles(&dir)?.ok_or_else(|| {
+            PredictError::Runtime(format!(
+                "{}: dataset creation wrote no dataset",
+                dir.display()
+            ))
+        })?;
+        resolved.kind = super::InputKind::Raw;
+        Ok((resolved, guard))
     }
 }
