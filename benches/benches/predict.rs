@@ -4,7 +4,8 @@
 //! Prints transcripts/s (whole run, I/O included) and the stage timings.
 //!
 //! Run: `cargo bench -p segger-benches --bench predict` (`SEGGER_PREDICT_TX` sets the number
-//! of transcripts, `SEGGER_PREDICT_CC=1` adds `--use_cc`).
+//! of transcripts, `SEGGER_PREDICT_TILE` the tile side in µm, `SEGGER_PREDICT_CC=1` adds
+//! `--use_cc`, `SEGGER_PREDICT_BATCH` the tiles per forward pass).
 
 use std::time::Instant;
 
@@ -23,10 +24,14 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
     let use_cc = std::env::var("SEGGER_PREDICT_CC").is_ok_and(|v| v == "1");
+    let tile: f64 = std::env::var("SEGGER_PREDICT_TILE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100.0);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let t0 = Instant::now();
-    let sample = segger_predict::synthetic::write_dataset(&data, n, 500, 100.0, 0).unwrap();
+    let sample = segger_predict::synthetic::write_dataset(&data, n, 500, tile, 0).unwrap();
     eprintln!(
         "wrote {} transcripts in {} tiles in {:.1} s",
         sample.transcripts,
@@ -55,9 +60,10 @@ fn main() {
     }
     let s = segger_predict::predict(&pc).unwrap();
     println!(
-        "predict: {} transcripts, {} tiles, use_cc={}: {:.1} s, {:.0} transcripts/s (tiles {:.1} s = wait {:.1} + model {:.1} + scoring {:.1}, resolve {:.2} s, write {:.2} s); {} cells, {:.1}% assigned",
+        "predict: {} transcripts, {} tiles of {} µm, use_cc={}: {:.1} s, {:.0} transcripts/s (tiles {:.1} s = wait {:.1} + model {:.1} + scoring {:.1}, resolve {:.2} s, write {:.2} s); {} cells, {:.1}% assigned",
         s.transcripts,
         s.tiles,
+        tile,
         use_cc,
         s.timings.total_s,
         s.transcripts_per_second,
