@@ -87,8 +87,11 @@ fn filtered_input(path: &Path) -> Vec<Raw> {
     out
 }
 
-/// `segger_transcripts.parquet`: id → (cell, assigned).
-fn predictions(path: &Path) -> (Vec<i64>, HashMap<i64, (Option<String>, bool)>) {
+/// Transcript id → (segger_cell_id, assigned).
+type Assignments = HashMap<i64, (Option<String>, bool)>;
+
+/// `segger_transcripts.parquet`: ids in file order and the assignments.
+fn predictions(path: &Path) -> (Vec<i64>, Assignments) {
     let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap())
         .unwrap()
         .build()
@@ -117,11 +120,7 @@ fn predictions(path: &Path) -> (Vec<i64>, HashMap<i64, (Option<String>, bool)>) 
 }
 
 /// Fraction of nuclear transcripts (whose nucleus has a polygon) assigned to their own nucleus.
-fn nuclear_accuracy(
-    input: &[Raw],
-    pred: &HashMap<i64, (Option<String>, bool)>,
-    nuclei: &HashSet<String>,
-) -> (f64, usize) {
+fn nuclear_accuracy(input: &[Raw], pred: &Assignments, nuclei: &HashSet<String>) -> (f64, usize) {
     let nuclear: Vec<&Raw> = input
         .iter()
         .filter(|r| r.nuclear && nuclei.contains(&r.cell))

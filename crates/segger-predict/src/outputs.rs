@@ -702,3 +702,92 @@ pub fn write_log(
     let path = dir.join(LOG_FILE);
     std::fs::write(&path, text).map_err(|e| rt(&path, e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn rec(id: i64, x: f32, cell: u32, score: f32) -> TxRecord {
+        TxRecord {
+            id,
+            x,
+            y: 0.5 * x,
+            z: f32::NAN,
+            gene: (id % 3) as u32,
+            cell,
+            score,
+        }
+    }
+
+    fn cfg(use_cc: bool, min: usize) -> PredictConfig {
+        let mut c = PredictConfig::new(PathBuf::new(), PathBuf::new(), PathBuf::new());
+        c.use_cc = use_cc;
+        c.min_transcripts = min;
+        c
+    }
+
+    #[test]
+    fn duplicates_keep_the_higher_score_and_empty_cells_disappear() {
+        let mut col = Collected::default();
+        let a = col.cells.intern("A");
+        let b = col.cells.intern("B");
+        col.records = vec![
+            rec(5, 1.0, a, 0.6),
+            rec(3, 2.0, NO_CELL, f32::NAN),
+            rec(5, 1.0, b, 0.9),
+            rec(7, 3.0, NO_CELL, 0.2),
+            rec(3, 2.0, NO_CELL, 0.1),
+        ];
+        let r = resolve(col, &cfg(false, 5));
+        assert_eq!(r.duplicates, 2);
+        let ids: Vec<i64> = r.records.iter().map(|r| r.id).collect();
+        assert_eq!(ids, [3, 5, 7]);
+        assert_eq!(r.records[0].score, 0.1, "a score beats no score");
+        assert_eq!(r.cell_ids, ["B"], "A lost its only transcript");
+        assert_eq!(r.records[1].cell, 0);
+        assert_eq!(r.aggs[0].count, 1);
+    }
+
+    #[test]
+    fn components_join_linked_unassigned_transcripts_with_fresh_ids() {
+        let mut col = Collected::default();
+        let a = col.cells.intern("segger-cc-1");
+        col.boundary_ids.insert("segger-cc-1".into());
+        col.records = (0..10)
+            .map(|i| rec(i, i as f32, if i == 9 { a } else { NO_CELL }, 0.1))
+            .collect();
+        // 0-1-2 (size 3), 4-5 (size 2), 8-9 where 9 is assigned (no link), 6 and 7 alone.
+        col.links = vec![(0, 1), (2, 1), (4, 5), (8, 9), (42, 0)];
+        let r = resolve(col, &cfg(true, 3));
+        let cell_of = |id: usize| {
+            let c = r.records[id].cell;
+            (c != NO_CELL).then(|| r.cell_ids[c as usize].clone())
+        };
+        let c0 = cell_of(0).unwrap();
+        assert_eq!(cell_of(1).as_ref(), Some(&c0));
+        assert_eq!(cell_of(2).as_ref(), Some(&c0));
+        assert!(
+            c0.starts_with("xsegger-cc-"),
+            "{c0} must not collide with input ids"
+        );
+        assert_eq!(
+            cell_of(4),
+            None,
+            "a component of 2 is below min_transcripts"
+        );
+        assert_eq!(cell_of(8), None);
+        assert_eq!(cell_of(9).as_deref(), Some("segger-cc-1"));
+        assert_eq!(r.components_dropped, 1);
+        assert_eq!(
+            r.cell_kinds
+                .iter()
+                .filter(|k| **k == CellKind::Component)
+                .count(),
+            1
+        );
+        let comp = r.cell_ids.iter().position(|c| *c == c0).unwrap();
+        assert_eq!(r.aggs[comp].count, 3);
+        assert_eq!(r.aggs[comp].genes, [(0, 1), (1, 1), (2, 1)]);
+    }
+}

@@ -200,11 +200,15 @@ pub(crate) struct Context<'a> {
     pub token_map: Option<Vec<i64>>,
 }
 
+/// Output gene names, dataset token → model token map (when not the identity), and the bound
+/// on the dataset's token ids.
+type VocabPlan = (Vec<String>, Option<Vec<i64>>, Option<usize>);
+
 /// Output gene names and the token mapping, from the dataset's and the model's vocabularies.
 fn vocab_plan(
     model: &ModelDir,
     data_vocab: Option<&Vec<String>>,
-) -> Result<(Vec<String>, Option<Vec<i64>>, Option<usize>), PredictError> {
+) -> Result<VocabPlan, PredictError> {
     let cfg = &model.config;
     if cfg.tx_features.is_some() {
         // Gene-embedding model: tiles carry features, not tokens.
