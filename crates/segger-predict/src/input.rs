@@ -105,7 +105,10 @@ pub(crate) mod raw {
 
     /// Builds tiles from the raw sample at `cfg.input` with the dataset-creation defaults
     /// (`segger create_dataset`'s) into a temporary directory next to `--output`.
-    pub(crate) fn build(cfg: &PredictConfig) -> Result<(ResolvedInput, RawTemp), PredictError> {
+    pub(crate) fn build(
+        cfg: &PredictConfig,
+        training: Option<&serde_json::Value>,
+    ) -> Result<(ResolvedInput, RawTemp), PredictError> {
         use segger_data::create::{create_dataset, CreateOptions};
         use segger_data::raw::{Platform, RawOptions};
         let platform: Platform = cfg
@@ -132,10 +135,18 @@ pub(crate) mod raw {
         let mut opts =
             CreateOptions::new(cfg.input.clone(), dir.clone(), RawOptions::new(platform));
         opts.overwrite = true;
+        if let Some(t) = training {
+            apply_training_settings(&mut opts, t);
+        }
         tracing::info!(
-            "{} is a raw {} sample: building tiles with the dataset-creation defaults",
+            "{} is a raw {} sample: building tiles with {}",
             cfg.input.display(),
-            platform
+            platform,
+            if training.is_some() {
+                "the training dataset's graph, tiling and filter settings"
+            } else {
+                "the dataset-creation defaults"
+            }
         );
         let summary = create_dataset(&opts, &|_| {}).map_err(|e| {
             PredictError::Input(format!(
@@ -155,5 +166,49 @@ pub(crate) mod raw {
         })?;
         resolved.kind = super::InputKind::Raw;
         Ok((resolved, guard))
+    }
+
+    /// Takes the training dataset's graph parameters, tiling, quality threshold and gene
+    /// prefixes (from its `dataset.json` settings), so that prediction tiles look like the
+    /// training tiles. Missing or malformed entries keep the defaults.
+    fn apply_training_settings(
+        opts: &mut segger_data::create::CreateOptions,
+        s: &serde_json::Value,
+    ) {
+        use segger_data::tiling::TileMode;
+        let f = |p: &str| s.pointer(p).and_then(serde_json::Value::as_f64);
+        let u = |p: &str| s.pointer(p).and_then(serde_json::Value::as_u64);
+        let g = &mut opts.graph;
+        if let Some(v) = u("/graph/k_tx") {
+            g.k_tx = v as usize;
+        }
+        if let Some(v) = f("/graph/dist_tx") {
+            g.dist_tx = v as f32;
+        }
+        if let Some(v) = u("/graph/k_bd") {
+            g.k_bd = v as usize;
+        }
+        if let Some(v) = f("/graph/dist_bd") {
+            g.dist_bd = v as f32;
+        }
+        if let Some(v) = f("/graph/margin") {
+            g.margin = v;
+        }
+        if let (Some(width), Some(height)) = (f("/tiling/grid/width"), f("/tiling/grid/height")) {
+            opts.tiling = TileMode::Grid { width, height };
+        } else if let Some(m) = u("/tiling/balanced/max_transcripts") {
+            opts.tiling = TileMode::Balanced {
+                max_transcripts: m as usize,
+            };
+        }
+        if let Some(q) = f("/raw/min_qv") {
+            opts.raw.min_qv = Some(q as f32);
+        }
+        if let Some(p) = s.pointer("/raw/drop_prefixes").and_then(|v| v.as_array()) {
+            opts.raw.drop_prefixes = p
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect();
+        }
     }
 }

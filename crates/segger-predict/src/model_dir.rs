@@ -31,6 +31,9 @@ pub struct ModelDir {
     pub vocab: Option<Vec<String>>,
     /// Where [`ModelDir::vocab`] came from.
     pub vocab_source: VocabSource,
+    /// The `settings` of the training dataset's `dataset.json`, when `run_config.json` leads
+    /// to it: a raw `--input` is tiled with the same graph and filter settings.
+    pub training_settings: Option<serde_json::Value>,
 }
 
 fn input(m: String) -> PredictError {
@@ -48,16 +51,14 @@ fn read_vocab_file(path: &Path) -> Result<Vec<String>, PredictError> {
     })
 }
 
-/// The vocabulary of the dataset a run was trained on, through `run_config.json`.
-fn vocab_from_run_config(dir: &Path) -> Option<(Vec<String>, PathBuf)> {
+/// The `dataset.json` of the dataset a run was trained on, through `run_config.json`.
+fn training_dataset(dir: &Path) -> Option<(segger_data::DatasetInfo, PathBuf)> {
     let text = std::fs::read_to_string(dir.join("run_config.json")).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
     let train_dir = PathBuf::from(v.get("train_dir")?.as_str()?);
     for root in [train_dir.parent()?.to_path_buf(), train_dir.clone()] {
         if let Ok(info) = segger_data::DatasetInfo::read(&root) {
-            if !info.vocab.is_empty() {
-                return Some((info.vocab, root.join("dataset.json")));
-            }
+            return Some((info, root.join("dataset.json")));
         }
     }
     None
@@ -116,13 +117,17 @@ impl ModelDir {
                     .collect::<String>()
             )));
         }
+        let training = training_dataset(dir);
         let (vocab, vocab_source) = if dir.join("vocab.json").is_file() {
             (
                 Some(read_vocab_file(&dir.join("vocab.json"))?),
                 VocabSource::VocabJson,
             )
-        } else if let Some((v, p)) = vocab_from_run_config(dir) {
-            (Some(v), VocabSource::TrainingDataset(p))
+        } else if let Some((info, p)) = training.as_ref().filter(|(i, _)| !i.vocab.is_empty()) {
+            (
+                Some(info.vocab.clone()),
+                VocabSource::TrainingDataset(p.clone()),
+            )
         } else {
             (None, VocabSource::Unknown)
         };
@@ -141,6 +146,7 @@ impl ModelDir {
             config,
             vocab,
             vocab_source,
+            training_settings: training.map(|(i, _)| i.settings),
         })
     }
 

@@ -347,7 +347,7 @@ pub fn predict(cfg: &PredictConfig) -> Result<PredictSummary, PredictError> {
         Some(r) => (r, None),
         None => {
             let t = Instant::now();
-            let (r, tmp) = crate::input::raw::build(cfg)?;
+            let (r, tmp) = crate::input::raw::build(cfg, model.training_settings.as_ref())?;
             timings.create_dataset_s = t.elapsed().as_secs_f64();
             (r, Some(tmp))
         }
