@@ -16,7 +16,8 @@ pub struct PredictArgs {
     #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
     /// A dataset directory (dataset.json + *_tiles/processed), one split directory, or a raw
-    /// sample directory (tiles are then built with the dataset-creation defaults).
+    /// sample directory (tiles are then built with the training dataset's settings when the
+    /// model's run_config.json leads to them, else with create_dataset's defaults).
     #[arg(long, value_name = "DIR")]
     pub input: PathBuf,
     /// Output directory; it must not exist unless --overwrite.
