@@ -33,8 +33,15 @@ pub struct PredictArgs {
     #[arg(long = "score_cut", alias = "score-cut", default_value_t = 0.5)]
     pub score_cut: f32,
     /// Group unassigned transcripts into new cells (connected components of similar
-    /// neighbours).
-    #[arg(long = "use_cc", alias = "use-cc")]
+    /// neighbours). A bare flag, or a value as the reference spells it (`--use_cc True`).
+    #[arg(
+        long = "use_cc",
+        alias = "use-cc",
+        num_args = 0..=1,
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub use_cc: bool,
     /// Neighbours per transcript considered for --use_cc links.
     #[arg(long = "k_tx", alias = "k-tx", default_value_t = 5)]

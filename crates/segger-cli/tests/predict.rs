@@ -204,7 +204,7 @@ fn predicts_every_transcript_once_and_writes_every_output() {
     let o = predict(&model, &data, &out, &[]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("--overwrite"), "{}", stderr(&o));
-    let o = predict(&model, &data, &out, &["--overwrite"]);
+    let o = predict(&model, &data, &out, &["--overwrite", "--use_cc", "False"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let log: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("segmentation_log.json")).unwrap())
