@@ -153,9 +153,15 @@ pub fn run(args: InspectArgs) -> Result<(), CliError> {
                 "split", "tiles", "tx", "bd", "positives", "label pairs"
             );
             for (name, s) in v["splits"].as_object().into_iter().flatten() {
+                let n = |k: &str| s[k].as_u64().unwrap_or(0);
                 println!(
                     "{:<12} {:>7} {:>10} {:>8} {:>10} {:>12}",
-                    name, s["tiles"], s["tx"], s["bd"], s["positives"], s["label_pairs"]
+                    name,
+                    n("tiles"),
+                    n("tx"),
+                    n("bd"),
+                    n("positives"),
+                    n("label_pairs")
                 );
             }
             let errs = v["errors"].as_array().cloned().unwrap_or_default();

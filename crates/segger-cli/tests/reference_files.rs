@@ -162,3 +162,57 @@ fn imported_checkpoint_loads_as_segger_model_weights() {
     );
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+#[test]
+fn converted_lung_tiles_train() {
+    let d = scratch("convert-train");
+    let input = d.join("segger");
+    for (split, stem) in [
+        ("train_tiles", "tiles_x=2247_y=2199_w=33_h=35"),
+        ("val_tiles", "tiles_x=2218_y=2110_w=14_h=16"),
+    ] {
+        let dir = input.join(split).join("processed");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::os::unix::fs::symlink(
+            fixtures().join(format!("{stem}.pt")),
+            dir.join(format!("{stem}.pt")),
+        )
+        .unwrap();
+    }
+    let out = d.join("out");
+    let (code, _, err) = segger(&[
+        "convert",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let run = d.join("run");
+    let (code, _, err) = segger(&[
+        "train",
+        "--train_dir",
+        out.join("train_tiles").to_str().unwrap(),
+        "--val_dir",
+        out.join("val_tiles").to_str().unwrap(),
+        "--epochs",
+        "3",
+        "--accelerator",
+        "cpu",
+        "--learning_rate",
+        "0.003",
+        "--default_root_dir",
+        run.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    let losses: Vec<f64> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(2).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(losses.len(), 3);
+    assert!(losses[2] < losses[0], "loss did not fall: {losses:?}");
+    assert!(run.join("model.safetensors").is_file());
+    std::fs::remove_dir_all(&d).unwrap();
+}

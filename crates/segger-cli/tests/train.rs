@@ -258,3 +258,63 @@ fn bad_input_exits_2_and_writes_nothing() {
         assert!(!run.exists(), "{args:?} wrote {}", run.display());
     }
 }
+
+#[test]
+fn lung_dataset_trains_loss_falls_30_percent_in_20_epochs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("lung");
+    let raw = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/xenium_lung_10k");
+    let out = bin()
+        .args(["create_dataset", "--platform", "xenium", "--input"])
+        .arg(&raw)
+        .arg("--output")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = tmp.path().join("run");
+    let out = bin()
+        .args(train_args(
+            &data.join("train_tiles"),
+            &data.join("val_tiles"),
+            &run,
+        ))
+        .args([
+            "--epochs",
+            "20",
+            "--batch_size_train",
+            "1",
+            "--learning_rate",
+            "0.003",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = rows(&run);
+    assert_eq!(rows.len(), 20);
+    let loss = |r: &Vec<String>| r[2].parse::<f64>().unwrap();
+    assert!(
+        loss(&rows[19]) <= 0.7 * loss(&rows[0]),
+        "training loss {} -> {}",
+        loss(&rows[0]),
+        loss(&rows[19])
+    );
+    for r in &rows {
+        let auroc: f64 = r[4].parse().unwrap();
+        assert!(
+            auroc.is_finite() && (0.0..=1.0).contains(&auroc),
+            "AUROC not reported: {r:?}"
+        );
+        let wall: f64 = r[6].parse().unwrap();
+        let tps: f64 = r[7].parse().unwrap();
+        assert!(wall > 0.0 && tps > 0.0, "timing columns empty: {r:?}");
+    }
+}

@@ -86,7 +86,7 @@ pub struct CsvMetricLogger {
     names: HashMap<MetricId, String>,
     running: HashMap<(String, bool), f64>,
     train_stats: Arc<LoaderStats>,
-    pending_train: Option<(f64, f64, f64, u64)>,
+    valid_stats: Arc<LoaderStats>,
     step_offset: u64,
     epochs: usize,
 }
@@ -94,9 +94,12 @@ pub struct CsvMetricLogger {
 impl CsvMetricLogger {
     /// A logger writing `dir/metrics.csv`. Rows of epochs after `resume_epoch` found in an
     /// existing file are dropped (they belong to an interrupted run); `None` starts afresh.
+    /// `train_stats` and `valid_stats` are the loaders' bookkeeping, read for wall time,
+    /// transcripts/s, loader waits and the step count.
     pub fn new(
         dir: &Path,
         train_stats: Arc<LoaderStats>,
+        valid_stats: Arc<LoaderStats>,
         resume_epoch: Option<usize>,
         epochs: usize,
     ) -> Self {
@@ -115,7 +118,7 @@ impl CsvMetricLogger {
             names: HashMap::new(),
             running: HashMap::new(),
             train_stats,
-            pending_train: None,
+            valid_stats,
             step_offset,
             epochs,
         };
@@ -188,31 +191,43 @@ impl MetricLogger for CsvMetricLogger {
     }
 
     fn log_epoch_summary(&mut self, summary: EpochSummary) {
-        let s = &self.train_stats;
         match summary.split {
-            Split::Train => {
-                let wall = s.elapsed();
-                let tx = s.transcripts.load(std::sync::atomic::Ordering::Relaxed) as f64;
-                let steps = s.total_batches.load(std::sync::atomic::Ordering::Relaxed);
-                self.pending_train = Some((wall, tx, s.wait_seconds(), steps));
-            }
+            Split::Train => {}
             Split::Valid => {
-                let (train_wall, tx, wait, steps) =
-                    self.pending_train.take().unwrap_or((0.0, 0.0, 0.0, 0));
+                // burn-train numbers epochs from 1; the loaders count passes from 0. The loader
+                // figures are looked up by epoch because burn-train processes these events
+                // asynchronously, possibly after the next epoch has started.
+                let idx = summary.epoch_number.saturating_sub(1) as u64;
+                let train = self
+                    .train_stats
+                    .completed
+                    .lock()
+                    .unwrap()
+                    .get(&idx)
+                    .copied()
+                    .unwrap_or_default();
+                let valid = self
+                    .valid_stats
+                    .completed
+                    .lock()
+                    .unwrap()
+                    .get(&idx)
+                    .copied()
+                    .unwrap_or_default();
                 let row = EpochRow {
                     epoch: summary.epoch_number,
-                    step: self.step_offset + steps,
+                    step: self.step_offset + train.total_batches,
                     train_loss: self.value("loss", false),
                     validation_loss: self.value("loss", true),
                     validation_auroc: self.value("auroc", true) / 100.0,
                     validation_f1: self.value("fbeta", true) / 100.0,
-                    wall_seconds: s.elapsed(),
-                    transcripts_per_second: if train_wall > 0.0 {
-                        tx / train_wall
+                    wall_seconds: train.wall + valid.wall,
+                    transcripts_per_second: if train.wall > 0.0 {
+                        train.transcripts as f64 / train.wall
                     } else {
                         0.0
                     },
-                    loader_wait_seconds: wait,
+                    loader_wait_seconds: train.wait,
                 };
                 tracing::info!(
                     "epoch {}/{}: train_loss {:.4}  val_loss {:.4}  val_auroc {:.4}  val_f1 {:.4}  {:.0} tx/s  ({:.1} s, loader wait {:.2} s)",

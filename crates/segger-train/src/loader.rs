@@ -16,9 +16,24 @@ pub struct SeggerBatch<B: Backend> {
     pub num_tx: usize,
 }
 
+/// Figures of one completed pass over a loader (one epoch).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct EpochStats {
+    /// Wall seconds from the start of the pass to its last batch being consumed.
+    pub wall: f64,
+    /// Transcripts delivered.
+    pub transcripts: u64,
+    /// Seconds the consumer waited for data.
+    pub wait: f64,
+    /// Batches delivered since the start of the run, at the end of this pass.
+    pub total_batches: u64,
+}
+
 /// Throughput bookkeeping shared between a loader and the metric logger.
 #[derive(Debug, Default)]
 pub struct LoaderStats {
+    /// Completed passes, by epoch index (0-based, counted from the start of the run).
+    pub completed: Mutex<std::collections::HashMap<u64, EpochStats>>,
     /// Transcripts delivered in the current epoch.
     pub transcripts: AtomicU64,
     /// Batches delivered in the current epoch.
@@ -108,6 +123,8 @@ impl<B: Backend> TileBatchLoader<B> {
 
 struct Iter<'a, B: Backend> {
     inner: TileLoader,
+    epoch: u64,
+    recorded: bool,
     loader: &'a TileBatchLoader<B>,
     done: usize,
     total: usize,
@@ -118,8 +135,20 @@ impl<B: Backend> Iterator for Iter<'_, B> {
 
     fn next(&mut self) -> Option<Self::Item> {
         let t0 = Instant::now();
-        let res = self.inner.next()?;
         let stats = &self.loader.stats;
+        let Some(res) = self.inner.next() else {
+            if !self.recorded {
+                self.recorded = true;
+                let e = EpochStats {
+                    wall: stats.elapsed(),
+                    transcripts: stats.transcripts.load(Ordering::Relaxed),
+                    wait: stats.wait_seconds(),
+                    total_batches: stats.total_batches.load(Ordering::Relaxed),
+                };
+                stats.completed.lock().unwrap().insert(self.epoch, e);
+            }
+            return None;
+        };
         stats
             .wait_ns
             .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
@@ -172,6 +201,8 @@ impl<B: Backend> DataLoader<B, SeggerBatch<B>> for TileBatchLoader<B> {
             .loader_for(chunks, self.workers, 2 * self.workers);
         Box::new(Iter {
             inner,
+            epoch,
+            recorded: false,
             loader: self,
             done: 0,
             total,

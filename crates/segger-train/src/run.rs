@@ -523,7 +523,13 @@ where
         device.clone(),
     ));
     let stats = Arc::clone(&train_loader.stats);
-    let csv = CsvMetricLogger::new(root, Arc::clone(&stats), ctx.resume_epoch, cfg.epochs);
+    let csv = CsvMetricLogger::new(
+        root,
+        Arc::clone(&stats),
+        Arc::clone(&valid_loader.stats),
+        ctx.resume_epoch,
+        cfg.epochs,
+    );
     let recorder = AtomicRecorder::new(NamedMpkFileRecorder::<FullPrecisionSettings>::new());
     let strategy = if devices.len() == 1 {
         ExecutionStrategy::SingleDevice(device.clone())
