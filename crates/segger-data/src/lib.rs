@@ -14,6 +14,7 @@
 //! * [`torch`]: the reference implementation's own files, read without Python: PyG
 //!   `HeteroData` tiles (`processed/*.pt`, accepted wherever `.safetensors` tiles are) and
 //!   Lightning checkpoints (`.ckpt`), through a restricted zip + pickle reader.
+#![warn(missing_docs)]
 
 pub mod create;
 pub mod dataset;

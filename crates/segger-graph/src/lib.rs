@@ -11,6 +11,7 @@
 //!   bipartite, 2-D or 3-D.
 //! * [`negative`]: seeded negative sampling for the `tx-belongs-bd` link-prediction labels.
 //! * [`csr`]: destination-sorted (CSR) views of an edge list for message passing.
+#![warn(missing_docs)]
 
 mod batch;
 pub mod csr;

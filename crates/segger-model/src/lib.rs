@@ -12,6 +12,7 @@
 //!   the GATv2 attention-aggregation op, with a generic reference implementation and fused
 //!   kernels behind the same function.
 //! * [`decode`] and [`bce_with_logits`]: scoring and loss.
+#![warn(missing_docs)]
 
 mod config;
 mod gat;

@@ -14,6 +14,7 @@
 //!
 //! Per transcript, only a 32-byte record is kept between the tiles and the outputs; tiles,
 //! graphs and embeddings live for one batch.
+#![warn(missing_docs)]
 
 pub mod geometry;
 mod input;

@@ -12,6 +12,7 @@
 //! * [`CsvMetricLogger`]: `metrics.csv`, one row per epoch.
 //! * [`run::train`]: the whole `segger train` job (validation of inputs, backends, run
 //!   directory, checkpoints, resume, final `model.safetensors` + `config.json`, summary).
+#![warn(missing_docs)]
 
 mod csv;
 mod lit;
