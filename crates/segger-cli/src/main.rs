@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod convert;
 mod create_dataset;
+mod evaluate;
 mod import_checkpoint;
 /// mimalloc keeps freed pages for reuse: with glibc, every large tensor is a fresh mmap and
 /// its first touch a page fault (about a tenth of a training step).
@@ -16,6 +17,7 @@ mod import_checkpoint;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod inspect;
+mod simulate;
 mod train;
 
 /// Cell segmentation for imaging-based spatial transcriptomics (Xenium, MERSCOPE, CosMx).
@@ -40,6 +42,10 @@ enum Command {
     /// Import a Lightning checkpoint of the reference model as model.safetensors + config.json.
     #[command(name = "import_checkpoint", alias = "import-checkpoint")]
     ImportCheckpoint(import_checkpoint::ImportCheckpointArgs),
+    /// Write a simulated Xenium sample with a known truth (ground_truth.parquet).
+    Simulate(simulate::SimulateArgs),
+    /// Score a segmentation against a truth (accuracy, purity, completeness, ARI) and MECR.
+    Evaluate(evaluate::EvaluateArgs),
 }
 
 /// An error with the exit code the process should end with.
@@ -98,6 +104,8 @@ fn main() -> ExitCode {
         Command::Train(a) => train::run(a),
         Command::Convert(a) => convert::run(a),
         Command::ImportCheckpoint(a) => import_checkpoint::run(a),
+        Command::Simulate(a) => simulate::run(a),
+        Command::Evaluate(a) => evaluate::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
