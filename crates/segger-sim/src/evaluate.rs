@@ -121,7 +121,8 @@ fn check_unique(path: &Path, ids: &[i64]) -> Result<(), SimError> {
 /// file) with `transcript_id`, `segger_cell_id` (null = unassigned) and, optionally,
 /// `feature_name`.
 pub fn read_prediction(path: &Path) -> Result<Assignments, SimError> {
-    let file = if path.is_dir() {
+    let is_parquet = path.extension().is_some_and(|e| e == "parquet");
+    let file = if path.is_dir() || !is_parquet {
         path.join(PREDICTION_FILE)
     } else {
         path.to_path_buf()
