@@ -17,6 +17,7 @@ mod import_checkpoint;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod inspect;
+mod predict;
 mod simulate;
 mod train;
 
@@ -39,6 +40,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Rewrite a reference Segger dataset ({train,val,test}_tiles/processed/*.pt) as segger-tile/1.
     Convert(convert::ConvertArgs),
+    /// Assign every transcript to a cell with a trained model and write the segmentation.
+    Predict(predict::PredictArgs),
     /// Import a Lightning checkpoint of the reference model as model.safetensors + config.json.
     #[command(name = "import_checkpoint", alias = "import-checkpoint")]
     ImportCheckpoint(import_checkpoint::ImportCheckpointArgs),
@@ -102,6 +105,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => inspect::run(a),
         Command::CreateDataset(a) => create_dataset::run(*a),
         Command::Train(a) => train::run(a),
+        Command::Predict(a) => predict::run(a),
         Command::Convert(a) => convert::run(a),
         Command::ImportCheckpoint(a) => import_checkpoint::run(a),
         Command::Simulate(a) => simulate::run(a),

@@ -454,6 +454,23 @@ pub fn cuda_available() -> bool {
     }
 }
 
+/// The gene vocabulary of the dataset a split directory belongs to (`dataset.json` next to
+/// the split, or in it), when it has one. Saved as `vocab.json` next to the model so that
+/// prediction can map other samples' genes onto the model's tokens.
+pub fn training_vocab(train_dir: &Path) -> Option<Vec<String>> {
+    let dir = if train_dir.file_name().is_some_and(|n| n == "processed") {
+        train_dir.parent()?
+    } else {
+        train_dir
+    };
+    [dir.parent(), Some(dir)]
+        .into_iter()
+        .flatten()
+        .filter_map(|r| segger_data::DatasetInfo::read(r).ok())
+        .map(|i| i.vocab)
+        .find(|v| !v.is_empty())
+}
+
 fn write_json_atomic(path: &Path, value: &impl Serialize) -> Result<(), TrainError> {
     let text = serde_json::to_string_pretty(value).expect("serialisable");
     segger_data::tile::write_atomic(path, text.as_bytes())
@@ -556,6 +573,9 @@ where
     segger_model::pyg::save_pyg_state_dict(&trained, &model_path)
         .map_err(|e| TrainError::Runtime(e.to_string()))?;
     write_json_atomic(&root.join("config.json"), &cfg.model)?;
+    if let Some(vocab) = training_vocab(&cfg.train_dir) {
+        write_json_atomic(&root.join("vocab.json"), &vocab)?;
+    }
     let rows = read_metrics_csv(&root.join("metrics.csv"));
     Ok(TrainSummary {
         root: root.clone(),

@@ -1,0 +1,127 @@
+//! `segger predict`: assign every transcript to a cell with a trained model.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use segger_predict::{Accelerator, PredictConfig};
+
+use crate::CliError;
+
+/// Arguments of `segger predict`. Flags use the reference's spelling (`--score_cut`);
+/// kebab-case aliases (`--score-cut`) are accepted too.
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// A trained run's directory: model.safetensors and config.json (vocab.json when written
+    /// by `segger train`).
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// A dataset directory (dataset.json + *_tiles/processed), one split directory, or a raw
+    /// sample directory (tiles are then built with the training dataset's settings when the
+    /// model's run_config.json leads to them, else with create_dataset's defaults).
+    #[arg(long, value_name = "DIR")]
+    pub input: PathBuf,
+    /// Output directory; it must not exist unless --overwrite.
+    #[arg(long, value_name = "DIR")]
+    pub output: PathBuf,
+    /// Candidate boundaries per transcript.
+    #[arg(long = "k_bd", alias = "k-bd", default_value_t = 4)]
+    pub k_bd: usize,
+    /// Maximum distance (µm) from a transcript to a candidate boundary's centroid.
+    #[arg(long = "dist_bd", alias = "dist-bd", default_value_t = 12.0)]
+    pub dist_bd: f32,
+    /// Minimum score sigmoid(z_tx · z_bd) of an assignment (and of a --use_cc link).
+    #[arg(long = "score_cut", alias = "score-cut", default_value_t = 0.5)]
+    pub score_cut: f32,
+    /// Group unassigned transcripts into new cells (connected components of similar
+    /// neighbours). A bare flag, or a value as the reference spells it (`--use_cc True`).
+    #[arg(
+        long = "use_cc",
+        alias = "use-cc",
+        num_args = 0..=1,
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub use_cc: bool,
+    /// Neighbours per transcript considered for --use_cc links.
+    #[arg(long = "k_tx", alias = "k-tx", default_value_t = 5)]
+    pub k_tx: usize,
+    /// Maximum distance (µm) of a --use_cc link.
+    #[arg(long = "dist_tx", alias = "dist-tx", default_value_t = 5.0)]
+    pub dist_tx: f32,
+    /// Smallest --use_cc component kept as a cell.
+    #[arg(
+        long = "min_transcripts",
+        alias = "min-transcripts",
+        default_value_t = 5
+    )]
+    pub min_transcripts: usize,
+    /// Backend: cpu, wgpu, cuda or auto (cuda when built in and present, else cpu).
+    #[arg(long, default_value = "auto")]
+    pub accelerator: String,
+    /// Tiles per forward pass.
+    #[arg(long = "batch_size", alias = "batch-size", default_value_t = 1)]
+    pub batch_size: usize,
+    /// Background threads reading tiles.
+    #[arg(long = "num_workers", alias = "num-workers", default_value_t = 2)]
+    pub num_workers: usize,
+    /// Raw input only: xenium, merscope or cosmx.
+    #[arg(long, default_value = "xenium")]
+    pub platform: String,
+    /// Replace an existing output directory.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `segger predict`.
+pub fn run(a: PredictArgs) -> Result<(), CliError> {
+    let accelerator: Accelerator = a
+        .accelerator
+        .parse()
+        .map_err(|e| CliError::input(anyhow::anyhow!("--accelerator: {e}")))?;
+    let mut cfg = PredictConfig::new(a.model, a.input, a.output);
+    cfg.k_bd = a.k_bd;
+    cfg.dist_bd = a.dist_bd;
+    cfg.score_cut = a.score_cut;
+    cfg.use_cc = a.use_cc;
+    cfg.k_tx = a.k_tx;
+    cfg.dist_tx = a.dist_tx;
+    cfg.min_transcripts = a.min_transcripts;
+    cfg.accelerator = accelerator;
+    cfg.batch_size = a.batch_size;
+    cfg.num_workers = a.num_workers;
+    cfg.overwrite = a.overwrite;
+    cfg.platform = Some(a.platform);
+    let s = segger_predict::predict(&cfg).map_err(|e| CliError {
+        code: e.exit_code(),
+        error: anyhow::anyhow!(e),
+    })?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&s).expect("summary serialises")
+        );
+        return Ok(());
+    }
+    println!(
+        "segger predict: {} transcripts in {} tiles on {} in {:.1} s ({:.0} transcripts/s)",
+        s.transcripts, s.tiles, s.backend, s.timings.total_s, s.transcripts_per_second
+    );
+    println!(
+        "  assigned   {:.1}%: {} to boundaries, {} to components, {} unassigned",
+        s.assigned_percent, s.assigned_to_boundary, s.assigned_to_component, s.unassigned
+    );
+    println!(
+        "  cells      {} ({} boundaries, {} components; {} components dropped)",
+        s.cells, s.boundary_cells, s.component_cells, s.components_dropped
+    );
+    println!(
+        "  per cell   median {} transcripts (quartiles {} / {})",
+        s.transcripts_per_cell.median, s.transcripts_per_cell.q1, s.transcripts_per_cell.q3
+    );
+    println!("  output     {}", s.output.display());
+    Ok(())
+}

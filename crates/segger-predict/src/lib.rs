@@ -1,0 +1,30 @@
+//! # segger-predict
+//!
+//! Segmentation with a trained Segger model: every transcript of a sample is assigned to a
+//! cell, tile by tile, and the results are written in the formats users load.
+//!
+//! * [`ModelDir`]: a trained run's directory (`model.safetensors`, `config.json`, and the gene
+//!   vocabulary in `vocab.json` or through `run_config.json`), checked before anything runs.
+//! * [`predict`]: the whole `segger predict` job: input checks, tiles streamed in batches
+//!   through the model on the chosen backend, transcript-to-boundary scores on fresh kNN
+//!   candidates, margins resolved (each transcript exactly once), optional connected components
+//!   of the unassigned transcripts, then the outputs ([`outputs`]) written to a temporary
+//!   directory and renamed into place.
+//! * [`geometry`]: convex hulls and polygon areas of cells.
+//!
+//! Per transcript, only a 32-byte record is kept between the tiles and the outputs; tiles,
+//! graphs and embeddings live for one batch.
+
+pub mod geometry;
+mod input;
+mod model_dir;
+pub mod outputs;
+mod run;
+mod state;
+pub mod synthetic;
+
+pub use input::{InputKind, ResolvedInput};
+pub use model_dir::{ModelDir, VocabSource};
+pub use run::{predict, PredictConfig, PredictError, PredictSummary, Quartiles, Timings};
+pub use segger_train::Accelerator;
+pub use state::{CellKind, TxRecord, NO_CELL, NO_GENE};

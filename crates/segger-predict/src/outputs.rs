@@ -1,0 +1,793 @@
+//! From the collected per-transcript results to the files users load.
+//!
+//! | file | content |
+//! |---|---|
+//! | `segger_transcripts.parquet` | `transcript_id`, `x`, `y`, `z`, `feature_name`, `segger_cell_id`, `score`, `assigned` |
+//! | `segger_cells.parquet` | `cell_id`, `x`, `y`, `transcript_count`, `area`, `source` |
+//! | `segger_adata.h5ad` | AnnData: cells × genes CSR counts, obs = cells (+ centroids), var = genes |
+//! | `segger_cell_boundaries.geojson` | a convex-hull polygon per cell (FeatureCollection) |
+//! | `segger_baysor_segmentation.csv` + `segger_baysor_polygons.json` | Baysor-style assignments and polygons for `xeniumranger import-segmentation` |
+//! | `segmentation_log.json` | settings, counts, timings |
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::builder::{BooleanBuilder, Float32Builder, StringBuilder};
+use arrow_array::{ArrayRef, Float32Array, Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::geometry::{cell_polygon, polygon_area};
+use crate::input::ResolvedInput;
+use crate::model_dir::ModelDir;
+use crate::run::{PredictConfig, PredictError, PredictSummary, Quartiles, Timings};
+use crate::state::{CellKind, Collected, TxRecord, UnionFind, NO_CELL, NO_GENE};
+
+/// Name of the transcript table.
+pub const TRANSCRIPTS_FILE: &str = "segger_transcripts.parquet";
+/// Name of the cell table.
+pub const CELLS_FILE: &str = "segger_cells.parquet";
+/// Name of the AnnData file.
+pub const ADATA_FILE: &str = "segger_adata.h5ad";
+/// Name of the cell polygons.
+pub const BOUNDARIES_FILE: &str = "segger_cell_boundaries.geojson";
+/// Name of the Baysor-style transcript assignments.
+pub const BAYSOR_CSV_FILE: &str = "segger_baysor_segmentation.csv";
+/// Name of the Baysor-style polygons.
+pub const BAYSOR_POLYGONS_FILE: &str = "segger_baysor_polygons.json";
+/// Name of the log.
+pub const LOG_FILE: &str = "segmentation_log.json";
+
+/// Padding (µm) of the box drawn for a cell whose transcripts have no hull with an area.
+const DEGENERATE_PAD: f64 = 0.5;
+
+/// One cell's aggregates.
+#[derive(Debug, Clone)]
+pub struct CellAgg {
+    /// Centroid x (mean of its transcripts).
+    pub x: f64,
+    /// Centroid y.
+    pub y: f64,
+    /// Transcripts.
+    pub count: u32,
+    /// Area of the convex hull of its transcripts (0 for fewer than 3 non-collinear points).
+    pub area: f64,
+    /// Closed polygon ring drawn for the cell.
+    pub ring: Vec<[f64; 2]>,
+    /// `(gene, count)` sorted by gene.
+    pub genes: Vec<(u32, u32)>,
+}
+
+/// The final segmentation: unique transcripts sorted by id, cells with at least one
+/// transcript.
+#[derive(Debug)]
+pub struct Resolved {
+    /// Records sorted by transcript id, each id once; `cell` indexes `cell_ids`.
+    pub records: Vec<TxRecord>,
+    /// Cell ids.
+    pub cell_ids: Vec<String>,
+    /// Cell kinds.
+    pub cell_kinds: Vec<CellKind>,
+    /// Cell aggregates.
+    pub aggs: Vec<CellAgg>,
+    /// Duplicate decisions removed.
+    pub duplicates: usize,
+    /// Components below `min_transcripts`.
+    pub components_dropped: usize,
+    /// Tiles predicted.
+    pub tiles: usize,
+}
+
+/// A prefix no boundary id starts with, so `prefix + number` cannot collide with one.
+fn component_prefix(boundary_ids: &HashSet<String>) -> String {
+    let mut prefix = "segger-cc-".to_string();
+    while boundary_ids.iter().any(|b| b.starts_with(&prefix)) {
+        prefix.insert(0, 'x');
+    }
+    prefix
+}
+
+/// De-duplicates (higher score wins), groups unassigned transcripts into components
+/// (`use_cc`), drops empty cells and computes every cell's aggregates.
+pub fn resolve(col: Collected, cfg: &PredictConfig) -> Resolved {
+    let Collected {
+        mut records,
+        mut cells,
+        links,
+        boundary_ids,
+        tiles,
+        ..
+    } = col;
+    let key = |r: &TxRecord| if r.score.is_nan() { -1.0 } else { r.score };
+    records.par_sort_unstable_by(|a, b| a.id.cmp(&b.id).then(key(b).total_cmp(&key(a))));
+    let before = records.len();
+    records.dedup_by_key(|r| r.id);
+    let duplicates = before - records.len();
+    if duplicates > 0 {
+        tracing::warn!(
+            "{duplicates} transcripts were decided by more than one tile (no core bounds, or overlapping cores): the higher score was kept"
+        );
+    }
+
+    let mut components_dropped = 0;
+    if cfg.use_cc && !links.is_empty() {
+        let n = records.len();
+        let find = |id: i64| records.binary_search_by_key(&id, |r| r.id).ok();
+        let mut uf = UnionFind::new(n);
+        let mut linked = vec![false; n];
+        for (a, b) in links {
+            if let (Some(ia), Some(ib)) = (find(a), find(b)) {
+                if records[ia].cell == NO_CELL && records[ib].cell == NO_CELL {
+                    uf.union(ia as u32, ib as u32);
+                    linked[ia] = true;
+                    linked[ib] = true;
+                }
+            }
+        }
+        let prefix = component_prefix(&boundary_ids);
+        let mut comp: HashMap<u32, u32> = HashMap::new();
+        let mut dropped: HashSet<u32> = HashSet::new();
+        let mut next = 0usize;
+        for i in 0..n {
+            if !linked[i] {
+                continue;
+            }
+            let r = uf.find(i as u32);
+            if (uf.set_size(r) as usize) < cfg.min_transcripts {
+                dropped.insert(r);
+                continue;
+            }
+            let c = *comp.entry(r).or_insert_with(|| {
+                next += 1;
+                cells.push_component(format!("{prefix}{next}"))
+            });
+            records[i].cell = c;
+        }
+        components_dropped = dropped.len();
+    }
+
+    // Keep cells with transcripts, in order of first appearance in the table.
+    let mut counts = vec![0u32; cells.len()];
+    for r in &records {
+        if r.cell != NO_CELL {
+            counts[r.cell as usize] += 1;
+        }
+    }
+    let mut remap = vec![NO_CELL; cells.len()];
+    let mut cell_ids = Vec::new();
+    let mut cell_kinds = Vec::new();
+    for (i, &c) in counts.iter().enumerate() {
+        if c > 0 {
+            remap[i] = cell_ids.len() as u32;
+            cell_ids.push(std::mem::take(&mut cells.ids[i]));
+            cell_kinds.push(cells.kinds[i]);
+        }
+    }
+    for r in &mut records {
+        if r.cell != NO_CELL {
+            r.cell = remap[r.cell as usize];
+        }
+    }
+
+    // Group transcripts by cell (counting sort), then aggregate each cell in parallel.
+    let nc = cell_ids.len();
+    let mut offsets = vec![0usize; nc + 1];
+    for r in &records {
+        if r.cell != NO_CELL {
+            offsets[r.cell as usize + 1] += 1;
+        }
+    }
+    for i in 0..nc {
+        offsets[i + 1] += offsets[i];
+    }
+    let mut fill = offsets.clone();
+    let mut order = vec![0u32; offsets[nc]];
+    for (i, r) in records.iter().enumerate() {
+        if r.cell != NO_CELL {
+            let c = r.cell as usize;
+            order[fill[c]] = i as u32;
+            fill[c] += 1;
+        }
+    }
+    let aggs: Vec<CellAgg> = (0..nc)
+        .into_par_iter()
+        .map(|c| {
+            let members = &order[offsets[c]..offsets[c + 1]];
+            let pts: Vec<[f64; 2]> = members
+                .iter()
+                .map(|&i| {
+                    let r = &records[i as usize];
+                    [r.x as f64, r.y as f64]
+                })
+                .collect();
+            let n = pts.len() as f64;
+            let x = pts.iter().map(|p| p[0]).sum::<f64>() / n;
+            let y = pts.iter().map(|p| p[1]).sum::<f64>() / n;
+            let hull = crate::geometry::convex_hull(&pts);
+            let area = polygon_area(&hull);
+            let ring = cell_polygon(&pts, DEGENERATE_PAD);
+            let mut g: Vec<u32> = members
+                .iter()
+                .map(|&i| records[i as usize].gene)
+                .filter(|&g| g != NO_GENE)
+                .collect();
+            g.sort_unstable();
+            let mut genes: Vec<(u32, u32)> = Vec::new();
+            for v in g {
+                match genes.last_mut() {
+                    Some((gg, k)) if *gg == v => *k += 1,
+                    _ => genes.push((v, 1)),
+                }
+            }
+            CellAgg {
+                x,
+                y,
+                count: members.len() as u32,
+                area,
+                ring,
+                genes,
+            }
+        })
+        .collect();
+    Resolved {
+        records,
+        cell_ids,
+        cell_kinds,
+        aggs,
+        duplicates,
+        components_dropped,
+        tiles,
+    }
+}
+
+fn rt(path: &Path, e: impl std::fmt::Display) -> PredictError {
+    PredictError::Runtime(format!("{}: {e}", path.display()))
+}
+
+/// Writes every output file into `dir` and returns the counts (timings are filled in by the
+/// caller).
+pub fn write_all(
+    dir: &Path,
+    res: &Resolved,
+    genes: &[String],
+    _cfg: &PredictConfig,
+    input: &ResolvedInput,
+    backend: &str,
+) -> Result<PredictSummary, PredictError> {
+    let jobs: Vec<Box<dyn Fn() -> Result<(), PredictError> + Sync + Send + '_>> = vec![
+        Box::new(|| write_transcripts(&dir.join(TRANSCRIPTS_FILE), res, genes)),
+        Box::new(|| write_cells(&dir.join(CELLS_FILE), res)),
+        Box::new(|| write_h5ad(&dir.join(ADATA_FILE), res, genes)),
+        Box::new(|| write_geojson(&dir.join(BOUNDARIES_FILE), res)),
+        Box::new(|| {
+            write_baysor(
+                &dir.join(BAYSOR_CSV_FILE),
+                &dir.join(BAYSOR_POLYGONS_FILE),
+                res,
+                genes,
+            )
+        }),
+    ];
+    jobs.par_iter()
+        .map(|j| j())
+        .collect::<Result<Vec<()>, _>>()?;
+
+    let n = res.records.len();
+    let mut by_boundary = 0;
+    let mut by_component = 0;
+    for r in &res.records {
+        if r.cell != NO_CELL {
+            match res.cell_kinds[r.cell as usize] {
+                CellKind::Boundary => by_boundary += 1,
+                CellKind::Component => by_component += 1,
+            }
+        }
+    }
+    let mut per_cell: Vec<u32> = res.aggs.iter().map(|a| a.count).collect();
+    per_cell.sort_unstable();
+    let component_cells = res
+        .cell_kinds
+        .iter()
+        .filter(|k| **k == CellKind::Component)
+        .count();
+    Ok(PredictSummary {
+        output: dir.to_path_buf(),
+        backend: backend.to_string(),
+        input_kind: input.kind.clone(),
+        tiles: res.tiles,
+        transcripts: n,
+        assigned_to_boundary: by_boundary,
+        assigned_to_component: by_component,
+        unassigned: n - by_boundary - by_component,
+        assigned_percent: 100.0 * (by_boundary + by_component) as f64 / n.max(1) as f64,
+        cells: res.cell_ids.len(),
+        boundary_cells: res.cell_ids.len() - component_cells,
+        component_cells,
+        components_dropped: res.components_dropped,
+        transcripts_per_cell: Quartiles::of_sorted(&per_cell),
+        duplicates_resolved: res.duplicates,
+        transcripts_per_second: 0.0,
+        timings: Timings::default(),
+    })
+}
+
+const ROWS_PER_BATCH: usize = 1 << 16;
+
+fn parquet_writer(path: &Path, schema: Arc<Schema>) -> Result<ArrowWriter<File>, PredictError> {
+    let file = File::create(path).map_err(|e| rt(path, e))?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .build();
+    ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| rt(path, e))
+}
+
+/// `segger_transcripts.parquet`, sorted by transcript id.
+fn write_transcripts(path: &Path, res: &Resolved, genes: &[String]) -> Result<(), PredictError> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("transcript_id", DataType::Int64, false),
+        Field::new("x", DataType::Float32, false),
+        Field::new("y", DataType::Float32, false),
+        Field::new("z", DataType::Float32, true),
+        Field::new("feature_name", DataType::Utf8, true),
+        Field::new("segger_cell_id", DataType::Utf8, true),
+        Field::new("score", DataType::Float32, true),
+        Field::new("assigned", DataType::Boolean, false),
+    ]));
+    let mut w = parquet_writer(path, Arc::clone(&schema))?;
+    for chunk in res.records.chunks(ROWS_PER_BATCH) {
+        let ids = Int64Array::from_iter_values(chunk.iter().map(|r| r.id));
+        let xs = Float32Array::from_iter_values(chunk.iter().map(|r| r.x));
+        let ys = Float32Array::from_iter_values(chunk.iter().map(|r| r.y));
+        let mut zs = Float32Builder::with_capacity(chunk.len());
+        let mut scores = Float32Builder::with_capacity(chunk.len());
+        let mut feat = StringBuilder::with_capacity(chunk.len(), chunk.len() * 8);
+        let mut cell = StringBuilder::with_capacity(chunk.len(), chunk.len() * 12);
+        let mut assigned = BooleanBuilder::with_capacity(chunk.len());
+        for r in chunk {
+            zs.append_option((!r.z.is_nan()).then_some(r.z));
+            scores.append_option((!r.score.is_nan()).then_some(r.score));
+            feat.append_option(genes.get(r.gene as usize));
+            if r.cell == NO_CELL {
+                cell.append_null();
+                assigned.append_value(false);
+            } else {
+                cell.append_value(&res.cell_ids[r.cell as usize]);
+                assigned.append_value(res.cell_kinds[r.cell as usize] == CellKind::Boundary);
+            }
+        }
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(ids),
+            Arc::new(xs),
+            Arc::new(ys),
+            Arc::new(zs.finish()),
+            Arc::new(feat.finish()),
+            Arc::new(cell.finish()),
+            Arc::new(scores.finish()),
+            Arc::new(assigned.finish()),
+        ];
+        let batch = RecordBatch::try_new(Arc::clone(&schema), cols).map_err(|e| rt(path, e))?;
+        w.write(&batch).map_err(|e| rt(path, e))?;
+    }
+    w.close().map_err(|e| rt(path, e))?;
+    Ok(())
+}
+
+fn kind_name(k: CellKind) -> &'static str {
+    match k {
+        CellKind::Boundary => "boundary",
+        CellKind::Component => "component",
+    }
+}
+
+/// `segger_cells.parquet`: one row per cell.
+fn write_cells(path: &Path, res: &Resolved) -> Result<(), PredictError> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("cell_id", DataType::Utf8, false),
+        Field::new("x", DataType::Float64, false),
+        Field::new("y", DataType::Float64, false),
+        Field::new("transcript_count", DataType::Int64, false),
+        Field::new("area", DataType::Float64, false),
+        Field::new("source", DataType::Utf8, false),
+    ]));
+    let mut w = parquet_writer(path, Arc::clone(&schema))?;
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(res.cell_ids.iter())),
+        Arc::new(Float64Array::from_iter_values(res.aggs.iter().map(|a| a.x))),
+        Arc::new(Float64Array::from_iter_values(res.aggs.iter().map(|a| a.y))),
+        Arc::new(Int64Array::from_iter_values(
+            res.aggs.iter().map(|a| a.count as i64),
+        )),
+        Arc::new(Float64Array::from_iter_values(
+            res.aggs.iter().map(|a| a.area),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            res.cell_kinds.iter().map(|k| kind_name(*k)),
+        )),
+    ];
+    let batch = RecordBatch::try_new(Arc::clone(&schema), cols).map_err(|e| rt(path, e))?;
+    w.write(&batch).map_err(|e| rt(path, e))?;
+    w.close().map_err(|e| rt(path, e))?;
+    Ok(())
+}
+
+/// `segger_adata.h5ad`: AnnData's on-disk format (encoding 0.1.0), written with a pure-Rust
+/// HDF5 writer.
+fn write_h5ad(path: &Path, res: &Resolved, genes: &[String]) -> Result<(), PredictError> {
+    use hdf5_pure::{AttrValue, FileBuilder};
+    let s = |v: &str| AttrValue::VarLenString(v.to_string());
+    let mut indptr: Vec<i64> = Vec::with_capacity(res.aggs.len() + 1);
+    indptr.push(0);
+    let nnz: usize = res.aggs.iter().map(|a| a.genes.len()).sum();
+    let mut indices: Vec<i32> = Vec::with_capacity(nnz);
+    let mut data: Vec<f32> = Vec::with_capacity(nnz);
+    let mut gene_totals = vec![0i64; genes.len()];
+    for a in &res.aggs {
+        for &(g, k) in &a.genes {
+            if (g as usize) < genes.len() {
+                indices.push(g as i32);
+                data.push(k as f32);
+                gene_totals[g as usize] += k as i64;
+            }
+        }
+        indptr.push(indices.len() as i64);
+    }
+    let mut fb = FileBuilder::new();
+    fb.set_attr("encoding-type", s("anndata"));
+    fb.set_attr("encoding-version", s("0.1.0"));
+
+    let mut x = fb.create_group("X");
+    x.set_attr("encoding-type", s("csr_matrix"));
+    x.set_attr("encoding-version", s("0.1.0"));
+    x.set_attr(
+        "shape",
+        AttrValue::I64Array(vec![res.aggs.len() as i64, genes.len() as i64]),
+    );
+    x.create_dataset("data").with_f32_data(&data);
+    x.create_dataset("indices").with_i32_data(&indices);
+    x.create_dataset("indptr").with_i64_data(&indptr);
+    fb.add_group(x.finish());
+
+    let array_attrs = |d: &mut hdf5_pure::DatasetBuilder| {
+        d.set_attr("encoding-type", s("array"));
+        d.set_attr("encoding-version", s("0.2.0"));
+    };
+    let mut obs = fb.create_group("obs");
+    obs.set_attr("encoding-type", s("dataframe"));
+    obs.set_attr("encoding-version", s("0.2.0"));
+    obs.set_attr("_index", s("cell_id"));
+    obs.set_attr(
+        "column-order",
+        AttrValue::VarLenStringArray(
+            ["x", "y", "transcript_count", "area"]
+                .iter()
+                .map(|v| v.to_string())
+                .collect(),
+        ),
+    );
+    let ids: Vec<&str> = res.cell_ids.iter().map(String::as_str).collect();
+    let d = obs.create_dataset("cell_id").with_vlen_strings(&ids);
+    d.set_attr("encoding-type", s("string-array"));
+    d.set_attr("encoding-version", s("0.2.0"));
+    let xs: Vec<f64> = res.aggs.iter().map(|a| a.x).collect();
+    let ys: Vec<f64> = res.aggs.iter().map(|a| a.y).collect();
+    let counts: Vec<i64> = res.aggs.iter().map(|a| a.count as i64).collect();
+    let areas: Vec<f64> = res.aggs.iter().map(|a| a.area).collect();
+    array_attrs(obs.create_dataset("x").with_f64_data(&xs));
+    array_attrs(obs.create_dataset("y").with_f64_data(&ys));
+    array_attrs(
+        obs.create_dataset("transcript_count")
+            .with_i64_data(&counts),
+    );
+    array_attrs(obs.create_dataset("area").with_f64_data(&areas));
+    fb.add_group(obs.finish());
+
+    let mut var = fb.create_group("var");
+    var.set_attr("encoding-type", s("dataframe"));
+    var.set_attr("encoding-version", s("0.2.0"));
+    var.set_attr("_index", s("gene"));
+    var.set_attr(
+        "column-order",
+        AttrValue::VarLenStringArray(vec!["n_transcripts".to_string()]),
+    );
+    let names: Vec<&str> = genes.iter().map(String::as_str).collect();
+    let d = var.create_dataset("gene").with_vlen_strings(&names);
+    d.set_attr("encoding-type", s("string-array"));
+    d.set_attr("encoding-version", s("0.2.0"));
+    array_attrs(
+        var.create_dataset("n_transcripts")
+            .with_i64_data(&gene_totals),
+    );
+    fb.add_group(var.finish());
+
+    let mut obsm = fb.create_group("obsm");
+    obsm.set_attr("encoding-type", s("dict"));
+    obsm.set_attr("encoding-version", s("0.1.0"));
+    let spatial: Vec<f64> = res.aggs.iter().flat_map(|a| [a.x, a.y]).collect();
+    let d = obsm
+        .create_dataset("spatial")
+        .with_f64_data(&spatial)
+        .with_shape(&[res.aggs.len() as u64, 2]);
+    array_attrs(d);
+    fb.add_group(obsm.finish());
+    for name in ["varm", "obsp", "varp", "layers", "uns"] {
+        let mut g = fb.create_group(name);
+        g.set_attr("encoding-type", s("dict"));
+        g.set_attr("encoding-version", s("0.1.0"));
+        fb.add_group(g.finish());
+    }
+    fb.write(path).map_err(|e| rt(path, e))
+}
+
+/// A JSON string literal.
+fn js(s: &str) -> String {
+    serde_json::to_string(s).expect("strings serialise")
+}
+
+fn ring_json(ring: &[[f64; 2]]) -> String {
+    let mut out = String::with_capacity(ring.len() * 24);
+    out.push('[');
+    for (i, p) in ring.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&format!("[{},{}]", p[0], p[1]));
+    }
+    out.push(']');
+    out
+}
+
+/// `segger_cell_boundaries.geojson`: a FeatureCollection with one Polygon per cell.
+fn write_geojson(path: &Path, res: &Resolved) -> Result<(), PredictError> {
+    let f = File::create(path).map_err(|e| rt(path, e))?;
+    let mut w = BufWriter::new(f);
+    let io = |e: std::io::Error| rt(path, e);
+    w.write_all(b"{\"type\":\"FeatureCollection\",\"features\":[")
+        .map_err(io)?;
+    for (c, a) in res.aggs.iter().enumerate() {
+        if c > 0 {
+            w.write_all(b",\n").map_err(io)?;
+        }
+        let id = js(&res.cell_ids[c]);
+        write!(
+            w,
+            "{{\"type\":\"Feature\",\"id\":{id},\"geometry\":{{\"type\":\"Polygon\",\"coordinates\":[{}]}},\"properties\":{{\"cell_id\":{id},\"objectType\":\"cell\",\"transcript_count\":{},\"area\":{},\"source\":\"{}\"}}}}",
+            ring_json(&a.ring),
+            a.count,
+            a.area,
+            kind_name(res.cell_kinds[c])
+        )
+        .map_err(io)?;
+    }
+    w.write_all(b"]}\n").map_err(io)?;
+    w.flush().map_err(io)
+}
+
+/// A CSV field, quoted when it holds a comma, a quote or a line break.
+fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\"")).into()
+    } else {
+        s.into()
+    }
+}
+
+/// Baysor's `segmentation.csv` layout (`transcript_id, cell, is_noise, x, y, z, gene,
+/// assignment_confidence`) and its polygon GeometryCollection, for `xeniumranger
+/// import-segmentation --transcript-assignment ... --viz-polygons ...`.
+fn write_baysor(
+    csv: &Path,
+    polygons: &Path,
+    res: &Resolved,
+    genes: &[String],
+) -> Result<(), PredictError> {
+    let f = File::create(csv).map_err(|e| rt(csv, e))?;
+    let mut w = BufWriter::with_capacity(1 << 20, f);
+    let io = |e: std::io::Error| rt(csv, e);
+    w.write_all(b"transcript_id,cell,is_noise,x,y,z,gene,assignment_confidence\n")
+        .map_err(io)?;
+    for r in &res.records {
+        let (cell, noise) = if r.cell == NO_CELL {
+            ("", "true")
+        } else {
+            (res.cell_ids[r.cell as usize].as_str(), "false")
+        };
+        let gene = genes.get(r.gene as usize).map_or("", String::as_str);
+        let z = if r.z.is_nan() { 0.0 } else { r.z };
+        let conf = if r.score.is_nan() { 0.0 } else { r.score };
+        writeln!(
+            w,
+            "{},{},{},{},{},{},{},{}",
+            r.id,
+            csv_field(cell),
+            noise,
+            r.x,
+            r.y,
+            z,
+            csv_field(gene),
+            conf
+        )
+        .map_err(io)?;
+    }
+    w.flush().map_err(io)?;
+
+    let f = File::create(polygons).map_err(|e| rt(polygons, e))?;
+    let mut w = BufWriter::new(f);
+    let io = |e: std::io::Error| rt(polygons, e);
+    w.write_all(b"{\"type\":\"GeometryCollection\",\"geometries\":[")
+        .map_err(io)?;
+    for (c, a) in res.aggs.iter().enumerate() {
+        if c > 0 {
+            w.write_all(b",\n").map_err(io)?;
+        }
+        write!(
+            w,
+            "{{\"type\":\"Polygon\",\"coordinates\":[{}],\"cell\":{}}}",
+            ring_json(&a.ring),
+            js(&res.cell_ids[c])
+        )
+        .map_err(io)?;
+    }
+    w.write_all(b"]}\n").map_err(io)?;
+    w.flush().map_err(io)
+}
+
+#[derive(Serialize)]
+struct Log<'a> {
+    format: &'static str,
+    settings: &'a PredictConfig,
+    model: serde_json::Value,
+    input: serde_json::Value,
+    backend: &'a str,
+    counts: serde_json::Value,
+    timings: &'a Timings,
+    transcripts_per_second: f64,
+    outputs: Vec<&'static str>,
+}
+
+/// `segmentation_log.json`: the settings, the counts and the timings.
+pub fn write_log(
+    dir: &Path,
+    cfg: &PredictConfig,
+    model: &ModelDir,
+    input: &ResolvedInput,
+    s: &PredictSummary,
+) -> Result<(), PredictError> {
+    let log = Log {
+        format: "segger-segmentation-log/1",
+        settings: cfg,
+        model: serde_json::json!({
+            "dir": model.dir,
+            "config": model.config,
+            "vocabulary": model.vocab_source,
+        }),
+        input: serde_json::json!({
+            "kind": input.kind,
+            "splits": input.splits,
+            "dataset_settings": input.settings,
+        }),
+        backend: &s.backend,
+        counts: serde_json::json!({
+            "tiles": s.tiles,
+            "transcripts": s.transcripts,
+            "assigned_to_boundary": s.assigned_to_boundary,
+            "assigned_to_component": s.assigned_to_component,
+            "unassigned": s.unassigned,
+            "assigned_percent": s.assigned_percent,
+            "cells": s.cells,
+            "boundary_cells": s.boundary_cells,
+            "component_cells": s.component_cells,
+            "components_dropped": s.components_dropped,
+            "transcripts_per_cell": s.transcripts_per_cell,
+            "duplicates_resolved": s.duplicates_resolved,
+        }),
+        timings: &s.timings,
+        transcripts_per_second: s.transcripts_per_second,
+        outputs: vec![
+            TRANSCRIPTS_FILE,
+            CELLS_FILE,
+            ADATA_FILE,
+            BOUNDARIES_FILE,
+            BAYSOR_CSV_FILE,
+            BAYSOR_POLYGONS_FILE,
+        ],
+    };
+    let text = serde_json::to_string_pretty(&log).expect("log serialises");
+    let path = dir.join(LOG_FILE);
+    std::fs::write(&path, text).map_err(|e| rt(&path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn rec(id: i64, x: f32, cell: u32, score: f32) -> TxRecord {
+        TxRecord {
+            id,
+            x,
+            y: 0.5 * x,
+            z: f32::NAN,
+            gene: (id % 3) as u32,
+            cell,
+            score,
+        }
+    }
+
+    fn cfg(use_cc: bool, min: usize) -> PredictConfig {
+        let mut c = PredictConfig::new(PathBuf::new(), PathBuf::new(), PathBuf::new());
+        c.use_cc = use_cc;
+        c.min_transcripts = min;
+        c
+    }
+
+    #[test]
+    fn duplicates_keep_the_higher_score_and_empty_cells_disappear() {
+        let mut col = Collected::default();
+        let a = col.cells.intern("A");
+        let b = col.cells.intern("B");
+        col.records = vec![
+            rec(5, 1.0, a, 0.6),
+            rec(3, 2.0, NO_CELL, f32::NAN),
+            rec(5, 1.0, b, 0.9),
+            rec(7, 3.0, NO_CELL, 0.2),
+            rec(3, 2.0, NO_CELL, 0.1),
+        ];
+        let r = resolve(col, &cfg(false, 5));
+        assert_eq!(r.duplicates, 2);
+        let ids: Vec<i64> = r.records.iter().map(|r| r.id).collect();
+        assert_eq!(ids, [3, 5, 7]);
+        assert_eq!(r.records[0].score, 0.1, "a score beats no score");
+        assert_eq!(r.cell_ids, ["B"], "A lost its only transcript");
+        assert_eq!(r.records[1].cell, 0);
+        assert_eq!(r.aggs[0].count, 1);
+    }
+
+    #[test]
+    fn components_join_linked_unassigned_transcripts_with_fresh_ids() {
+        let mut col = Collected::default();
+        let a = col.cells.intern("segger-cc-1");
+        col.boundary_ids.insert("segger-cc-1".into());
+        col.records = (0..10)
+            .map(|i| rec(i, i as f32, if i == 9 { a } else { NO_CELL }, 0.1))
+            .collect();
+        // 0-1-2 (size 3), 4-5 (size 2), 8-9 where 9 is assigned (no link), 6 and 7 alone.
+        col.links = vec![(0, 1), (2, 1), (4, 5), (8, 9), (42, 0)];
+        let r = resolve(col, &cfg(true, 3));
+        let cell_of = |id: usize| {
+            let c = r.records[id].cell;
+            (c != NO_CELL).then(|| r.cell_ids[c as usize].clone())
+        };
+        let c0 = cell_of(0).unwrap();
+        assert_eq!(cell_of(1).as_ref(), Some(&c0));
+        assert_eq!(cell_of(2).as_ref(), Some(&c0));
+        assert!(
+            c0.starts_with("xsegger-cc-"),
+            "{c0} must not collide with input ids"
+        );
+        assert_eq!(
+            cell_of(4),
+            None,
+            "a component of 2 is below min_transcripts"
+        );
+        assert_eq!(cell_of(8), None);
+        assert_eq!(cell_of(9).as_deref(), Some("segger-cc-1"));
+        assert_eq!(r.components_dropped, 1);
+        assert_eq!(
+            r.cell_kinds
+                .iter()
+                .filter(|k| **k == CellKind::Component)
+                .count(),
+            1
+        );
+        let comp = r.cell_ids.iter().position(|c| *c == c0).unwrap();
+        assert_eq!(r.aggs[comp].count, 3);
+        assert_eq!(r.aggs[comp].genes, [(0, 1), (1, 1), (2, 1)]);
+    }
+}

@@ -1,0 +1,746 @@
+//! The `segger predict` job.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rayon::prelude::*;
+use segger_data::{TileBounds, TileDataset};
+use segger_graph::knn::{knn_bipartite, KnnParams};
+use segger_graph::{Batch, NodeFeatures, NodeIds};
+use segger_model::{GatBackend, GraphInput, SeggerConfig};
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::input::{resolve_tiles, InputKind};
+use crate::model_dir::{ModelDir, VocabSource};
+use crate::state::{Collected, TxRecord, NO_CELL, NO_GENE};
+use crate::Accelerator;
+
+/// Everything `segger predict` needs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PredictConfig {
+    /// A trained run's directory (`model.safetensors`, `config.json`).
+    pub model: PathBuf,
+    /// A dataset directory, one split of it, or a raw sample directory.
+    pub input: PathBuf,
+    /// Output directory (must not exist unless `overwrite`).
+    pub output: PathBuf,
+    /// Candidate boundaries per transcript.
+    pub k_bd: usize,
+    /// Maximum transcript-to-boundary-centroid distance of a candidate (µm).
+    pub dist_bd: f32,
+    /// Minimum score `sigmoid(z_tx · z_bd)` of an assignment; also the link threshold of
+    /// `use_cc`.
+    pub score_cut: f32,
+    /// Group unassigned transcripts into new cells by connected components.
+    pub use_cc: bool,
+    /// Neighbours per transcript considered for links (`use_cc`).
+    pub k_tx: usize,
+    /// Maximum distance of a link (µm, `use_cc`).
+    pub dist_tx: f32,
+    /// Smallest component kept as a cell (`use_cc`).
+    pub min_transcripts: usize,
+    /// Backend.
+    pub accelerator: Accelerator,
+    /// Tiles per forward pass.
+    pub batch_size: usize,
+    /// Background threads reading tiles.
+    pub num_workers: usize,
+    /// Replace an existing output directory.
+    pub overwrite: bool,
+    /// Raw input only: the platform (`xenium`, `merscope`, `cosmx`).
+    pub platform: Option<String>,
+}
+
+impl PredictConfig {
+    /// The defaults of `segger predict` for the given directories.
+    pub fn new(model: PathBuf, input: PathBuf, output: PathBuf) -> Self {
+        Self {
+            model,
+            input,
+            output,
+            k_bd: 4,
+            dist_bd: 12.0,
+            score_cut: 0.5,
+            use_cc: false,
+            k_tx: 5,
+            dist_tx: 5.0,
+            min_transcripts: 5,
+            accelerator: Accelerator::Auto,
+            batch_size: 1,
+            num_workers: 2,
+            overwrite: false,
+            platform: None,
+        }
+    }
+}
+
+/// Errors of `segger predict`.
+#[derive(Debug, Error)]
+pub enum PredictError {
+    /// Bad input (flags, model, data): nothing was written. Exit code 2.
+    #[error("{0}")]
+    Input(String),
+    /// The requested backend is not available. Exit code 2.
+    #[error("{0}")]
+    Backend(String),
+    /// Failure while running (I/O). Exit code 1.
+    #[error("{0}")]
+    Runtime(String),
+}
+
+impl PredictError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            PredictError::Input(_) | PredictError::Backend(_) => 2,
+            PredictError::Runtime(_) => 1,
+        }
+    }
+}
+
+/// First quartile, median and third quartile (linear interpolation, as numpy's default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Quartiles {
+    /// 25th percentile.
+    pub q1: f64,
+    /// 50th percentile.
+    pub median: f64,
+    /// 75th percentile.
+    pub q3: f64,
+}
+
+impl Quartiles {
+    /// Quartiles of sorted values (all zero when empty).
+    pub fn of_sorted(v: &[u32]) -> Self {
+        let q = |p: f64| -> f64 {
+            if v.is_empty() {
+                return 0.0;
+            }
+            let pos = p * (v.len() - 1) as f64;
+            let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+            let f = pos - lo as f64;
+            v[lo] as f64 * (1.0 - f) + v[hi] as f64 * f
+        };
+        Self {
+            q1: q(0.25),
+            median: q(0.5),
+            q3: q(0.75),
+        }
+    }
+}
+
+/// Wall seconds of the stages.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Timings {
+    /// Building tiles from a raw sample (0 for a dataset input).
+    pub create_dataset_s: f64,
+    /// Reading the tiles, the forward passes and the scoring.
+    pub tiles_s: f64,
+    /// Of `tiles_s`: waiting for the tile reader.
+    pub tiles_wait_s: f64,
+    /// Of `tiles_s`: moving batches to the device and the forward passes.
+    pub model_s: f64,
+    /// Of `tiles_s`: kNN candidates, scores, links.
+    pub scoring_s: f64,
+    /// De-duplication and connected components.
+    pub resolve_s: f64,
+    /// Writing every output.
+    pub write_s: f64,
+    /// The whole run.
+    pub total_s: f64,
+}
+
+/// What a finished prediction reports (also the counts of `segmentation_log.json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct PredictSummary {
+    /// The output directory.
+    pub output: PathBuf,
+    /// The backend, in words.
+    pub backend: String,
+    /// What `--input` was.
+    pub input_kind: InputKind,
+    /// Tiles predicted.
+    pub tiles: usize,
+    /// Transcripts in the output (each exactly once).
+    pub transcripts: usize,
+    /// Transcripts assigned to an input boundary (score ≥ cut).
+    pub assigned_to_boundary: usize,
+    /// Transcripts in a connected-component cell (`--use_cc`).
+    pub assigned_to_component: usize,
+    /// Transcripts in no cell.
+    pub unassigned: usize,
+    /// Percentage of transcripts in a cell (boundary or component).
+    pub assigned_percent: f64,
+    /// Cells with at least one transcript.
+    pub cells: usize,
+    /// Of which input boundaries.
+    pub boundary_cells: usize,
+    /// Of which connected components.
+    pub component_cells: usize,
+    /// Components dropped for having fewer than `min_transcripts` transcripts.
+    pub components_dropped: usize,
+    /// Transcripts per cell.
+    pub transcripts_per_cell: Quartiles,
+    /// Transcripts that more than one tile decided (tiles without core bounds, or overlapping
+    /// cores); the higher score was kept.
+    pub duplicates_resolved: usize,
+    /// Transcripts per second over the whole run.
+    pub transcripts_per_second: f64,
+    /// Stage timings.
+    pub timings: Timings,
+}
+
+/// The checked inputs of a run.
+pub(crate) struct Context<'a> {
+    pub cfg: &'a PredictConfig,
+    pub model: ModelDir,
+    pub datasets: Vec<TileDataset>,
+    /// Dataset token id → model token id, when they differ.
+    pub token_map: Option<Vec<i64>>,
+}
+
+/// Output gene names, dataset token → model token map (when not the identity), and the bound
+/// on the dataset's token ids.
+type VocabPlan = (Vec<String>, Option<Vec<i64>>, Option<usize>);
+
+/// Output gene names and the token mapping, from the dataset's and the model's vocabularies.
+fn vocab_plan(
+    model: &ModelDir,
+    data_vocab: Option<&Vec<String>>,
+) -> Result<VocabPlan, PredictError> {
+    let cfg = &model.config;
+    if cfg.tx_features.is_some() {
+        // Gene-embedding model: tiles carry features, not tokens.
+        return Ok((data_vocab.cloned().unwrap_or_default(), None, None));
+    }
+    let n = cfg.num_tx_tokens;
+    match (data_vocab.filter(|v| !v.is_empty()), &model.vocab) {
+        (Some(data), Some(mv)) => {
+            if data == mv {
+                return Ok((data.clone(), None, Some(data.len())));
+            }
+            let index: std::collections::HashMap<&str, usize> = mv
+                .iter()
+                .enumerate()
+                .map(|(i, g)| (g.as_str(), i))
+                .collect();
+            let unknown: Vec<&String> = data
+                .iter()
+                .filter(|g| !index.contains_key(g.as_str()))
+                .collect();
+            if !unknown.is_empty() {
+                let shown: Vec<&str> = unknown.iter().take(10).map(|s| s.as_str()).collect();
+                return Err(PredictError::Input(format!(
+                    "vocabulary mismatch: {} of the input's {} genes are unknown to the model ({}{}); predict with a model trained on this gene panel, or filter those genes out when creating the dataset",
+                    unknown.len(),
+                    data.len(),
+                    shown.join(", "),
+                    if unknown.len() > shown.len() { ", ..." } else { "" }
+                )));
+            }
+            let map: Vec<i64> = data.iter().map(|g| index[g.as_str()] as i64).collect();
+            let identity = map.iter().enumerate().all(|(i, &m)| i as i64 == m);
+            Ok((
+                data.clone(),
+                if identity { None } else { Some(map) },
+                Some(data.len()),
+            ))
+        }
+        (Some(data), None) => {
+            if data.len() > n {
+                return Err(PredictError::Input(format!(
+                    "vocabulary mismatch: the input has {} genes but the model has {} token embeddings (num_tx_tokens)",
+                    data.len(),
+                    n
+                )));
+            }
+            tracing::warn!(
+                "the model directory has no vocab.json: the input's token ids are taken to mean the same genes as in training"
+            );
+            Ok((data.clone(), None, Some(data.len())))
+        }
+        (None, Some(mv)) => Ok((mv.clone(), None, Some(mv.len().min(n)))),
+        (None, None) => Ok((
+            (0..n).map(|i| format!("token_{i}")).collect(),
+            None,
+            Some(n),
+        )),
+    }
+}
+
+fn check_flags(cfg: &PredictConfig) -> Result<(), PredictError> {
+    let bad = |m: String| Err(PredictError::Input(m));
+    if cfg.batch_size == 0 {
+        return bad("--batch_size must be at least 1".into());
+    }
+    if cfg.k_bd == 0 {
+        return bad("--k_bd must be at least 1".into());
+    }
+    if !(cfg.dist_bd.is_finite() && cfg.dist_bd > 0.0) {
+        return bad(format!("--dist_bd must be positive, got {}", cfg.dist_bd));
+    }
+    if !(0.0..=1.0).contains(&cfg.score_cut) {
+        return bad(format!(
+            "--score_cut must lie in [0, 1], got {}",
+            cfg.score_cut
+        ));
+    }
+    if cfg.use_cc {
+        if cfg.k_tx == 0 {
+            return bad("--k_tx must be at least 1".into());
+        }
+        if !(cfg.dist_tx.is_finite() && cfg.dist_tx > 0.0) {
+            return bad(format!("--dist_tx must be positive, got {}", cfg.dist_tx));
+        }
+    }
+    Ok(())
+}
+
+/// A temporary directory next to `out` that is removed on drop unless kept.
+struct TempDir {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+fn temp_next_to(out: &Path, tag: &str) -> Result<TempDir, PredictError> {
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)
+        .map_err(|e| PredictError::Runtime(format!("{}: {e}", parent.display())))?;
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "segger_output".into());
+    let path = parent.join(format!(".{name}.{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&path);
+    std::fs::create_dir_all(&path)
+        .map_err(|e| PredictError::Runtime(format!("{}: {e}", path.display())))?;
+    Ok(TempDir { path, keep: false })
+}
+
+/// Checks the flags, the model and the input, then predicts and writes the outputs. Nothing
+/// is written to `--output` before every input check passes, and `--output` appears only
+/// complete (written to a temporary directory, then renamed).
+pub fn predict(cfg: &PredictConfig) -> Result<PredictSummary, PredictError> {
+    let t0 = Instant::now();
+    check_flags(cfg)?;
+    if cfg.output.exists() && !cfg.overwrite {
+        return Err(PredictError::Input(format!(
+            "--output: {} already exists; pass --overwrite to replace it",
+            cfg.output.display()
+        )));
+    }
+    let model = ModelDir::open(&cfg.model)?;
+    let mut timings = Timings::default();
+    let (resolved, _raw_tmp) = match resolve_tiles(&cfg.input)? {
+        Some(r) => (r, None),
+        None => {
+            let t = Instant::now();
+            let (r, tmp) = crate::input::raw::build(cfg, model.training_settings.as_ref())?;
+            timings.create_dataset_s = t.elapsed().as_secs_f64();
+            (r, Some(tmp))
+        }
+    };
+    let (genes, token_map, bound) = vocab_plan(&model, resolved.vocab.as_ref())?;
+    let mut datasets = Vec::new();
+    for s in &resolved.splits {
+        let ds = TileDataset::open(s, bound).map_err(|e| {
+            PredictError::Input(format!("--input: empty input or unreadable tiles: {e}"))
+        })?;
+        datasets.push(ds);
+    }
+    let ctx = Context {
+        cfg,
+        model,
+        datasets,
+        token_map,
+    };
+    let tile_count: usize = ctx.datasets.iter().map(TileDataset::len).sum();
+    tracing::info!(
+        "predicting {} tiles from {} with {} (vocabulary: {})",
+        tile_count,
+        cfg.input.display(),
+        cfg.model.display(),
+        match &ctx.model.vocab_source {
+            VocabSource::VocabJson => "vocab.json".to_string(),
+            VocabSource::TrainingDataset(p) => p.display().to_string(),
+            VocabSource::Unknown => "unknown, token ids trusted".to_string(),
+        }
+    );
+    let t = Instant::now();
+    let (collected, backend) = dispatch(&ctx)?;
+    timings.tiles_s = t.elapsed().as_secs_f64();
+    [timings.tiles_wait_s, timings.model_s, timings.scoring_s] = collected.stage_seconds;
+    if collected.records.is_empty() {
+        return Err(PredictError::Input(format!(
+            "--input: empty input: the {} tiles hold no transcripts",
+            collected.tiles
+        )));
+    }
+    let tmp = temp_next_to(&cfg.output, "tmp")?;
+    let t = Instant::now();
+    let resolved_out = crate::outputs::resolve(collected, cfg);
+    timings.resolve_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let mut summary =
+        crate::outputs::write_all(&tmp.path, &resolved_out, &genes, cfg, &resolved, &backend)?;
+    timings.write_s = t.elapsed().as_secs_f64();
+    timings.total_s = t0.elapsed().as_secs_f64();
+    summary.transcripts_per_second = summary.transcripts as f64 / timings.total_s.max(1e-9);
+    summary.timings = timings;
+    summary.output = cfg.output.clone();
+    crate::outputs::write_log(&tmp.path, cfg, &ctx.model, &resolved, &summary)?;
+    finish_output(tmp, &cfg.output)?;
+    tracing::info!(
+        "predicted {} transcripts: {:.1}% in {} cells ({} from boundaries, {} components), median {} transcripts per cell, {:.0} transcripts/s",
+        summary.transcripts,
+        summary.assigned_percent,
+        summary.cells,
+        summary.boundary_cells,
+        summary.component_cells,
+        summary.transcripts_per_cell.median,
+        summary.transcripts_per_second
+    );
+    Ok(summary)
+}
+
+/// Moves the finished temporary directory to `out` (the old one, with `--overwrite`, is moved
+/// aside first and removed after).
+fn finish_output(mut tmp: TempDir, out: &Path) -> Result<(), PredictError> {
+    let rt = |e: std::io::Error, p: &Path| PredictError::Runtime(format!("{}: {e}", p.display()));
+    let mut aside = None;
+    if out.exists() {
+        let a = temp_next_to(out, "old")?;
+        std::fs::remove_dir_all(&a.path).map_err(|e| rt(e, &a.path))?;
+        std::fs::rename(out, &a.path).map_err(|e| rt(e, out))?;
+        aside = Some(a);
+    }
+    std::fs::rename(&tmp.path, out).map_err(|e| rt(e, out))?;
+    tmp.keep = true;
+    drop(aside);
+    Ok(())
+}
+
+fn dispatch(ctx: &Context<'_>) -> Result<(Collected, String), PredictError> {
+    let acc = match ctx.cfg.accelerator {
+        Accelerator::Auto => {
+            if cfg!(feature = "cuda") && segger_train::run::cuda_available() {
+                Accelerator::Cuda
+            } else {
+                Accelerator::Cpu
+            }
+        }
+        a => a,
+    };
+    match acc {
+        Accelerator::Cpu => {
+            #[cfg(feature = "flex")]
+            {
+                collect::<burn::backend::Flex>(ctx, &Default::default())
+                    .map(|c| (c, "cpu (flex)".to_string()))
+            }
+            #[cfg(all(not(feature = "flex"), feature = "ndarray"))]
+            {
+                collect::<burn::backend::NdArray>(ctx, &Default::default())
+                    .map(|c| (c, "cpu (ndarray)".to_string()))
+            }
+            #[cfg(not(any(feature = "flex", feature = "ndarray")))]
+            {
+                Err(PredictError::Backend("--accelerator cpu: this binary was built without a CPU backend; rebuild with the cargo feature `flex`".into()))
+            }
+        }
+        Accelerator::Wgpu => {
+            #[cfg(feature = "wgpu")]
+            {
+                collect::<burn::backend::Wgpu>(ctx, &burn::backend::wgpu::WgpuDevice::DefaultDevice)
+                    .map(|c| (c, "wgpu".to_string()))
+            }
+            #[cfg(not(feature = "wgpu"))]
+            {
+                Err(PredictError::Backend("--accelerator wgpu: this binary was built without the cargo feature `wgpu`; rebuild with `--features wgpu`".into()))
+            }
+        }
+        Accelerator::Cuda => {
+            #[cfg(feature = "cuda")]
+            {
+                if !segger_train::run::cuda_available() {
+                    return Err(PredictError::Backend("--accelerator cuda: no CUDA driver or device found (libcuda could not be loaded or reports no device)".into()));
+                }
+                collect::<burn::backend::Cuda>(ctx, &burn::backend::cuda::CudaDevice::new(0))
+                    .map(|c| (c, "cuda".to_string()))
+            }
+            #[cfg(not(feature = "cuda"))]
+            {
+                Err(PredictError::Backend("--accelerator cuda: this binary was built without the cargo feature `cuda`; rebuild with `--features cuda`".into()))
+            }
+        }
+        Accelerator::Auto => unreachable!("resolved above"),
+    }
+}
+
+/// The result of one tile: records with the tile-local boundary index in `cell`.
+struct TileResult {
+    records: Vec<TxRecord>,
+    links: Vec<(i64, i64)>,
+}
+
+fn sigmoid(s: f32) -> f32 {
+    1.0 / (1.0 + (-s).exp())
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Whether `(x, y)` lies in the core `[x, x + w) × [y, y + h)` of a tile (f32 compared in f64,
+/// as dataset creation does).
+fn in_core(b: &TileBounds, x: f32, y: f32) -> bool {
+    let (x, y) = (x as f64, y as f64);
+    x >= b.x && x < b.x + b.width && y >= b.y && y < b.y + b.height
+}
+
+/// Scores tile `t` of a batch: each transcript of its core against its `k_bd` nearest
+/// boundaries within `dist_bd`, and (with `use_cc`) links from unassigned transcripts to
+/// similar neighbours.
+#[allow(clippy::too_many_arguments)]
+fn score_tile(
+    cfg: &PredictConfig,
+    batch: &Batch,
+    tokens: Option<&[i64]>,
+    t: usize,
+    bounds: Option<&TileBounds>,
+    ztx: &[f32],
+    zbd: &[f32],
+    d: usize,
+    path: &Path,
+) -> Result<TileResult, PredictError> {
+    let g = &batch.graph;
+    let (t0, t1) = (batch.tx_ptr[t], batch.tx_ptr[t + 1]);
+    let (b0, b1) = (batch.bd_ptr[t], batch.bd_ptr[t + 1]);
+    let pd = g.tx.pos_dim;
+    let bpd = g.bd.pos_dim;
+    let ids = match &g.tx.ids {
+        NodeIds::Int(v) => &v[t0..t1],
+        _ => {
+            return Err(PredictError::Input(format!(
+                "{}: tx.id: the tile has no transcript ids, so its transcripts cannot be reported",
+                path.display()
+            )))
+        }
+    };
+    let n = t1 - t0;
+    let pos = &g.tx.pos[t0 * pd..t1 * pd];
+    let core: Vec<usize> = (0..n)
+        .filter(|&i| bounds.is_none_or(|b| in_core(b, pos[i * pd], pos[i * pd + 1])))
+        .collect();
+    let queries: Vec<f32> = core
+        .iter()
+        .flat_map(|&i| [pos[i * pd], pos[i * pd + 1]])
+        .collect();
+    let bd_xy: Vec<f32> = (b0..b1)
+        .flat_map(|j| [g.bd.pos[j * bpd], g.bd.pos[j * bpd + 1]])
+        .collect();
+    let cand = knn_bipartite(&queries, &bd_xy, 2, KnnParams::new(cfg.k_bd, cfg.dist_bd))
+        .map_err(|e| PredictError::Input(format!("{}: {e}", path.display())))?;
+    let mut best: Vec<(f32, u32)> = vec![(f32::NAN, NO_CELL); core.len()];
+    for (q, b) in cand.src.iter().zip(&cand.dst) {
+        let (q, b) = (*q as usize, *b as usize);
+        let i = core[q] + t0;
+        let j = b + b0;
+        let s = sigmoid(dot(&ztx[i * d..(i + 1) * d], &zbd[j * d..(j + 1) * d]));
+        let cur = &mut best[q];
+        if cur.0.is_nan() || s > cur.0 {
+            *cur = (s, b as u32);
+        }
+    }
+    let mut records = Vec::with_capacity(core.len());
+    let mut assigned_local = vec![false; n];
+    let mut unassigned = Vec::new();
+    for (q, &i) in core.iter().enumerate() {
+        let (score, b) = best[q];
+        let cell = if score >= cfg.score_cut { b } else { NO_CELL };
+        if cell == NO_CELL {
+            unassigned.push(i);
+        } else {
+            assigned_local[i] = true;
+        }
+        records.push(TxRecord {
+            id: ids[i],
+            x: pos[i * pd],
+            y: pos[i * pd + 1],
+            z: if pd == 3 { pos[i * pd + 2] } else { f32::NAN },
+            gene: tokens.map_or(NO_GENE, |tk| tk[t0 + i] as u32),
+            cell,
+            score,
+        });
+    }
+    let mut links = Vec::new();
+    if cfg.use_cc && !unassigned.is_empty() {
+        let q: Vec<f32> = unassigned
+            .iter()
+            .flat_map(|&i| pos[i * pd..(i + 1) * pd].iter().copied())
+            .collect();
+        let params = KnnParams {
+            k: cfg.k_tx + 1,
+            radius: cfg.dist_tx,
+            keep_self: true,
+        };
+        let nb = knn_bipartite(&q, pos, pd, params)
+            .map_err(|e| PredictError::Input(format!("{}: {e}", path.display())))?;
+        let mut taken = vec![0usize; unassigned.len()];
+        for (qi, j) in nb.src.iter().zip(&nb.dst) {
+            let (qi, j) = (*qi as usize, *j as usize);
+            let i = unassigned[qi];
+            if j == i || taken[qi] >= cfg.k_tx {
+                continue;
+            }
+            taken[qi] += 1;
+            if assigned_local[j] {
+                continue;
+            }
+            let s = sigmoid(dot(
+                &ztx[(t0 + i) * d..(t0 + i + 1) * d],
+                &ztx[(t0 + j) * d..(t0 + j + 1) * d],
+            ));
+            if s >= cfg.score_cut {
+                links.push((ids[i], ids[j]));
+            }
+        }
+    }
+    Ok(TileResult { records, links })
+}
+
+/// Streams every tile through the model on backend `B` and collects the per-transcript
+/// results.
+fn collect<B: GatBackend>(
+    ctx: &Context<'_>,
+    device: &B::Device,
+) -> Result<Collected, PredictError> {
+    let cfg = ctx.cfg;
+    let model = ctx.model.load::<B>(device)?;
+    let mcfg: &SeggerConfig = &ctx.model.config;
+    let d = mcfg.embedding_width();
+    let total_tiles: usize = ctx.datasets.iter().map(TileDataset::len).sum();
+    let mut col = Collected::default();
+    let started = Instant::now();
+    let mut last_log = Instant::now();
+    let (mut t_wait, mut t_fwd, mut t_score) = (0.0f64, 0.0f64, 0.0f64);
+    for ds in &ctx.datasets {
+        let workers = cfg.num_workers.max(1);
+        let loader = ds.loader(cfg.batch_size, false, 0, 0, workers, 2 * workers);
+        let mut loader = loader;
+        loop {
+            let tw = Instant::now();
+            let Some(lb) = loader.next() else { break };
+            t_wait += tw.elapsed().as_secs_f64();
+            let tf = Instant::now();
+            let lb = lb.map_err(|e| PredictError::Input(format!("--input: {e}")))?;
+            let mut batch = lb.batch;
+            let path0 = lb.paths.first().cloned().unwrap_or_default();
+            segger_model::check_layout(&batch.graph, mcfg)
+                .map_err(|e| PredictError::Input(format!("{}: {e}", path0.display())))?;
+            let original_tokens: Option<Vec<i64>> = match &mut batch.graph.tx.x {
+                NodeFeatures::Tokens(t) => {
+                    let orig = t.clone();
+                    if let Some(map) = &ctx.token_map {
+                        for v in t.iter_mut() {
+                            *v = map[*v as usize];
+                        }
+                    }
+                    Some(orig)
+                }
+                NodeFeatures::Dense { .. } => None,
+            };
+            let input = GraphInput::<B>::from_graph(&batch.graph, mcfg, device)
+                .map_err(|e| PredictError::Input(format!("{}: {e}", path0.display())))?;
+            let z = model.forward(&input);
+            drop(input);
+            let ztx: Vec<f32> = segger_model::pyg::tensor_values(z.tx);
+            let zbd: Vec<f32> = segger_model::pyg::tensor_values(z.bd);
+            let n_tiles = batch.tx_ptr.len() - 1;
+            t_fwd += tf.elapsed().as_secs_f64();
+            let ts = Instant::now();
+            let results: Vec<TileResult> = (0..n_tiles)
+                .into_par_iter()
+                .map(|t| {
+                    score_tile(
+                        cfg,
+                        &batch,
+                        original_tokens.as_deref(),
+                        t,
+                        lb.bounds[t].as_ref(),
+                        &ztx,
+                        &zbd,
+                        d,
+                        &lb.paths[t],
+                    )
+                })
+                .collect::<Result<_, _>>()?;
+            let bd_ids: &[String] = match &batch.graph.bd.ids {
+                NodeIds::Str(v) => v,
+                _ if batch.graph.bd.num_nodes() == 0 => &[],
+                _ => {
+                    return Err(PredictError::Input(format!(
+                        "{}: bd.id: the tile has no boundary ids metadata",
+                        path0.display()
+                    )))
+                }
+            };
+            for (t, r) in results.into_iter().enumerate() {
+                let b0 = batch.bd_ptr[t];
+                for id in &bd_ids[b0..batch.bd_ptr[t + 1]] {
+                    if !col.boundary_ids.contains(id) {
+                        col.boundary_ids.insert(id.clone());
+                    }
+                }
+                col.records.extend(r.records.into_iter().map(|mut rec| {
+                    if rec.cell != NO_CELL {
+                        rec.cell = col.cells.intern(&bd_ids[b0 + rec.cell as usize]);
+                    }
+                    rec
+                }));
+                col.links.extend(r.links);
+                col.tiles += 1;
+                col.nodes_seen += batch.tx_ptr[t + 1] - batch.tx_ptr[t];
+            }
+            t_score += ts.elapsed().as_secs_f64();
+            if last_log.elapsed().as_secs_f64() >= 5.0 {
+                last_log = Instant::now();
+                tracing::info!(
+                    "tiles {}/{}: {} transcripts, {:.0} transcripts/s",
+                    col.tiles,
+                    total_tiles,
+                    col.records.len(),
+                    col.records.len() as f64 / started.elapsed().as_secs_f64().max(1e-9)
+                );
+            }
+        }
+    }
+    col.stage_seconds = [t_wait, t_fwd, t_score];
+    Ok(col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quartiles_interpolate_like_numpy() {
+        let q = Quartiles::of_sorted(&[1, 2, 3, 4]);
+        assert_eq!(q.q1, 1.75);
+        assert_eq!(q.median, 2.5);
+        assert_eq!(q.q3, 3.25);
+        assert_eq!(Quartiles::of_sorted(&[]).median, 0.0);
+    }
+}
