@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod convert;
 mod create_dataset;
+mod demo;
 mod evaluate;
 mod import_checkpoint;
 /// mimalloc keeps freed pages for reuse: with glibc, every large tensor is a fresh mmap and
@@ -45,6 +46,8 @@ enum Command {
     /// Import a Lightning checkpoint of the reference model as model.safetensors + config.json.
     #[command(name = "import_checkpoint", alias = "import-checkpoint")]
     ImportCheckpoint(import_checkpoint::ImportCheckpointArgs),
+    /// Simulate a tissue, train, predict and evaluate against the truth in one command.
+    Demo(demo::DemoArgs),
     /// Write a simulated Xenium sample with a known truth (ground_truth.parquet).
     Simulate(simulate::SimulateArgs),
     /// Score a segmentation against a truth (accuracy, purity, completeness, ARI) and MECR.
@@ -108,6 +111,7 @@ fn main() -> ExitCode {
         Command::Predict(a) => predict::run(a),
         Command::Convert(a) => convert::run(a),
         Command::ImportCheckpoint(a) => import_checkpoint::run(a),
+        Command::Demo(a) => demo::run(a),
         Command::Simulate(a) => simulate::run(a),
         Command::Evaluate(a) => evaluate::run(a),
     };

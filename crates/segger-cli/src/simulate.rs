@@ -57,6 +57,9 @@ pub struct SimulateArgs {
         default_value_t = 0.02
     )]
     pub control_fraction: f64,
+    /// Probability that a cell takes its tissue patch's type (else a random type).
+    #[arg(long, default_value_t = 0.2)]
+    pub patchiness: f64,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -114,6 +117,7 @@ pub fn run(a: SimulateArgs) -> Result<(), CliError> {
     cfg.nuclear_fraction = a.nuclear_fraction;
     cfg.noise_fraction = a.noise_fraction;
     cfg.control_fraction = a.control_fraction;
+    cfg.patchiness = a.patchiness;
     let s = simulate(&cfg, &a.out).map_err(to_cli)?;
     if a.json {
         println!(

@@ -56,6 +56,9 @@ pub struct SimConfig {
     pub control_fraction: f64,
     /// Fraction of real transcripts with a quality value below 20.
     pub low_qv_fraction: f64,
+    /// Probability that a cell takes the type of its tissue patch (else a uniformly random
+    /// type): 1 gives large single-type regions, 0 a salt-and-pepper mixture.
+    pub patchiness: f64,
 }
 
 impl SimConfig {
@@ -73,6 +76,7 @@ impl SimConfig {
             noise_fraction: 0.05,
             control_fraction: 0.02,
             low_qv_fraction: 0.08,
+            patchiness: 0.2,
         }
     }
 
@@ -107,6 +111,7 @@ impl SimConfig {
             self.noise_fraction,
             self.control_fraction,
             self.low_qv_fraction,
+            self.patchiness,
         ];
         if fracs.iter().any(|f| !(0.0..=1.0).contains(f))
             || self.noise_fraction + self.control_fraction >= 1.0
@@ -381,7 +386,7 @@ pub fn simulate(cfg: &SimConfig, out: &Path) -> Result<SimSummary, SimError> {
         })
         .collect();
 
-    // Cell types: patches around random centres, 15 % mixing.
+    // Cell types: patches around random centres, mixed with random types.
     let t = cfg.cell_types;
     let n_centres = (2 * t).max(nx * ny / 40).max(1);
     let centres: Vec<(P, usize)> = (0..n_centres)
@@ -441,7 +446,7 @@ pub fn simulate(cfg: &SimConfig, out: &Path) -> Result<SimSummary, SimError> {
                 best = (d, c);
             }
         }
-        let kind = if rng.random::<f64>() < 0.85 {
+        let kind = if rng.random::<f64>() < cfg.patchiness {
             centres[best.1].1
         } else {
             rng.random_range(0..t)

@@ -7,8 +7,8 @@ use arrow_array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use segger_sim::evaluate::{
-    adjusted_rand_index, evaluate, nucleus_baseline, read_gene_pairs, read_prediction,
-    read_truth, Assignments,
+    adjusted_rand_index, evaluate, nucleus_baseline, read_gene_pairs, read_prediction, read_truth,
+    Assignments,
 };
 use segger_sim::picture::draw_segmentation;
 use segger_sim::simulate::{simulate, SimConfig};
@@ -59,9 +59,13 @@ fn truth(path: &Path, cells: &[Option<&str>], types: &[Option<&str>]) {
 fn ari_matches_known_values() {
     // Values from scikit-learn's adjusted_rand_score documentation.
     assert!((adjusted_rand_index(&[0, 0, 1, 1], &[1, 1, 0, 0]) - 1.0).abs() < 1e-12);
-    assert!((adjusted_rand_index(&[0, 0, 1, 1], &[0, 0, 1, 2]) - 0.571_428_571_428_571_4).abs() < 1e-12);
+    assert!(
+        (adjusted_rand_index(&[0, 0, 1, 1], &[0, 0, 1, 2]) - 0.571_428_571_428_571_4).abs() < 1e-12
+    );
     assert!((adjusted_rand_index(&[0, 0, 0, 0], &[0, 1, 2, 3]) - 0.0).abs() < 1e-12);
-    assert!((adjusted_rand_index(&[0, 0, 1, 2], &[0, 0, 1, 1]) - 0.571_428_571_428_571_4).abs() < 1e-12);
+    assert!(
+        (adjusted_rand_index(&[0, 0, 1, 2], &[0, 0, 1, 1]) - 0.571_428_571_428_571_4).abs() < 1e-12
+    );
     assert!((adjusted_rand_index(&[0, 0, 1, 1], &[0, 1, 0, 1]) + 0.5).abs() < 1e-12);
 }
 
@@ -70,18 +74,32 @@ fn accuracy_purity_completeness_on_a_hand_made_case() {
     let d = tempfile::tempdir().unwrap();
     // True cells: A = rows 0..4, B = rows 4..8; rows 8, 9 are background.
     let t: Vec<Option<&str>> = vec![
-        Some("A"), Some("A"), Some("A"), Some("A"),
-        Some("B"), Some("B"), Some("B"), Some("B"),
-        None, None,
+        Some("A"),
+        Some("A"),
+        Some("A"),
+        Some("A"),
+        Some("B"),
+        Some("B"),
+        Some("B"),
+        Some("B"),
+        None,
+        None,
     ];
     let ty: Vec<Option<&str>> = t.iter().map(|c| c.map(|_| "t")).collect();
     truth(&d.path().join("truth.parquet"), &t, &ty);
     // Prediction: A gets 3 of its own + 1 of B; B gets 2; one A and one B unassigned;
     // one background transcript assigned.
     let p: Vec<Option<&str>> = vec![
-        Some("A"), Some("A"), Some("A"), None,
-        Some("A"), Some("B"), Some("B"), None,
-        Some("B"), None,
+        Some("A"),
+        Some("A"),
+        Some("A"),
+        None,
+        Some("A"),
+        Some("B"),
+        Some("B"),
+        None,
+        Some("B"),
+        None,
     ];
     prediction(&d.path().join("pred"), &p, &["g"; 10]);
     let pred = read_prediction(&d.path().join("pred")).unwrap();
@@ -110,11 +128,21 @@ fn mecr_from_a_pair_file_and_without_truth() {
     let d = tempfile::tempdir().unwrap();
     // Cells: C1 has x and y, C2 has x only, C3 has y and z, C4 has z only.
     let cells = [
-        Some("C1"), Some("C1"), Some("C2"), Some("C3"), Some("C3"), Some("C4"), None,
+        Some("C1"),
+        Some("C1"),
+        Some("C2"),
+        Some("C3"),
+        Some("C3"),
+        Some("C4"),
+        None,
     ];
     let genes = ["x", "y", "x", "y", "z", "z", "x"];
     prediction(&d.path().join("pred"), &cells, &genes);
-    std::fs::write(d.path().join("pairs.csv"), "gene1,gene2\nx,y\n# comment\nx,z\nq,x\n").unwrap();
+    std::fs::write(
+        d.path().join("pairs.csv"),
+        "gene1,gene2\nx,y\n# comment\nx,z\nq,x\n",
+    )
+    .unwrap();
     let pairs = read_gene_pairs(&d.path().join("pairs.csv")).unwrap();
     assert_eq!(pairs.len(), 3);
     let pred = read_prediction(&d.path().join("pred")).unwrap();
@@ -138,18 +166,32 @@ fn bad_input_names_the_file_and_column() {
     std::fs::create_dir_all(d.path().join("p")).unwrap();
     write(
         &d.path().join("p/segger_transcripts.parquet"),
-        vec![("transcript_id", ids(2)), ("feature_name", strs(&[Some("a"), Some("b")]))],
+        vec![
+            ("transcript_id", ids(2)),
+            ("feature_name", strs(&[Some("a"), Some("b")])),
+        ],
     );
     let e = read_prediction(&d.path().join("p")).unwrap_err();
     let msg = e.to_string();
-    assert!(msg.contains("segger_transcripts.parquet") && msg.contains("segger_cell_id"), "{msg}");
+    assert!(
+        msg.contains("segger_transcripts.parquet") && msg.contains("segger_cell_id"),
+        "{msg}"
+    );
 
     write(
         &d.path().join("t.parquet"),
-        vec![("transcript_id", ids(2)), ("true_cell_id", strs(&[Some("a"), None]))],
+        vec![
+            ("transcript_id", ids(2)),
+            ("true_cell_id", strs(&[Some("a"), None])),
+        ],
     );
-    let msg = read_truth(&d.path().join("t.parquet")).unwrap_err().to_string();
-    assert!(msg.contains("t.parquet") && msg.contains("true_cell_type"), "{msg}");
+    let msg = read_truth(&d.path().join("t.parquet"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("t.parquet") && msg.contains("true_cell_type"),
+        "{msg}"
+    );
 
     write(
         &d.path().join("w.parquet"),
@@ -159,14 +201,26 @@ fn bad_input_names_the_file_and_column() {
             ("true_cell_type", strs(&[Some("a"), None])),
         ],
     );
-    let msg = read_truth(&d.path().join("w.parquet")).unwrap_err().to_string();
-    assert!(msg.contains("w.parquet") && msg.contains("transcript_id") && msg.contains("integer"), "{msg}");
+    let msg = read_truth(&d.path().join("w.parquet"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("w.parquet") && msg.contains("transcript_id") && msg.contains("integer"),
+        "{msg}"
+    );
 
-    let msg = read_truth(&d.path().join("absent.parquet")).unwrap_err().to_string();
-    assert!(msg.contains("absent.parquet") && msg.contains("not found"), "{msg}");
+    let msg = read_truth(&d.path().join("absent.parquet"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("absent.parquet") && msg.contains("not found"),
+        "{msg}"
+    );
 
     std::fs::write(d.path().join("bad.csv"), "x,y,z\n").unwrap();
-    let msg = read_gene_pairs(&d.path().join("bad.csv")).unwrap_err().to_string();
+    let msg = read_gene_pairs(&d.path().join("bad.csv"))
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("bad.csv") && msg.contains("line 1"), "{msg}");
 }
 
@@ -212,10 +266,16 @@ fn simulate_writes_the_xenium_schema_deterministically() {
         ("fov_name", "Utf8"),
         ("nucleus_distance", "Float32"),
     ];
-    let want: Vec<(String, String)> = want.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
     assert_eq!(t, want);
     let b = column_types(&d.path().join("a/nucleus_boundaries.parquet"));
-    assert_eq!(b.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(), ["cell_id", "vertex_x", "vertex_y"]);
+    assert_eq!(
+        b.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(),
+        ["cell_id", "vertex_x", "vertex_y"]
+    );
     // Tissue-like figures.
     assert!(s.cells >= 380 && s.cells <= 420, "{}", s.cells);
     assert!((0.35..0.45).contains(&s.density), "density {}", s.density);
@@ -241,7 +301,11 @@ fn create_dataset_reads_simulate_output_unchanged() {
     assert_eq!(sum.load.rows, s.transcripts as u64);
     assert_eq!(sum.load.boundaries_kept, s.cells as u64);
     assert_eq!(sum.load.cell_without_polygon, 0);
-    assert!(sum.load.boundaries_skipped.is_empty(), "{:?}", sum.load.boundaries_skipped);
+    assert!(
+        sum.load.boundaries_skipped.is_empty(),
+        "{:?}",
+        sum.load.boundaries_skipped
+    );
     assert!(!sum.load.ids_from_rows && !sum.load.nuclear_from_polygons && sum.load.has_z);
     assert!(sum.positives > 0);
     // The cell boundaries are read too.
@@ -250,7 +314,11 @@ fn create_dataset_reads_simulate_output_unchanged() {
     let opts = CreateOptions::new(d.path().join("raw"), d.path().join("ds2"), raw);
     let sum = create_dataset(&opts, &|_| {}).unwrap();
     assert_eq!(sum.load.boundaries_kept, s.cells as u64);
-    assert!(sum.load.boundaries_skipped.is_empty(), "{:?}", sum.load.boundaries_skipped);
+    assert!(
+        sum.load.boundaries_skipped.is_empty(),
+        "{:?}",
+        sum.load.boundaries_skipped
+    );
 }
 
 /// The perfect segmentation (every transcript in its true cell) as an assignment.
@@ -271,7 +339,11 @@ fn perfect(raw: &Path) -> Assignments {
     })
     .unwrap();
     let tr = read_truth(&raw.join("ground_truth.parquet")).unwrap();
-    let cell = pred.ids.iter().map(|id| tr.by_id[id].map(|(c, _)| c)).collect();
+    let cell = pred
+        .ids
+        .iter()
+        .map(|id| tr.by_id[id].map(|(c, _)| c))
+        .collect();
     Assignments {
         cell,
         cell_names: tr.cell_names.clone(),
@@ -292,7 +364,11 @@ fn baseline_and_perfect_segmentation_and_picture() {
     let base = nucleus_baseline(&raw.join("transcripts.parquet"), &best).unwrap();
     let b = evaluate(&base, Some(&tr), None).truth.unwrap();
     // Nuclei hold about 35 % of the transcripts, and only their own cell's.
-    assert!((0.3..0.42).contains(&b.correct), "baseline correct {}", b.correct);
+    assert!(
+        (0.3..0.42).contains(&b.correct),
+        "baseline correct {}",
+        b.correct
+    );
     assert!(b.wrong < 0.01, "baseline wrong {}", b.wrong);
     assert!(b.purity_median > 0.99);
     let png = d.path().join("s.png");
