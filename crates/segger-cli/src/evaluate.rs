@@ -4,8 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use segger_sim::evaluate::{
-    evaluate, nucleus_baseline, read_gene_pairs, read_prediction, read_truth, write_json,
-    Evaluation,
+    evaluate, nucleus_baseline, read_gene_pairs, read_prediction, read_truth, Evaluation,
 };
 
 use crate::simulate::to_cli;
@@ -158,6 +157,5 @@ pub fn run(a: EvaluateArgs) -> Result<(), CliError> {
         }
         println!("written       {}", out.display());
     }
-    let _ = write_json;
     Ok(())
 }

@@ -481,7 +481,8 @@ fn exclusive_pairs(
             } else {
                 n_out as f64 / out_t as f64
             };
-            if frac_in >= 0.5 && frac_in > 0.2 && frac_out < 0.05 {
+            // Markers need >= 50 % (which implies the > 20 % of the exclusivity rule).
+            if frac_in >= 0.5 && frac_out < 0.05 {
                 ex.push(g);
             }
         }
@@ -558,7 +559,6 @@ pub fn evaluate(
         let mut pair_p = Vec::new();
         let mut nij: HashMap<(u32, u32), u64> = HashMap::new();
         let mut true_total: HashMap<u32, u64> = HashMap::new();
-        let mut present = vec![false; t.cell_names.len()];
         for (k, tr) in true_of.iter().enumerate() {
             match tr {
                 None => m.not_in_truth += 1,
@@ -569,7 +569,6 @@ pub fn evaluate(
                     }
                 }
                 Some(Some((tc, _))) => {
-                    present[*tc as usize] = true;
                     *true_total.entry(*tc).or_default() += 1;
                     match pred.cell[k] {
                         None => unassigned += 1,
@@ -633,7 +632,6 @@ pub fn evaluate(
         } else {
             adjusted_rand_index(&pair_t, &pair_p)
         };
-        let _ = present;
         out.truth = Some(m);
     }
 
