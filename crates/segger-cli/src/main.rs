@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand};
 
 mod convert;
 mod create_dataset;
+mod demo;
+mod evaluate;
 mod import_checkpoint;
 /// mimalloc keeps freed pages for reuse: with glibc, every large tensor is a fresh mmap and
 /// its first touch a page fault (about a tenth of a training step).
@@ -17,6 +19,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod inspect;
 mod predict;
+mod simulate;
 mod train;
 
 /// Cell segmentation for imaging-based spatial transcriptomics (Xenium, MERSCOPE, CosMx).
@@ -43,6 +46,12 @@ enum Command {
     /// Import a Lightning checkpoint of the reference model as model.safetensors + config.json.
     #[command(name = "import_checkpoint", alias = "import-checkpoint")]
     ImportCheckpoint(import_checkpoint::ImportCheckpointArgs),
+    /// Simulate a tissue, train, predict and evaluate against the truth in one command.
+    Demo(demo::DemoArgs),
+    /// Write a simulated Xenium sample with a known truth (ground_truth.parquet).
+    Simulate(simulate::SimulateArgs),
+    /// Score a segmentation against a truth (accuracy, purity, completeness, ARI) and MECR.
+    Evaluate(evaluate::EvaluateArgs),
 }
 
 /// An error with the exit code the process should end with.
@@ -102,6 +111,9 @@ fn main() -> ExitCode {
         Command::Predict(a) => predict::run(a),
         Command::Convert(a) => convert::run(a),
         Command::ImportCheckpoint(a) => import_checkpoint::run(a),
+        Command::Demo(a) => demo::run(a),
+        Command::Simulate(a) => simulate::run(a),
+        Command::Evaluate(a) => evaluate::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

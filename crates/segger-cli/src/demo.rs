@@ -1,0 +1,194 @@
+//! `segger demo [--out DIR]`: simulate a small tissue, build the dataset, train a few epochs,
+//! predict, evaluate against the truth next to the nucleus-only baseline, and draw the result.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::Args;
+use segger_data::create::{create_dataset, CreateOptions};
+use segger_data::raw::{Platform, RawOptions};
+use segger_model::SeggerConfig;
+use segger_predict::{predict, PredictConfig};
+use segger_sim::evaluate::{evaluate, nucleus_baseline, read_prediction, read_truth};
+use segger_sim::picture::draw_segmentation;
+use segger_sim::simulate::{simulate, SimConfig};
+use segger_train::{Accelerator, Precision, Strategy, TrainConfig};
+
+use crate::evaluate::print_table;
+use crate::simulate::to_cli;
+use crate::CliError;
+
+/// The sub-directories the demo writes (and replaces on a rerun).
+const PARTS: [&str; 4] = ["raw", "dataset", "model", "prediction"];
+
+/// Arguments of `segger demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Output directory: raw/, dataset/, model/, prediction/, evaluation.json, segmentation.png.
+    #[arg(long, default_value = "segger-demo")]
+    pub out: PathBuf,
+    /// Approximate number of transcripts to simulate.
+    #[arg(long, default_value_t = 50_000)]
+    pub transcripts: usize,
+    /// Training epochs.
+    #[arg(long, default_value_t = 20)]
+    pub epochs: usize,
+    /// Minimum score of an assignment. The default, 1/6, is the positive rate the model is
+    /// trained on (5 negatives per positive): after a few epochs its scores are calibrated to
+    /// that prior, so `segger predict`'s default of 0.5 leaves most transcripts unassigned.
+    #[arg(long = "score_cut", alias = "score-cut", default_value_t = 1.0 / 6.0)]
+    pub score_cut: f32,
+    /// Seed of the simulation and the training.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Backend: cpu, wgpu, cuda or auto.
+    #[arg(long, default_value = "cpu")]
+    pub accelerator: String,
+}
+
+fn step(n: usize, what: &str) {
+    eprintln!("\n[{n}/5] {what}");
+}
+
+fn remove_previous(out: &Path) -> Result<(), CliError> {
+    for p in PARTS {
+        let d = out.join(p);
+        if d.exists() {
+            std::fs::remove_dir_all(&d).map_err(|e| {
+                CliError::runtime(anyhow::anyhow!("{}: cannot remove: {e}", d.display()))
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs `segger demo`.
+pub fn run(a: DemoArgs) -> Result<(), CliError> {
+    let t0 = Instant::now();
+    let accelerator: Accelerator = a
+        .accelerator
+        .parse()
+        .map_err(|e| CliError::input(anyhow::anyhow!("--accelerator: {e}")))?;
+    std::fs::create_dir_all(&a.out).map_err(|e| {
+        CliError::runtime(anyhow::anyhow!("{}: cannot create: {e}", a.out.display()))
+    })?;
+    remove_previous(&a.out)?;
+    let raw = a.out.join("raw");
+    let dataset = a.out.join("dataset");
+    let model = a.out.join("model");
+    let prediction = a.out.join("prediction");
+
+    step(1, "simulate a tissue with a known truth");
+    let mut sim = SimConfig::new(0, a.seed);
+    sim.cells = sim.cells_for_transcripts(a.transcripts);
+    let s = simulate(&sim, &raw).map_err(to_cli)?;
+    crate::simulate::print_summary(&s);
+
+    step(
+        2,
+        "build the tile dataset (create_dataset --platform xenium)",
+    );
+    let mut opts = CreateOptions::new(
+        raw.clone(),
+        dataset.clone(),
+        RawOptions::new(Platform::Xenium),
+    );
+    opts.val_prob = 0.15;
+    opts.test_prob = 0.0;
+    opts.seed = a.seed;
+    let ds = create_dataset(&opts, &|_| {}).map_err(|e| CliError::runtime(anyhow::anyhow!(e)))?;
+    println!(
+        "dataset       {} genes, tiles: train {}  val {}, {} positives",
+        ds.genes, ds.tiles.train, ds.tiles.val, ds.positives
+    );
+
+    step(3, "train the model");
+    let train_dir = dataset.join("train_tiles");
+    let val_dir = ["val_tiles", "test_tiles", "train_tiles"]
+        .iter()
+        .map(|d| dataset.join(d))
+        .find(|d| d.is_dir())
+        .unwrap_or_else(|| train_dir.clone());
+    let cfg = TrainConfig {
+        train_dir,
+        val_dir,
+        batch_size_train: 2,
+        batch_size_val: 2,
+        model: SeggerConfig::new(ds.genes.max(1)),
+        accelerator,
+        strategy: Strategy::Auto,
+        precision: Precision::F32,
+        devices: 1,
+        epochs: a.epochs,
+        default_root_dir: model.clone(),
+        learning_rate: 3e-3,
+        weight_decay: 1e-4,
+        gradient_clip_val: 1.0,
+        seed: a.seed,
+        num_workers: 2,
+        resume: false,
+    };
+    let tr = segger_train::run::train(&cfg).map_err(|e| CliError {
+        code: e.exit_code(),
+        error: anyhow::anyhow!(e),
+    })?;
+    if let Some(r) = tr.rows.last() {
+        println!(
+            "model         {} epochs in {:.1} s; last validation loss {:.4}, AUROC {:.3}",
+            tr.rows.len(),
+            tr.wall_seconds,
+            r.validation_loss,
+            r.validation_auroc
+        );
+    }
+
+    step(4, "predict: assign every transcript to a cell");
+    let mut pc = PredictConfig::new(model.clone(), dataset.clone(), prediction.clone());
+    pc.accelerator = accelerator;
+    pc.overwrite = true;
+    pc.score_cut = a.score_cut;
+    let ps = predict(&pc).map_err(|e| CliError {
+        code: e.exit_code(),
+        error: anyhow::anyhow!(e),
+    })?;
+    println!(
+        "prediction    {} transcripts, {:.1} % assigned, {} cells",
+        ps.transcripts, ps.assigned_percent, ps.cells
+    );
+
+    step(
+        5,
+        "evaluate against the truth, next to the nucleus-only baseline",
+    );
+    let pred = read_prediction(&prediction).map_err(to_cli)?;
+    let truth = read_truth(&raw.join("ground_truth.parquet")).map_err(to_cli)?;
+    let base = nucleus_baseline(&raw.join("transcripts.parquet"), &pred).map_err(to_cli)?;
+    let e = evaluate(&pred, Some(&truth), None);
+    let b = evaluate(&base, Some(&truth), None);
+    let json = serde_json::json!({ "segmentation": e, "nucleus_baseline": b });
+    let eval_path = a.out.join("evaluation.json");
+    std::fs::write(
+        &eval_path,
+        serde_json::to_string_pretty(&json).map_err(CliError::runtime)?,
+    )
+    .map_err(|err| CliError::runtime(anyhow::anyhow!("{}: {err}", eval_path.display())))?;
+    let png = a.out.join("segmentation.png");
+    draw_segmentation(&png, &raw, &[&base, &pred], 100.0).map_err(to_cli)?;
+
+    println!();
+    print_table(&[("segger", &e), ("nucleus only", &b)]);
+    if let (Some(m), Some(n)) = (&e.truth, &b.truth) {
+        println!(
+            "\nSegger puts {:.1} % of the transcripts in their true cell; nuclei alone {:.1} %.",
+            100.0 * m.correct,
+            100.0 * n.correct
+        );
+    }
+    println!(
+        "picture       {} (left: nucleus only, right: Segger)",
+        png.display()
+    );
+    println!("evaluation    {}", eval_path.display());
+    println!("total         {:.1} s", t0.elapsed().as_secs_f64());
+    Ok(())
+}

@@ -1,0 +1,224 @@
+//! The demo's picture: a window of tissue, transcripts coloured by their cell, nuclei outlined.
+//!
+//! One panel per segmentation, side by side (the demo draws the nucleus-only baseline on the
+//! left and Segger on the right). In each panel: thin grey cell outlines (from
+//! `cell_boundaries.parquet` when the sample has one), transcripts as dots coloured by their
+//! cell (a colour derived from the cell id, so one cell has the same colour in every panel),
+//! unassigned transcripts as small grey dots, and nucleus outlines in black. No text is drawn
+//! (no font dependency).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use crate::evaluate::Assignments;
+use crate::io::{floats_of, ints_of, read_columns, strings_of, wrong_type};
+use crate::SimError;
+
+/// Pixels per µm.
+const SCALE: f64 = 5.0;
+/// Gap between panels in pixels.
+const GAP: u32 = 12;
+
+type Ring = Vec<(f64, f64)>;
+
+fn read_rings(path: &Path) -> Result<Vec<Ring>, SimError> {
+    let cols = read_columns(path, &["cell_id", "vertex_x", "vertex_y"], &[])?;
+    let (Some(ida), Some(xa), Some(ya)) = (&cols[0], &cols[1], &cols[2]) else {
+        return Err(SimError::Invalid(format!(
+            "{}: columns were not read",
+            path.display()
+        )));
+    };
+    let ids = strings_of(ida.as_ref())
+        .map_err(|_| wrong_type(path, "cell_id", ida.as_ref(), "string"))?;
+    let xs =
+        floats_of(xa.as_ref()).map_err(|_| wrong_type(path, "vertex_x", xa.as_ref(), "number"))?;
+    let ys =
+        floats_of(ya.as_ref()).map_err(|_| wrong_type(path, "vertex_y", ya.as_ref(), "number"))?;
+    let mut rings: Vec<Ring> = Vec::new();
+    let mut last: Option<String> = None;
+    for ((id, x), y) in ids.into_iter().zip(xs).zip(ys) {
+        let (Some(x), Some(y)) = (x, y) else { continue };
+        if id != last || rings.is_empty() {
+            rings.push(Vec::new());
+            last = id;
+        }
+        if let Some(r) = rings.last_mut() {
+            r.push((x, y));
+        }
+    }
+    Ok(rings)
+}
+
+fn colour(name: &str) -> RGBColor {
+    // FNV-1a, then a bright colour from the hash.
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in name.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h ^= h >> 29;
+    let hue = (h % 360) as f64;
+    let s = 0.65 + 0.3 * ((h >> 16) % 100) as f64 / 100.0;
+    let l = 0.42 + 0.18 * ((h >> 32) % 100) as f64 / 100.0;
+    let c = (1.0 - (2.0 * l - 1.0).abs()) * s;
+    let x = c * (1.0 - ((hue / 60.0) % 2.0 - 1.0).abs());
+    let m = l - c / 2.0;
+    let (r, g, b) = match (hue / 60.0) as u32 {
+        0 => (c, x, 0.0),
+        1 => (x, c, 0.0),
+        2 => (0.0, c, x),
+        3 => (0.0, x, c),
+        4 => (x, 0.0, c),
+        _ => (c, 0.0, x),
+    };
+    let to = |v: f64| ((v + m) * 255.0).round().clamp(0.0, 255.0) as u8;
+    RGBColor(to(r), to(g), to(b))
+}
+
+fn draw_err(path: &Path, e: impl std::fmt::Display) -> SimError {
+    SimError::Invalid(format!("{}: drawing failed: {e}", path.display()))
+}
+
+/// Draws `panels` side by side into the PNG `out`, over a square window of `side` µm at the
+/// centre of the sample in `raw_dir` (its `transcripts.parquet` gives the positions,
+/// `nucleus_boundaries.parquet` the nuclei, `cell_boundaries.parquet` the cells if present).
+pub fn draw_segmentation(
+    out: &Path,
+    raw_dir: &Path,
+    panels: &[&Assignments],
+    side: f64,
+) -> Result<(), SimError> {
+    if panels.is_empty() || !(side > 0.0 && side.is_finite()) {
+        return Err(SimError::Invalid("nothing to draw".into()));
+    }
+    let tx_path = raw_dir.join("transcripts.parquet");
+    let cols = read_columns(
+        &tx_path,
+        &["transcript_id", "x_location", "y_location"],
+        &[],
+    )?;
+    let (Some(ia), Some(xa), Some(ya)) = (&cols[0], &cols[1], &cols[2]) else {
+        return Err(SimError::Invalid(format!(
+            "{}: columns were not read",
+            tx_path.display()
+        )));
+    };
+    let ids = ints_of(ia.as_ref())
+        .map_err(|_| wrong_type(&tx_path, "transcript_id", ia.as_ref(), "integer"))?;
+    let xs = floats_of(xa.as_ref())
+        .map_err(|_| wrong_type(&tx_path, "x_location", xa.as_ref(), "number"))?;
+    let ys = floats_of(ya.as_ref())
+        .map_err(|_| wrong_type(&tx_path, "y_location", ya.as_ref(), "number"))?;
+    let mut pos: HashMap<i64, (f64, f64)> = HashMap::with_capacity(ids.len());
+    let (mut lo, mut hi) = (
+        (f64::INFINITY, f64::INFINITY),
+        (f64::NEG_INFINITY, f64::NEG_INFINITY),
+    );
+    for ((id, x), y) in ids.into_iter().zip(xs).zip(ys) {
+        if let (Some(id), Some(x), Some(y)) = (id, x, y) {
+            pos.insert(id, (x, y));
+            lo = (lo.0.min(x), lo.1.min(y));
+            hi = (hi.0.max(x), hi.1.max(y));
+        }
+    }
+    if pos.is_empty() {
+        return Err(SimError::Invalid(format!(
+            "{}: no transcripts",
+            tx_path.display()
+        )));
+    }
+    let side = side.min(hi.0 - lo.0).min(hi.1 - lo.1).max(1.0);
+    let centre = (0.5 * (lo.0 + hi.0), 0.5 * (lo.1 + hi.1));
+    let win = (centre.0 - side / 2.0, centre.1 - side / 2.0);
+    let px = (side * SCALE).round() as u32;
+    let nuclei = read_rings(&raw_dir.join("nucleus_boundaries.parquet"))?;
+    let cell_path = raw_dir.join("cell_boundaries.parquet");
+    let cells = if cell_path.is_file() {
+        read_rings(&cell_path)?
+    } else {
+        Vec::new()
+    };
+    let width = panels.len() as u32 * px + (panels.len() as u32 - 1) * GAP;
+    let root = BitMapBackend::new(out, (width, px)).into_drawing_area();
+    root.fill(&RGBColor(235, 235, 235))
+        .map_err(|e| draw_err(out, e))?;
+    let in_win =
+        |p: (f64, f64)| p.0 >= win.0 && p.0 <= win.0 + side && p.1 >= win.1 && p.1 <= win.1 + side;
+    for (k, a) in panels.iter().enumerate() {
+        let x0 = (k as u32 * (px + GAP)) as i32;
+        let to_px = |p: (f64, f64)| -> (i32, i32) {
+            (
+                x0 + ((p.0 - win.0) * SCALE).round() as i32,
+                // y grows downwards in the image; flip so the picture matches the coordinates.
+                ((win.1 + side - p.1) * SCALE).round() as i32,
+            )
+        };
+        let panel = root.clone().shrink((x0, 0), (px, px));
+        panel.fill(&WHITE).map_err(|e| draw_err(out, e))?;
+        let ring_path = |r: &Ring| -> Option<Vec<(i32, i32)>> {
+            if !r.iter().any(|&p| in_win(p)) {
+                return None;
+            }
+            let mut v: Vec<(i32, i32)> = r.iter().map(|&p| to_px(p)).collect();
+            if let (Some(&f), Some(&l)) = (v.first(), v.last()) {
+                if f != l {
+                    v.push(f);
+                }
+            }
+            Some(v)
+        };
+        for r in &cells {
+            if let Some(v) = ring_path(r) {
+                root.draw(&PathElement::new(
+                    v,
+                    RGBColor(200, 200, 200).stroke_width(1),
+                ))
+                .map_err(|e| draw_err(out, e))?;
+            }
+        }
+        // Unassigned first, so the coloured dots stay on top.
+        for pass in [false, true] {
+            for (i, id) in a.ids.iter().enumerate() {
+                let Some(&p) = pos.get(id) else { continue };
+                if !in_win(p) || a.cell[i].is_some() != pass {
+                    continue;
+                }
+                let c = to_px(p);
+                match a.cell[i] {
+                    None => root
+                        .draw(&Circle::new(c, 1, RGBColor(150, 150, 150).filled()))
+                        .map_err(|e| draw_err(out, e))?,
+                    Some(cell) => root
+                        .draw(&Circle::new(
+                            c,
+                            2,
+                            colour(&a.cell_names[cell as usize]).filled(),
+                        ))
+                        .map_err(|e| draw_err(out, e))?,
+                }
+            }
+        }
+        for r in &nuclei {
+            if let Some(v) = ring_path(r) {
+                root.draw(&PathElement::new(v, BLACK.stroke_width(2)))
+                    .map_err(|e| draw_err(out, e))?;
+            }
+        }
+    }
+    // Cover what spilled over the panel edges, then the gaps.
+    for k in 0..panels.len() as u32 {
+        let right = (k * (px + GAP) + px) as i32;
+        if k + 1 < panels.len() as u32 {
+            root.draw(&Rectangle::new(
+                [(right, 0), (right + GAP as i32 - 1, px as i32)],
+                RGBColor(235, 235, 235).filled(),
+            ))
+            .map_err(|e| draw_err(out, e))?;
+        }
+    }
+    root.present().map_err(|e| draw_err(out, e))?;
+    Ok(())
+}
