@@ -106,6 +106,23 @@ fn parse_text<T: std::str::FromStr>(
     Some(Ok(out))
 }
 
+/// The values of a parsed text column, or an error naming the first null's row.
+fn without_nulls<T>(
+    v: Vec<Option<T>>,
+    file: &Path,
+    column: &str,
+    row0: u64,
+) -> Result<Vec<T>, DataError> {
+    if let Some(i) = v.iter().position(Option::is_none) {
+        return Err(col_err(
+            file,
+            column,
+            format!("null value at row {}", row0 + i as u64),
+        ));
+    }
+    Ok(v.into_iter().flatten().collect())
+}
+
 /// Numbers as `f64` (any integer or float type). Nulls are errors.
 pub(crate) fn f64s(
     arr: &dyn Array,
@@ -114,15 +131,7 @@ pub(crate) fn f64s(
     row0: u64,
 ) -> Result<Vec<f64>, DataError> {
     if let Some(v) = parse_text::<f64>(arr, file, column, row0, "a number") {
-        let v = v?;
-        if let Some(i) = v.iter().position(Option::is_none) {
-            return Err(col_err(
-                file,
-                column,
-                format!("null value at row {}", row0 + i as u64),
-            ));
-        }
-        return Ok(v.into_iter().flatten().collect());
+        return without_nulls(v?, file, column, row0);
     }
     if arr.null_count() > 0 {
         return Err(null_err(file, column, arr, row0));
@@ -155,13 +164,7 @@ pub(crate) fn f32s(
     if let Some(v) = parse_text::<f32>(arr, file, column, row0, "a number") {
         let v = v?;
         if !nulls_as_nan {
-            if let Some(i) = v.iter().position(Option::is_none) {
-                return Err(col_err(
-                    file,
-                    column,
-                    format!("null value at row {}", row0 + i as u64),
-                ));
-            }
+            return without_nulls(v, file, column, row0);
         }
         return Ok(v.into_iter().map(|x| x.unwrap_or(f32::NAN)).collect());
     }
@@ -204,15 +207,7 @@ pub(crate) fn i64s(
     row0: u64,
 ) -> Result<Vec<i64>, DataError> {
     if let Some(v) = parse_text::<i64>(arr, file, column, row0, "an integer") {
-        let v = v?;
-        if let Some(i) = v.iter().position(Option::is_none) {
-            return Err(col_err(
-                file,
-                column,
-                format!("null value at row {}", row0 + i as u64),
-            ));
-        }
-        return Ok(v.into_iter().flatten().collect());
+        return without_nulls(v?, file, column, row0);
     }
     if arr.null_count() > 0 {
         return Err(null_err(file, column, arr, row0));
