@@ -3,7 +3,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
 use crate::input::RelationGraph;
-use crate::mp::GatBackend;
+use crate::mp::{self, GatBackend};
 
 /// One GATv2 convolution for one relation, with PyG's `GATv2Conv` parameters
 /// (`share_weights=False`, `concat=True`, `add_self_loops=False`, `bias=True`). Weights are
@@ -40,16 +40,20 @@ impl<B: GatBackend> GatConv<B> {
         let (h, c) = (self.heads, self.channels);
         let ns = x_src.dims()[0];
         let nd = x_dst.dims()[0];
-        let xl = x_src.matmul(self.lin_l_weight.val().transpose())
-            + self.lin_l_bias.val().unsqueeze::<2>();
-        let xr = x_dst.matmul(self.lin_r_weight.val().transpose())
-            + self.lin_r_bias.val().unsqueeze::<2>();
+        let xl = mp::add_bias(
+            mp::linear(x_src, self.lin_l_weight.val()),
+            self.lin_l_bias.val(),
+        );
+        let xr = mp::add_bias(
+            mp::linear(x_dst, self.lin_r_weight.val()),
+            self.lin_r_bias.val(),
+        );
         let out = B::gatv2(
             xl.reshape([ns, h, c]),
             xr.reshape([nd, h, c]),
             self.att.val(),
             g,
         );
-        out.reshape([nd, h * c]) + self.bias.val().unsqueeze::<2>()
+        mp::add_bias(out.reshape([nd, h * c]), self.bias.val())
     }
 }

@@ -6,6 +6,7 @@ use segger_graph::csr::Csr;
 use segger_graph::{EdgeType, HeteroGraph, NodeFeatures, NodeType};
 
 use crate::config::{ConfigError, SeggerConfig};
+use crate::mp::RowIndex;
 
 /// The edges of one relation on the device, sorted by destination (CSR), with the host CSR
 /// kept for kernels that run on the CPU.
@@ -19,6 +20,10 @@ pub struct RelationGraph<B: Backend> {
     pub dst: Tensor<B, 1, Int>,
     /// Destination row pointers, `[N_dst + 1]`.
     pub row_ptr: Tensor<B, 1, Int>,
+    /// Source row pointers into `src_edge`, `[N_src + 1]` (for the fused GPU backward).
+    pub src_ptr: Tensor<B, 1, Int>,
+    /// The edges grouped by source: positions in the destination-sorted order, `[E]`.
+    pub src_edge: Tensor<B, 1, Int>,
     /// The host CSR the tensors were built from.
     pub csr: Arc<Csr>,
     /// The same edges grouped by source (for the fused CPU backward).
@@ -47,11 +52,16 @@ impl<B: Backend> RelationGraph<B> {
         let rp: Vec<i64> = csr.row_ptr.iter().map(|&v| v as i64).collect();
         let row_ptr = Tensor::<B, 1, Int>::from_data(TensorData::new(rp, [num_dst + 1]), device);
         let by_src = Arc::new(crate::mp::cpu::SrcIndex::new(&csr, num_src));
+        let sp: Vec<i64> = by_src.row_ptr.iter().map(|&v| v as i64).collect();
+        let src_ptr = Tensor::<B, 1, Int>::from_data(TensorData::new(sp, [num_src + 1]), device);
+        let src_edge = to_int(by_src.edge.iter().map(|&v| i64::from(v)).collect());
         Self {
             edge_type,
             src: src_t,
             dst: dst_t,
             row_ptr,
+            src_ptr,
+            src_edge,
             csr: Arc::new(csr),
             by_src,
             num_src,
@@ -69,8 +79,8 @@ impl<B: Backend> RelationGraph<B> {
 /// relation, the destination-sorted edges; optionally the supervised label pairs.
 #[derive(Debug, Clone)]
 pub struct GraphInput<B: Backend> {
-    /// Transcript token ids `[N_tx]` (token models).
-    pub tx_tokens: Option<Tensor<B, 1, Int>>,
+    /// Transcript token ids `[N_tx]`, grouped by token (token models).
+    pub tx_tokens: Option<RowIndex<B>>,
     /// Dense transcript features `[N_tx, F]` (embedding models).
     pub tx_features: Option<Tensor<B, 2>>,
     /// Boundary features `[N_bd, bd_features]`.
@@ -81,10 +91,10 @@ pub struct GraphInput<B: Backend> {
     pub num_tx: usize,
     /// Number of boundaries.
     pub num_bd: usize,
-    /// `tx__belongs__bd.edge_label_index` row 0, `[L]`.
-    pub label_tx: Option<Tensor<B, 1, Int>>,
-    /// `tx__belongs__bd.edge_label_index` row 1, `[L]`.
-    pub label_bd: Option<Tensor<B, 1, Int>>,
+    /// `tx__belongs__bd.edge_label_index` row 0, `[L]`, grouped by transcript.
+    pub label_tx: Option<RowIndex<B>>,
+    /// `tx__belongs__bd.edge_label_index` row 1, `[L]`, grouped by boundary.
+    pub label_bd: Option<RowIndex<B>>,
     /// `tx__belongs__bd.edge_label`, `[L]`.
     pub labels: Option<Tensor<B, 1>>,
 }
@@ -142,13 +152,9 @@ impl<B: Backend> GraphInput<B> {
         let n_tx = g.num_nodes(NodeType::Tx);
         let n_bd = g.num_nodes(NodeType::Bd);
         let (tx_tokens, tx_features) = match (&g.tx.x, config.tx_features) {
-            (NodeFeatures::Tokens(t), None) => (
-                Some(Tensor::from_data(
-                    TensorData::new(t.clone(), [n_tx]),
-                    device,
-                )),
-                None,
-            ),
+            (NodeFeatures::Tokens(t), None) => {
+                (Some(RowIndex::new(t, config.num_tx_tokens, device)), None)
+            }
             (NodeFeatures::Dense { values, width }, Some(w)) if *width == w => (
                 None,
                 Some(Tensor::from_data(
@@ -200,14 +206,8 @@ impl<B: Backend> GraphInput<B> {
         let (mut label_tx, mut label_bd, mut labels) = (None, None, None);
         if let Some(l) = g.labels() {
             let n = l.len();
-            label_tx = Some(Tensor::from_data(
-                TensorData::new(l.src.clone(), [n]),
-                device,
-            ));
-            label_bd = Some(Tensor::from_data(
-                TensorData::new(l.dst.clone(), [n]),
-                device,
-            ));
+            label_tx = Some(RowIndex::new(&l.src, n_tx, device));
+            label_bd = Some(RowIndex::new(&l.dst, n_bd, device));
             labels = Some(Tensor::from_data(
                 TensorData::new(l.label.clone(), [n]),
                 device,

@@ -26,4 +26,4 @@ pub use config::{Aggr, ConfigError, SeggerConfig};
 pub use gat::GatConv;
 pub use input::{check_layout, GraphInput, RelationGraph};
 pub use model::{bce_with_logits, decode, Embeddings, NamedParam, Segger};
-pub use mp::GatBackend;
+pub use mp::{GatBackend, RowIndex};

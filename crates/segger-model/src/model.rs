@@ -2,13 +2,13 @@ use std::collections::BTreeMap;
 
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
-use burn::tensor::{activation, Int, Tensor, TensorData};
+use burn::tensor::{activation, Tensor, TensorData};
 use segger_graph::NodeType;
 
 use crate::config::{Aggr, ConfigError, SeggerConfig};
 use crate::gat::GatConv;
 use crate::input::GraphInput;
-use crate::mp::GatBackend;
+use crate::mp::{self, GatBackend, RowIndex};
 
 /// Output embeddings of both node types.
 #[derive(Debug, Clone)]
@@ -269,11 +269,11 @@ impl<B: GatBackend> Segger<B> {
     /// Input layer: `ReLU(embedding)` for transcripts, `ReLU(x Wᵀ)` for boundaries.
     fn input_layer(&self, input: &GraphInput<B>) -> (Tensor<B, 2>, Tensor<B, 2>) {
         let h_tx = match (&input.tx_tokens, &input.tx_features) {
-            (Some(tok), _) => self.tx_embedding_tx.val().select(0, tok.clone()),
-            (None, Some(x)) => x.clone().matmul(self.lin0_tx.val().transpose()),
+            (Some(tok), _) => mp::gather_grouped(self.tx_embedding_tx.val(), tok),
+            (None, Some(x)) => mp::linear(x.clone(), self.lin0_tx.val()),
             (None, None) => panic!("GraphInput has neither transcript tokens nor features"),
         };
-        let h_bd = input.bd_x.clone().matmul(self.lin0_bd.val().transpose());
+        let h_bd = mp::linear(input.bd_x.clone(), self.lin0_bd.val());
         (activation::relu(h_tx), activation::relu(h_bd))
     }
 
@@ -322,13 +322,9 @@ impl<B: GatBackend> Segger<B> {
 
 /// Link logits `Σ_d z_tx[tx[k], d] · z_bd[bd[k], d]` for the pairs `(tx[k], bd[k])`, without
 /// building the dense `N_tx × N_bd` matrix.
-pub fn decode<B: Backend>(
-    z: &Embeddings<B>,
-    tx: Tensor<B, 1, Int>,
-    bd: Tensor<B, 1, Int>,
-) -> Tensor<B, 1> {
-    let a = z.tx.clone().select(0, tx);
-    let b = z.bd.clone().select(0, bd);
+pub fn decode<B: GatBackend>(z: &Embeddings<B>, tx: RowIndex<B>, bd: RowIndex<B>) -> Tensor<B, 1> {
+    let a = mp::gather_grouped(z.tx.clone(), &tx);
+    let b = mp::gather_grouped(z.bd.clone(), &bd);
     (a * b).sum_dim(1).squeeze_dim(1)
 }
 

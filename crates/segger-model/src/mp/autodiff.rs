@@ -8,9 +8,9 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorPrimitive};
+use burn::tensor::{Int, Tensor, TensorPrimitive};
 
-use super::{gatv2_generic, GatBackend, HostGraph};
+use super::{gatv2_generic, FusedGraph, GatBackend, RowIndex};
 use crate::input::RelationGraph;
 
 type Prim<B> = <B as burn::tensor::backend::BackendTypes>::FloatTensorPrimitive;
@@ -27,7 +27,7 @@ fn prim<B: Backend, const D: usize>(t: Tensor<B, D>) -> Prim<B> {
 struct GatV2Backward;
 
 impl<B: GatBackend> Backward<B, 3> for GatV2Backward {
-    type State = (Prim<B>, Prim<B>, Prim<B>, Prim<B>, HostGraph);
+    type State = (Prim<B>, Prim<B>, Prim<B>, Prim<B>, FusedGraph<B>);
 
     fn backward(
         self,
@@ -59,14 +59,77 @@ impl<B: GatBackend> Backward<B, 3> for GatV2Backward {
     }
 }
 
+#[derive(Debug)]
+struct GatherBackward;
+
+impl<B: GatBackend> Backward<B, 1> for GatherBackward {
+    type State = RowIndex<B>;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let grad = grads.consume::<B>(&ops.node);
+        let out = B::scatter_grouped(inner(grad), &ops.state);
+        if let [Some(n)] = ops.parents {
+            grads.register::<B>(n.id, prim(out));
+        }
+    }
+}
+
+fn inner_int<B: Backend, C: CheckpointStrategy>(
+    t: &Tensor<Autodiff<B, C>, 1, Int>,
+) -> Tensor<B, 1, Int> {
+    Tensor::from_primitive(t.clone().into_primitive())
+}
+
+/// The inner backend's view of a graph (integer tensors are not tracked by autodiff).
+fn inner_graph<B: Backend, C: CheckpointStrategy>(g: &FusedGraph<Autodiff<B, C>>) -> FusedGraph<B> {
+    let int = |t: &Tensor<Autodiff<B, C>, 1, Int>| {
+        Tensor::<B, 1, Int>::from_primitive(t.clone().into_primitive())
+    };
+    FusedGraph {
+        host: g.host.clone(),
+        src: int(&g.src),
+        dst: int(&g.dst),
+        row_ptr: int(&g.row_ptr),
+        src_ptr: int(&g.src_ptr),
+        src_edge: int(&g.src_edge),
+    }
+}
+
 impl<B: GatBackend, C: CheckpointStrategy> GatBackend for Autodiff<B, C> {
+    const SPLIT_K: bool = B::SPLIT_K;
+
+    fn gather_grouped(x: Tensor<Self, 2>, idx: &RowIndex<Self>) -> Tensor<Self, 2> {
+        let idx_inner = RowIndex {
+            idx: inner_int::<B, C>(&idx.idx),
+            group_ptr: inner_int::<B, C>(&idx.group_ptr),
+            group_pos: inner_int::<B, C>(&idx.group_pos),
+            num_rows: idx.num_rows,
+        };
+        let px = prim(x);
+        let out = prim(B::gather_grouped(inner(px.primitive.clone()), &idx_inner));
+        let res = match GatherBackward
+            .prepare::<C>([px.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(idx_inner, out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        };
+        Tensor::from_primitive(TensorPrimitive::Float(res))
+    }
+
     fn gatv2(
         xl: Tensor<Self, 3>,
         xr: Tensor<Self, 3>,
         att: Tensor<Self, 2>,
         g: &RelationGraph<Self>,
     ) -> Tensor<Self, 3> {
-        let host = g.host();
+        let host = inner_graph::<B, C>(&g.fused());
         let (pl, pr, pa) = (prim(xl.clone()), prim(xr.clone()), prim(att.clone()));
         let Some((out, alpha)) = B::fused_forward(
             inner(pl.primitive.clone()),

@@ -5,10 +5,13 @@
 //! * [`gatv2_generic`]: GATv2's edge scores, per-destination softmax and weighted sum, written
 //!   with the primitives. It is the reference implementation.
 //! * [`GatBackend::gatv2`]: the op the model calls. CPU backends run the fused kernels of
-//!   [`cpu`] (no `[E, H, C]` tensor is built, forward or backward); the autodiff backend wraps
-//!   them in a custom backward; other backends fall back to [`gatv2_generic`].
+//!   [`cpu`], the CubeCL backends (CUDA, wgpu) fused GPU kernels (no `[E, H, C]` tensor is
+//!   built, forward or backward, and no atomics); the autodiff backend wraps them in a custom
+//!   backward. [`set_fused`]`(false)` selects [`gatv2_generic`] instead.
 
 pub mod cpu;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod cube;
 
 use std::sync::Arc;
 
@@ -131,6 +134,24 @@ pub struct HostGraph {
     pub by_src: Arc<cpu::SrcIndex>,
 }
 
+/// A relation's graph as the fused kernels take it: the host view (CPU kernels) and the
+/// device index tensors (GPU kernels).
+#[derive(Debug, Clone)]
+pub struct FusedGraph<B: Backend> {
+    /// Host CSR and source grouping.
+    pub host: HostGraph,
+    /// Source of each edge, destination-sorted order, `[E]`.
+    pub src: Tensor<B, 1, Int>,
+    /// Destination of each edge, destination-sorted order, `[E]`.
+    pub dst: Tensor<B, 1, Int>,
+    /// Destination row pointers, `[N_dst + 1]`.
+    pub row_ptr: Tensor<B, 1, Int>,
+    /// Source row pointers into `src_edge`, `[N_src + 1]`.
+    pub src_ptr: Tensor<B, 1, Int>,
+    /// Edges grouped by source: positions in the destination-sorted order, `[E]`.
+    pub src_edge: Tensor<B, 1, Int>,
+}
+
 impl<B: Backend> RelationGraph<B> {
     /// The host view of the graph for the fused CPU kernels.
     pub fn host(&self) -> HostGraph {
@@ -139,11 +160,198 @@ impl<B: Backend> RelationGraph<B> {
             by_src: Arc::clone(&self.by_src),
         }
     }
+
+    /// The graph as the fused kernels take it.
+    pub fn fused(&self) -> FusedGraph<B> {
+        FusedGraph {
+            host: self.host(),
+            src: self.src.clone(),
+            dst: self.dst.clone(),
+            row_ptr: self.row_ptr.clone(),
+            src_ptr: self.src_ptr.clone(),
+            src_edge: self.src_edge.clone(),
+        }
+    }
+}
+
+/// Row indices of a gather together with their inverse grouping, so that the gather's backward
+/// (a scatter-add) can run as a segment sum without atomics. Built once per batch on the host.
+#[derive(Debug, Clone)]
+pub struct RowIndex<B: Backend> {
+    /// The gathered rows, `[M]`.
+    pub idx: Tensor<B, 1, Int>,
+    /// Group pointers: positions `group_pos[group_ptr[r]..group_ptr[r + 1]]` gather row r,
+    /// `[num_rows + 1]`.
+    pub group_ptr: Tensor<B, 1, Int>,
+    /// Positions `0..M` grouped by the row they gather, `[M]`.
+    pub group_pos: Tensor<B, 1, Int>,
+    /// Number of rows of the gathered tensor.
+    pub num_rows: usize,
+}
+
+impl<B: Backend> RowIndex<B> {
+    /// Groups `idx` (each in `0..num_rows`; others are left out of the groups) by row.
+    pub fn new(idx: &[i64], num_rows: usize, device: &B::Device) -> Self {
+        let mut ptr = vec![0i64; num_rows + 1];
+        for &r in idx {
+            if (0..num_rows as i64).contains(&r) {
+                ptr[r as usize + 1] += 1;
+            }
+        }
+        for r in 0..num_rows {
+            ptr[r + 1] += ptr[r];
+        }
+        let mut next = ptr.clone();
+        let mut pos = vec![0i64; ptr[num_rows] as usize];
+        for (p, &r) in idx.iter().enumerate() {
+            if (0..num_rows as i64).contains(&r) {
+                pos[next[r as usize] as usize] = p as i64;
+                next[r as usize] += 1;
+            }
+        }
+        let n_pos = pos.len();
+        Self {
+            idx: Tensor::from_data(TensorData::new(idx.to_vec(), [idx.len()]), device),
+            group_ptr: Tensor::from_data(TensorData::new(ptr, [num_rows + 1]), device),
+            group_pos: Tensor::from_data(TensorData::new(pos, [n_pos]), device),
+            num_rows,
+        }
+    }
+
+    /// Number of gathered rows M.
+    pub fn len(&self) -> usize {
+        self.idx.dims()[0]
+    }
+
+    /// Whether no row is gathered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Rows `idx` of `x` `[N, W]` → `[M, W]`. Its backward sums the gradient rows per gathered row
+/// ([`GatBackend::scatter_grouped`]); on the GPU backends that is a segment sum over
+/// `idx.group_*`, where Burn's generic `select` backward runs one thread per column.
+pub fn gather_grouped<B: GatBackend>(x: Tensor<B, 2>, idx: &RowIndex<B>) -> Tensor<B, 2> {
+    B::gather_grouped(x, idx)
+}
+
+thread_local! {
+    static SPLIT_K: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+}
+
+/// Overrides, for this thread, whether [`linear`] splits its row dimension into chunks (`None`:
+/// the backend's default, [`GatBackend::SPLIT_K`]). For comparisons and benchmarks.
+pub fn set_split_k(split: Option<bool>) {
+    SPLIT_K.with(|f| f.set(split));
+}
+
+thread_local! {
+    static EXACT_LINEAR: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Makes [`linear`] on this thread multiply without the backend's matmul: an elementwise
+/// product and a sum in plain f32. For parity runs on CUDA, whose matmul rounds f32 inputs to
+/// TF32 (about 1e-3 relative error) with no switch to turn that off in Burn 0.21. It builds an
+/// `[N, in, out]` tensor, so it is only for small inputs such as the parity fixtures.
+pub fn set_exact_linear(exact: bool) {
+    EXACT_LINEAR.with(|f| f.set(exact));
+}
+
+/// Rows per chunk of [`linear`]'s split form.
+pub const SPLIT_K_ROWS: usize = 1024;
+
+/// `x` `[N, W]` as `[chunks, SPLIT_K_ROWS, W]`, the last chunk zero-padded.
+fn into_chunks<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 3> {
+    let [n, w] = x.dims();
+    let chunks = n.div_ceil(SPLIT_K_ROWS);
+    let pad = chunks * SPLIT_K_ROWS - n;
+    let x = if pad > 0 {
+        let device = x.device();
+        Tensor::cat(vec![x, Tensor::zeros([pad, w], &device)], 0)
+    } else {
+        x
+    };
+    x.reshape([chunks, SPLIT_K_ROWS, w])
+}
+
+/// `x Wᵀ` for `x` `[N, in]` and `w` `[out, in]` (PyTorch's Linear without bias).
+///
+/// On the GPU backends ([`GatBackend::SPLIT_K`]) and for `N > 2 · SPLIT_K_ROWS`, the rows are
+/// cut into chunks of [`SPLIT_K_ROWS`] (the last one zero-padded) and multiplied by the weight
+/// broadcast over the chunks. The result is the same, but the weight gradient `xᵀ dy`, a
+/// product whose inner dimension is N, becomes a batch of short products summed over the
+/// chunks: Burn's CubeCL matmul otherwise runs it with little parallelism.
+pub fn linear<B: GatBackend>(x: Tensor<B, 2>, w: Tensor<B, 2>) -> Tensor<B, 2> {
+    let [n, fin] = x.dims();
+    let fout = w.dims()[0];
+    if EXACT_LINEAR.with(|f| f.get()) {
+        return (x.unsqueeze_dim::<3>(2) * w.transpose().unsqueeze::<3>())
+            .sum_dim(1)
+            .reshape([n, fout]);
+    }
+    let split = SPLIT_K.with(|f| f.get()).unwrap_or(B::SPLIT_K);
+    if !split || n <= 2 * SPLIT_K_ROWS {
+        return x.matmul(w.transpose());
+    }
+    let x = into_chunks(x);
+    let chunks = x.dims()[0];
+    let wb = w.transpose().unsqueeze::<3>().expand([chunks, fin, fout]);
+    x.matmul(wb)
+        .reshape([chunks * SPLIT_K_ROWS, fout])
+        .slice([0..n, 0..fout])
+}
+
+/// `x + b` for `x` `[N, W]` and a bias `b` `[W]` broadcast over the rows.
+///
+/// On the GPU backends and for `N > 2 · SPLIT_K_ROWS`, the rows are viewed as chunks of
+/// [`SPLIT_K_ROWS`] (the last one zero-padded) and the bias is expanded over them, so that the
+/// bias gradient, a sum over N rows, is computed in two short reductions (over the chunks,
+/// then within a chunk): Burn's CubeCL reduction over the long axis otherwise runs each column
+/// serially.
+pub fn add_bias<B: GatBackend>(x: Tensor<B, 2>, b: Tensor<B, 1>) -> Tensor<B, 2> {
+    let [n, w] = x.dims();
+    let split = SPLIT_K.with(|f| f.get()).unwrap_or(B::SPLIT_K);
+    if !split || n <= 2 * SPLIT_K_ROWS {
+        return x + b.unsqueeze::<2>();
+    }
+    let x = into_chunks(x);
+    let chunks = x.dims()[0];
+    let bb = b.reshape([1, 1, w]).expand([chunks, SPLIT_K_ROWS, w]);
+    (x + bb)
+        .reshape([chunks * SPLIT_K_ROWS, w])
+        .slice([0..n, 0..w])
+}
+
+/// Column sums of `x` `[N, W]`, `[W]`, in two stages (within chunks of [`SPLIT_K_ROWS`] rows,
+/// then over the chunks) so that no reduction runs over all N rows serially.
+pub fn col_sum<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 1> {
+    let [n, w] = x.dims();
+    if n <= 2 * SPLIT_K_ROWS {
+        return x.sum_dim(0).reshape([w]);
+    }
+    let x = into_chunks(x);
+    let chunks = x.dims()[0];
+    x.sum_dim(1).reshape([chunks, w]).sum_dim(0).reshape([w])
 }
 
 /// Backends that provide GATv2 message passing. The default methods are the generic
 /// implementation; CPU backends override the `fused_*` methods with the kernels of [`cpu`].
 pub trait GatBackend: Backend {
+    /// Whether [`linear`] uses its split form by default (the GPU backends).
+    const SPLIT_K: bool = false;
+
+    /// Rows `idx.idx` of `x` (see [`gather_grouped`]).
+    fn gather_grouped(x: Tensor<Self, 2>, idx: &RowIndex<Self>) -> Tensor<Self, 2> {
+        x.select(0, idx.idx.clone())
+    }
+
+    /// The gather's backward: `out[r] = Σ values[p]` over the positions p that gather row r,
+    /// `[idx.num_rows, W]`.
+    fn scatter_grouped(values: Tensor<Self, 2>, idx: &RowIndex<Self>) -> Tensor<Self, 2> {
+        scatter_add_rows(values, idx.idx.clone(), idx.num_rows)
+    }
+
     /// GATv2 attention + aggregation, `[N_dst, H, C]` (see [`gatv2_generic`]).
     fn gatv2(
         xl: Tensor<Self, 3>,
@@ -151,7 +359,7 @@ pub trait GatBackend: Backend {
         att: Tensor<Self, 2>,
         g: &RelationGraph<Self>,
     ) -> Tensor<Self, 3> {
-        match Self::fused_forward(xl.clone(), xr.clone(), att.clone(), &g.host()) {
+        match Self::fused_forward(xl.clone(), xr.clone(), att.clone(), &g.fused()) {
             Some((out, _alpha)) => out,
             None => gatv2_generic(xl, xr, att, g),
         }
@@ -163,7 +371,7 @@ pub trait GatBackend: Backend {
         _xl: Tensor<Self, 3>,
         _xr: Tensor<Self, 3>,
         _att: Tensor<Self, 2>,
-        _g: &HostGraph,
+        _g: &FusedGraph<Self>,
     ) -> Option<(Tensor<Self, 3>, Tensor<Self, 2>)> {
         None
     }
@@ -176,7 +384,7 @@ pub trait GatBackend: Backend {
         _xr: Tensor<Self, 3>,
         _att: Tensor<Self, 2>,
         _alpha: Tensor<Self, 2>,
-        _g: &HostGraph,
+        _g: &FusedGraph<Self>,
     ) -> Option<(Tensor<Self, 3>, Tensor<Self, 3>, Tensor<Self, 2>)> {
         None
     }
@@ -240,9 +448,9 @@ macro_rules! cpu_gat_backend {
                 xl: Tensor<Self, 3>,
                 xr: Tensor<Self, 3>,
                 att: Tensor<Self, 2>,
-                g: &HostGraph,
+                g: &FusedGraph<Self>,
             ) -> Option<(Tensor<Self, 3>, Tensor<Self, 2>)> {
-                fused_enabled().then(|| cpu_forward(xl, xr, att, g))
+                fused_enabled().then(|| cpu_forward(xl, xr, att, &g.host))
             }
 
             fn fused_backward(
@@ -251,9 +459,9 @@ macro_rules! cpu_gat_backend {
                 xr: Tensor<Self, 3>,
                 att: Tensor<Self, 2>,
                 alpha: Tensor<Self, 2>,
-                g: &HostGraph,
+                g: &FusedGraph<Self>,
             ) -> Option<(Tensor<Self, 3>, Tensor<Self, 3>, Tensor<Self, 2>)> {
-                Some(cpu_backward(grad, xl, xr, att, alpha, g))
+                Some(cpu_backward(grad, xl, xr, att, alpha, &g.host))
             }
         }
     };
@@ -263,9 +471,47 @@ macro_rules! cpu_gat_backend {
 cpu_gat_backend!(burn::backend::Flex);
 #[cfg(feature = "ndarray")]
 cpu_gat_backend!(burn::backend::NdArray);
-#[cfg(feature = "wgpu")]
-impl GatBackend for burn::backend::Wgpu {}
-#[cfg(feature = "cuda")]
-impl GatBackend for burn::backend::Cuda {}
+/// The CubeCL backends (CUDA, wgpu) run the fused GPU kernels of `cube`.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+impl<R, F, I, BT> GatBackend for burn_cubecl::CubeBackend<R, F, I, BT>
+where
+    R: burn_cubecl::CubeRuntime,
+    F: burn_cubecl::FloatElement,
+    I: burn_cubecl::IntElement,
+    BT: burn_cubecl::BoolElement,
+{
+    const SPLIT_K: bool = true;
+
+    fn scatter_grouped(values: Tensor<Self, 2>, idx: &RowIndex<Self>) -> Tensor<Self, 2> {
+        cube::scatter_grouped(values, idx)
+    }
+
+    fn fused_forward(
+        xl: Tensor<Self, 3>,
+        xr: Tensor<Self, 3>,
+        att: Tensor<Self, 2>,
+        g: &FusedGraph<Self>,
+    ) -> Option<(Tensor<Self, 3>, Tensor<Self, 2>)> {
+        fused_enabled().then(|| cube::forward(xl, xr, att, &cube::CubeGraph::new(g)))
+    }
+
+    fn fused_backward(
+        grad: Tensor<Self, 3>,
+        xl: Tensor<Self, 3>,
+        xr: Tensor<Self, 3>,
+        att: Tensor<Self, 2>,
+        alpha: Tensor<Self, 2>,
+        g: &FusedGraph<Self>,
+    ) -> Option<(Tensor<Self, 3>, Tensor<Self, 3>, Tensor<Self, 2>)> {
+        Some(cube::backward(
+            grad,
+            xl,
+            xr,
+            att,
+            alpha,
+            &cube::CubeGraph::new(g),
+        ))
+    }
+}
 
 mod autodiff;

@@ -1,0 +1,364 @@
+//! Timings of the seed model's training step and of the GATv2 op on one backend, for the GPU
+//! comparison with PyTorch Geometric (issue "fast message passing"):
+//!
+//! ```sh
+//! cargo build --release -p segger-benches --features cuda --bin gpu_bench
+//! target/release/gpu_bench cuda        # or: wgpu, flex
+//! ```
+//!
+//! * `step`: forward + backward + clipped AdamW of the seed model on a batch of 4 synthetic
+//!   tiles × 10,300 transcripts (the `model` criterion bench's batch). The first step is timed
+//!   alone (kernel compilation and autotune included), then the median of 20 steps. Every step
+//!   ends by reading the loss on the host, so device work is finished when the clock stops.
+//! * `layer`: one GATv2 op (attention + aggregation, forward + backward) and one whole layer
+//!   (64 → 4 heads × 16) at the three sizes of the criterion bench, fused and generic.
+//!
+//! On CubeCL backends the memory pool's size after the steps is printed too (it only grows, so
+//! it bounds the peak). Kernel and autotune caches follow `cubecl.toml` in the working directory.
+
+#[global_allocator]
+static GLOBAL: segger_benches::Allocator = segger_benches::Allocator;
+
+use std::time::Instant;
+
+use burn::backend::Autodiff;
+use burn::module::Param;
+use burn::optim::{GradientsParams, Optimizer};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Distribution, Tensor};
+use segger_benches::{random_edges, synthetic_tile};
+use segger_graph::{Batch, EdgeType, NodeType};
+use segger_model::{
+    bce_with_logits, decode, mp, GatBackend, GatConv, GraphInput, RelationGraph, Segger,
+    SeggerConfig,
+};
+
+/// Memory of the device, where the backend can tell.
+trait DeviceMemory: AutodiffBackend {
+    fn memory(_device: &Self::Device) -> Option<String> {
+        None
+    }
+}
+
+impl DeviceMemory for Autodiff<burn::backend::Flex> {}
+
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+impl<R, F, I, BT> DeviceMemory for Autodiff<burn_cubecl::CubeBackend<R, F, I, BT>>
+where
+    R: burn_cubecl::CubeRuntime,
+    F: burn_cubecl::FloatElement,
+    I: burn_cubecl::IntElement,
+    BT: burn_cubecl::BoolElement,
+{
+    fn memory(device: &Self::Device) -> Option<String> {
+        let u = R::client(device).memory_usage().ok()?;
+        Some(format!(
+            "in use {:.1} MiB, pool reserved {:.1} MiB",
+            u.bytes_in_use as f64 / 1048576.0,
+            u.bytes_reserved as f64 / 1048576.0
+        ))
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn step<B>(device: &B::Device, fused: bool, steps: usize)
+where
+    B: DeviceMemory + GatBackend,
+    B::InnerBackend: GatBackend,
+{
+    let tiles: Vec<_> = (0..4).map(|s| synthetic_tile(s, 10_300, 106)).collect();
+    let refs: Vec<_> = tiles.iter().collect();
+    let batch = Batch::collate(&refs).unwrap();
+    let n_tx = batch.graph.tx.num_nodes();
+    let cfg = SeggerConfig::new(500);
+    let input = GraphInput::<B>::from_graph(&batch.graph, &cfg, device).unwrap();
+    let mut model = Some(Segger::<B>::init(&cfg, device, 0).unwrap());
+    let mut optim = segger_model::optim::adamw_config(1e-4).init::<B, Segger<B>>();
+    let mut times = Vec::new();
+    let mut last = 0.0;
+    for k in 0..=steps {
+        mp::set_fused(fused);
+        let t = Instant::now();
+        let m = model.take().unwrap();
+        let z = m.forward(&input);
+        let logits = decode(
+            &z,
+            input.label_tx.clone().unwrap(),
+            input.label_bd.clone().unwrap(),
+        );
+        let loss = bce_with_logits(logits, input.labels.clone().unwrap());
+        let mut grads = GradientsParams::from_grads(loss.backward(), &m);
+        segger_model::optim::clip_grad_norm(&m, &mut grads, 1.0);
+        model = Some(optim.step(1e-4, m, grads));
+        last = loss.into_scalar().elem::<f32>() as f64;
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        if k == 0 {
+            println!(
+                "step {:<7} first step {:>10.1} ms (batch of 4 tiles, {n_tx} transcripts)",
+                if fused { "fused" } else { "generic" },
+                ms
+            );
+        } else {
+            times.push(ms);
+        }
+    }
+    println!(
+        "step {:<7} median {:>10.2} ms over {steps} steps, min {:.2} ms, loss {last:.5}; {:.0} tx/s",
+        if fused { "fused" } else { "generic" },
+        median(times.clone()),
+        times.iter().cloned().fold(f64::INFINITY, f64::min),
+        n_tx as f64 / (median(times) / 1e3)
+    );
+    if let Some(m) = B::memory(device) {
+        println!("memory after the steps: {m}");
+    }
+}
+
+use burn::tensor::ElementConversion;
+
+fn layer<B>(device: &B::Device, reps: usize, generic_max_nodes: usize)
+where
+    B: DeviceMemory + GatBackend,
+{
+    let (fin, h, ch) = (64usize, 4usize, 16usize);
+    for (name, n, e) in [
+        ("tile_10k_30k", 10_000usize, 30_000usize),
+        ("batch_41k_123k", 41_000, 123_000),
+        ("200k_1M", 200_000, 1_000_000),
+    ] {
+        let (s, d) = random_edges(1, n, n, e);
+        let g = RelationGraph::<B>::new(
+            EdgeType::new(NodeType::Tx, "neighbors", NodeType::Tx),
+            &s,
+            &d,
+            n,
+            n,
+            device,
+        );
+        let xl = Tensor::<B, 3>::random([n, h, ch], Distribution::Normal(0.0, 1.0), device);
+        let xr = Tensor::<B, 3>::random([n, h, ch], Distribution::Normal(0.0, 1.0), device);
+        let att = Tensor::<B, 2>::random([h, ch], Distribution::Normal(0.0, 1.0), device);
+        let p2 = |r: usize, c: usize| {
+            Param::from_tensor(Tensor::<B, 2>::random(
+                [r, c],
+                Distribution::Normal(0.0, 0.1),
+                device,
+            ))
+        };
+        let p1 = |r: usize| {
+            Param::from_tensor(Tensor::<B, 1>::random(
+                [r],
+                Distribution::Normal(0.0, 0.1),
+                device,
+            ))
+        };
+        let conv = GatConv {
+            lin_l_weight: p2(h * ch, fin),
+            lin_l_bias: p1(h * ch),
+            lin_r_weight: p2(h * ch, fin),
+            lin_r_bias: p1(h * ch),
+            att: p2(h, ch),
+            bias: p1(h * ch),
+            heads: h,
+            channels: ch,
+        };
+        let x = Tensor::<B, 2>::random([n, fin], Distribution::Normal(0.0, 1.0), device);
+        for fused in [true, false] {
+            if !fused && n > generic_max_nodes {
+                continue;
+            }
+            mp::set_fused(fused);
+            let mut op = Vec::new();
+            let mut whole = Vec::new();
+            for _ in 0..reps + 1 {
+                let t = Instant::now();
+                let (l, r, a) = (
+                    xl.clone().require_grad(),
+                    xr.clone().require_grad(),
+                    att.clone().require_grad(),
+                );
+                let out = B::gatv2(l.clone(), r, a, &g);
+                let grads = out.sum().backward();
+                let _ = l.grad(&grads).unwrap().sum().into_scalar();
+                op.push(t.elapsed().as_secs_f64() * 1e3);
+                let t = Instant::now();
+                let xi = x.clone().require_grad();
+                let out = conv.forward(xi.clone(), xi.clone(), &g);
+                let grads = out.sum().backward();
+                let _ = xi.grad(&grads).unwrap().sum().into_scalar();
+                whole.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            let tag = if fused { "fused" } else { "generic" };
+            println!(
+                "gatv2 op    {name:<15} {tag:<7} first {:>9.2} ms, median {:>9.2} ms",
+                op[0],
+                median(op[1..].to_vec())
+            );
+            println!(
+                "gatv2 layer {name:<15} {tag:<7} first {:>9.2} ms, median {:>9.2} ms",
+                whole[0],
+                median(whole[1..].to_vec())
+            );
+        }
+    }
+    mp::set_fused(true);
+}
+
+/// Median milliseconds of `f` over `reps` runs after one warm-up, synchronising the device.
+fn time_ms<B: burn::tensor::backend::Backend>(
+    device: &B::Device,
+    reps: usize,
+    mut f: impl FnMut(),
+) -> f64 {
+    f();
+    B::sync(device).unwrap();
+    let mut t = Vec::new();
+    for _ in 0..reps {
+        let s = Instant::now();
+        f();
+        B::sync(device).unwrap();
+        t.push(s.elapsed().as_secs_f64() * 1e3);
+    }
+    median(t)
+}
+
+/// The pieces of a training step, each timed alone (forward + backward where it has one).
+fn ops<B>(device: &B::Device)
+where
+    B: DeviceMemory + GatBackend,
+    B::InnerBackend: GatBackend,
+{
+    use segger_model::mp::RowIndex;
+    type Inner<B> = <B as AutodiffBackend>::InnerBackend;
+    for (name, n, e) in [
+        ("41k_123k", 41_200usize, 123_600usize),
+        ("200k_1M", 200_000, 1_000_000),
+    ] {
+        let x = Tensor::<B, 2>::random([n, 64], Distribution::Normal(0.0, 1.0), device);
+        let w = Tensor::<B, 2>::random([64, 64], Distribution::Normal(0.0, 0.1), device);
+        for split in [false, true] {
+            mp::set_split_k(Some(split));
+            let ms = time_ms::<B>(device, 10, || {
+                let (xi, wi) = (x.clone().require_grad(), w.clone().require_grad());
+                let g = segger_model::mp::linear(xi.clone(), wi.clone())
+                    .sum()
+                    .backward();
+                let _ = (xi.grad(&g), wi.grad(&g));
+            });
+            println!("op  {name:<9} linear 64→64 fwd+bwd split={split:<5} {ms:>9.3} ms");
+        }
+        mp::set_split_k(None);
+        let ms = time_ms::<B>(device, 10, || {
+            let _ = x.clone().matmul(w.clone());
+        });
+        println!("op  {name:<9} matmul [N,64]x[64,64] fwd        {ms:>9.3} ms");
+        let ms = time_ms::<B>(device, 10, || {
+            let _ = x.clone().transpose().matmul(x.clone());
+        });
+        println!("op  {name:<9} matmul [64,N]x[N,64] (K = N)     {ms:>9.3} ms");
+        let idx: Vec<i64> = {
+            let (s, _) = random_edges(5, n, n, n);
+            s
+        };
+        let rows = RowIndex::<B>::new(&idx, n, device);
+        let z = Tensor::<B, 2>::random([n, 16], Distribution::Normal(0.0, 1.0), device);
+        let ms = time_ms::<B>(device, 10, || {
+            let zi = z.clone().require_grad();
+            let g = segger_model::mp::gather_grouped(zi.clone(), &rows)
+                .sum()
+                .backward();
+            let _ = zi.grad(&g);
+        });
+        println!("op  {name:<9} gather rows x16 fwd+bwd grouped   {ms:>9.3} ms");
+        let ms = time_ms::<B>(device, 10, || {
+            let zi = z.clone().require_grad();
+            let g = zi.clone().select(0, rows.idx.clone()).sum().backward();
+            let _ = zi.grad(&g);
+        });
+        println!("op  {name:<9} gather rows x16 fwd+bwd select    {ms:>9.3} ms");
+        let (s, d) = random_edges(1, n, n, e);
+        let g = RelationGraph::<Inner<B>>::new(
+            EdgeType::new(NodeType::Tx, "neighbors", NodeType::Tx),
+            &s,
+            &d,
+            n,
+            n,
+            device,
+        )
+        .fused();
+        let xl = Tensor::<Inner<B>, 3>::random([n, 4, 16], Distribution::Normal(0.0, 1.0), device);
+        let xr = Tensor::<Inner<B>, 3>::random([n, 4, 16], Distribution::Normal(0.0, 1.0), device);
+        let att = Tensor::<Inner<B>, 2>::random([4, 16], Distribution::Normal(0.0, 1.0), device);
+        let (out, alpha) =
+            Inner::<B>::fused_forward(xl.clone(), xr.clone(), att.clone(), &g).unwrap();
+        let ms = time_ms::<Inner<B>>(device, 10, || {
+            let _ = Inner::<B>::fused_forward(xl.clone(), xr.clone(), att.clone(), &g);
+        });
+        println!("op  {name:<9} gatv2 fused forward only          {ms:>9.3} ms");
+        let ms = time_ms::<Inner<B>>(device, 10, || {
+            let _ = Inner::<B>::fused_backward(
+                out.clone(),
+                xl.clone(),
+                xr.clone(),
+                att.clone(),
+                alpha.clone(),
+                &g,
+            );
+        });
+        println!("op  {name:<9} gatv2 fused backward only         {ms:>9.3} ms");
+        let ms = time_ms::<Inner<B>>(device, 10, || {
+            let _ = xl.clone() + xr.clone();
+        });
+        println!("op  {name:<9} add [N,4,16] (launch + bandwidth) {ms:>9.3} ms");
+    }
+}
+
+fn run<B>(device: B::Device, what: &str, steps: usize)
+where
+    B: DeviceMemory + GatBackend,
+    B::InnerBackend: GatBackend,
+{
+    if what == "all" || what == "step" {
+        step::<B>(&device, true, steps);
+        if std::env::var("SEGGER_BENCH_GENERIC").as_deref() == Ok("1") {
+            step::<B>(&device, false, 5);
+        }
+    }
+    if what == "all" || what == "layer" {
+        layer::<B>(&device, 10, 50_000);
+    }
+    if what == "all" || what == "ops" {
+        ops::<B>(&device);
+    }
+    if what == "split" {
+        // The step with the plain linear, for comparison.
+        mp::set_split_k(Some(false));
+        step::<B>(&device, true, steps);
+        mp::set_split_k(None);
+    }
+}
+
+fn main() {
+    segger_benches::configure_allocator();
+    let args: Vec<String> = std::env::args().collect();
+    let backend = args.get(1).map(String::as_str).unwrap_or("flex");
+    let what = args.get(2).map(String::as_str).unwrap_or("all");
+    let steps: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(20);
+    let t = Instant::now();
+    match backend {
+        "flex" => run::<Autodiff<burn::backend::Flex>>(Default::default(), what, steps),
+        #[cfg(feature = "cuda")]
+        "cuda" => run::<Autodiff<burn::backend::Cuda>>(Default::default(), what, steps),
+        #[cfg(feature = "wgpu")]
+        "wgpu" => run::<Autodiff<burn::backend::Wgpu>>(Default::default(), what, steps),
+        other => {
+            eprintln!("unknown or not built backend {other}: flex, cuda (feature cuda), wgpu (feature wgpu)");
+            std::process::exit(2);
+        }
+    }
+    println!("total {:.1} s", t.elapsed().as_secs_f64());
+}
