@@ -358,6 +358,7 @@ fn launch_shape<R: CubeRuntime>(client: &ComputeClient<R>, n: usize) -> (CubeCou
 }
 
 /// Fused forward on a CubeCL backend: the output `[N_dst, H, C]` and the attention `[E, H]`.
+#[allow(clippy::type_complexity)]
 pub(super) fn forward<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
     xl: BTensor<Cube<R, F, I, BT>, 3>,
     xr: BTensor<Cube<R, F, I, BT>, 3>,
