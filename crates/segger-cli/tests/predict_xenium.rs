@@ -172,7 +172,14 @@ fn pipeline(epochs: usize) -> Option<Run> {
             .arg(&raw)
             // The small-sample settings of docs/prediction.md: one tx→bd message edge per
             // transcript, 6 µm tiles, one negative per positive, every tile in training.
-            .args(["--k_bd", "1", "--tile_size", "6", "--neg_sampling_ratio", "1"])
+            .args([
+                "--k_bd",
+                "1",
+                "--tile_size",
+                "6",
+                "--neg_sampling_ratio",
+                "1",
+            ])
             .args(["--val_prob", "0", "--test_prob", "0"])
             .arg("--output")
             .arg(&ds),
