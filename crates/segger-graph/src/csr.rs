@@ -4,6 +4,31 @@
 //! destination once, on the host, when a batch is built, lets kernels walk one contiguous
 //! segment per destination with no atomics.
 
+/// Stable counting sort of `len` items by key (`key(k)` in `0..num_keys`): the segment
+/// boundaries (length `num_keys + 1`) and, segment by segment, the items `0..len` in their
+/// original order. The grouping behind [`Csr::from_edges`] and the other by-key indexes.
+pub fn group_by_key(
+    len: usize,
+    num_keys: usize,
+    key: impl Fn(usize) -> usize,
+) -> (Vec<usize>, Vec<u32>) {
+    let mut row_ptr = vec![0usize; num_keys + 1];
+    for k in 0..len {
+        row_ptr[key(k) + 1] += 1;
+    }
+    for i in 0..num_keys {
+        row_ptr[i + 1] += row_ptr[i];
+    }
+    let mut next = row_ptr.clone();
+    let mut order = vec![0u32; len];
+    for k in 0..len {
+        let slot = &mut next[key(k)];
+        order[*slot] = k as u32;
+        *slot += 1;
+    }
+    (row_ptr, order)
+}
+
 /// Edges grouped by destination: the incoming edges of destination `i` are
 /// `row_ptr[i]..row_ptr[i + 1]` in `src` and `edge_id`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,26 +46,12 @@ impl Csr {
     /// original order). Indices must already be validated to lie in range.
     pub fn from_edges(src: &[i64], dst: &[i64], num_dst: usize) -> Self {
         assert_eq!(src.len(), dst.len(), "edge rows differ in length");
-        let mut row_ptr = vec![0usize; num_dst + 1];
-        for &d in dst {
-            row_ptr[d as usize + 1] += 1;
-        }
-        for i in 0..num_dst {
-            row_ptr[i + 1] += row_ptr[i];
-        }
-        let mut next = row_ptr.clone();
-        let mut s = vec![0u32; src.len()];
-        let mut e = vec![0u32; src.len()];
-        for (k, (&a, &d)) in src.iter().zip(dst).enumerate() {
-            let slot = &mut next[d as usize];
-            s[*slot] = a as u32;
-            e[*slot] = k as u32;
-            *slot += 1;
-        }
+        let (row_ptr, edge_id) = group_by_key(dst.len(), num_dst, |k| dst[k] as usize);
+        let src = edge_id.iter().map(|&k| src[k as usize] as u32).collect();
         Self {
             row_ptr,
-            src: s,
-            edge_id: e,
+            src,
+            edge_id,
         }
     }
 

@@ -153,7 +153,17 @@ impl<B: Backend> GraphInput<B> {
         let n_bd = g.num_nodes(NodeType::Bd);
         let (tx_tokens, tx_features) = match (&g.tx.x, config.tx_features) {
             (NodeFeatures::Tokens(t), None) => {
-                (Some(RowIndex::new(t, config.num_tx_tokens, device)), None)
+                let n = config.num_tx_tokens;
+                if let Some((row, v)) = t
+                    .iter()
+                    .enumerate()
+                    .find(|(_, &v)| !(0..n as i64).contains(&v))
+                {
+                    return Err(ConfigError(format!(
+                        "tx.x: token id {v} at row {row} is outside the model's {n} token embeddings (num_tx_tokens)"
+                    )));
+                }
+                (Some(RowIndex::new(t, n, device)), None)
             }
             (NodeFeatures::Dense { values, width }, Some(w)) if *width == w => (
                 None,

@@ -96,6 +96,24 @@ fn dense_transcript_features_use_lin0() {
 }
 
 #[test]
+fn token_ids_outside_the_vocabulary_are_refused() {
+    let t = tile();
+    let dev = Default::default();
+    let NodeFeatures::Tokens(tokens) = &t.graph.tx.x else {
+        panic!("the parity tile has token ids")
+    };
+    let max = *tokens.iter().max().unwrap() as usize;
+    // A vocabulary that holds every token id is accepted, one that stops short is refused.
+    assert!(GraphInput::<Flex>::from_graph(&t.graph, &SeggerConfig::new(max + 1), &dev).is_ok());
+    let err = GraphInput::<Flex>::from_graph(&t.graph, &SeggerConfig::new(max), &dev).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("tx.x") && msg.contains(&format!("token id {max}")),
+        "{msg}"
+    );
+}
+
+#[test]
 fn config_json_matches_the_reference_keys_and_weights_are_checked() {
     let cfg = SeggerConfig::from_json(r#"{"num_tx_tokens": 500, "init_emb": 8, "hidden_channels": 64, "out_channels": 16, "heads": 4, "num_mid_layers": 1}"#).unwrap();
     assert_eq!(cfg, SeggerConfig::new(500));

@@ -87,9 +87,7 @@ fn inner_int<B: Backend, C: CheckpointStrategy>(
 
 /// The inner backend's view of a graph (integer tensors are not tracked by autodiff).
 fn inner_graph<B: Backend, C: CheckpointStrategy>(g: &FusedGraph<Autodiff<B, C>>) -> FusedGraph<B> {
-    let int = |t: &Tensor<Autodiff<B, C>, 1, Int>| {
-        Tensor::<B, 1, Int>::from_primitive(t.clone().into_primitive())
-    };
+    let int = inner_int::<B, C>;
     FusedGraph {
         host: g.host.clone(),
         src: int(&g.src),

@@ -7,7 +7,7 @@
 //! edges are in the destination-sorted order of [`Csr`].
 
 use rayon::prelude::*;
-use segger_graph::csr::Csr;
+use segger_graph::csr::{group_by_key, Csr};
 
 use super::{NEGATIVE_SLOPE, SOFTMAX_EPS};
 
@@ -27,24 +27,9 @@ pub struct SrcIndex {
 impl SrcIndex {
     /// Groups the edges of `csr` by source (`num_src` sources).
     pub fn new(csr: &Csr, num_src: usize) -> Self {
-        let mut row_ptr = vec![0usize; num_src + 1];
-        for &s in &csr.src {
-            row_ptr[s as usize + 1] += 1;
-        }
-        for j in 0..num_src {
-            row_ptr[j + 1] += row_ptr[j];
-        }
-        let mut next = row_ptr.clone();
-        let mut edge = vec![0u32; csr.num_edges()];
-        let mut dst = vec![0u32; csr.num_edges()];
-        for (i, w) in csr.row_ptr.windows(2).enumerate() {
-            for k in w[0]..w[1] {
-                let s = csr.src[k] as usize;
-                edge[next[s]] = k as u32;
-                dst[next[s]] = i as u32;
-                next[s] += 1;
-            }
-        }
+        let (row_ptr, edge) = group_by_key(csr.num_edges(), num_src, |k| csr.src[k] as usize);
+        let dst_of = csr.dst_of_sorted();
+        let dst = edge.iter().map(|&k| dst_of[k as usize]).collect();
         Self { row_ptr, edge, dst }
     }
 }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{activation, IndexingUpdateOp, Int, Tensor, TensorData};
-use segger_graph::csr::Csr;
+use segger_graph::csr::{group_by_key, Csr};
 
 use crate::input::RelationGraph;
 
@@ -190,30 +190,15 @@ pub struct RowIndex<B: Backend> {
 }
 
 impl<B: Backend> RowIndex<B> {
-    /// Groups `idx` (each in `0..num_rows`; others are left out of the groups) by row.
+    /// Groups `idx` by row. Every index must lie in `0..num_rows` (callers validate them).
     pub fn new(idx: &[i64], num_rows: usize, device: &B::Device) -> Self {
-        let mut ptr = vec![0i64; num_rows + 1];
-        for &r in idx {
-            if (0..num_rows as i64).contains(&r) {
-                ptr[r as usize + 1] += 1;
-            }
-        }
-        for r in 0..num_rows {
-            ptr[r + 1] += ptr[r];
-        }
-        let mut next = ptr.clone();
-        let mut pos = vec![0i64; ptr[num_rows] as usize];
-        for (p, &r) in idx.iter().enumerate() {
-            if (0..num_rows as i64).contains(&r) {
-                pos[next[r as usize] as usize] = p as i64;
-                next[r as usize] += 1;
-            }
-        }
-        let n_pos = pos.len();
+        let (ptr, pos) = group_by_key(idx.len(), num_rows, |p| idx[p] as usize);
+        let ptr: Vec<i64> = ptr.into_iter().map(|v| v as i64).collect();
+        let pos: Vec<i64> = pos.into_iter().map(i64::from).collect();
         Self {
             idx: Tensor::from_data(TensorData::new(idx.to_vec(), [idx.len()]), device),
             group_ptr: Tensor::from_data(TensorData::new(ptr, [num_rows + 1]), device),
-            group_pos: Tensor::from_data(TensorData::new(pos, [n_pos]), device),
+            group_pos: Tensor::from_data(TensorData::new(pos, [idx.len()]), device),
             num_rows,
         }
     }
