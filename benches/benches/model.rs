@@ -5,21 +5,17 @@
 static GLOBAL: segger_benches::Allocator = segger_benches::Allocator;
 
 use burn::backend::{Autodiff, Flex, NdArray};
-use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use criterion::{criterion_group, Criterion, Throughput};
-use segger_benches::synthetic_tile;
-use segger_graph::Batch;
-use segger_model::{bce_with_logits, decode, mp, GatBackend, GraphInput, Segger, SeggerConfig};
+use segger_benches::{seed_batch, train_step};
+use segger_model::{mp, GatBackend, GraphInput, Segger, SeggerConfig};
 
 fn bench_step<B>(c: &mut Criterion, name: &str, fused: bool)
 where
     B: AutodiffBackend + GatBackend,
     B::InnerBackend: GatBackend,
 {
-    let tiles: Vec<_> = (0..4).map(|s| synthetic_tile(s, 10_300, 106)).collect();
-    let refs: Vec<_> = tiles.iter().collect();
-    let batch = Batch::collate(&refs).unwrap();
+    let batch = seed_batch();
     let n_tx = batch.graph.tx.num_nodes();
     let cfg = SeggerConfig::new(500);
     let device = Default::default();
@@ -32,17 +28,8 @@ where
     g.bench_function(name, |b| {
         b.iter(|| {
             mp::set_fused(fused);
-            let m = model.take().unwrap();
-            let z = m.forward(&input);
-            let logits = decode(
-                &z,
-                input.label_tx.clone().unwrap(),
-                input.label_bd.clone().unwrap(),
-            );
-            let loss = bce_with_logits(logits, input.labels.clone().unwrap());
-            let mut grads = GradientsParams::from_grads(loss.backward(), &m);
-            segger_model::optim::clip_grad_norm(&m, &mut grads, 1.0);
-            model = Some(optim.step(1e-4, m, grads));
+            let (m, _loss) = train_step(model.take().unwrap(), &mut optim, &input);
+            model = Some(m);
         })
     });
     g.finish();

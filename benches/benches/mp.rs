@@ -7,7 +7,7 @@ static GLOBAL: segger_benches::Allocator = segger_benches::Allocator;
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
-use segger_benches::random_edges;
+use segger_benches::{random_conv, random_edges};
 use segger_graph::{EdgeType, NodeType};
 use segger_model::mp::{self, GatBackend};
 use segger_model::RelationGraph;
@@ -67,7 +67,6 @@ fn layer(c: &mut Criterion) {
 /// forward and backward, as in the PyTorch comparison (PyTorch CPU, 2 threads:
 /// 1,604 ms at 200k nodes / 1M edges on this machine type).
 fn whole_layer(c: &mut Criterion) {
-    use burn::module::Param;
     let (fin, h, ch) = (64usize, 4usize, 16usize);
     let mut g = c.benchmark_group("gatv2_layer_64_to_4x16_fwd_bwd");
     g.sample_size(10);
@@ -85,30 +84,7 @@ fn whole_layer(c: &mut Criterion) {
             n,
             &dev,
         );
-        let p2 = |r: usize, c: usize| {
-            Param::from_tensor(Tensor::<AD, 2>::random(
-                [r, c],
-                Distribution::Normal(0.0, 0.1),
-                &dev,
-            ))
-        };
-        let p1 = |r: usize| {
-            Param::from_tensor(Tensor::<AD, 1>::random(
-                [r],
-                Distribution::Normal(0.0, 0.1),
-                &dev,
-            ))
-        };
-        let conv = segger_model::GatConv {
-            lin_l_weight: p2(h * ch, fin),
-            lin_l_bias: p1(h * ch),
-            lin_r_weight: p2(h * ch, fin),
-            lin_r_bias: p1(h * ch),
-            att: p2(h, ch),
-            bias: p1(h * ch),
-            heads: h,
-            channels: ch,
-        };
+        let conv = random_conv::<AD>(fin, h, ch, &dev);
         let x = Tensor::<AD, 2>::random([n, fin], Distribution::Normal(0.0, 1.0), &dev);
         g.throughput(Throughput::Elements(e as u64));
         g.bench_function(BenchmarkId::new("fused", name), |b| {

@@ -22,16 +22,11 @@ static GLOBAL: segger_benches::Allocator = segger_benches::Allocator;
 use std::time::Instant;
 
 use burn::backend::Autodiff;
-use burn::module::Param;
-use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, Tensor};
-use segger_benches::{random_edges, synthetic_tile};
-use segger_graph::{Batch, EdgeType, NodeType};
-use segger_model::{
-    bce_with_logits, decode, mp, GatBackend, GatConv, GraphInput, RelationGraph, Segger,
-    SeggerConfig,
-};
+use segger_benches::{random_conv, random_edges, seed_batch, train_step};
+use segger_graph::{EdgeType, NodeType};
+use segger_model::{mp, GatBackend, GraphInput, RelationGraph, Segger, SeggerConfig};
 
 /// Memory of the device, where the backend can tell.
 trait DeviceMemory: AutodiffBackend {
@@ -70,9 +65,7 @@ where
     B: DeviceMemory + GatBackend,
     B::InnerBackend: GatBackend,
 {
-    let tiles: Vec<_> = (0..4).map(|s| synthetic_tile(s, 10_300, 106)).collect();
-    let refs: Vec<_> = tiles.iter().collect();
-    let batch = Batch::collate(&refs).unwrap();
+    let batch = seed_batch();
     let n_tx = batch.graph.tx.num_nodes();
     let cfg = SeggerConfig::new(500);
     let input = GraphInput::<B>::from_graph(&batch.graph, &cfg, device).unwrap();
@@ -83,17 +76,8 @@ where
     for k in 0..=steps {
         mp::set_fused(fused);
         let t = Instant::now();
-        let m = model.take().unwrap();
-        let z = m.forward(&input);
-        let logits = decode(
-            &z,
-            input.label_tx.clone().unwrap(),
-            input.label_bd.clone().unwrap(),
-        );
-        let loss = bce_with_logits(logits, input.labels.clone().unwrap());
-        let mut grads = GradientsParams::from_grads(loss.backward(), &m);
-        segger_model::optim::clip_grad_norm(&m, &mut grads, 1.0);
-        model = Some(optim.step(1e-4, m, grads));
+        let (m, loss) = train_step(model.take().unwrap(), &mut optim, &input);
+        model = Some(m);
         last = loss.into_scalar().elem::<f32>() as f64;
         let ms = t.elapsed().as_secs_f64() * 1e3;
         if k == 0 {
@@ -142,30 +126,7 @@ where
         let xl = Tensor::<B, 3>::random([n, h, ch], Distribution::Normal(0.0, 1.0), device);
         let xr = Tensor::<B, 3>::random([n, h, ch], Distribution::Normal(0.0, 1.0), device);
         let att = Tensor::<B, 2>::random([h, ch], Distribution::Normal(0.0, 1.0), device);
-        let p2 = |r: usize, c: usize| {
-            Param::from_tensor(Tensor::<B, 2>::random(
-                [r, c],
-                Distribution::Normal(0.0, 0.1),
-                device,
-            ))
-        };
-        let p1 = |r: usize| {
-            Param::from_tensor(Tensor::<B, 1>::random(
-                [r],
-                Distribution::Normal(0.0, 0.1),
-                device,
-            ))
-        };
-        let conv = GatConv {
-            lin_l_weight: p2(h * ch, fin),
-            lin_l_bias: p1(h * ch),
-            lin_r_weight: p2(h * ch, fin),
-            lin_r_bias: p1(h * ch),
-            att: p2(h, ch),
-            bias: p1(h * ch),
-            heads: h,
-            channels: ch,
-        };
+        let conv = random_conv::<B>(fin, h, ch, device);
         let x = Tensor::<B, 2>::random([n, fin], Distribution::Normal(0.0, 1.0), device);
         for fused in [true, false] {
             if !fused && n > generic_max_nodes {
