@@ -117,9 +117,10 @@ pub fn seed_batch() -> segger_graph::Batch {
     segger_graph::Batch::collate(&refs).unwrap()
 }
 
-/// One training step as `segger train` runs it: forward, BCE on the label pairs, backward,
-/// global-norm clipping at 1.0 and an optimiser step at learning rate 1e-4. Returns the updated
-/// model and the loss.
+/// One training step as `segger train` runs it: forward, BCE on the label pairs, backward and
+/// an optimiser step at learning rate 1e-4 (`optim` from
+/// [`segger_model::optim::clipped_adamw`] clips the global norm at 1.0 first). Returns the
+/// updated model and the loss.
 pub fn train_step<B, O>(
     model: segger_model::Segger<B>,
     optim: &mut O,
@@ -127,6 +128,7 @@ pub fn train_step<B, O>(
 ) -> (segger_model::Segger<B>, burn::tensor::Tensor<B, 1>)
 where
     B: burn::tensor::backend::AutodiffBackend + segger_model::GatBackend,
+    B::InnerBackend: segger_model::GatBackend,
     O: burn::optim::Optimizer<segger_model::Segger<B>, B>,
 {
     use segger_model::{bce_with_logits, decode};
@@ -137,8 +139,7 @@ where
         input.label_bd.clone().unwrap(),
     );
     let loss = bce_with_logits(logits, input.labels.clone().unwrap());
-    let mut grads = burn::optim::GradientsParams::from_grads(loss.backward(), &model);
-    segger_model::optim::clip_grad_norm(&model, &mut grads, 1.0);
+    let grads = burn::optim::GradientsParams::from_grads(loss.backward(), &model);
     (optim.step(1e-4, model, grads), loss)
 }
 

@@ -21,7 +21,7 @@ where
     let device = Default::default();
     let input = GraphInput::<B>::from_graph(&batch.graph, &cfg, &device).unwrap();
     let mut model = Some(Segger::<B>::init(&cfg, &device, 0).unwrap());
-    let mut optim = segger_model::optim::adamw_config(1e-4).init::<B, Segger<B>>();
+    let mut optim = segger_model::optim::clipped_adamw::<B, Segger<B>>(1e-4, 1.0);
     let mut g = c.benchmark_group("train_step");
     g.sample_size(10);
     g.throughput(Throughput::Elements(n_tx as u64));

@@ -10,6 +10,10 @@
 //!   tiles × 10,300 transcripts (the `model` criterion bench's batch). The first step is timed
 //!   alone (kernel compilation and autotune included), then the median of 20 steps. Every step
 //!   ends by reading the loss on the host, so device work is finished when the clock stops.
+//! * `step-baseline`: the step, then the same with the previous optimiser step (Burn's `AdamW`
+//!   after a gradient clip that reads the norm on the host), then the step again.
+//! * `phases`: the host time of each phase of the step (forward, loss, backward, gradient
+//!   collection, clip + AdamW) and the final wait for the device.
 //! * `layer`: one GATv2 op (attention + aggregation, forward + backward) and one whole layer
 //!   (64 → 4 heads × 16) at the three sizes of the criterion bench, fused and generic.
 //!
@@ -60,7 +64,16 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn step<B>(device: &B::Device, fused: bool, steps: usize)
+/// The optimiser step `step` measures: this crate's (the one-kernel AdamW after clipping on the
+/// device), or, for comparison, the previous one (Burn's `AdamW`, after a clip that reads the
+/// norm on the host).
+#[derive(Clone, Copy, PartialEq)]
+enum OptimKind {
+    Torch,
+    BurnHostClip,
+}
+
+fn step<B>(device: &B::Device, fused: bool, steps: usize, kind: OptimKind)
 where
     B: DeviceMemory + GatBackend,
     B::InnerBackend: GatBackend,
@@ -70,32 +83,58 @@ where
     let cfg = SeggerConfig::new(500);
     let input = GraphInput::<B>::from_graph(&batch.graph, &cfg, device).unwrap();
     let mut model = Some(Segger::<B>::init(&cfg, device, 0).unwrap());
-    let mut optim = segger_model::optim::adamw_config(1e-4).init::<B, Segger<B>>();
+    let mut optim = segger_model::optim::clipped_adamw::<B, Segger<B>>(1e-4, 1.0);
+    let mut burn_optim = burn::optim::AdamWConfig::new()
+        .with_epsilon(1e-8)
+        .init::<B, Segger<B>>();
     let mut times = Vec::new();
+    let mut enqueue = Vec::new();
     let mut last = 0.0;
+    let tag = match (fused, kind) {
+        (true, OptimKind::Torch) => "fused",
+        (false, OptimKind::Torch) => "generic",
+        (_, OptimKind::BurnHostClip) => "fused, Burn AdamW + host clip",
+    };
     for k in 0..=steps {
         mp::set_fused(fused);
         let t = Instant::now();
-        let (m, loss) = train_step(model.take().unwrap(), &mut optim, &input);
+        let (m, loss) = match kind {
+            OptimKind::Torch => train_step(model.take().unwrap(), &mut optim, &input),
+            OptimKind::BurnHostClip => {
+                use burn::optim::Optimizer;
+                let model = model.take().unwrap();
+                let z = model.forward(&input);
+                let logits = segger_model::decode(
+                    &z,
+                    input.label_tx.clone().unwrap(),
+                    input.label_bd.clone().unwrap(),
+                );
+                let loss = segger_model::bce_with_logits(logits, input.labels.clone().unwrap());
+                let mut grads = burn::optim::GradientsParams::from_grads(loss.backward(), &model);
+                segger_model::optim::clip_grad_norm(&model, &mut grads, 1.0);
+                (burn_optim.step(1e-4, model, grads), loss)
+            }
+        };
         model = Some(m);
+        let host_ms = t.elapsed().as_secs_f64() * 1e3;
         last = loss.into_scalar().elem::<f32>() as f64;
         let ms = t.elapsed().as_secs_f64() * 1e3;
         if k == 0 {
             println!(
-                "step {:<7} first step {:>10.1} ms (batch of 4 tiles, {n_tx} transcripts)",
-                if fused { "fused" } else { "generic" },
+                "step {tag:<7} first step {:>10.1} ms (batch of 4 tiles, {n_tx} transcripts)",
                 ms
             );
         } else {
             times.push(ms);
+            enqueue.push(host_ms);
         }
     }
     println!(
-        "step {:<7} median {:>10.2} ms over {steps} steps, min {:.2} ms, loss {last:.5}; {:.0} tx/s",
-        if fused { "fused" } else { "generic" },
+        "step {tag:<7} median {:>10.2} ms over {steps} steps, min {:.2} ms, loss {last:.5}; {:.0} tx/s; host returns after {:.2} ms (median)",
         median(times.clone()),
         times.iter().cloned().fold(f64::INFINITY, f64::min),
-        n_tx as f64 / (median(times) / 1e3)
+        n_tx as f64 / (median(times) / 1e3),
+        median(enqueue)
     );
     if let Some(m) = B::memory(device) {
         println!("memory after the steps: {m}");
@@ -103,6 +142,63 @@ where
 }
 
 use burn::tensor::ElementConversion;
+
+/// Host time of each phase of the training step (no device waits until the loss is read): with
+/// a step bound by the host, this says which phase's op launches cost the time.
+fn phases<B>(device: &B::Device, steps: usize)
+where
+    B: DeviceMemory + GatBackend,
+    B::InnerBackend: GatBackend,
+{
+    use burn::optim::Optimizer;
+    let batch = seed_batch();
+    let cfg = SeggerConfig::new(500);
+    let input = GraphInput::<B>::from_graph(&batch.graph, &cfg, device).unwrap();
+    let mut model = Some(Segger::<B>::init(&cfg, device, 0).unwrap());
+    let mut optim = segger_model::optim::clipped_adamw::<B, Segger<B>>(1e-4, 1.0);
+    let names = [
+        "forward",
+        "loss",
+        "backward",
+        "from_grads",
+        "clip + adamw",
+        "wait",
+    ];
+    let mut t_all: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+    for k in 0..=steps {
+        let mut t = Instant::now();
+        let mut lap = |i: usize, t_all: &mut Vec<Vec<f64>>| {
+            if k > 0 {
+                t_all[i].push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            t = Instant::now();
+        };
+        let m = model.take().unwrap();
+        let z = m.forward(&input);
+        lap(0, &mut t_all);
+        let logits = segger_model::decode(
+            &z,
+            input.label_tx.clone().unwrap(),
+            input.label_bd.clone().unwrap(),
+        );
+        let loss = segger_model::bce_with_logits(logits, input.labels.clone().unwrap());
+        lap(1, &mut t_all);
+        let g = loss.backward();
+        lap(2, &mut t_all);
+        let grads = burn::optim::GradientsParams::from_grads(g, &m);
+        lap(3, &mut t_all);
+        model = Some(optim.step(1e-4, m, grads));
+        lap(4, &mut t_all);
+        let _ = loss.into_scalar().elem::<f32>();
+        lap(5, &mut t_all);
+    }
+    let line: Vec<String> = names
+        .iter()
+        .zip(t_all)
+        .map(|(n, v)| format!("{n} {:.2}", median(v)))
+        .collect();
+    println!("phases (host ms, median of {steps}): {}", line.join(", "));
+}
 
 fn layer<B>(device: &B::Device, reps: usize, generic_max_nodes: usize)
 where
@@ -284,10 +380,19 @@ where
     B::InnerBackend: GatBackend,
 {
     if what == "all" || what == "step" {
-        step::<B>(&device, true, steps);
+        step::<B>(&device, true, steps, OptimKind::Torch);
         if std::env::var("SEGGER_BENCH_GENERIC").as_deref() == Ok("1") {
-            step::<B>(&device, false, 5);
+            step::<B>(&device, false, 5, OptimKind::Torch);
         }
+    }
+    if what == "phases" {
+        phases::<B>(&device, steps);
+    }
+    if what == "step-baseline" {
+        // This crate's optimiser step, then the previous one, on one warm device.
+        step::<B>(&device, true, steps, OptimKind::Torch);
+        step::<B>(&device, true, steps, OptimKind::BurnHostClip);
+        step::<B>(&device, true, steps, OptimKind::Torch);
     }
     if what == "all" || what == "layer" {
         layer::<B>(&device, 10, 50_000);
@@ -298,7 +403,7 @@ where
     if what == "split" {
         // The step with the plain linear, for comparison.
         mp::set_split_k(Some(false));
-        step::<B>(&device, true, steps);
+        step::<B>(&device, true, steps, OptimKind::Torch);
         mp::set_split_k(None);
     }
 }

@@ -6,7 +6,8 @@ use segger_graph::csr::Csr;
 use segger_graph::{EdgeType, HeteroGraph, NodeFeatures, NodeType};
 
 use crate::config::{ConfigError, SeggerConfig};
-use crate::mp::RowIndex;
+use crate::mp::{self, RowIndex};
+use crate::GatBackend;
 
 /// The edges of one relation on the device, sorted by destination (CSR), with the host CSR
 /// kept for kernels that run on the CPU.
@@ -89,6 +90,13 @@ pub struct GraphInput<B: Backend> {
     pub relations: Vec<RelationGraph<B>>,
     /// Number of transcripts.
     pub num_tx: usize,
+    /// Transcript rows the layers compute: `num_tx`, or on the GPU backends
+    /// ([`GatBackend::SPLIT_K`](crate::GatBackend::SPLIT_K)) `num_tx` rounded up to a multiple of
+    /// [`mp::SPLIT_K_ROWS`] with padding transcripts that have no edges and no labels (token 0
+    /// or zero features). Their rows never reach a real transcript, a boundary or the loss, so
+    /// they change no result and no gradient; they spare every split linear, bias and column
+    /// sum its own zero-padding. [`Segger::forward`](crate::Segger::forward) drops them.
+    pub tx_rows: usize,
     /// Number of boundaries.
     pub num_bd: usize,
     /// `tx__belongs__bd.edge_label_index` row 0, `[L]`, grouped by transcript.
@@ -141,7 +149,7 @@ pub fn check_layout(g: &HeteroGraph, config: &SeggerConfig) -> Result<(), Config
     Ok(())
 }
 
-impl<B: Backend> GraphInput<B> {
+impl<B: GatBackend> GraphInput<B> {
     /// Moves a validated graph to the device for a model with `config`. A relation of the
     /// config missing from the graph is an error; a graph without labels gives `None` labels.
     pub fn from_graph(
@@ -151,6 +159,11 @@ impl<B: Backend> GraphInput<B> {
     ) -> Result<Self, ConfigError> {
         let n_tx = g.num_nodes(NodeType::Tx);
         let n_bd = g.num_nodes(NodeType::Bd);
+        let rows = if B::SPLIT_K && n_tx > 2 * mp::SPLIT_K_ROWS {
+            n_tx.next_multiple_of(mp::SPLIT_K_ROWS)
+        } else {
+            n_tx
+        };
         let (tx_tokens, tx_features) = match (&g.tx.x, config.tx_features) {
             (NodeFeatures::Tokens(t), None) => {
                 let n = config.num_tx_tokens;
@@ -163,15 +176,18 @@ impl<B: Backend> GraphInput<B> {
                         "tx.x: token id {v} at row {row} is outside the model's {n} token embeddings (num_tx_tokens)"
                     )));
                 }
-                (Some(RowIndex::new(t, n, device)), None)
+                let mut t = t.clone();
+                t.resize(rows, 0);
+                (Some(RowIndex::new(&t, n, device)), None)
             }
-            (NodeFeatures::Dense { values, width }, Some(w)) if *width == w => (
-                None,
-                Some(Tensor::from_data(
-                    TensorData::new(values.clone(), [n_tx, w]),
-                    device,
-                )),
-            ),
+            (NodeFeatures::Dense { values, width }, Some(w)) if *width == w => {
+                let mut v = values.clone();
+                v.resize(rows * w, 0.0);
+                (
+                    None,
+                    Some(Tensor::from_data(TensorData::new(v, [rows, w]), device)),
+                )
+            }
             (NodeFeatures::Tokens(_), Some(w)) => {
                 return Err(ConfigError(format!(
                     "tx.x: the graph has token ids but the model expects {w} dense features"
@@ -210,7 +226,8 @@ impl<B: Backend> GraphInput<B> {
                     et.key()
                 ))
             })?;
-            let (ns, nd) = (g.num_nodes(et.src), g.num_nodes(et.dst));
+            let nodes = |t: NodeType| if t == NodeType::Tx { rows } else { n_bd };
+            let (ns, nd) = (nodes(et.src), nodes(et.dst));
             relations.push(RelationGraph::new(et, &es.src, &es.dst, ns, nd, device));
         }
         let (mut label_tx, mut label_bd, mut labels) = (None, None, None);
@@ -229,6 +246,7 @@ impl<B: Backend> GraphInput<B> {
             bd_x,
             relations,
             num_tx: n_tx,
+            tx_rows: rows,
             num_bd: n_bd,
             label_tx,
             label_bd,

@@ -1,75 +1,254 @@
 //! The reference's optimiser step: global-norm gradient clipping (`clip_grad_norm_`) followed
-//! by AdamW with PyTorch's defaults.
+//! by AdamW with PyTorch's defaults and arithmetic.
+
+use std::any::Any;
+use std::sync::{Arc, Mutex};
 
 use burn::module::{AutodiffModule, ModuleVisitor, Param};
-use burn::optim::{AdamWConfig, GradientsParams, MultiGradientsParams, Optimizer};
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{
+    AdamWState, AdaptiveMomentumState, GradientsParams, LearningRate, MultiGradientsParams,
+    Optimizer, SimpleOptimizer,
+};
 use burn::prelude::ElementConversion;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Tensor;
 
-/// AdamW configured like `torch.optim.AdamW(lr, weight_decay)`: β = (0.9, 0.999), ε = 1e-8
-/// (Burn's default ε is 1e-5).
-pub fn adamw_config(weight_decay: f32) -> AdamWConfig {
-    AdamWConfig::new()
-        .with_beta_1(0.9)
-        .with_beta_2(0.999)
-        .with_epsilon(1e-8)
-        .with_weight_decay(weight_decay)
+use crate::mp::AdamWStep;
+use crate::GatBackend;
+use burn::tensor::ops::FloatTensor;
+
+/// AdamW as `torch.optim.AdamW` computes it: decoupled weight decay `p ← p(1 − lr·wd)`, then
+/// `p ← p − lr/(1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + ε)`. Each parameter's step is one call of
+/// [`GatBackend::adamw_step`]: one kernel on the GPU backends, where Burn's `AdamW` launches
+/// about fifteen element-wise kernels per parameter. The state is Burn's [`AdamWState`], so
+/// optimiser records are those of Burn's `AdamW`.
+#[derive(Clone, Debug)]
+pub struct TorchAdamW {
+    /// β₁ (0.9).
+    pub beta_1: f64,
+    /// β₂ (0.999).
+    pub beta_2: f64,
+    /// ε (1e-8; Burn's default is 1e-5).
+    pub epsilon: f64,
+    /// The decoupled weight decay.
+    pub weight_decay: f64,
+    /// The gradient clip's coefficient for the current step, when [`GlobalNormClip`] hands it
+    /// over instead of scaling every gradient (see [`clipped_adamw`]).
+    pub grad_scale: GradScale,
 }
 
-struct SquaredNorm<'a, B: AutodiffBackend> {
+/// A slot shared by [`GlobalNormClip`] and [`TorchAdamW`]: the clip puts its coefficient (a
+/// `[1]` device tensor) here, and the AdamW kernel multiplies each gradient by it as it reads
+/// it, which saves one launch per parameter.
+#[derive(Clone, Default)]
+pub struct GradScale(Arc<Mutex<Option<Box<dyn Any + Send>>>>);
+
+impl std::fmt::Debug for GradScale {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GradScale")
+    }
+}
+
+impl GradScale {
+    fn set<B: burn::tensor::backend::Backend>(&self, coef: Option<Tensor<B, 1>>) {
+        *self.0.lock().expect("grad scale lock") = coef.map(|c| Box::new(c) as Box<dyn Any + Send>);
+    }
+
+    fn get<B: burn::tensor::backend::Backend>(&self) -> Option<Tensor<B, 1>> {
+        let slot = self.0.lock().expect("grad scale lock");
+        slot.as_ref()
+            .and_then(|b| b.downcast_ref::<Tensor<B, 1>>())
+            .cloned()
+    }
+}
+
+/// The reference's optimiser step as one optimiser: [`GlobalNormClip`] at `max_norm` (none when
+/// not positive) around [`TorchAdamW`] with `weight_decay`, the clip coefficient applied inside
+/// the AdamW kernel.
+pub fn clipped_adamw<B, M>(
+    weight_decay: f64,
+    max_norm: f32,
+) -> GlobalNormClip<OptimizerAdaptor<TorchAdamW, M, B>>
+where
+    B: AutodiffBackend,
+    B::InnerBackend: GatBackend,
+    M: AutodiffModule<B>,
+{
+    let adamw = TorchAdamW::new(weight_decay);
+    let sink = adamw.grad_scale.clone();
+    GlobalNormClip {
+        inner: adamw.init::<B, M>(),
+        max_norm,
+        sink: Some(sink),
+    }
+}
+
+impl TorchAdamW {
+    /// `torch.optim.AdamW(lr, weight_decay=weight_decay)`: β = (0.9, 0.999), ε = 1e-8.
+    pub fn new(weight_decay: f64) -> Self {
+        Self {
+            beta_1: 0.9,
+            beta_2: 0.999,
+            epsilon: 1e-8,
+            weight_decay,
+            grad_scale: GradScale::default(),
+        }
+    }
+
+    /// The optimiser for the parameters of module `M`.
+    pub fn init<B, M>(self) -> OptimizerAdaptor<Self, M, B>
+    where
+        B: AutodiffBackend,
+        B::InnerBackend: GatBackend,
+        M: AutodiffModule<B>,
+    {
+        OptimizerAdaptor::from(self)
+    }
+}
+
+impl<B: GatBackend> SimpleOptimizer<B> for TorchAdamW {
+    type State<const D: usize> = AdamWState<B, D>;
+
+    fn step<const D: usize>(
+        &self,
+        lr: LearningRate,
+        tensor: Tensor<B, D>,
+        grad: Tensor<B, D>,
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<B, D>, Option<Self::State<D>>) {
+        let dims = tensor.dims();
+        let n = dims.iter().product::<usize>();
+        let (time, moments) = match state {
+            Some(s) => (
+                s.momentum.time + 1,
+                Some((
+                    s.momentum.moment_1.reshape([n]),
+                    s.momentum.moment_2.reshape([n]),
+                )),
+            ),
+            None => (1, None),
+        };
+        let s = AdamWStep::new(
+            lr,
+            self.weight_decay,
+            self.beta_1,
+            self.beta_2,
+            self.epsilon,
+            time as u32,
+        );
+        let scale = self.grad_scale.get::<B>();
+        let (p, m, v) = B::adamw_step(tensor.reshape([n]), grad.reshape([n]), moments, scale, &s);
+        let state = AdamWState::new(AdaptiveMomentumState::new(
+            time,
+            m.reshape(dims),
+            v.reshape(dims),
+        ));
+        (p.reshape(dims), Some(state))
+    }
+
+    fn to_device<const D: usize>(
+        mut state: Self::State<D>,
+        device: &burn::tensor::Device<B>,
+    ) -> Self::State<D> {
+        state.momentum = state.momentum.to_device(device);
+        state
+    }
+}
+
+/// Collects every gradient of a module.
+struct FlatGrads<'a, B: AutodiffBackend> {
     grads: &'a GradientsParams,
-    acc: Option<Tensor<B::InnerBackend, 1>>,
+    flat: Vec<FloatTensor<B::InnerBackend>>,
 }
 
-impl<B: AutodiffBackend> ModuleVisitor<B> for SquaredNorm<'_, B> {
+impl<B: AutodiffBackend> ModuleVisitor<B> for FlatGrads<'_, B> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
-            let s = g.square().sum();
-            self.acc = Some(match self.acc.take() {
-                Some(a) => a + s,
-                None => s,
-            });
+            self.flat.push(g.into_primitive().tensor());
         }
     }
 }
 
 struct Scale<'a, B: AutodiffBackend> {
     grads: &'a mut GradientsParams,
-    coef: f32,
-    _b: std::marker::PhantomData<B>,
+    coef: Tensor<B::InnerBackend, 1>,
 }
 
 impl<B: AutodiffBackend> ModuleVisitor<B> for Scale<'_, B> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         if let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) {
+            let coef = self.coef.clone().reshape([1; D]);
             self.grads
-                .register::<B::InnerBackend, D>(param.id, g * self.coef);
+                .register::<B::InnerBackend, D>(param.id, g * coef);
         }
     }
 }
 
 /// Scales all gradients of `module` together so that their global L2 norm is at most
 /// `max_norm`, exactly as `torch.nn.utils.clip_grad_norm_` does (coefficient
-/// `min(1, max_norm / (norm + 1e-6))`). Returns the norm before clipping.
-pub fn clip_grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
+/// `min(1, max_norm / (norm + 1e-6))`). Returns the norm before clipping, `[1]`, or `None`
+/// when there is no gradient.
+///
+/// Nothing is read back to the host: the coefficient stays a device tensor and every gradient
+/// is multiplied by it (by exactly 1 when the norm is under `max_norm`), so a GPU never waits
+/// for the host between the backward pass and the optimiser step.
+pub fn clip_grad_norm_device<B, M>(
     module: &M,
     grads: &mut GradientsParams,
     max_norm: f32,
-) -> f32 {
-    let mut v = SquaredNorm::<B> { grads, acc: None };
+) -> Option<Tensor<B::InnerBackend, 1>>
+where
+    B: AutodiffBackend,
+    B::InnerBackend: GatBackend,
+    M: AutodiffModule<B>,
+{
+    let (norm, coef) = norm_and_coef::<B, M>(module, grads, max_norm)?;
+    module.visit(&mut Scale::<B> { grads, coef });
+    Some(norm)
+}
+
+/// The global gradient norm and the clip coefficient `min(1, max_norm / (norm + 1e-6))`, both
+/// `[1]` on the device; `None` without gradients.
+#[allow(clippy::type_complexity)]
+fn norm_and_coef<B, M>(
+    module: &M,
+    grads: &GradientsParams,
+    max_norm: f32,
+) -> Option<(Tensor<B::InnerBackend, 1>, Tensor<B::InnerBackend, 1>)>
+where
+    B: AutodiffBackend,
+    B::InnerBackend: GatBackend,
+    M: AutodiffModule<B>,
+{
+    let mut v = FlatGrads::<B> {
+        grads,
+        flat: Vec::new(),
+    };
     module.visit(&mut v);
-    let norm = v.acc.map_or(0.0, |a| a.into_scalar().elem::<f64>().sqrt()) as f32;
-    let coef = (max_norm / (norm + 1e-6)).min(1.0);
-    if coef < 1.0 {
-        let mut s = Scale::<B> {
-            grads,
-            coef,
-            _b: std::marker::PhantomData,
-        };
-        module.visit(&mut s);
+    if v.flat.is_empty() {
+        return None;
     }
-    norm
+    let norm = B::InnerBackend::sum_squares(v.flat).sum().sqrt();
+    let coef = norm
+        .clone()
+        .add_scalar(1e-6)
+        .recip()
+        .mul_scalar(max_norm)
+        .clamp_max(1.0);
+    Some((norm, coef))
+}
+
+/// [`clip_grad_norm_device`], returning the norm before clipping as a number (0 without
+/// gradients). Reading it waits for the device.
+pub fn clip_grad_norm<B, M>(module: &M, grads: &mut GradientsParams, max_norm: f32) -> f32
+where
+    B: AutodiffBackend,
+    B::InnerBackend: GatBackend,
+    M: AutodiffModule<B>,
+{
+    clip_grad_norm_device::<B, M>(module, grads, max_norm)
+        .map_or(0.0, |n| n.into_scalar().elem::<f32>())
 }
 
 /// An optimiser that clips the global gradient norm before delegating the step (the
@@ -78,12 +257,19 @@ pub fn clip_grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
 pub struct GlobalNormClip<O> {
     inner: O,
     max_norm: f32,
+    /// Where the coefficient goes instead of into the gradients (see [`clipped_adamw`]).
+    sink: Option<GradScale>,
 }
 
 impl<O> GlobalNormClip<O> {
-    /// Wraps `inner`, clipping to `max_norm` (no clipping when `max_norm` is not positive).
+    /// Wraps `inner`, clipping to `max_norm` (no clipping when `max_norm` is not positive) by
+    /// scaling the gradients before `inner` steps.
     pub fn new(inner: O, max_norm: f32) -> Self {
-        Self { inner, max_norm }
+        Self {
+            inner,
+            max_norm,
+            sink: None,
+        }
     }
 }
 
@@ -91,13 +277,22 @@ impl<M, B, O> Optimizer<M, B> for GlobalNormClip<O>
 where
     M: AutodiffModule<B>,
     B: AutodiffBackend,
+    B::InnerBackend: GatBackend,
     O: Optimizer<M, B>,
 {
     type Record = O::Record;
 
     fn step(&mut self, lr: f64, module: M, mut grads: GradientsParams) -> M {
-        if self.max_norm > 0.0 {
-            clip_grad_norm::<B, M>(&module, &mut grads, self.max_norm);
+        match (&self.sink, self.max_norm > 0.0) {
+            (Some(sink), true) => {
+                let coef = norm_and_coef::<B, M>(&module, &grads, self.max_norm).map(|(_, c)| c);
+                sink.set(coef);
+            }
+            (Some(sink), false) => sink.set::<B::InnerBackend>(None),
+            (None, true) => {
+                clip_grad_norm_device::<B, M>(&module, &mut grads, self.max_norm);
+            }
+            (None, false) => {}
         }
         self.inner.step(lr, module, grads)
     }
@@ -105,9 +300,12 @@ where
     /// With several devices each device's gradients are clipped separately before they are
     /// combined (an approximation of clipping the combined gradient).
     fn step_multi(&mut self, lr: f64, module: M, mut grads: MultiGradientsParams) -> M {
+        if let Some(sink) = &self.sink {
+            sink.set::<B::InnerBackend>(None);
+        }
         if self.max_norm > 0.0 {
             for (g, _) in grads.grads.iter_mut() {
-                clip_grad_norm::<B, M>(&module, g, self.max_norm);
+                clip_grad_norm_device::<B, M>(&module, g, self.max_norm);
             }
         }
         self.inner.step_multi(lr, module, grads)
@@ -121,6 +319,7 @@ where
         Self {
             inner: self.inner.load_record(record),
             max_norm: self.max_norm,
+            sink: self.sink,
         }
     }
 }

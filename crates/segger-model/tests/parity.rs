@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use burn::backend::{Autodiff, Flex, NdArray};
 use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
-use segger_model::pyg::{
-    load_pyg_state_dict, param_values, read_safetensors, tensor_values, HostTensor,
+use segger_model::pyg::{from_tensors, param_values, read_safetensors, tensor_values, HostTensor};
+use segger_model::{
+    bce_with_logits, decode, mp, GatBackend, GraphInput, NamedParam, Segger, SeggerConfig,
 };
-use segger_model::{bce_with_logits, decode, mp, GatBackend, GraphInput, NamedParam};
 
 fn parity_dir() -> PathBuf {
     std::env::var_os("SEGGER_PARITY_DIR")
@@ -42,6 +42,8 @@ fn rel_err(a: &[f32], b: &[f32], what: &str) -> f64 {
 struct Report {
     worst: HashMap<&'static str, f64>,
     failures: Vec<String>,
+    /// Every gradient's error, by parameter name.
+    grad_err: HashMap<String, f64>,
 }
 
 impl Report {
@@ -51,6 +53,9 @@ impl Report {
             self.failures.push(format!(
                 "{what}: relative error {err:.3e} exceeds {tol:.0e}"
             ));
+        }
+        if let Some(name) = what.strip_prefix("grad.") {
+            self.grad_err.insert(name.to_string(), err);
         }
         let w = self.worst.entry(kind).or_insert(0.0);
         *w = w.max(err);
@@ -66,14 +71,48 @@ impl Report {
     }
 }
 
+/// The fixture's model with every weight moved by at most one unit in the last place when
+/// `perturb` is `Some(seed)` (each weight times 1 + r·ε, r ∈ {-1, 0, 1} drawn from the seed).
+fn load_model<B: GatBackend>(weights: &Path, perturb: Option<u64>) -> Segger<B> {
+    let (mut tensors, meta) = read_safetensors(weights).expect("weights");
+    let config = SeggerConfig::from_json(&meta["config"]).expect("config");
+    if let Some(seed) = perturb {
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut names: Vec<String> = tensors.keys().cloned().collect();
+        names.sort();
+        for name in names {
+            for x in tensors.get_mut(&name).unwrap().values.iter_mut() {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let r = ((state >> 33) % 3) as f32 - 1.0;
+                *x *= 1.0 + r * f32::EPSILON;
+            }
+        }
+    }
+    from_tensors::<B>(&config, &tensors, &Default::default(), weights).expect("load weights")
+}
+
 fn run_fixture<B>(weights: &Path, expected: &HashMap<String, HostTensor>, fused: bool) -> Report
+where
+    B: AutodiffBackend + GatBackend,
+    B::InnerBackend: GatBackend,
+{
+    run_model(load_model::<B>(weights, None), weights, expected, fused)
+}
+
+fn run_model<B>(
+    model: Segger<B>,
+    weights: &Path,
+    expected: &HashMap<String, HostTensor>,
+    fused: bool,
+) -> Report
 where
     B: AutodiffBackend + GatBackend,
     B::InnerBackend: GatBackend,
 {
     mp::set_fused(fused);
     let device = Default::default();
-    let model = load_pyg_state_dict::<B>(weights, None, &device).expect("load weights");
     let tile = segger_data::read_tile(
         &weights.parent().unwrap().join("tile.safetensors"),
         Some(model.config.num_tx_tokens),
@@ -83,6 +122,7 @@ where
     let mut rep = Report {
         failures: Vec::new(),
         worst: HashMap::new(),
+        grad_err: HashMap::new(),
     };
 
     let z = model.forward(&input);
@@ -163,7 +203,7 @@ where
         .iter()
         .map(|(n, p)| (n.clone(), param_values(n, p).values))
         .collect();
-    let mut optim = segger_model::optim::adamw_config(1e-4).init::<B, segger_model::Segger<B>>();
+    let mut optim = segger_model::optim::TorchAdamW::new(1e-4).init::<B, segger_model::Segger<B>>();
     let stepped = optim.step(1e-4, model, gp);
     for (name, p) in stepped.named_params() {
         let got = param_values(&name, &p).values;
@@ -190,6 +230,48 @@ where
     }
     mp::set_fused(true);
     rep
+}
+
+/// Perturbed runs in [`ulp_sensitivity`].
+const ULP_TRIALS: u64 = 32;
+
+/// How far each gradient moves, in [`rel_err`] against `expected`, when the weights move by one
+/// unit in the last place: the largest error over [`ULP_TRIALS`] perturbed runs on the CPU
+/// (Flex, fused kernels, which otherwise match the reference to about 5e-5).
+///
+/// The seed fixture has an attention pre-activation (`xl + xr`, one channel of one edge) within
+/// about 1e-7 of LeakyReLU's kink in `conv_mid_layers.0`'s tx→bd relation. In about one run in
+/// five the perturbation moves it across, the slope there changes from 1 to 0.2 and that
+/// relation's gradients, which are small, move by 2.3e-3 of their largest entry. Any float32
+/// implementation that sums in another order than PyTorch's CPU kernels (CUDA, for one) can land
+/// on either side, so a backend is held to this bound rather than 1e-4 for such gradients.
+fn ulp_sensitivity(weights: &Path, expected: &HashMap<String, HostTensor>) -> HashMap<String, f64> {
+    let mut out: HashMap<String, f64> = HashMap::new();
+    for seed in 1..=ULP_TRIALS {
+        let model = load_model::<Autodiff<Flex>>(weights, Some(seed));
+        let rep = run_model(model, weights, expected, true);
+        for (name, err) in rep.grad_err {
+            let e = out.entry(name).or_insert(0.0);
+            *e = e.max(err);
+        }
+    }
+    out
+}
+
+/// Failures of `rep` left after excusing gradients whose error is within 1.5 × their
+/// [`ulp_sensitivity`].
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+fn unexcused(rep: &Report, sens: &HashMap<String, f64>) -> Vec<String> {
+    rep.failures
+        .iter()
+        .filter(|f| {
+            let Some(name) = f.strip_prefix("grad.").and_then(|r| r.split(':').next()) else {
+                return true;
+            };
+            rep.grad_err[name] > 1.5 * sens.get(name).copied().unwrap_or(0.0)
+        })
+        .cloned()
+        .collect()
 }
 
 fn fixtures() -> Vec<(PathBuf, HashMap<String, HostTensor>)> {
@@ -232,6 +314,21 @@ fn parity_flex_generic() {
     }
 }
 
+/// One-ulp changes of the weights move every gradient by less than 1e-2 on the CPU, and some of
+/// the seed fixture's by more than the 1e-4 tolerance (see [`ulp_sensitivity`]); the tolerance
+/// itself holds on the unperturbed weights (the tests above).
+#[test]
+fn parity_ulp_sensitivity() {
+    for (w, exp) in fixtures() {
+        let sens = ulp_sensitivity(&w, &exp);
+        let mut v: Vec<(&String, &f64)> = sens.iter().collect();
+        v.sort_by(|a, b| b.1.total_cmp(a.1));
+        eprintln!("{}: most sensitive gradients {:?}", w.display(), &v[..3]);
+        assert!(*v[0].1 < 1e-2, "{}: {:?}", w.display(), v[0]);
+        assert!(*v[0].1 > 0.0, "the perturbation changed nothing");
+    }
+}
+
 #[test]
 fn parity_ndarray_fused() {
     for (w, exp) in fixtures() {
@@ -249,18 +346,33 @@ fn parity_cuda_fused() {
         eprintln!("skipped: set SEGGER_CUDA_TEST=1 on a machine with an NVIDIA GPU");
         return;
     }
+    let fixtures: Vec<_> = fixtures()
+        .into_iter()
+        .map(|(w, exp)| {
+            let sens = ulp_sensitivity(&w, &exp);
+            (w, exp, sens)
+        })
+        .collect();
     // CUDA's matmul rounds f32 to TF32; the parity run multiplies in plain f32 instead.
     mp::set_exact_linear(true);
     let mut failed = Vec::new();
     for fused in [true, false] {
-        for (w, exp) in fixtures() {
-            let r = run_fixture::<Autodiff<burn::backend::Cuda>>(&w, &exp, fused);
+        for (w, exp, sens) in &fixtures {
+            let r = run_fixture::<Autodiff<burn::backend::Cuda>>(w, exp, fused);
             let what = format!("{} cuda fused={fused}", w.display());
             eprintln!("{what}: worst {:?}", r.worst);
+            let left = unexcused(&r, sens);
             for f in &r.failures {
-                eprintln!("  {f}");
+                let name = f.strip_prefix("grad.").and_then(|r| r.split(':').next());
+                let bound = name.and_then(|n| sens.get(n)).copied().unwrap_or(0.0);
+                let verdict = if left.contains(f) {
+                    "FAIL"
+                } else {
+                    "within 1.5 x"
+                };
+                eprintln!("  {f} ({verdict} the CPU's one-ulp sensitivity {bound:.2e})");
             }
-            if !r.failures.is_empty() {
+            if !left.is_empty() {
                 failed.push(what);
             }
         }

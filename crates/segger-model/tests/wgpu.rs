@@ -333,3 +333,324 @@ fn grouped_gather_and_split_linear_on_wgpu_match_the_cpu() {
         }
     }
 }
+
+/// The one-kernel AdamW step on wgpu against the generic ops on the CPU, over three steps
+/// (the first one without moments), on fresh random values with a wide range of magnitudes.
+#[test]
+fn adamw_kernel_on_wgpu_matches_the_generic_ops() {
+    if std::env::var("SEGGER_WGPU_TEST").as_deref() != Ok("1") {
+        eprintln!("skipped: set SEGGER_WGPU_TEST=1");
+        return;
+    }
+    adamw_matches_generic::<Wgpu>();
+}
+
+/// The same on CUDA: opt in with `SEGGER_CUDA_TEST=1`.
+#[cfg(feature = "cuda")]
+#[test]
+fn adamw_kernel_on_cuda_matches_the_generic_ops() {
+    if std::env::var("SEGGER_CUDA_TEST").as_deref() != Ok("1") {
+        eprintln!("skipped: set SEGGER_CUDA_TEST=1 on a machine with an NVIDIA GPU");
+        return;
+    }
+    adamw_matches_generic::<burn::backend::Cuda>();
+}
+
+fn adamw_matches_generic<G: GatBackend>() {
+    use burn::backend::Flex;
+    use segger_model::mp::{adamw_generic, AdamWStep};
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    // 70,001 elements: more than one launch block, not a multiple of any block size.
+    let n = 70_001;
+    let mut vals = |scale: f32| -> Vec<f32> {
+        (0..n)
+            .map(|_| rng.random_range(-1.0f32..1.0) * scale * 10f32.powi(rng.random_range(-6..2)))
+            .collect()
+    };
+    let p0 = vals(1.0);
+    let dev_c = Default::default();
+    let dev_g = Default::default();
+    let t1 = |v: &[f32]| Tensor::<Flex, 1>::from_data(TensorData::new(v.to_vec(), [n]), &dev_c);
+    let t2 = |v: &[f32]| Tensor::<G, 1>::from_data(TensorData::new(v.to_vec(), [n]), &dev_g);
+    let (mut pc, mut mvc) = (t1(&p0), None);
+    let (mut pg, mut mvg) = (t2(&p0), None);
+    let mut prev = p0.clone();
+    for t in 1..=3u32 {
+        let g = vals(1.0);
+        let s = AdamWStep::new(1e-3, 1e-2, 0.9, 0.999, 1e-8, t);
+        let (p, m, v) = adamw_generic(pc, t1(&g), mvc, &s);
+        (pc, mvc) = (p, Some((m, v)));
+        let (p, m, v) = G::adamw_step(pg, t2(&g), mvg, None, &s);
+        (pg, mvg) = (p, Some((m, v)));
+        let (mc, vc) = mvc.clone().unwrap();
+        let (mg, vg) = mvg.clone().unwrap();
+        // The parameter: within 4 ulp of its value (the final rounding of p·decay − update can
+        // differ by an ulp where a GPU fuses the multiply-add) plus 1e-5 of the largest update.
+        let (new_c, new_g) = (tensor_values(pc.clone()), tensor_values(pg.clone()));
+        let max_update = new_c
+            .iter()
+            .zip(&prev)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        let excess = new_c.iter().zip(&new_g).fold(0f32, |m, (a, b)| {
+            m.max((a - b).abs() - 4.0 * f32::EPSILON * a.abs())
+        });
+        eprintln!("step {t}: p: beyond 4 ulp {excess:.2e}, largest update {max_update:.2e}");
+        assert!(max_update > 0.0, "step {t}: the parameters did not move");
+        assert!(
+            excess <= 1e-5 * max_update,
+            "step {t}: p: {excess:.2e} beyond 4 ulp (largest update {max_update:.2e})"
+        );
+        assert!(
+            new_g.iter().all(|x| x.is_finite()),
+            "step {t}: p: not finite"
+        );
+        for (what, a, b) in [
+            ("m", tensor_values(mc), tensor_values(mg)),
+            ("v", tensor_values(vc), tensor_values(vg)),
+        ] {
+            let e = rel_err(&a, &b);
+            eprintln!("step {t}: {what}: relative error {e:.2e}");
+            assert!(e < 1e-5, "step {t}: {what}: {e:.2e}");
+            assert!(a.iter().any(|x| *x != 0.0), "step {t}: {what}: all zero");
+            assert!(
+                b.iter().all(|x| x.is_finite()),
+                "step {t}: {what}: not finite"
+            );
+        }
+        prev = new_c;
+    }
+}
+
+/// A batch over 2 × [`mp::SPLIT_K_ROWS`] transcripts on wgpu: the GPU input pads the transcripts
+/// to a multiple of [`mp::SPLIT_K_ROWS`], and embeddings, logits, loss and every gradient must
+/// still match the unpadded CPU run. Three copies of the parity tile (3,423 transcripts, padded
+/// to 4,096), the `small` parity weights.
+#[test]
+fn padded_batch_on_wgpu_matches_the_cpu() {
+    if std::env::var("SEGGER_WGPU_TEST").as_deref() != Ok("1") {
+        eprintln!("skipped: set SEGGER_WGPU_TEST=1");
+        return;
+    }
+    use burn::optim::GradientsParams;
+    use segger_model::pyg::load_pyg_state_dict;
+    use segger_model::{bce_with_logits, decode, GraphInput, NamedParam};
+    let dir = std::env::var_os("SEGGER_PARITY_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/parity")
+        });
+    let weights = dir.join("small.weights.safetensors");
+    let tile = segger_data::read_tile(&dir.join("tile.safetensors"), None).expect("tile");
+    let batch = segger_graph::Batch::collate(&[&tile.graph, &tile.graph, &tile.graph]).unwrap();
+
+    fn run<B: AutodiffBackend + GatBackend>(
+        weights: &std::path::Path,
+        graph: &segger_graph::HeteroGraph,
+    ) -> (usize, Vec<Vec<f32>>) {
+        let dev = Default::default();
+        let model = load_pyg_state_dict::<B>(weights, None, &dev).unwrap();
+        let input = GraphInput::<B>::from_graph(graph, &model.config, &dev).unwrap();
+        let z = model.forward(&input);
+        assert_eq!(z.tx.dims()[0], input.num_tx);
+        let logits = decode(
+            &z,
+            input.label_tx.clone().unwrap(),
+            input.label_bd.clone().unwrap(),
+        );
+        let loss = bce_with_logits(logits.clone(), input.labels.clone().unwrap());
+        let gp = GradientsParams::from_grads(loss.backward(), &model);
+        let mut out = vec![
+            tensor_values(z.tx),
+            tensor_values(z.bd),
+            tensor_values(logits),
+            tensor_values(loss),
+        ];
+        for (_, p) in model.named_params() {
+            out.push(
+                match &p {
+                    NamedParam::D1(t) => gp.get::<B::InnerBackend, 1>(t.id).map(tensor_values),
+                    NamedParam::D2(t) => gp.get::<B::InnerBackend, 2>(t.id).map(tensor_values),
+                }
+                .unwrap_or_default(),
+            );
+        }
+        (input.tx_rows, out)
+    }
+    let (rows_cpu, cpu) = run::<Autodiff<Flex>>(&weights, &batch.graph);
+    let (rows_gpu, gpu) = run::<Autodiff<Wgpu>>(&weights, &batch.graph);
+    assert_eq!(rows_cpu, 3 * 1141, "no padding on the CPU");
+    assert_eq!(
+        rows_gpu, 4096,
+        "padded to a multiple of SPLIT_K_ROWS on wgpu"
+    );
+    for (k, (a, b)) in cpu.iter().zip(&gpu).enumerate() {
+        assert_eq!(a.len(), b.len(), "output {k}");
+        let e = rel_err(a, b);
+        // Embeddings, logits, loss to 1e-5; gradients to 1e-3 (the parity fixtures' gradients
+        // move by up to 1e-4 under one-ulp changes, see tests/parity.rs).
+        let tol = if k < 4 { 1e-5 } else { 1e-3 };
+        assert!(e < tol, "output {k}: relative error {e:.2e}");
+    }
+}
+
+/// The fused op, forward and backward, with f16 or bf16 storage on the GPU backend `H` against
+/// the fused op in f32 on the CPU fed the same (rounded) values: ‖half − f32‖ / ‖f32‖ within
+/// `tol` for the output and the three gradients, on every random graph of [`cases`] (empty
+/// destinations, a hub with 5,000 edges, 1 to 8 heads). The kernels accumulate in f32;
+/// accumulating in half precision over the hub's 5,000 edges would miss these bounds.
+///
+/// The f32 reference runs on the CPU because Burn 0.21 keeps one default float type per device,
+/// set by the first backend that uses it: after `Wgpu<f16>` has run, `Tensor::<Wgpu>::from_data`
+/// of f32 data makes f16 tensors too. For the same reason each half-precision test runs in a
+/// process of its own (they are `#[ignore]`d; CI and the device script name them).
+fn half_matches_f32<H: GatBackend>(what: &str, tol: f64) {
+    type S = Flex;
+    use burn::tensor::Element;
+    let et = EdgeType::new(NodeType::Tx, "neighbors", NodeType::Bd);
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    for case in cases() {
+        let (h, c) = (case.h, case.c);
+        let (dh, ds) = (Default::default(), Default::default());
+        let gh = RelationGraph::<H>::new(et.clone(), &case.s, &case.d, case.ns, case.nd, &dh);
+        let gs = RelationGraph::<S>::new(et.clone(), &case.s, &case.d, case.ns, case.nd, &ds);
+        let mut rand =
+            |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0..1.0)).collect() };
+        let inputs = [
+            (rand(case.ns * h * c), vec![case.ns, h, c]),
+            (rand(case.nd * h * c), vec![case.nd, h, c]),
+            (rand(case.nd * h * c), vec![case.nd, h, c]),
+        ];
+        let att_v = rand(h * c);
+        // The half tensors, and the f32 tensors of exactly their (rounded) values.
+        // `from_data` keeps the data's element type, so convert to the backend's first.
+        let half_data =
+            |v: Vec<f32>, s: Vec<usize>| TensorData::new(v, s).convert::<H::FloatElem>();
+        let half: Vec<Tensor<H, 3>> = inputs
+            .iter()
+            .map(|(v, s)| Tensor::from_data(half_data(v.clone(), s.clone()), &dh))
+            .collect();
+        assert_eq!(
+            half[0].dtype(),
+            H::FloatElem::dtype(),
+            "{what}: inputs in half precision"
+        );
+        let full: Vec<Tensor<S, 3>> = half
+            .iter()
+            .zip(&inputs)
+            .map(|(t, (_, s))| {
+                Tensor::from_data(TensorData::new(tensor_values(t.clone()), s.clone()), &ds)
+            })
+            .collect();
+        let att_h = Tensor::<H, 2>::from_data(half_data(att_v, vec![h, c]), &dh);
+        let att_s =
+            Tensor::<S, 2>::from_data(TensorData::new(tensor_values(att_h.clone()), [h, c]), &ds);
+        let run_h = {
+            let (out, alpha) =
+                H::fused_forward(half[0].clone(), half[1].clone(), att_h.clone(), &gh.fused())
+                    .expect("fused kernel");
+            let (gl, gr, ga) = H::fused_backward(
+                half[2].clone(),
+                half[0].clone(),
+                half[1].clone(),
+                att_h,
+                alpha,
+                &gh.fused(),
+            )
+            .expect("fused kernel");
+            for (t, name) in [(&out, "out"), (&gl, "d xl"), (&gr, "d xr")] {
+                assert_eq!(
+                    t.dtype(),
+                    H::FloatElem::dtype(),
+                    "{what}: {name} in half precision"
+                );
+            }
+            assert_eq!(
+                ga.dtype(),
+                H::FloatElem::dtype(),
+                "{what}: d att in half precision"
+            );
+            [
+                tensor_values(out),
+                tensor_values(gl),
+                tensor_values(gr),
+                tensor_values(ga),
+            ]
+        };
+        let run_s = {
+            let (out, alpha) =
+                S::fused_forward(full[0].clone(), full[1].clone(), att_s.clone(), &gs.fused())
+                    .expect("fused kernel");
+            let (gl, gr, ga) = S::fused_backward(
+                full[2].clone(),
+                full[0].clone(),
+                full[1].clone(),
+                att_s,
+                alpha,
+                &gs.fused(),
+            )
+            .expect("fused kernel");
+            [
+                tensor_values(out),
+                tensor_values(gl),
+                tensor_values(gr),
+                tensor_values(ga),
+            ]
+        };
+        for (k, name) in ["out", "d xl", "d xr", "d att"].iter().enumerate() {
+            let (a, b) = (&run_h[k], &run_s[k]);
+            assert!(
+                a.iter().all(|x| x.is_finite()),
+                "{what} {}: {name}: not finite",
+                case.name
+            );
+            let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+            let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+            let e = (num / den.max(1e-300)).sqrt();
+            eprintln!("{what} {}: {name}: ‖half − f32‖/‖f32‖ = {e:.2e}", case.name);
+            assert!(
+                e < tol,
+                "{what} {}: {name}: {e:.2e} over {tol:.0e}",
+                case.name
+            );
+            // Rounding to half precision must show: otherwise the backend stores f32.
+            assert!(e > 0.0, "{what} {}: {name}: identical to f32", case.name);
+        }
+    }
+}
+
+/// f16 storage on wgpu (Mesa's lavapipe in CI) against f32 on the CPU. Run it alone:
+/// `cargo test -p segger-model --features wgpu --test wgpu -- --ignored --exact
+/// fused_gatv2_half_f16_on_wgpu_matches_f32` (see [`half_matches_f32`]).
+#[test]
+#[ignore = "run alone: the f16 backend sets the GPU device's default float type"]
+fn fused_gatv2_half_f16_on_wgpu_matches_f32() {
+    if std::env::var("SEGGER_WGPU_TEST").as_deref() != Ok("1") {
+        eprintln!("skipped: set SEGGER_WGPU_TEST=1");
+        return;
+    }
+    half_matches_f32::<Wgpu<burn::tensor::f16>>("wgpu f16", 2e-3);
+}
+
+/// f16 on CUDA against f32 on the CPU: opt in with `SEGGER_CUDA_TEST=1`; run it alone.
+#[cfg(feature = "cuda")]
+#[test]
+#[ignore = "run alone: the f16 backend sets the GPU device's default float type"]
+fn fused_gatv2_half_f16_on_cuda_matches_f32() {
+    if std::env::var("SEGGER_CUDA_TEST").as_deref() != Ok("1") {
+        eprintln!("skipped: set SEGGER_CUDA_TEST=1 on a machine with an NVIDIA GPU");
+        return;
+    }
+    half_matches_f32::<burn::backend::Cuda<burn::tensor::f16>>("cuda f16", 2e-3);
+}
+
+/// bf16 on CUDA against f32 on the CPU: opt in with `SEGGER_CUDA_TEST=1`; run it alone.
+#[cfg(feature = "cuda")]
+#[test]
+#[ignore = "run alone: the bf16 backend sets the GPU device's default float type"]
+fn fused_gatv2_half_bf16_on_cuda_matches_f32() {
+    if std::env::var("SEGGER_CUDA_TEST").as_deref() != Ok("1") {
+        eprintln!("skipped: set SEGGER_CUDA_TEST=1 on a machine with an NVIDIA GPU");
+        return;
+    }
+    half_matches_f32::<burn::backend::Cuda<burn::tensor::bf16>>("cuda bf16", 1e-2);
+}

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use burn::data::dataloader::{DataLoader, DataLoaderIterator, Progress};
 use burn::tensor::backend::Backend;
 use segger_data::{TileDataset, TileLoader};
-use segger_model::{GraphInput, SeggerConfig};
+use segger_model::{GatBackend, GraphInput, SeggerConfig};
 
 /// One training or validation batch on the device.
 #[derive(Debug, Clone)]
@@ -87,7 +87,7 @@ pub struct TileBatchLoader<B: Backend> {
     pub stats: Arc<LoaderStats>,
 }
 
-impl<B: Backend> TileBatchLoader<B> {
+impl<B: GatBackend> TileBatchLoader<B> {
     /// A loader over `dataset` for a model of `config`. `first_epoch` is the epoch number of the
     /// first `iter()` call (0, or the checkpoint's epoch when resuming), so that a resumed run
     /// sees the same shuffles as an uninterrupted one.
@@ -130,7 +130,7 @@ struct Iter<'a, B: Backend> {
     total: usize,
 }
 
-impl<B: Backend> Iterator for Iter<'_, B> {
+impl<B: GatBackend> Iterator for Iter<'_, B> {
     type Item = SeggerBatch<B>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -176,13 +176,13 @@ impl<B: Backend> Iterator for Iter<'_, B> {
     }
 }
 
-impl<B: Backend> DataLoaderIterator<SeggerBatch<B>> for Iter<'_, B> {
+impl<B: GatBackend> DataLoaderIterator<SeggerBatch<B>> for Iter<'_, B> {
     fn progress(&self) -> Progress {
         Progress::new(self.done, self.total)
     }
 }
 
-impl<B: Backend> DataLoader<B, SeggerBatch<B>> for TileBatchLoader<B> {
+impl<B: GatBackend> DataLoader<B, SeggerBatch<B>> for TileBatchLoader<B> {
     fn iter<'a>(&'a self) -> Box<dyn DataLoaderIterator<SeggerBatch<B>> + 'a> {
         let epoch = self.epoch.fetch_add(1, Ordering::Relaxed);
         self.stats.reset();
@@ -235,7 +235,7 @@ impl<B: Backend> DataLoader<B, SeggerBatch<B>> for TileBatchLoader<B> {
     }
 }
 
-impl<B: Backend> TileBatchLoader<B> {
+impl<B: GatBackend> TileBatchLoader<B> {
     fn clone_shallow(&self) -> Self {
         Self {
             dataset: self.dataset.clone(),

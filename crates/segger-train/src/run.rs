@@ -11,7 +11,7 @@ use burn::train::logger::FileMetricLogger;
 use burn::train::metric::{FBetaScoreMetric, LossMetric};
 use burn::train::{ExecutionStrategy, Learner, MultiDeviceOptim, SupervisedTraining};
 use segger_data::TileDataset;
-use segger_model::optim::{adamw_config, GlobalNormClip};
+use segger_model::optim::clipped_adamw;
 use segger_model::{GatBackend, Segger, SeggerConfig};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -497,10 +497,7 @@ where
         model: Segger::<B>::init(&cfg.model, &device, cfg.seed)
             .map_err(|e| TrainError::Input(e.to_string()))?,
     };
-    let optim = GlobalNormClip::new(
-        adamw_config(cfg.weight_decay).init::<B, LitSegger<B>>(),
-        cfg.gradient_clip_val,
-    );
+    let optim = clipped_adamw::<B, LitSegger<B>>(cfg.weight_decay as f64, cfg.gradient_clip_val);
     let start_epoch = ctx.resume_epoch.unwrap_or(0) as u64;
     let train_loader = Arc::new(TileBatchLoader::<B>::new(
         ctx.train_ds.clone(),

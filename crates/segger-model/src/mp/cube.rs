@@ -19,6 +19,12 @@
 //! The channel loops of the per-(edge, head) kernels are unrolled (`channels` is a compile-time
 //! parameter): besides speed, this keeps the loop count of one invocation low, and Mesa's
 //! lavapipe (the CI's software Vulkan) stops any invocation after 65,535 loop iterations.
+//!
+//! Precision: whatever the backend's float type (f32, f16 or bf16), every kernel reads its
+//! inputs as f32, accumulates in f32 and rounds once when it writes; the attention weights and
+//! their gradients (`[E, H]`) and the per-destination `grad_att` terms stay f32 throughout, and
+//! `grad_att` is summed in f32 before its one rounding to the storage type.
+//!
 //! Outputs are allocated with contiguous strides because the kernels index linearly, and the
 //! CUDA runtime pads rows narrower than 16 bytes by default.
 
@@ -33,13 +39,20 @@ use cubecl::prelude::*;
 use super::{NEGATIVE_SLOPE, SOFTMAX_EPS};
 
 #[cube]
-fn leaky<F: Float>(z: F, slope: F) -> F {
-    select(z > F::new(0.0), z, z * slope)
+fn leaky(z: f32, slope: f32) -> f32 {
+    select(z > 0.0, z, z * slope)
 }
 
 #[cube]
-fn leaky_grad<F: Float>(z: F, slope: F) -> F {
-    select(z > F::new(0.0), F::new(1.0), slope)
+fn leaky_grad(z: f32, slope: f32) -> f32 {
+    select(z > 0.0, 1.0, slope)
+}
+
+/// An element of `t` as f32: every kernel computes and accumulates in f32 whatever the storage
+/// type (f32, f16 or bf16), and rounds once when it writes.
+#[cube]
+fn rd<F: Float>(t: &Tensor<F>, i: usize) -> f32 {
+    f32::cast_from(t[i])
 }
 
 /// Edge scores (forward) or `dα = grad[i]·xl[j]` (backward, `grad` in place of `att` and
@@ -52,7 +65,7 @@ fn gat_edge_kernel<F: Float, I: Numeric>(
     att: &Tensor<F>,
     src: &Tensor<I>,
     dst: &Tensor<I>,
-    out: &mut Tensor<F>,
+    out: &mut Tensor<f32>,
     num_edges: u32,
     heads: u32,
     slope: f32,
@@ -71,19 +84,18 @@ fn gat_edge_kernel<F: Float, I: Numeric>(
     let i = u32::cast_from(dst[k]) as usize;
     let base_l = j * hc + h * channels;
     let base_r = i * hc + h * channels;
-    let slope = F::cast_from(slope);
-    let mut s = F::new(0.0);
+    let mut s = 0.0f32;
     if backward {
         // `xr` is the output gradient here.
         #[unroll]
         for c in 0..channels {
-            s += xr[base_r + c] * xl[base_l + c];
+            s += rd(xr, base_r + c) * rd(xl, base_l + c);
         }
     } else {
         let base_a = h * channels;
         #[unroll]
         for c in 0..channels {
-            s += att[base_a + c] * leaky::<F>(xl[base_l + c] + xr[base_r + c], slope);
+            s += rd(att, base_a + c) * leaky(rd(xl, base_l + c) + rd(xr, base_r + c), slope);
         }
     }
     out[k * heads + h] = s;
@@ -94,15 +106,15 @@ fn gat_edge_kernel<F: Float, I: Numeric>(
 /// (destination, head).
 #[allow(clippy::too_many_arguments)]
 #[cube(launch)]
-fn gat_segment_kernel<F: Float, I: Numeric>(
-    alpha: &mut Tensor<F>,
-    dalpha: &mut Tensor<F>,
+fn gat_segment_kernel<I: Numeric>(
+    alpha: &mut Tensor<f32>,
+    dalpha: &mut Tensor<f32>,
     row_ptr: &Tensor<I>,
     num_dst: u32,
     heads: u32,
     eps: f32,
     #[comptime] backward: bool,
-    #[define(F, I)] _dtypes: [StorageType; 2],
+    #[define(I)] _dtype: StorageType,
 ) {
     let heads = heads as usize;
     if ABSOLUTE_POS >= num_dst as usize * heads {
@@ -113,7 +125,7 @@ fn gat_segment_kernel<F: Float, I: Numeric>(
     let start = u32::cast_from(row_ptr[i]) as usize;
     let end = u32::cast_from(row_ptr[i + 1]) as usize;
     if backward {
-        let mut dot = F::new(0.0);
+        let mut dot = 0.0f32;
         for k in start..end {
             dot += alpha[k * heads + h] * dalpha[k * heads + h];
         }
@@ -122,21 +134,237 @@ fn gat_segment_kernel<F: Float, I: Numeric>(
             dalpha[q] = alpha[q] * (dalpha[q] - dot);
         }
     } else {
-        let mut m = F::new(0.0);
+        let mut m = 0.0f32;
         for k in start..end {
             let s = alpha[k * heads + h];
             m = select(k == start || s > m, s, m);
         }
-        let mut sum = F::new(0.0);
+        let mut sum = 0.0f32;
         for k in start..end {
             let w = (alpha[k * heads + h] - m).exp();
             alpha[k * heads + h] = w;
             sum += w;
         }
-        let inv = F::new(1.0) / (sum + F::cast_from(eps));
+        let inv = 1.0 / (sum + eps);
         for k in start..end {
             alpha[k * heads + h] *= inv;
         }
+    }
+}
+
+/// Threads of one cube of [`gat_segment_block_kernel`].
+const SEGMENT_THREADS: usize = 64;
+
+/// Mean in-degree above which the segment softmax runs one cube per (destination, head)
+/// ([`gat_segment_block_kernel`]) instead of one thread: a nucleus with hundreds of incoming
+/// transcripts would otherwise be three serial passes over its edges in one thread.
+const SEGMENT_BLOCK_DEGREE: usize = 16;
+
+/// Reduces `shared[0..SEGMENT_THREADS]` into `shared[0]` (max or sum); all threads take part.
+#[cube]
+fn block_reduce(shared: &mut SharedMemory<f32>, t: usize, #[comptime] max: bool) {
+    sync_cube();
+    #[unroll]
+    for k in 1usize..7usize {
+        let stride = SEGMENT_THREADS >> k;
+        if t < stride {
+            if max {
+                let (a, b) = (shared[t], shared[t + stride]);
+                shared[t] = select(b > a, b, a);
+            } else {
+                shared[t] += shared[t + stride];
+            }
+        }
+        sync_cube();
+    }
+}
+
+/// [`gat_segment_kernel`] with one cube of [`SEGMENT_THREADS`] threads per (destination,
+/// head): each pass strides over the destination's edges and ends in a tree reduction in shared
+/// memory. Cubes are numbered over a 2-D grid (`CUBE_POS`), so any number of segments fits.
+#[allow(clippy::too_many_arguments)]
+#[cube(launch)]
+fn gat_segment_block_kernel<I: Numeric>(
+    alpha: &mut Tensor<f32>,
+    dalpha: &mut Tensor<f32>,
+    row_ptr: &Tensor<I>,
+    num_dst: u32,
+    heads: u32,
+    eps: f32,
+    #[comptime] backward: bool,
+    #[define(I)] _dtype: StorageType,
+) {
+    let heads = heads as usize;
+    let seg = CUBE_POS;
+    if seg >= num_dst as usize * heads {
+        terminate!();
+    }
+    let mut shared = SharedMemory::<f32>::new(SEGMENT_THREADS);
+    let t = UNIT_POS as usize;
+    let i = seg / heads;
+    let h = seg % heads;
+    let start = u32::cast_from(row_ptr[i]) as usize;
+    let end = u32::cast_from(row_ptr[i + 1]) as usize;
+    let rounds = (end - start).div_ceil(SEGMENT_THREADS);
+    if backward {
+        let mut dot = 0.0f32;
+        for r in 0..rounds {
+            let k = start + r * SEGMENT_THREADS + t;
+            if k < end {
+                dot += alpha[k * heads + h] * dalpha[k * heads + h];
+            }
+        }
+        shared[t] = dot;
+        block_reduce(&mut shared, t, false);
+        let dot = shared[0];
+        for r in 0..rounds {
+            let k = start + r * SEGMENT_THREADS + t;
+            if k < end {
+                let q = k * heads + h;
+                dalpha[q] = alpha[q] * (dalpha[q] - dot);
+            }
+        }
+    } else {
+        // The segment's first score starts every thread's maximum (no infinities needed).
+        let mut m = 0.0f32;
+        if start < end {
+            m = alpha[start * heads + h];
+        }
+        for r in 0..rounds {
+            let k = start + r * SEGMENT_THREADS + t;
+            if k < end {
+                let s = alpha[k * heads + h];
+                m = select(s > m, s, m);
+            }
+        }
+        shared[t] = m;
+        block_reduce(&mut shared, t, true);
+        let m = shared[0];
+        sync_cube();
+        let mut sum = 0.0f32;
+        for r in 0..rounds {
+            let k = start + r * SEGMENT_THREADS + t;
+            if k < end {
+                let w = (alpha[k * heads + h] - m).exp();
+                alpha[k * heads + h] = w;
+                sum += w;
+            }
+        }
+        shared[t] = sum;
+        block_reduce(&mut shared, t, false);
+        let inv = 1.0 / (shared[0] + eps);
+        for r in 0..rounds {
+            let k = start + r * SEGMENT_THREADS + t;
+            if k < end {
+                alpha[k * heads + h] *= inv;
+            }
+        }
+    }
+}
+
+/// Launches the segment softmax (or its backward) with one thread or, for high mean in-degree,
+/// one cube per (destination, head).
+#[allow(clippy::too_many_arguments)]
+fn launch_segment<R: CubeRuntime>(
+    client: &ComputeClient<R>,
+    alpha: &CubeTensor<R>,
+    dalpha: &CubeTensor<R>,
+    g: &CubeGraph<R>,
+    e: usize,
+    h: usize,
+    backward: bool,
+) {
+    let nd = g.num_dst;
+    if e > SEGMENT_BLOCK_DEGREE * nd {
+        let n = (nd * h) as u32;
+        let x = n.min(65_535);
+        gat_segment_block_kernel::launch::<R>(
+            client,
+            CubeCount::Static(x, n.div_ceil(x), 1),
+            CubeDim::new_1d(SEGMENT_THREADS as u32),
+            alpha.clone().into_tensor_arg(),
+            dalpha.clone().into_tensor_arg(),
+            g.row_ptr.clone().into_tensor_arg(),
+            nd as u32,
+            h as u32,
+            SOFTMAX_EPS,
+            backward,
+            g.src.dtype.into(),
+        );
+    } else {
+        let (count, dim) = launch_shape(client, nd * h);
+        gat_segment_kernel::launch::<R>(
+            client,
+            count,
+            dim,
+            alpha.clone().into_tensor_arg(),
+            dalpha.clone().into_tensor_arg(),
+            g.row_ptr.clone().into_tensor_arg(),
+            nd as u32,
+            h as u32,
+            SOFTMAX_EPS,
+            backward,
+            g.src.dtype.into(),
+        );
+    }
+}
+
+/// Launches the destination pass (aggregation, or `grad_xr` and the `grad_att` terms) with one
+/// thread per (destination, head, channel) or, for high mean in-degree, one cube per
+/// (destination, head).
+#[allow(clippy::too_many_arguments)]
+fn launch_dst<R: CubeRuntime>(
+    client: &ComputeClient<R>,
+    [xl, xr, att, weight, out, att_part]: [&CubeTensor<R>; 6],
+    g: &CubeGraph<R>,
+    (e, h, c): (usize, usize, usize),
+    backward: bool,
+) {
+    let nd = g.num_dst;
+    let dtypes = [xl.dtype.into(), g.src.dtype.into()];
+    if e > SEGMENT_BLOCK_DEGREE * nd && c <= DST_THREADS {
+        let n = (nd * h) as u32;
+        let x = n.min(65_535);
+        gat_dst_block_kernel::launch::<R>(
+            client,
+            CubeCount::Static(x, n.div_ceil(x), 1),
+            CubeDim::new_1d(DST_THREADS as u32),
+            xl.clone().into_tensor_arg(),
+            xr.clone().into_tensor_arg(),
+            att.clone().into_tensor_arg(),
+            weight.clone().into_tensor_arg(),
+            g.src.clone().into_tensor_arg(),
+            g.row_ptr.clone().into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            att_part.clone().into_tensor_arg(),
+            nd as u32,
+            h as u32,
+            c as u32,
+            NEGATIVE_SLOPE,
+            backward,
+            dtypes,
+        );
+    } else {
+        let (count, dim) = launch_shape(client, nd * h * c);
+        gat_dst_kernel::launch::<R>(
+            client,
+            count,
+            dim,
+            xl.clone().into_tensor_arg(),
+            xr.clone().into_tensor_arg(),
+            att.clone().into_tensor_arg(),
+            weight.clone().into_tensor_arg(),
+            g.src.clone().into_tensor_arg(),
+            g.row_ptr.clone().into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            att_part.clone().into_tensor_arg(),
+            nd as u32,
+            h as u32,
+            c as u32,
+            NEGATIVE_SLOPE,
+            backward,
+            dtypes,
+        );
     }
 }
 
@@ -148,11 +376,11 @@ fn gat_dst_kernel<F: Float, I: Numeric>(
     xl: &Tensor<F>,
     xr: &Tensor<F>,
     att: &Tensor<F>,
-    weight: &Tensor<F>,
+    weight: &Tensor<f32>,
     src: &Tensor<I>,
     row_ptr: &Tensor<I>,
     out: &mut Tensor<F>,
-    att_part: &mut Tensor<F>,
+    att_part: &mut Tensor<f32>,
     num_dst: u32,
     heads: u32,
     channels: u32,
@@ -172,27 +400,112 @@ fn gat_dst_kernel<F: Float, I: Numeric>(
     let start = u32::cast_from(row_ptr[i]) as usize;
     let end = u32::cast_from(row_ptr[i + 1]) as usize;
     let off = h * channels + c;
-    let mut acc = F::new(0.0);
+    let mut acc = 0.0f32;
     if backward {
-        let slope = F::cast_from(slope);
-        let a = att[off];
-        let r = xr[i * hc + off];
-        let mut acc_att = F::new(0.0);
+        let a = rd(att, off);
+        let r = rd(xr, i * hc + off);
+        let mut acc_att = 0.0f32;
         for k in start..end {
             let j = u32::cast_from(src[k]) as usize;
-            let z = xl[j * hc + off] + r;
+            let z = rd(xl, j * hc + off) + r;
             let g = weight[k * heads + h];
-            acc += g * a * leaky_grad::<F>(z, slope);
-            acc_att += g * leaky::<F>(z, slope);
+            acc += g * a * leaky_grad(z, slope);
+            acc_att += g * leaky(z, slope);
         }
         att_part[ABSOLUTE_POS] = acc_att;
     } else {
         for k in start..end {
             let j = u32::cast_from(src[k]) as usize;
-            acc += weight[k * heads + h] * xl[j * hc + off];
+            acc += weight[k * heads + h] * rd(xl, j * hc + off);
         }
     }
-    out[ABSOLUTE_POS] = acc;
+    out[ABSOLUTE_POS] = F::cast_from(acc);
+}
+
+/// Threads of one cube of [`gat_dst_block_kernel`].
+const DST_THREADS: usize = 256;
+
+/// [`gat_dst_kernel`] for destinations with many edges: one cube per (destination, head), its
+/// [`DST_THREADS`] threads split into `DST_THREADS / channels` parts that each take every
+/// part-th edge for all channels; the parts' sums then meet in shared memory.
+#[allow(clippy::too_many_arguments)]
+#[cube(launch)]
+fn gat_dst_block_kernel<F: Float, I: Numeric>(
+    xl: &Tensor<F>,
+    xr: &Tensor<F>,
+    att: &Tensor<F>,
+    weight: &Tensor<f32>,
+    src: &Tensor<I>,
+    row_ptr: &Tensor<I>,
+    out: &mut Tensor<F>,
+    att_part: &mut Tensor<f32>,
+    num_dst: u32,
+    heads: u32,
+    channels: u32,
+    slope: f32,
+    #[comptime] backward: bool,
+    #[define(F, I)] _dtypes: [StorageType; 2],
+) {
+    let heads = heads as usize;
+    let channels = channels as usize;
+    let seg = CUBE_POS;
+    if seg >= num_dst as usize * heads {
+        terminate!();
+    }
+    let mut sum = SharedMemory::<f32>::new(DST_THREADS);
+    let mut sum_att = SharedMemory::<f32>::new(DST_THREADS);
+    let hc = heads * channels;
+    let parts = DST_THREADS / channels;
+    let t = UNIT_POS as usize;
+    let part = t / channels;
+    let c = t % channels;
+    let i = seg / heads;
+    let h = seg % heads;
+    let off = h * channels + c;
+    let start = u32::cast_from(row_ptr[i]) as usize;
+    let end = u32::cast_from(row_ptr[i + 1]) as usize;
+    let mut acc = 0.0f32;
+    let mut acc_att = 0.0f32;
+    if part < parts {
+        let rounds = (end - start).div_ceil(parts);
+        if backward {
+            let a = rd(att, off);
+            let r = rd(xr, i * hc + off);
+            for q in 0..rounds {
+                let k = start + q * parts + part;
+                if k < end {
+                    let j = u32::cast_from(src[k]) as usize;
+                    let z = rd(xl, j * hc + off) + r;
+                    let g = weight[k * heads + h];
+                    acc += g * a * leaky_grad(z, slope);
+                    acc_att += g * leaky(z, slope);
+                }
+            }
+        } else {
+            for q in 0..rounds {
+                let k = start + q * parts + part;
+                if k < end {
+                    let j = u32::cast_from(src[k]) as usize;
+                    acc += weight[k * heads + h] * rd(xl, j * hc + off);
+                }
+            }
+        }
+    }
+    sum[t] = acc;
+    sum_att[t] = acc_att;
+    sync_cube();
+    if part == 0 {
+        let mut total = 0.0f32;
+        let mut total_att = 0.0f32;
+        for p in 0..parts {
+            total += sum[p * channels + c];
+            total_att += sum_att[p * channels + c];
+        }
+        out[i * hc + off] = F::cast_from(total);
+        if backward {
+            att_part[i * hc + off] = total_att;
+        }
+    }
 }
 
 /// Backward: `grad_xl[j,h,c] = Σ α·grad[i,h,c] + de·att[h,c]·LeakyReLU'(z)` over j's edges.
@@ -204,8 +517,8 @@ fn gat_src_kernel<F: Float, I: Numeric>(
     xl: &Tensor<F>,
     xr: &Tensor<F>,
     att: &Tensor<F>,
-    alpha: &Tensor<F>,
-    de: &Tensor<F>,
+    alpha: &Tensor<f32>,
+    de: &Tensor<f32>,
     dst: &Tensor<I>,
     src_ptr: &Tensor<I>,
     src_edge: &Tensor<I>,
@@ -226,20 +539,19 @@ fn gat_src_kernel<F: Float, I: Numeric>(
     let h = (ABSOLUTE_POS % hc) / channels;
     let c = ABSOLUTE_POS % channels;
     let off = h * channels + c;
-    let slope = F::cast_from(slope);
-    let a = att[off];
-    let l = xl[ABSOLUTE_POS];
+    let a = rd(att, off);
+    let l = rd(xl, ABSOLUTE_POS);
     let start = u32::cast_from(src_ptr[j]) as usize;
     let end = u32::cast_from(src_ptr[j + 1]) as usize;
-    let mut acc = F::new(0.0);
+    let mut acc = 0.0f32;
     for p in start..end {
         let k = u32::cast_from(src_edge[p]) as usize;
         let i = u32::cast_from(dst[k]) as usize;
         let q = k * heads + h;
-        let z = l + xr[i * hc + off];
-        acc += alpha[q] * grad[i * hc + off] + de[q] * a * leaky_grad::<F>(z, slope);
+        let z = l + rd(xr, i * hc + off);
+        acc += alpha[q] * rd(grad, i * hc + off) + de[q] * a * leaky_grad(z, slope);
     }
-    grad_xl[ABSOLUTE_POS] = acc;
+    grad_xl[ABSOLUTE_POS] = F::cast_from(acc);
 }
 
 #[cube(launch)]
@@ -260,12 +572,12 @@ fn scatter_grouped_kernel<F: Float, I: Numeric>(
     let w = ABSOLUTE_POS % width;
     let start = u32::cast_from(group_ptr[r]) as usize;
     let end = u32::cast_from(group_ptr[r + 1]) as usize;
-    let mut acc = F::new(0.0);
+    let mut acc = 0.0f32;
     for p in start..end {
         let q = u32::cast_from(group_pos[p]) as usize;
-        acc += values[q * width + w];
+        acc += rd(values, q * width + w);
     }
-    out[ABSOLUTE_POS] = acc;
+    out[ABSOLUTE_POS] = F::cast_from(acc);
 }
 
 /// The backward of a grouped gather: one thread per (row, column) sums its gathered positions.
@@ -278,11 +590,7 @@ pub(super) fn scatter_grouped<R: CubeRuntime, F: FloatElement, I: IntElement, BT
     let ptr = into_contiguous(idx.group_ptr.clone().into_primitive());
     let pos = into_contiguous(idx.group_pos.clone().into_primitive());
     let client = values.client.clone();
-    let out = empty::<R, F>(
-        client.clone(),
-        values.device.clone(),
-        Shape::new([idx.num_rows, width]),
-    );
+    let out = empty_like(&values, Shape::new([idx.num_rows, width]));
     let (count, dim) = launch_shape(&client, idx.num_rows * width);
     let dtypes = [values.dtype.into(), ptr.dtype.into()];
     scatter_grouped_kernel::launch::<R>(
@@ -342,14 +650,196 @@ impl<R: CubeRuntime> CubeGraph<R> {
     }
 }
 
-/// An uninitialised output with contiguous strides: the kernels index linearly, and the
-/// runtime's default allocation may pad rows (CUDA pitches rows narrower than 16 bytes).
-fn empty<R: CubeRuntime, F: FloatElement>(
+/// One AdamW step per element (see [`super::AdamWStep`]); `first`: the moments start at zero
+/// and `m`, `v` are not read; `scaled`: the gradient is multiplied by `scale[0]` (the clip
+/// coefficient) first.
+#[allow(clippy::too_many_arguments)]
+#[cube(launch)]
+fn adamw_kernel<F: Float>(
+    p: &Tensor<F>,
+    g: &Tensor<F>,
+    m: &Tensor<F>,
+    v: &Tensor<F>,
+    scale: &Tensor<F>,
+    p_out: &mut Tensor<F>,
+    m_out: &mut Tensor<F>,
+    v_out: &mut Tensor<F>,
+    n: u32,
+    decay: f32,
+    one_minus_beta_1: f32,
+    beta_2: f32,
+    one_minus_beta_2: f32,
+    step_size: f32,
+    bc2_sqrt: f32,
+    epsilon: f32,
+    #[comptime] first: bool,
+    #[comptime] scaled: bool,
+    #[define(F)] _dtype: StorageType,
+) {
+    if ABSOLUTE_POS >= n as usize {
+        terminate!();
+    }
+    let i = ABSOLUTE_POS;
+    let mut gi = rd(g, i);
+    if scaled {
+        gi *= rd(scale, 0);
+    }
+    let mut mi = 0.0f32;
+    let mut vi = 0.0f32;
+    if !first {
+        mi = rd(m, i);
+        vi = rd(v, i) * beta_2;
+    }
+    let mi = mi + one_minus_beta_1 * (gi - mi);
+    let vi = vi + gi * gi * one_minus_beta_2;
+    let denom = vi.sqrt() / bc2_sqrt + epsilon;
+    let pi = rd(p, i) * decay;
+    p_out[i] = F::cast_from(pi - step_size * (mi / denom));
+    m_out[i] = F::cast_from(mi);
+    v_out[i] = F::cast_from(vi);
+}
+
+/// Threads of [`sum_squares_kernel`]'s one cube.
+const SUM_SQUARES_THREADS: usize = 256;
+
+/// `out[slot] = Σ x²` (f32 accumulation) by one cube: each thread sums a strided share, then a
+/// tree reduction in shared memory.
+#[cube(launch)]
+fn sum_squares_kernel<F: Float>(
+    x: &Tensor<F>,
+    out: &mut Tensor<F>,
+    n: u32,
+    slot: u32,
+    #[define(F)] _dtype: StorageType,
+) {
+    let mut shared = SharedMemory::<f32>::new(SUM_SQUARES_THREADS);
+    let t = UNIT_POS as usize;
+    let n = n as usize;
+    let rounds = n.div_ceil(SUM_SQUARES_THREADS);
+    let mut acc = 0.0f32;
+    for r in 0..rounds {
+        let i = r * SUM_SQUARES_THREADS + t;
+        if i < n {
+            let v = rd(x, i);
+            acc += v * v;
+        }
+    }
+    shared[t] = acc;
+    sync_cube();
+    #[unroll]
+    for k in 1usize..9usize {
+        let stride = SUM_SQUARES_THREADS >> k;
+        if t < stride {
+            shared[t] += shared[t + stride];
+        }
+        sync_cube();
+    }
+    if t == 0 {
+        out[slot as usize] = F::cast_from(shared[0]);
+    }
+}
+
+/// [`super::GatBackend::sum_squares`]: one single-cube launch per tensor, each writing its own
+/// slot of the output. A tensor whose elements fill its buffer exactly once (contiguous, or
+/// transposed like a weight gradient) is read in place; the sum does not depend on the order.
+pub(super) fn sum_squares<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+    xs: Vec<CubeTensor<R>>,
+) -> BTensor<Cube<R, F, I, BT>, 1> {
+    let out = empty_like(
+        xs.first().expect("at least one tensor"),
+        Shape::new([xs.len()]),
+    );
+    let client = out.client.clone();
+    for (slot, x) in xs.into_iter().enumerate() {
+        let n = x.meta.shape().num_elements();
+        let x = if x.is_contiguous_buffer() && x.is_nonoverlapping() {
+            x
+        } else {
+            into_contiguous(x)
+        };
+        sum_squares_kernel::launch::<R>(
+            &client,
+            CubeCount::Static(1, 1, 1),
+            CubeDim::new_1d(SUM_SQUARES_THREADS as u32),
+            x.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            n as u32,
+            slot as u32,
+            out.dtype.into(),
+        );
+    }
+    wrap(out)
+}
+
+/// [`super::GatBackend::adamw_step`] in one kernel.
+#[allow(clippy::type_complexity)]
+pub(super) fn adamw_step<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+    p: BTensor<Cube<R, F, I, BT>, 1>,
+    g: BTensor<Cube<R, F, I, BT>, 1>,
+    moments: Option<(BTensor<Cube<R, F, I, BT>, 1>, BTensor<Cube<R, F, I, BT>, 1>)>,
+    grad_scale: Option<BTensor<Cube<R, F, I, BT>, 1>>,
+    s: &super::AdamWStep,
+) -> (
+    BTensor<Cube<R, F, I, BT>, 1>,
+    BTensor<Cube<R, F, I, BT>, 1>,
+    BTensor<Cube<R, F, I, BT>, 1>,
+) {
+    let n = p.dims()[0];
+    let (p, g) = (float(p), float(g));
+    let first = moments.is_none();
+    let (m, v) = match moments {
+        Some((m, v)) => (float(m), float(v)),
+        None => (g.clone(), g.clone()),
+    };
+    let scaled = grad_scale.is_some();
+    let scale = grad_scale.map_or_else(|| g.clone(), float);
+    let client = p.client.clone();
+    let new = || empty_like(&p, Shape::new([n]));
+    let (p_out, m_out, v_out) = (new(), new(), new());
+    let (count, dim) = launch_shape(&client, n);
+    adamw_kernel::launch::<R>(
+        &client,
+        count,
+        dim,
+        p.into_tensor_arg(),
+        g.into_tensor_arg(),
+        m.into_tensor_arg(),
+        v.into_tensor_arg(),
+        scale.into_tensor_arg(),
+        p_out.clone().into_tensor_arg(),
+        m_out.clone().into_tensor_arg(),
+        v_out.clone().into_tensor_arg(),
+        n as u32,
+        s.decay,
+        s.one_minus_beta_1,
+        s.beta_2,
+        s.one_minus_beta_2,
+        s.step_size,
+        s.bc2_sqrt,
+        s.epsilon,
+        first,
+        scaled,
+        p_out.dtype.into(),
+    );
+    (wrap(p_out), wrap(m_out), wrap(v_out))
+}
+
+/// An uninitialised output on the device and with the element type of `like`, with contiguous
+/// strides: the kernels index linearly, and the runtime's default allocation may pad rows (CUDA
+/// pitches rows narrower than 16 bytes). The type is the input's, not the backend's default:
+/// a kernel's element type is taken from its input, so that is what its outputs must hold.
+fn empty_like<R: CubeRuntime>(like: &CubeTensor<R>, shape: Shape) -> CubeTensor<R> {
+    empty_device_contiguous_dtype(like.client.clone(), like.device.clone(), shape, like.dtype)
+}
+
+/// An uninitialised contiguous f32 tensor: the attention weights and their gradients are kept
+/// in f32 whatever the storage type of the features.
+fn empty32<R: CubeRuntime>(
     client: ComputeClient<R>,
     device: R::Device,
     shape: Shape,
 ) -> CubeTensor<R> {
-    empty_device_contiguous_dtype(client, device, shape, F::dtype())
+    empty_device_contiguous_dtype(client, device, shape, burn::tensor::DType::F32)
 }
 
 fn launch_shape<R: CubeRuntime>(client: &ComputeClient<R>, n: usize) -> (CubeCount, CubeDim) {
@@ -371,10 +861,10 @@ pub(super) fn forward<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolEl
     let device = xl.device.clone();
     let e = g.src.meta.shape()[0];
     let nd = g.num_dst;
-    let out = empty::<R, F>(client.clone(), device.clone(), Shape::new([nd, h, c]));
-    let alpha = empty::<R, F>(client.clone(), device.clone(), Shape::new([e, h]));
+    let out = empty_like(&xl, Shape::new([nd, h, c]));
+    let alpha = empty32(client.clone(), device.clone(), Shape::new([e, h]));
     // Unused buffer for the kernels' backward-only arguments.
-    let none = empty::<R, F>(client.clone(), device, Shape::new([1]));
+    let none = empty32(client.clone(), device, Shape::new([1]));
     let dtypes = [xl.dtype.into(), g.src.dtype.into()];
     let (count, dim) = launch_shape(&client, e * h);
     gat_edge_kernel::launch::<R>(
@@ -394,39 +884,13 @@ pub(super) fn forward<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolEl
         false,
         dtypes,
     );
-    let (count, dim) = launch_shape(&client, nd * h);
-    gat_segment_kernel::launch::<R>(
+    launch_segment(&client, &alpha, &none, g, e, h, false);
+    launch_dst(
         &client,
-        count,
-        dim,
-        alpha.clone().into_tensor_arg(),
-        none.clone().into_tensor_arg(),
-        g.row_ptr.clone().into_tensor_arg(),
-        nd as u32,
-        h as u32,
-        SOFTMAX_EPS,
+        [&xl, &xr, &att, &alpha, &out, &none],
+        g,
+        (e, h, c),
         false,
-        dtypes,
-    );
-    let (count, dim) = launch_shape(&client, nd * h * c);
-    gat_dst_kernel::launch::<R>(
-        &client,
-        count,
-        dim,
-        xl.into_tensor_arg(),
-        xr.into_tensor_arg(),
-        att.into_tensor_arg(),
-        alpha.clone().into_tensor_arg(),
-        g.src.clone().into_tensor_arg(),
-        g.row_ptr.clone().into_tensor_arg(),
-        out.clone().into_tensor_arg(),
-        none.into_tensor_arg(),
-        nd as u32,
-        h as u32,
-        c as u32,
-        NEGATIVE_SLOPE,
-        false,
-        dtypes,
     );
     (wrap(out), wrap(alpha))
 }
@@ -451,10 +915,11 @@ pub(super) fn backward<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolE
     let device = xl.device.clone();
     let e = g.src.meta.shape()[0];
     let nd = g.num_dst;
-    let new = |shape: Shape| empty::<R, F>(client.clone(), device.clone(), shape);
-    let de = new(Shape::new([e, h]));
+    let new = |shape: Shape| empty_like(&xl, shape);
+    let dtype = xl.dtype;
+    let de = empty32(client.clone(), device.clone(), Shape::new([e, h]));
     let grad_xr = new(Shape::new([nd, h, c]));
-    let att_part = new(Shape::new([nd, h, c]));
+    let att_part = empty32(client.clone(), device.clone(), Shape::new([nd, h, c]));
     let grad_xl = new(Shape::new([ns, h, c]));
     let dtypes = [xl.dtype.into(), g.src.dtype.into()];
 
@@ -477,39 +942,13 @@ pub(super) fn backward<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolE
         true,
         dtypes,
     );
-    let (count, dim) = launch_shape(&client, nd * h);
-    gat_segment_kernel::launch::<R>(
+    launch_segment(&client, &alpha, &de, g, e, h, true);
+    launch_dst(
         &client,
-        count,
-        dim,
-        alpha.clone().into_tensor_arg(),
-        de.clone().into_tensor_arg(),
-        g.row_ptr.clone().into_tensor_arg(),
-        nd as u32,
-        h as u32,
-        SOFTMAX_EPS,
+        [&xl, &xr, &att, &de, &grad_xr, &att_part],
+        g,
+        (e, h, c),
         true,
-        dtypes,
-    );
-    let (count, dim) = launch_shape(&client, nd * h * c);
-    gat_dst_kernel::launch::<R>(
-        &client,
-        count,
-        dim,
-        xl.clone().into_tensor_arg(),
-        xr.clone().into_tensor_arg(),
-        att.clone().into_tensor_arg(),
-        de.clone().into_tensor_arg(),
-        g.src.clone().into_tensor_arg(),
-        g.row_ptr.clone().into_tensor_arg(),
-        grad_xr.clone().into_tensor_arg(),
-        att_part.clone().into_tensor_arg(),
-        nd as u32,
-        h as u32,
-        c as u32,
-        NEGATIVE_SLOPE,
-        true,
-        dtypes,
     );
     let (count, dim) = launch_shape(&client, ns * h * c);
     gat_src_kernel::launch::<R>(
@@ -532,7 +971,9 @@ pub(super) fn backward<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolE
         NEGATIVE_SLOPE,
         dtypes,
     );
-    let grad_att =
-        super::col_sum(wrap::<R, F, I, BT, 3>(att_part).reshape([nd, h * c])).reshape([h, c]);
+    // The per-destination terms are f32; so is their sum, rounded once to the storage type.
+    let grad_att = super::col_sum(wrap::<R, F, I, BT, 3>(att_part).reshape([nd, h * c]))
+        .reshape([h, c])
+        .cast(burn::tensor::FloatDType::from(dtype));
     (wrap(grad_xl), wrap(grad_xr), grad_att)
 }

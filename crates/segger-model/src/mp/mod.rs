@@ -16,7 +16,10 @@ mod cube;
 use std::sync::Arc;
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{activation, IndexingUpdateOp, Int, Tensor, TensorData};
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{
+    activation, IndexingUpdateOp, Int, Tensor, TensorData, TensorMetadata, TensorPrimitive,
+};
 use segger_graph::csr::{group_by_key, Csr};
 
 use crate::input::RelationGraph;
@@ -282,9 +285,18 @@ pub fn linear<B: GatBackend>(x: Tensor<B, 2>, w: Tensor<B, 2>) -> Tensor<B, 2> {
     let x = into_chunks(x);
     let chunks = x.dims()[0];
     let wb = w.transpose().unsqueeze::<3>().expand([chunks, fin, fout]);
-    x.matmul(wb)
-        .reshape([chunks * SPLIT_K_ROWS, fout])
-        .slice([0..n, 0..fout])
+    unpad(x.matmul(wb).reshape([chunks * SPLIT_K_ROWS, fout]), n)
+}
+
+/// The first `n` rows of a chunked result; no op (and no op in the backward pass) when the
+/// rows were a whole number of chunks, as [`GraphInput`](crate::GraphInput) makes them on the
+/// GPU backends.
+fn unpad<B: Backend>(y: Tensor<B, 2>, n: usize) -> Tensor<B, 2> {
+    if y.dims()[0] == n {
+        y
+    } else {
+        y.narrow(0, 0, n)
+    }
 }
 
 /// `x + b` for `x` `[N, W]` and a bias `b` `[W]` broadcast over the rows.
@@ -303,9 +315,7 @@ pub fn add_bias<B: GatBackend>(x: Tensor<B, 2>, b: Tensor<B, 1>) -> Tensor<B, 2>
     let x = into_chunks(x);
     let chunks = x.dims()[0];
     let bb = b.reshape([1, 1, w]).expand([chunks, SPLIT_K_ROWS, w]);
-    (x + bb)
-        .reshape([chunks * SPLIT_K_ROWS, w])
-        .slice([0..n, 0..w])
+    unpad((x + bb).reshape([chunks * SPLIT_K_ROWS, w]), n)
 }
 
 /// Column sums of `x` `[N, W]`, `[W]`, in two stages (within chunks of [`SPLIT_K_ROWS`] rows,
@@ -373,6 +383,106 @@ pub trait GatBackend: Backend {
     ) -> Option<(Tensor<Self, 3>, Tensor<Self, 3>, Tensor<Self, 2>)> {
         None
     }
+
+    /// One AdamW step on a flattened parameter `p` with gradient `g` (times `grad_scale[0]`,
+    /// the gradient clip's coefficient, when given) and moments `(m, v)` (`None` on the first
+    /// step): the new `(p, m, v)`, with PyTorch's arithmetic (see [`AdamWStep`]). The generic version is a dozen element-wise ops; the GPU backends run one
+    /// kernel.
+    fn adamw_step(
+        p: Tensor<Self, 1>,
+        g: Tensor<Self, 1>,
+        moments: Option<(Tensor<Self, 1>, Tensor<Self, 1>)>,
+        grad_scale: Option<Tensor<Self, 1>>,
+        s: &AdamWStep,
+    ) -> (Tensor<Self, 1>, Tensor<Self, 1>, Tensor<Self, 1>) {
+        let g = match grad_scale {
+            Some(c) => g * c,
+            None => g,
+        };
+        adamw_generic(p, g, moments, s)
+    }
+
+    /// `[Σ x²]` for each tensor of `xs` (any rank; not empty), `[xs.len()]`: the squared norms
+    /// of the gradient clip. The generic version takes three ops per tensor; the GPU backends
+    /// one launch, reading a transposed gradient in place.
+    fn sum_squares(xs: Vec<FloatTensor<Self>>) -> Tensor<Self, 1> {
+        let sums = xs
+            .into_iter()
+            .map(|x| {
+                let n = x.shape().num_elements();
+                let x = Tensor::<Self, 1>::from_primitive(TensorPrimitive::Float(
+                    Self::float_reshape(x, burn::tensor::Shape::new([n])),
+                ));
+                (x.clone() * x).sum()
+            })
+            .collect();
+        Tensor::cat(sums, 0)
+    }
+}
+
+/// The scalars of one AdamW step, rounded to f32 as PyTorch rounds its Python floats:
+/// `p ← p·decay`; `m ← m + (1 − β₁)(g − m)`; `v ← β₂·v + (1 − β₂)·g²`;
+/// `p ← p − step_size · m / (√v / bc2_sqrt + ε)`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamWStep {
+    /// `1 − lr · weight_decay`.
+    pub decay: f32,
+    /// `1 − β₁`.
+    pub one_minus_beta_1: f32,
+    /// `β₂`.
+    pub beta_2: f32,
+    /// `1 − β₂`.
+    pub one_minus_beta_2: f32,
+    /// `lr / (1 − β₁ᵗ)`.
+    pub step_size: f32,
+    /// `√(1 − β₂ᵗ)`.
+    pub bc2_sqrt: f32,
+    /// `ε`.
+    pub epsilon: f32,
+}
+
+impl AdamWStep {
+    /// The scalars of step `t` (1-based) for learning rate `lr`, computed in f64 and rounded.
+    pub fn new(lr: f64, weight_decay: f64, beta_1: f64, beta_2: f64, epsilon: f64, t: u32) -> Self {
+        let t = t as i32;
+        Self {
+            decay: (1.0 - lr * weight_decay) as f32,
+            one_minus_beta_1: (1.0 - beta_1) as f32,
+            beta_2: beta_2 as f32,
+            one_minus_beta_2: (1.0 - beta_2) as f32,
+            step_size: (lr / (1.0 - beta_1.powi(t))) as f32,
+            bc2_sqrt: (1.0 - beta_2.powi(t)).sqrt() as f32,
+            epsilon: epsilon as f32,
+        }
+    }
+}
+
+/// [`GatBackend::adamw_step`] with generic element-wise ops.
+pub fn adamw_generic<B: Backend>(
+    p: Tensor<B, 1>,
+    g: Tensor<B, 1>,
+    moments: Option<(Tensor<B, 1>, Tensor<B, 1>)>,
+    s: &AdamWStep,
+) -> (Tensor<B, 1>, Tensor<B, 1>, Tensor<B, 1>) {
+    let p = p.mul_scalar(s.decay);
+    let g2 = g.clone() * g.clone();
+    let (m, v) = match moments {
+        Some((m, v)) => (
+            m.clone() + (g - m).mul_scalar(s.one_minus_beta_1),
+            v.mul_scalar(s.beta_2) + g2.mul_scalar(s.one_minus_beta_2),
+        ),
+        None => (
+            g.mul_scalar(s.one_minus_beta_1),
+            g2.mul_scalar(s.one_minus_beta_2),
+        ),
+    };
+    let denom = v
+        .clone()
+        .sqrt()
+        .div_scalar(s.bc2_sqrt)
+        .add_scalar(s.epsilon);
+    let p = p - (m.clone() / denom).mul_scalar(s.step_size);
+    (p, m, v)
 }
 
 fn host_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
@@ -469,6 +579,20 @@ where
 
     fn scatter_grouped(values: Tensor<Self, 2>, idx: &RowIndex<Self>) -> Tensor<Self, 2> {
         cube::scatter_grouped(values, idx)
+    }
+
+    fn adamw_step(
+        p: Tensor<Self, 1>,
+        g: Tensor<Self, 1>,
+        moments: Option<(Tensor<Self, 1>, Tensor<Self, 1>)>,
+        grad_scale: Option<Tensor<Self, 1>>,
+        s: &AdamWStep,
+    ) -> (Tensor<Self, 1>, Tensor<Self, 1>, Tensor<Self, 1>) {
+        cube::adamw_step(p, g, moments, grad_scale, s)
+    }
+
+    fn sum_squares(xs: Vec<FloatTensor<Self>>) -> Tensor<Self, 1> {
+        cube::sum_squares::<R, F, I, BT>(xs)
     }
 
     fn fused_forward(

@@ -1,0 +1,66 @@
+#!/bin/bash
+# Issue 5, session 3 device check, run from the repo root on a lent device: the one-kernel
+# AdamW and the fused op against the generic ops on CUDA; parity on CUDA with the CPU's one-ulp
+# sensitivity (tests/parity.rs); the seed training step with this crate's optimiser step and
+# with the previous one (Burn's AdamW + host-read clip) on one warm device; the PyG baseline
+# step on the same GPU; a profiled step.
+# Prepared here (no Rust toolchain and no network on the device):
+#   export CUDARC_CUDA_VERSION=13000
+#   cargo build --release -p segger-benches --features cuda --bin gpu_bench
+#   cargo test --release -p segger-model --features wgpu,cuda --test parity --test wgpu --test optim --no-run
+#   then benches/device/pack.sh (stripped, gzipped binaries and fixtures under target/device)
+# and carried with `target/device`.
+set -u
+OUT=${OUT:-/tmp/gpu_check}
+mkdir -p "$OUT" /tmp/gpu_check
+nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total --format=csv,noheader
+gunzip -kf target/device/parity_test.gz target/device/gpu_test.gz target/device/optim_test.gz \
+  target/device/bin/gpu_bench.gz
+chmod +x target/device/parity_test target/device/gpu_test target/device/optim_test target/device/bin/gpu_bench
+cp benches/device/cubecl.toml ./cubecl.toml
+B=target/device/bin/gpu_bench
+echo "== kernels vs generic on CUDA"
+SEGGER_CUDA_TEST=1 timeout 120 target/device/gpu_test cuda --skip half --nocapture >"$OUT/op_test.txt" 2>&1
+grep -E "^test |test result|panicked|step 3" "$OUT/op_test.txt" | head -20
+for p in f16 bf16; do
+  SEGGER_CUDA_TEST=1 timeout 60 target/device/gpu_test --ignored half_${p}_on_cuda --nocapture >"$OUT/half_$p.txt" 2>&1
+  grep -E "^test |panicked|half" "$OUT/half_$p.txt" | head -24
+done
+echo "== clip inside AdamW vs clip then AdamW on CUDA"
+SEGGER_CUDA_TEST=1 SEGGER_PARITY_DIR=$PWD/target/device/parity timeout 60 target/device/optim_test cuda \
+  >"$OUT/optim.txt" 2>&1
+grep -E "^test |panicked|test result" "$OUT/optim.txt" | head
+echo "== parity on CUDA"
+SEGGER_CUDA_TEST=1 SEGGER_PARITY_DIR=$PWD/target/device/parity timeout 120 \
+  target/device/parity_test parity_cuda --nocapture >"$OUT/parity.txt" 2>&1
+grep -E "worst|exceeds|test result|panicked" "$OUT/parity.txt" | head -30
+echo "== step: this crate's optimiser step, Burn AdamW + host clip, this crate's again"
+nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 >"$OUT/mem.txt" &
+SMI=$!
+timeout 120 $B cuda step-baseline 30 2>&1 | tee "$OUT/step.txt"
+kill $SMI
+echo "nvidia-smi memory.used max MiB during the step runs: $(sort -n "$OUT/mem.txt" | tail -1)"
+echo "== host time per phase of the step"
+timeout 60 $B cuda phases 20 2>&1 | grep -E "phases|total" | tee "$OUT/phases.txt"
+echo "== PyG step on the same GPU"
+timeout 150 python3 benches/pyg/gpu_step.py 2>&1 | tee "$OUT/pyg.txt" | grep -v "layer"
+echo "== profiled step"
+cp benches/device/profile.toml ./cubecl.toml
+timeout 60 $B cuda step 3 >"$OUT/step_profiled.txt" 2>&1
+cp /tmp/gpu_check/profile.log "$OUT/profile.log" 2>/dev/null
+python3 - "$OUT/profile.log" <<'PY' 2>&1 | tail -25
+# The profile holds 4 steps (the first + 3); the last quarter of its lines is one warm step.
+import re, sys, collections
+lines = open(sys.argv[1], errors="replace").read().splitlines()
+last = lines[3 * len(lines) // 4:]
+tot = collections.Counter(); cnt = collections.Counter()
+unit = {"ns": 1e-6, "µs": 1e-3, "us": 1e-3, "ms": 1, "s": 1e3}
+for line in last:
+    parts = [p.strip() for p in line.split("|")]
+    m = re.match(r"([0-9.]+)(ns|µs|us|ms|s)$", parts[1]) if len(parts) > 2 else None
+    if m:
+        tot[parts[2]] += float(m.group(1)) * unit[m.group(2)]; cnt[parts[2]] += 1
+print("one warm step: launches", sum(cnt.values()), "profiled kernel ms", round(sum(tot.values()), 2))
+for k, v in tot.most_common(18):
+    print(f"{v:8.3f} ms {cnt[k]:5d}x {k}")
+PY
