@@ -131,16 +131,22 @@ where
     B::InnerBackend: segger_model::GatBackend,
     O: burn::optim::Optimizer<segger_model::Segger<B>, B>,
 {
-    use segger_model::{bce_with_logits, decode};
-    let z = model.forward(input);
-    let logits = decode(
-        &z,
+    let loss = label_loss(&model.forward(input), input);
+    let grads = burn::optim::GradientsParams::from_grads(loss.backward(), &model);
+    (optim.step(1e-4, model, grads), loss)
+}
+
+/// The training loss of embeddings `z`: BCE-with-logits on the batch's label pairs.
+pub fn label_loss<B: segger_model::GatBackend>(
+    z: &segger_model::Embeddings<B>,
+    input: &segger_model::GraphInput<B>,
+) -> burn::tensor::Tensor<B, 1> {
+    let logits = segger_model::decode(
+        z,
         input.label_tx.clone().unwrap(),
         input.label_bd.clone().unwrap(),
     );
-    let loss = bce_with_logits(logits, input.labels.clone().unwrap());
-    let grads = burn::optim::GradientsParams::from_grads(loss.backward(), &model);
-    (optim.step(1e-4, model, grads), loss)
+    segger_model::bce_with_logits(logits, input.labels.clone().unwrap())
 }
 
 /// A GATv2 layer `fin` → `heads` × `channels` with N(0, 0.1) random parameters.

@@ -28,7 +28,7 @@ use std::time::Instant;
 use burn::backend::Autodiff;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, Tensor};
-use segger_benches::{random_conv, random_edges, seed_batch, train_step};
+use segger_benches::{label_loss, random_conv, random_edges, seed_batch, train_step};
 use segger_graph::{EdgeType, NodeType};
 use segger_model::{mp, GatBackend, GraphInput, RelationGraph, Segger, SeggerConfig};
 
@@ -103,13 +103,7 @@ where
             OptimKind::BurnHostClip => {
                 use burn::optim::Optimizer;
                 let model = model.take().unwrap();
-                let z = model.forward(&input);
-                let logits = segger_model::decode(
-                    &z,
-                    input.label_tx.clone().unwrap(),
-                    input.label_bd.clone().unwrap(),
-                );
-                let loss = segger_model::bce_with_logits(logits, input.labels.clone().unwrap());
+                let loss = label_loss(&model.forward(&input), &input);
                 let mut grads = burn::optim::GradientsParams::from_grads(loss.backward(), &model);
                 segger_model::optim::clip_grad_norm(&model, &mut grads, 1.0);
                 (burn_optim.step(1e-4, model, grads), loss)
@@ -176,12 +170,7 @@ where
         let m = model.take().unwrap();
         let z = m.forward(&input);
         lap(0, &mut t_all);
-        let logits = segger_model::decode(
-            &z,
-            input.label_tx.clone().unwrap(),
-            input.label_bd.clone().unwrap(),
-        );
-        let loss = segger_model::bce_with_logits(logits, input.labels.clone().unwrap());
+        let loss = label_loss(&z, &input);
         lap(1, &mut t_all);
         let g = loss.backward();
         lap(2, &mut t_all);

@@ -90,8 +90,8 @@ pub struct GraphInput<B: Backend> {
     pub relations: Vec<RelationGraph<B>>,
     /// Number of transcripts.
     pub num_tx: usize,
-    /// Transcript rows the layers compute: `num_tx`, or on the GPU backends
-    /// ([`GatBackend::SPLIT_K`](crate::GatBackend::SPLIT_K)) `num_tx` rounded up to a multiple of
+    /// Transcript rows the layers compute: `num_tx`, or where the layers split rows into chunks
+    /// ([`mp::splits_rows`]: the GPU backends) `num_tx` rounded up to a multiple of
     /// [`mp::SPLIT_K_ROWS`] with padding transcripts that have no edges and no labels (token 0
     /// or zero features). Their rows never reach a real transcript, a boundary or the loss, so
     /// they change no result and no gradient; they spare every split linear, bias and column
@@ -159,7 +159,7 @@ impl<B: GatBackend> GraphInput<B> {
     ) -> Result<Self, ConfigError> {
         let n_tx = g.num_nodes(NodeType::Tx);
         let n_bd = g.num_nodes(NodeType::Bd);
-        let rows = if B::SPLIT_K && n_tx > 2 * mp::SPLIT_K_ROWS {
+        let rows = if mp::splits_rows::<B>(n_tx) {
             n_tx.next_multiple_of(mp::SPLIT_K_ROWS)
         } else {
             n_tx

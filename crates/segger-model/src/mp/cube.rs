@@ -262,6 +262,35 @@ fn gat_segment_block_kernel<I: Numeric>(
     }
 }
 
+/// Launches the edge kernel, one thread per (edge, head): the scores into `out` (forward), or
+/// `dα` with the output gradient passed as `xr` (backward).
+fn launch_edge<R: CubeRuntime>(
+    client: &ComputeClient<R>,
+    [xl, xr, att, out]: [&CubeTensor<R>; 4],
+    g: &CubeGraph<R>,
+    (e, h, c): (usize, usize, usize),
+    backward: bool,
+) {
+    let (count, dim) = launch_shape(client, e * h);
+    gat_edge_kernel::launch::<R>(
+        client,
+        count,
+        dim,
+        xl.clone().into_tensor_arg(),
+        xr.clone().into_tensor_arg(),
+        att.clone().into_tensor_arg(),
+        g.src.clone().into_tensor_arg(),
+        g.dst.clone().into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        e as u32,
+        h as u32,
+        NEGATIVE_SLOPE,
+        c,
+        backward,
+        [xl.dtype.into(), g.src.dtype.into()],
+    );
+}
+
 /// Launches the segment softmax (or its backward) with one thread or, for high mean in-degree,
 /// one cube per (destination, head).
 #[allow(clippy::too_many_arguments)]
@@ -865,25 +894,7 @@ pub(super) fn forward<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolEl
     let alpha = empty32(client.clone(), device.clone(), Shape::new([e, h]));
     // Unused buffer for the kernels' backward-only arguments.
     let none = empty32(client.clone(), device, Shape::new([1]));
-    let dtypes = [xl.dtype.into(), g.src.dtype.into()];
-    let (count, dim) = launch_shape(&client, e * h);
-    gat_edge_kernel::launch::<R>(
-        &client,
-        count,
-        dim,
-        xl.clone().into_tensor_arg(),
-        xr.clone().into_tensor_arg(),
-        att.clone().into_tensor_arg(),
-        g.src.clone().into_tensor_arg(),
-        g.dst.clone().into_tensor_arg(),
-        alpha.clone().into_tensor_arg(),
-        e as u32,
-        h as u32,
-        NEGATIVE_SLOPE,
-        c,
-        false,
-        dtypes,
-    );
+    launch_edge(&client, [&xl, &xr, &att, &alpha], g, (e, h, c), false);
     launch_segment(&client, &alpha, &none, g, e, h, false);
     launch_dst(
         &client,
@@ -924,24 +935,7 @@ pub(super) fn backward<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolE
     let dtypes = [xl.dtype.into(), g.src.dtype.into()];
 
     // dα per (edge, head): the edge kernel with the output gradient in place of xr.
-    let (count, dim) = launch_shape(&client, e * h);
-    gat_edge_kernel::launch::<R>(
-        &client,
-        count,
-        dim,
-        xl.clone().into_tensor_arg(),
-        grad.clone().into_tensor_arg(),
-        att.clone().into_tensor_arg(),
-        g.src.clone().into_tensor_arg(),
-        g.dst.clone().into_tensor_arg(),
-        de.clone().into_tensor_arg(),
-        e as u32,
-        h as u32,
-        NEGATIVE_SLOPE,
-        c,
-        true,
-        dtypes,
-    );
+    launch_edge(&client, [&xl, &grad, &att, &de], g, (e, h, c), true);
     launch_segment(&client, &alpha, &de, g, e, h, true);
     launch_dst(
         &client,

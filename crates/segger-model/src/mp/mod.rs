@@ -246,6 +246,12 @@ pub fn set_exact_linear(exact: bool) {
     EXACT_LINEAR.with(|f| f.set(exact));
 }
 
+/// Whether [`linear`] and [`add_bias`] cut `n` rows into chunks of [`SPLIT_K_ROWS`] on this
+/// thread: on the GPU backends (or as [`set_split_k`] says) and for `n > 2 · SPLIT_K_ROWS`.
+pub fn splits_rows<B: GatBackend>(n: usize) -> bool {
+    SPLIT_K.with(|f| f.get()).unwrap_or(B::SPLIT_K) && n > 2 * SPLIT_K_ROWS
+}
+
 /// Rows per chunk of [`linear`]'s split form.
 pub const SPLIT_K_ROWS: usize = 1024;
 
@@ -278,8 +284,7 @@ pub fn linear<B: GatBackend>(x: Tensor<B, 2>, w: Tensor<B, 2>) -> Tensor<B, 2> {
             .sum_dim(1)
             .reshape([n, fout]);
     }
-    let split = SPLIT_K.with(|f| f.get()).unwrap_or(B::SPLIT_K);
-    if !split || n <= 2 * SPLIT_K_ROWS {
+    if !splits_rows::<B>(n) {
         return x.matmul(w.transpose());
     }
     let x = into_chunks(x);
@@ -308,8 +313,7 @@ fn unpad<B: Backend>(y: Tensor<B, 2>, n: usize) -> Tensor<B, 2> {
 /// serially.
 pub fn add_bias<B: GatBackend>(x: Tensor<B, 2>, b: Tensor<B, 1>) -> Tensor<B, 2> {
     let [n, w] = x.dims();
-    let split = SPLIT_K.with(|f| f.get()).unwrap_or(B::SPLIT_K);
-    if !split || n <= 2 * SPLIT_K_ROWS {
+    if !splits_rows::<B>(n) {
         return x + b.unsqueeze::<2>();
     }
     let x = into_chunks(x);
