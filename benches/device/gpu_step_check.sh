@@ -1,9 +1,13 @@
 #!/bin/bash
-# Issue 5, session 3 device check, run from the repo root on a lent device: the one-kernel
-# AdamW and the fused op against the generic ops on CUDA; parity on CUDA with the CPU's one-ulp
-# sensitivity (tests/parity.rs); the seed training step with this crate's optimiser step and
-# with the previous one (Burn's AdamW + host-read clip) on one warm device; the PyG baseline
-# step on the same GPU; a profiled step.
+# Issue 5 device check, run from the repo root on a lent device: every GPU kernel against the
+# generic ops or the host on CUDA (fused GATv2, AdamW per parameter and multi-tensor, column
+# sums, squared norms, f16/bf16); clip-inside-AdamW; parity on CUDA with the CPU's one-ulp
+# sensitivity (tests/parity.rs); the seed training step with the multi-tensor optimiser step,
+# the per-parameter one and session 2's (Burn's AdamW + host-read clip) on one warm device; host
+# time per phase and live tensor bytes; column-sum kernel against Burn's reduction; the PyG
+# baseline step on the same GPU (peak allocated and reserved); a profiled step. When
+# target/device/bin/gpu_bench_base.gz exists (gpu_bench built from an earlier commit), its step
+# runs too, on the same warm device, for a before/after figure.
 # Prepared here (no Rust toolchain and no network on the device):
 #   export CUDARC_CUDA_VERSION=13000
 #   cargo build --release -p segger-benches --features cuda --bin gpu_bench
@@ -15,8 +19,8 @@ OUT=${OUT:-/tmp/gpu_check}
 mkdir -p "$OUT" /tmp/gpu_check
 nvidia-smi --query-gpu=name,driver_version,memory.used,memory.total --format=csv,noheader
 gunzip -kf target/device/parity_test.gz target/device/gpu_test.gz target/device/optim_test.gz \
-  target/device/bin/gpu_bench.gz
-chmod +x target/device/parity_test target/device/gpu_test target/device/optim_test target/device/bin/gpu_bench
+  target/device/bin/gpu_bench*.gz
+chmod +x target/device/parity_test target/device/gpu_test target/device/optim_test target/device/bin/gpu_bench*
 cp benches/device/cubecl.toml ./cubecl.toml
 B=target/device/bin/gpu_bench
 echo "== kernels vs generic on CUDA"
@@ -34,14 +38,21 @@ echo "== parity on CUDA"
 SEGGER_CUDA_TEST=1 SEGGER_PARITY_DIR=$PWD/target/device/parity timeout 120 \
   target/device/parity_test parity_cuda --nocapture >"$OUT/parity.txt" 2>&1
 grep -E "worst|exceeds|test result|panicked" "$OUT/parity.txt" | head -30
-echo "== step: this crate's optimiser step, Burn AdamW + host clip, this crate's again"
+echo "== step: multi-tensor optimiser step, per parameter, Burn AdamW + host clip, multi again"
 nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 >"$OUT/mem.txt" &
 SMI=$!
-timeout 120 $B cuda step-baseline 30 2>&1 | tee "$OUT/step.txt"
+timeout 150 $B cuda step-baseline 30 2>&1 | tee "$OUT/step.txt"
 kill $SMI
 echo "nvidia-smi memory.used max MiB during the step runs: $(sort -n "$OUT/mem.txt" | tail -1)"
-echo "== host time per phase of the step"
-timeout 60 $B cuda phases 20 2>&1 | grep -E "phases|total" | tee "$OUT/phases.txt"
+if [ -x target/device/bin/gpu_bench_base ]; then
+  echo "== step of the earlier commit's gpu_bench, then this one's, on the same warm device"
+  timeout 60 target/device/bin/gpu_bench_base cuda step 30 2>&1 | grep -E "median" | tee "$OUT/step_base.txt"
+  timeout 60 $B cuda step 30 2>&1 | grep -E "median" | tee -a "$OUT/step_base.txt"
+fi
+echo "== host time per phase of the step, live tensor bytes"
+timeout 60 $B cuda phases 20 2>&1 | grep -E "phases|live|total" | tee "$OUT/phases.txt"
+echo "== column sums: kernel vs Burn's two-stage reduction"
+timeout 120 $B cuda ops 2>&1 | tee "$OUT/ops.txt" | grep -E "col_sum|linear"
 echo "== PyG step on the same GPU"
 timeout 150 python3 benches/pyg/gpu_step.py 2>&1 | tee "$OUT/pyg.txt" | grep -v "layer"
 echo "== profiled step"

@@ -5,7 +5,8 @@ The reference Segger model (GATv2Conv, `to_hetero`, seed config: init_emb 8, hid
 10,300 transcripts, 106 nuclei per tile, 3 tx->tx and 3 tx->bd edges per transcript, every
 sixth transcript a positive with 5 negatives. One training step = forward, BCE-with-logits,
 backward, global-norm clip 1.0, AdamW. Timed with CUDA synchronisation; median of 20 steps after
-3 warm-up steps; peak memory = torch.cuda.max_memory_allocated. Also one GATv2Conv layer
+3 warm-up steps; peak memory = torch.cuda.max_memory_allocated (live tensors) and max_memory_reserved
+(the caching allocator's pool, the counterpart of CubeCL's reserved pool). Also one GATv2Conv layer
 (64 -> 4 x 16) forward + backward at 10k/30k, 41k/123k and 200k/1M nodes/edges.
 
     python3 benches/pyg/gpu_step.py
@@ -102,7 +103,8 @@ def main():
     print(
         f"pyg step first {first:.1f} ms, median {statistics.median(times):.2f} ms, "
         f"min {min(times):.2f} ms over 20 steps; peak memory "
-        f"{torch.cuda.max_memory_allocated() / 2**20:.1f} MiB"
+        f"{torch.cuda.max_memory_allocated() / 2**20:.1f} MiB allocated, "
+        f"{torch.cuda.max_memory_reserved() / 2**20:.1f} MiB reserved by the caching allocator"
     )
     for name, n, e in [("tile_10k_30k", 10_000, 30_000), ("batch_41k_123k", 41_000, 123_000),
                        ("200k_1M", 200_000, 1_000_000)]:

@@ -10,10 +10,14 @@
 //!   tiles × 10,300 transcripts (the `model` criterion bench's batch). The first step is timed
 //!   alone (kernel compilation and autotune included), then the median of 20 steps. Every step
 //!   ends by reading the loss on the host, so device work is finished when the clock stops.
-//! * `step-baseline`: the step, then the same with the previous optimiser step (Burn's `AdamW`
+//! * `step-baseline`: the step, then the same with the AdamW kernel launched per parameter
+//!   (`clipped_adamw_per_parameter`), with the optimiser step of session 2 (Burn's `AdamW`
 //!   after a gradient clip that reads the norm on the host), then the step again.
 //! * `phases`: the host time of each phase of the step (forward, loss, backward, gradient
-//!   collection, clip + AdamW) and the final wait for the device.
+//!   collection, clip + AdamW) and the final wait for the device; on CubeCL backends also the
+//!   bytes of live tensors after the forward pass and loss (every activation the backward pass
+//!   keeps), after the backward pass (the gradients) and after the optimiser step: the
+//!   counterpart of PyTorch's `max_memory_allocated`, sampled at those three points.
 //! * `layer`: one GATv2 op (attention + aggregation, forward + backward) and one whole layer
 //!   (64 → 4 heads × 16) at the three sizes of the criterion bench, fused and generic.
 //!
@@ -37,6 +41,11 @@ trait DeviceMemory: AutodiffBackend {
     fn memory(_device: &Self::Device) -> Option<String> {
         None
     }
+
+    /// Bytes of live tensors in the memory pool, as of the ops submitted so far.
+    fn in_use(_device: &Self::Device) -> Option<u64> {
+        None
+    }
 }
 
 impl DeviceMemory for Autodiff<burn::backend::Flex> {}
@@ -57,6 +66,10 @@ where
             u.bytes_reserved as f64 / 1048576.0
         ))
     }
+
+    fn in_use(device: &Self::Device) -> Option<u64> {
+        Some(R::client(device).memory_usage().ok()?.bytes_in_use)
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -70,6 +83,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 #[derive(Clone, Copy, PartialEq)]
 enum OptimKind {
     Torch,
+    TorchPerParameter,
     BurnHostClip,
 }
 
@@ -84,6 +98,7 @@ where
     let input = GraphInput::<B>::from_graph(&batch.graph, &cfg, device).unwrap();
     let mut model = Some(Segger::<B>::init(&cfg, device, 0).unwrap());
     let mut optim = segger_model::optim::clipped_adamw::<B, Segger<B>>(1e-4, 1.0);
+    let mut per_param = segger_model::optim::clipped_adamw_per_parameter::<B, Segger<B>>(1e-4, 1.0);
     let mut burn_optim = burn::optim::AdamWConfig::new()
         .with_epsilon(1e-8)
         .init::<B, Segger<B>>();
@@ -93,6 +108,7 @@ where
     let tag = match (fused, kind) {
         (true, OptimKind::Torch) => "fused",
         (false, OptimKind::Torch) => "generic",
+        (_, OptimKind::TorchPerParameter) => "fused, AdamW per parameter",
         (_, OptimKind::BurnHostClip) => "fused, Burn AdamW + host clip",
     };
     for k in 0..=steps {
@@ -100,6 +116,9 @@ where
         let t = Instant::now();
         let (m, loss) = match kind {
             OptimKind::Torch => train_step(model.take().unwrap(), &mut optim, &input),
+            OptimKind::TorchPerParameter => {
+                train_step(model.take().unwrap(), &mut per_param, &input)
+            }
             OptimKind::BurnHostClip => {
                 use burn::optim::Optimizer;
                 let model = model.take().unwrap();
@@ -159,6 +178,23 @@ where
         "wait",
     ];
     let mut t_all: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+    let mut in_use = [0u64; 3];
+    // A second thread samples the live bytes while the steps are submitted: the pool reserves
+    // memory as ops are submitted and frees it as tensors are dropped, so the largest sample
+    // approaches the peak of live tensors (PyTorch's `max_memory_allocated`).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = (B::in_use(device).is_some()).then(|| {
+        let (stop, device) = (stop.clone(), device.clone());
+        std::thread::spawn(move || {
+            let (mut peak, mut samples) = (0u64, 0u64);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(B::in_use(&device).unwrap_or(0));
+                samples += 1;
+                std::thread::sleep(std::time::Duration::from_micros(50));
+            }
+            (peak, samples)
+        })
+    });
     for k in 0..=steps {
         let mut t = Instant::now();
         let mut lap = |i: usize, t_all: &mut Vec<Vec<f64>>| {
@@ -172,12 +208,16 @@ where
         lap(0, &mut t_all);
         let loss = label_loss(&z, &input);
         lap(1, &mut t_all);
+        drop(z);
+        in_use[0] = in_use[0].max(B::in_use(device).unwrap_or(0));
         let g = loss.backward();
         lap(2, &mut t_all);
+        in_use[1] = in_use[1].max(B::in_use(device).unwrap_or(0));
         let grads = burn::optim::GradientsParams::from_grads(g, &m);
         lap(3, &mut t_all);
         model = Some(optim.step(1e-4, m, grads));
         lap(4, &mut t_all);
+        in_use[2] = in_use[2].max(B::in_use(device).unwrap_or(0));
         let _ = loss.into_scalar().elem::<f32>();
         lap(5, &mut t_all);
     }
@@ -187,6 +227,22 @@ where
         .map(|(n, v)| format!("{n} {:.2}", median(v)))
         .collect();
     println!("phases (host ms, median of {steps}): {}", line.join(", "));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some((peak, samples)) = sampler.and_then(|h| h.join().ok()) {
+        let mib = |b: u64| b as f64 / 1048576.0;
+        println!(
+            "live tensors, largest of {samples} samples taken while the steps ran: {:.1} MiB",
+            mib(peak.max(in_use.into_iter().max().unwrap_or(0)))
+        );
+        println!(
+            "live tensors (MiB, largest over the steps; the first sample holds every activation the \
+             backward pass keeps): after forward + loss {:.1}, after backward {:.1}, after the \
+             optimiser step {:.1}",
+            mib(in_use[0]),
+            mib(in_use[1]),
+            mib(in_use[2])
+        );
+    }
 }
 
 fn layer<B>(device: &B::Device, reps: usize, generic_max_nodes: usize)
@@ -360,6 +416,21 @@ where
             let _ = xl.clone() + xr.clone();
         });
         println!("op  {name:<9} add [N,4,16] (launch + bandwidth) {ms:>9.3} ms");
+        // Column sums: a bias gradient ([N, 64]) and the chunk sum of a split weight gradient.
+        for (rows, cols) in [(n, 64usize), (n.div_ceil(mp::SPLIT_K_ROWS), 64 * 64)] {
+            let t =
+                Tensor::<Inner<B>, 2>::random([rows, cols], Distribution::Normal(0.0, 1.0), device);
+            let kernel = time_ms::<Inner<B>>(device, 10, || {
+                let _ = Inner::<B>::col_sum(t.clone());
+            });
+            let generic = time_ms::<Inner<B>>(device, 10, || {
+                let _ = mp::col_sum(t.clone());
+            });
+            println!(
+                "op  {name:<9} col_sum [{rows},{cols}]: GatBackend::col_sum {kernel:>8.3} ms, \
+                 two-stage Burn sum_dim {generic:>8.3} ms"
+            );
+        }
     }
 }
 
@@ -380,6 +451,7 @@ where
     if what == "step-baseline" {
         // This crate's optimiser step, then the previous one, on one warm device.
         step::<B>(&device, true, steps, OptimKind::Torch);
+        step::<B>(&device, true, steps, OptimKind::TorchPerParameter);
         step::<B>(&device, true, steps, OptimKind::BurnHostClip);
         step::<B>(&device, true, steps, OptimKind::Torch);
     }

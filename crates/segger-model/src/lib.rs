@@ -12,11 +12,15 @@
 //!   the GATv2 attention-aggregation op, with a generic reference implementation and fused
 //!   kernels behind the same function.
 //! * [`decode`] and [`bce_with_logits`]: scoring and loss.
+//! * `kernel_cache` (features `wgpu`, `cuda`): on-disk caches of compiled GPU kernels and
+//!   autotune results.
 #![warn(missing_docs)]
 
 mod config;
 mod gat;
 mod input;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub mod kernel_cache;
 mod model;
 pub mod mp;
 pub mod optim;

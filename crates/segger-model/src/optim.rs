@@ -4,8 +4,11 @@
 use std::any::Any;
 use std::sync::{Arc, Mutex};
 
-use burn::module::{AutodiffModule, ModuleVisitor, Param};
+use std::collections::HashMap;
+
+use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::record::AdaptorRecord;
 use burn::optim::{
     AdamWState, AdaptiveMomentumState, GradientsParams, LearningRate, MultiGradientsParams,
     Optimizer, SimpleOptimizer,
@@ -14,7 +17,7 @@ use burn::prelude::ElementConversion;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Tensor;
 
-use crate::mp::AdamWStep;
+use crate::mp::{AdamWParam, AdamWStep};
 use crate::GatBackend;
 use burn::tensor::ops::FloatTensor;
 
@@ -64,9 +67,28 @@ impl GradScale {
 }
 
 /// The reference's optimiser step as one optimiser: [`GlobalNormClip`] at `max_norm` (none when
-/// not positive) around [`TorchAdamW`] with `weight_decay`, the clip coefficient applied inside
-/// the AdamW kernel.
+/// not positive) around [`TorchAdamW`] with `weight_decay`, all parameters stepped together
+/// ([`MultiTensorAdamW`]), the clip coefficient applied inside the AdamW kernel.
 pub fn clipped_adamw<B, M>(
+    weight_decay: f64,
+    max_norm: f32,
+) -> GlobalNormClip<MultiTensorAdamW<M, B>>
+where
+    B: AutodiffBackend,
+    B::InnerBackend: GatBackend,
+    M: AutodiffModule<B>,
+{
+    GlobalNormClip::around_adamw(
+        TorchAdamW::new(weight_decay),
+        max_norm,
+        MultiTensorAdamW::new,
+    )
+}
+
+/// [`clipped_adamw`] stepping the parameters one by one through Burn's optimiser adaptor (one
+/// AdamW kernel per parameter on the GPU backends): the same arithmetic and records, for
+/// comparison.
+pub fn clipped_adamw_per_parameter<B, M>(
     weight_decay: f64,
     max_norm: f32,
 ) -> GlobalNormClip<OptimizerAdaptor<TorchAdamW, M, B>>
@@ -75,12 +97,215 @@ where
     B::InnerBackend: GatBackend,
     M: AutodiffModule<B>,
 {
-    let adamw = TorchAdamW::new(weight_decay);
-    let sink = adamw.grad_scale.clone();
-    GlobalNormClip {
-        inner: adamw.init::<B, M>(),
-        max_norm,
-        sink: Some(sink),
+    GlobalNormClip::around_adamw(TorchAdamW::new(weight_decay), max_norm, |a| {
+        a.init::<B, M>()
+    })
+}
+
+/// The optimiser records of [`TorchAdamW`] (Burn's `OptimizerAdaptor` records: per parameter,
+/// Burn's `AdamWState`).
+pub type AdamWRecords<M, B> = <OptimizerAdaptor<TorchAdamW, M, B> as Optimizer<M, B>>::Record;
+
+/// [`TorchAdamW`] over all parameters of a module at once: their gradients, moments and step
+/// scalars go to one [`GatBackend::adamw_multi`] call, one kernel launch per group of
+/// parameters on the GPU backends where Burn's optimiser adaptor makes one call (and launch) per
+/// parameter. The arithmetic and the records are [`TorchAdamW`]'s through Burn's
+/// `OptimizerAdaptor`, so checkpoints of either load in the other.
+pub struct MultiTensorAdamW<M, B>
+where
+    B: AutodiffBackend,
+    B::InnerBackend: GatBackend,
+    M: AutodiffModule<B>,
+{
+    optim: TorchAdamW,
+    records: AdamWRecords<M, B>,
+}
+
+impl<M, B> Clone for MultiTensorAdamW<M, B>
+where
+    B: AutodiffBackend,
+    B::InnerBackend: GatBackend,
+    M: AutodiffModule<B>,
+{
+    fn clone(&self) -> Self {
+        Self {
+            optim: self.optim.clone(),
+            records: self.records.clone(),
+        }
+    }
+}
+
+impl<M, B> MultiTensorAdamW<M, B>
+where
+    B: AutodiffBackend,
+    B::InnerBackend: GatBackend,
+    M: AutodiffModule<B>,
+{
+    /// Steps `optim` over all parameters together; no state yet.
+    pub fn new(optim: TorchAdamW) -> Self {
+        Self {
+            optim,
+            records: Default::default(),
+        }
+    }
+
+    fn adaptor(&mut self) -> OptimizerAdaptor<TorchAdamW, M, B> {
+        OptimizerAdaptor::from(self.optim.clone()).load_record(std::mem::take(&mut self.records))
+    }
+}
+
+type Inner<B> = <B as AutodiffBackend>::InnerBackend;
+
+/// One parameter on its way through [`MultiTensorAdamW::step`].
+struct Pending<B: AutodiffBackend> {
+    id: ParamId,
+    dims: Vec<usize>,
+    time: usize,
+    param: AdamWParam<Inner<B>>,
+}
+
+/// Takes every parameter that has a gradient, with its gradient and state, flattened.
+struct Collect<'a, M, B>
+where
+    B: AutodiffBackend,
+    B::InnerBackend: GatBackend,
+    M: AutodiffModule<B>,
+{
+    optim: &'a TorchAdamW,
+    lr: LearningRate,
+    grads: &'a mut GradientsParams,
+    records: &'a mut AdamWRecords<M, B>,
+    pending: Vec<Pending<B>>,
+}
+
+impl<M, B> ModuleVisitor<B> for Collect<'_, M, B>
+where
+    B: AutodiffBackend,
+    B::InnerBackend: GatBackend,
+    M: AutodiffModule<B>,
+{
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let Some(grad) = self.grads.remove::<Inner<B>, D>(param.id) else {
+            return;
+        };
+        let device = grad.device();
+        let mut tensor = param.val().inner();
+        if tensor.device() != device {
+            tensor = tensor.to_device(&device);
+        }
+        let dims = tensor.dims().to_vec();
+        let n = dims.iter().product::<usize>();
+        let state = self.records.remove(&param.id).map(|r| {
+            <TorchAdamW as SimpleOptimizer<Inner<B>>>::to_device(r.into_state::<D>(), &device)
+        });
+        let (time, moments) = flat_state(state, n);
+        self.pending.push(Pending {
+            id: param.id,
+            dims,
+            time,
+            param: AdamWParam {
+                p: tensor.reshape([n]),
+                g: grad.reshape([n]),
+                moments,
+                step: self.optim.scalars(self.lr, time),
+            },
+        });
+    }
+}
+
+/// Puts the stepped parameters back and records their new state.
+struct Apply<'a, M, B>
+where
+    B: AutodiffBackend,
+    B::InnerBackend: GatBackend,
+    M: AutodiffModule<B>,
+{
+    stepped: HashMap<ParamId, Stepped<B>>,
+    records: &'a mut AdamWRecords<M, B>,
+}
+
+/// A stepped parameter: its shape, step count and new `(p, m, v)`, flattened.
+type Stepped<B> = (Vec<usize>, usize, [Tensor<Inner<B>, 1>; 3]);
+
+impl<M, B> ModuleMapper<B> for Apply<'_, M, B>
+where
+    B: AutodiffBackend,
+    B::InnerBackend: GatBackend,
+    M: AutodiffModule<B>,
+{
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (id, tensor, mapper) = param.consume();
+        let Some((dims, time, [p, m, v])) = self.stepped.remove(&id) else {
+            return Param::from_mapped_value(id, tensor, mapper);
+        };
+        let dims: [usize; D] = dims.try_into().expect("the parameter's rank");
+        let state = AdamWState::new(AdaptiveMomentumState::new(
+            time,
+            m.reshape(dims),
+            v.reshape(dims),
+        ));
+        self.records.insert(id, AdaptorRecord::from_state(state));
+        let mut new = Tensor::from_inner(p.reshape(dims));
+        if tensor.is_require_grad() {
+            new = new.require_grad();
+        }
+        Param::from_mapped_value(id, new, mapper)
+    }
+}
+
+impl<M, B> Optimizer<M, B> for MultiTensorAdamW<M, B>
+where
+    B: AutodiffBackend,
+    B::InnerBackend: GatBackend,
+    M: AutodiffModule<B>,
+{
+    type Record = AdamWRecords<M, B>;
+
+    fn step(&mut self, lr: LearningRate, module: M, mut grads: GradientsParams) -> M {
+        let mut collect = Collect::<M, B> {
+            optim: &self.optim,
+            lr,
+            grads: &mut grads,
+            records: &mut self.records,
+            pending: Vec::new(),
+        };
+        module.visit(&mut collect);
+        let pending = collect.pending;
+        let scale = self.optim.grad_scale.get::<Inner<B>>();
+        let mut meta = Vec::with_capacity(pending.len());
+        let mut params = Vec::with_capacity(pending.len());
+        for p in pending {
+            meta.push((p.id, p.dims, p.time));
+            params.push(p.param);
+        }
+        let results = Inner::<B>::adamw_multi(params, scale);
+        let stepped = meta
+            .into_iter()
+            .zip(results)
+            .map(|((id, dims, time), (p, m, v))| (id, (dims, time, [p, m, v])))
+            .collect();
+        module.map(&mut Apply::<M, B> {
+            stepped,
+            records: &mut self.records,
+        })
+    }
+
+    /// With several devices, each parameter's gradient lives on one of them: Burn's adaptor
+    /// steps the parameters one by one there.
+    fn step_multi(&mut self, lr: LearningRate, module: M, grads: MultiGradientsParams) -> M {
+        let mut adaptor = self.adaptor();
+        let module = adaptor.step_multi(lr, module, grads);
+        self.records = adaptor.to_record();
+        module
+    }
+
+    fn to_record(&self) -> Self::Record {
+        self.records.clone()
+    }
+
+    fn load_record(mut self, record: Self::Record) -> Self {
+        self.records = record;
+        self
     }
 }
 
@@ -96,6 +321,18 @@ impl TorchAdamW {
         }
     }
 
+    /// The scalars of step `time` (1-based) at learning rate `lr`.
+    fn scalars(&self, lr: LearningRate, time: usize) -> AdamWStep {
+        AdamWStep::new(
+            lr,
+            self.weight_decay,
+            self.beta_1,
+            self.beta_2,
+            self.epsilon,
+            time as u32,
+        )
+    }
+
     /// The optimiser for the parameters of module `M`.
     pub fn init<B, M>(self) -> OptimizerAdaptor<Self, M, B>
     where
@@ -104,6 +341,25 @@ impl TorchAdamW {
         M: AutodiffModule<B>,
     {
         OptimizerAdaptor::from(self)
+    }
+}
+
+/// The step number of the coming step and the flattened moments (`n` elements) of a
+/// parameter's state (step 1 and no moments without one).
+#[allow(clippy::type_complexity)]
+fn flat_state<B: burn::tensor::backend::Backend, const D: usize>(
+    state: Option<AdamWState<B, D>>,
+    n: usize,
+) -> (usize, Option<(Tensor<B, 1>, Tensor<B, 1>)>) {
+    match state {
+        Some(s) => (
+            s.momentum.time + 1,
+            Some((
+                s.momentum.moment_1.reshape([n]),
+                s.momentum.moment_2.reshape([n]),
+            )),
+        ),
+        None => (1, None),
     }
 }
 
@@ -119,24 +375,8 @@ impl<B: GatBackend> SimpleOptimizer<B> for TorchAdamW {
     ) -> (Tensor<B, D>, Option<Self::State<D>>) {
         let dims = tensor.dims();
         let n = dims.iter().product::<usize>();
-        let (time, moments) = match state {
-            Some(s) => (
-                s.momentum.time + 1,
-                Some((
-                    s.momentum.moment_1.reshape([n]),
-                    s.momentum.moment_2.reshape([n]),
-                )),
-            ),
-            None => (1, None),
-        };
-        let s = AdamWStep::new(
-            lr,
-            self.weight_decay,
-            self.beta_1,
-            self.beta_2,
-            self.epsilon,
-            time as u32,
-        );
+        let (time, moments) = flat_state(state, n);
+        let s = self.scalars(lr, time);
         let scale = self.grad_scale.get::<B>();
         let (p, m, v) = B::adamw_step(tensor.reshape([n]), grad.reshape([n]), moments, scale, &s);
         let state = AdamWState::new(AdaptiveMomentumState::new(
@@ -262,6 +502,17 @@ pub struct GlobalNormClip<O> {
 }
 
 impl<O> GlobalNormClip<O> {
+    /// Wraps the optimiser `make(adamw)`, which steps with `adamw`: the clip hands its
+    /// coefficient to `adamw`'s kernel instead of scaling every gradient.
+    fn around_adamw(adamw: TorchAdamW, max_norm: f32, make: impl FnOnce(TorchAdamW) -> O) -> Self {
+        let sink = adamw.grad_scale.clone();
+        Self {
+            inner: make(adamw),
+            max_norm,
+            sink: Some(sink),
+        }
+    }
+
     /// Wraps `inner`, clipping to `max_norm` (no clipping when `max_norm` is not positive) by
     /// scaling the gradients before `inner` steps.
     pub fn new(inner: O, max_norm: f32) -> Self {

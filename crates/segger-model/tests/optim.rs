@@ -2,6 +2,8 @@
 //! ([`clipped_adamw`]) against clipping the gradients first ([`clip_grad_norm`] then
 //! [`TorchAdamW`]), with a clip that is active, over three steps of the `small` parity model.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use burn::backend::{Autodiff, Flex};
@@ -104,8 +106,7 @@ fn clip_inside_adamw_equals_clip_then_adamw_on_the_cpu() {
 #[cfg(feature = "wgpu")]
 #[test]
 fn clip_inside_adamw_equals_clip_then_adamw_on_wgpu() {
-    if std::env::var("SEGGER_WGPU_TEST").as_deref() != Ok("1") {
-        eprintln!("skipped: set SEGGER_WGPU_TEST=1");
+    if !common::wgpu_test() {
         return;
     }
     let (before, a, b) = both_ways::<Autodiff<burn::backend::Wgpu>>();
@@ -116,8 +117,7 @@ fn clip_inside_adamw_equals_clip_then_adamw_on_wgpu() {
 #[cfg(feature = "cuda")]
 #[test]
 fn clip_inside_adamw_equals_clip_then_adamw_on_cuda() {
-    if std::env::var("SEGGER_CUDA_TEST").as_deref() != Ok("1") {
-        eprintln!("skipped: set SEGGER_CUDA_TEST=1 on a machine with an NVIDIA GPU");
+    if !common::cuda_test() {
         return;
     }
     let (before, a, b) = both_ways::<Autodiff<burn::backend::Cuda>>();

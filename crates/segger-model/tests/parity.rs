@@ -4,6 +4,8 @@
 //! compare embeddings, logits, loss, gradients and the parameters after one clipped AdamW step
 //! with `{name}.expected.safetensors`.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -342,8 +344,7 @@ fn parity_ndarray_fused() {
 #[cfg(feature = "cuda")]
 #[test]
 fn parity_cuda_fused() {
-    if std::env::var("SEGGER_CUDA_TEST").as_deref() != Ok("1") {
-        eprintln!("skipped: set SEGGER_CUDA_TEST=1 on a machine with an NVIDIA GPU");
+    if !common::cuda_test() {
         return;
     }
     let fixtures: Vec<_> = fixtures()
@@ -385,8 +386,7 @@ fn parity_cuda_fused() {
 #[cfg(feature = "wgpu")]
 #[test]
 fn parity_wgpu_fused() {
-    if std::env::var("SEGGER_WGPU_TEST").as_deref() != Ok("1") {
-        eprintln!("skipped: set SEGGER_WGPU_TEST=1 with a Vulkan adapter present");
+    if !common::wgpu_test() {
         return;
     }
     for (w, exp) in fixtures() {

@@ -4,6 +4,8 @@
 //! (`.ci/run` sets it after installing `mesa-vulkan-drivers`).
 #![cfg(feature = "wgpu")]
 
+mod common;
+
 use burn::backend::{Autodiff, Flex, Wgpu};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, TensorData};
@@ -13,6 +15,29 @@ use segger_graph::{EdgeType, NodeType};
 use segger_model::mp::{self, GatBackend};
 use segger_model::pyg::tensor_values;
 use segger_model::RelationGraph;
+
+/// A wgpu test (`SEGGER_WGPU_TEST=1`) and its CUDA twin (`SEGGER_CUDA_TEST=1`), each running
+/// `$check` on its backend.
+macro_rules! on_wgpu_and_cuda {
+    ($(#[$doc:meta])* $wgpu:ident, $cuda:ident, $check:ident) => {
+        $(#[$doc])*
+        #[test]
+        fn $wgpu() {
+            if common::wgpu_test() {
+                $check::<Wgpu>();
+            }
+        }
+
+        $(#[$doc])*
+        #[cfg(feature = "cuda")]
+        #[test]
+        fn $cuda() {
+            if common::cuda_test() {
+                $check::<burn::backend::Cuda>();
+            }
+        }
+    };
+}
 
 /// Output and gradients (`xl`, `xr`, `att`) of `sum(gatv2(..) * w)`.
 #[allow(clippy::too_many_arguments)]
@@ -201,10 +226,7 @@ fn compare_with_generic<G: AutodiffBackend + GatBackend>(cases: Vec<Case>) {
 
 #[test]
 fn fused_gatv2_on_wgpu_matches_the_generic_ops() {
-    if std::env::var("SEGGER_WGPU_TEST").as_deref() != Ok("1") {
-        eprintln!(
-            "skipped: set SEGGER_WGPU_TEST=1 with a Vulkan adapter present (CI uses lavapipe)"
-        );
+    if !common::wgpu_test() {
         return;
     }
     let mut all = cases();
@@ -216,8 +238,7 @@ fn fused_gatv2_on_wgpu_matches_the_generic_ops() {
 #[cfg(feature = "cuda")]
 #[test]
 fn fused_gatv2_on_cuda_matches_the_generic_ops() {
-    if std::env::var("SEGGER_CUDA_TEST").as_deref() != Ok("1") {
-        eprintln!("skipped: set SEGGER_CUDA_TEST=1 on a machine with an NVIDIA GPU");
+    if !common::cuda_test() {
         return;
     }
     let mut all = cases();
@@ -229,8 +250,7 @@ fn fused_gatv2_on_cuda_matches_the_generic_ops() {
 /// (not `None`) and agree with the generic ops.
 #[test]
 fn wgpu_has_a_fused_forward_kernel() {
-    if std::env::var("SEGGER_WGPU_TEST").as_deref() != Ok("1") {
-        eprintln!("skipped: set SEGGER_WGPU_TEST=1");
+    if !common::wgpu_test() {
         return;
     }
     let case = &cases()[0];
@@ -270,8 +290,7 @@ fn wgpu_has_a_fused_forward_kernel() {
 /// gradients against the generic ops on the CPU.
 #[test]
 fn grouped_gather_and_split_linear_on_wgpu_match_the_cpu() {
-    if std::env::var("SEGGER_WGPU_TEST").as_deref() != Ok("1") {
-        eprintln!("skipped: set SEGGER_WGPU_TEST=1");
+    if !common::wgpu_test() {
         return;
     }
     fn run<B: AutodiffBackend + GatBackend>(
@@ -334,26 +353,177 @@ fn grouped_gather_and_split_linear_on_wgpu_match_the_cpu() {
     }
 }
 
-/// The one-kernel AdamW step on wgpu against the generic ops on the CPU, over three steps
-/// (the first one without moments), on fresh random values with a wide range of magnitudes.
-#[test]
-fn adamw_kernel_on_wgpu_matches_the_generic_ops() {
-    if std::env::var("SEGGER_WGPU_TEST").as_deref() != Ok("1") {
-        eprintln!("skipped: set SEGGER_WGPU_TEST=1");
-        return;
+on_wgpu_and_cuda!(
+    /// The one-kernel AdamW step on the GPU against the generic ops on the CPU, over three steps
+    /// (the first one without moments), on fresh random values with a wide range of magnitudes.
+    adamw_kernel_on_wgpu_matches_the_generic_ops,
+    adamw_kernel_on_cuda_matches_the_generic_ops,
+    adamw_matches_generic
+);
+
+on_wgpu_and_cuda!(
+    /// The column-sum kernel (bias gradients, the chunk sums of the split weight gradient,
+    /// `grad_att`) on the GPU against sums in f64 on the host: no rows, one row, one cube's rows and one
+    /// more, several cubes with a ragged last one, and widths from one column to many column tiles.
+    col_sum_kernel_on_wgpu_matches_the_host,
+    col_sum_kernel_on_cuda_matches_the_host,
+    col_sum_matches_host
+);
+
+on_wgpu_and_cuda!(
+    /// The squared norms of the gradient clip on the GPU against f64 sums on the host: 70 tensors (more
+    /// than one launch's group), from one element to 70,001, one of them a transposed view read in
+    /// place.
+    sum_squares_kernel_on_wgpu_matches_the_host,
+    sum_squares_kernel_on_cuda_matches_the_host,
+    sum_squares_matches_host
+);
+
+fn sum_squares_matches_host<G: GatBackend>() {
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let dev = Default::default();
+    let mut want = Vec::new();
+    let mut xs = Vec::new();
+    for i in 0..70usize {
+        let (r, c) = match i {
+            0 => (1, 1),
+            1 => (70_001, 1),
+            _ => (1 + (i * 37) % 97, 1 + (i * 13) % 61),
+        };
+        let v: Vec<f32> = (0..r * c).map(|_| rng.random_range(-2.0f32..2.0)).collect();
+        want.push(v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>());
+        // Every third tensor is a transposed view of a [c, r] buffer holding the same elements.
+        let t = if i % 3 == 2 {
+            let vt: Vec<f32> = (0..r * c).map(|k| v[(k % r) * c + k / r]).collect();
+            Tensor::<G, 2>::from_data(TensorData::new(vt, [c, r]), &dev).transpose()
+        } else {
+            Tensor::<G, 2>::from_data(TensorData::new(v, [r, c]), &dev)
+        };
+        xs.push(t.into_primitive().tensor());
     }
-    adamw_matches_generic::<Wgpu>();
+    let got = tensor_values(G::sum_squares(xs));
+    assert_eq!(got.len(), want.len());
+    for (i, (w, g)) in want.iter().zip(&got).enumerate() {
+        assert!(
+            (w - *g as f64).abs() <= 1e-5 * w.max(1.0),
+            "tensor {i}: {g} against {w}"
+        );
+    }
 }
 
-/// The same on CUDA: opt in with `SEGGER_CUDA_TEST=1`.
-#[cfg(feature = "cuda")]
-#[test]
-fn adamw_kernel_on_cuda_matches_the_generic_ops() {
-    if std::env::var("SEGGER_CUDA_TEST").as_deref() != Ok("1") {
-        eprintln!("skipped: set SEGGER_CUDA_TEST=1 on a machine with an NVIDIA GPU");
-        return;
+fn col_sum_matches_host<G: GatBackend>() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let dev = Default::default();
+    for (rows, cols) in [
+        (0usize, 5usize),
+        (1, 1),
+        (256, 64),
+        (257, 33),
+        (5_000, 64),
+        (41_000, 16),
+        (41, 4_096),
+        (70_001, 3),
+    ] {
+        let x: Vec<f32> = (0..rows * cols)
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect();
+        let want: Vec<f64> = (0..cols)
+            .map(|c| (0..rows).map(|r| x[r * cols + c] as f64).sum())
+            .collect();
+        let t = Tensor::<G, 2>::from_data(TensorData::new(x, [rows, cols]), &dev);
+        let got = tensor_values(G::col_sum(t));
+        assert_eq!(got.len(), cols, "{rows} × {cols}");
+        // f32 accumulation over `rows` terms of magnitude ≤ 1.
+        let tol = 1e-6 * (rows as f64).max(1.0);
+        for (c, (w, g)) in want.iter().zip(&got).enumerate() {
+            assert!(
+                (w - *g as f64).abs() <= tol,
+                "{rows} × {cols}, column {c}: {g} against {w}"
+            );
+        }
     }
-    adamw_matches_generic::<burn::backend::Cuda>();
+}
+
+on_wgpu_and_cuda!(
+    /// The multi-tensor AdamW step on the GPU against the generic ops on the CPU, parameter by
+    /// parameter: 41 parameters from one element to 70,001, with steps 1, 2 and 5 mixed (three
+    /// groups of step scalars, one of them larger than one launch), with and without a clip
+    /// coefficient.
+    adamw_multi_kernel_on_wgpu_matches_the_generic_ops,
+    adamw_multi_kernel_on_cuda_matches_the_generic_ops,
+    adamw_multi_matches_generic
+);
+
+fn adamw_multi_matches_generic<G: GatBackend>() {
+    use burn::backend::Flex;
+    use segger_model::mp::{adamw_generic, AdamWParam, AdamWStep};
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    let dev_c = Default::default();
+    let dev_g = Default::default();
+    let t1 =
+        |v: &[f32]| Tensor::<Flex, 1>::from_data(TensorData::new(v.to_vec(), [v.len()]), &dev_c);
+    let t2 = |v: &[f32]| Tensor::<G, 1>::from_data(TensorData::new(v.to_vec(), [v.len()]), &dev_g);
+    for scale in [None, Some(0.37f32)] {
+        let mut want = Vec::new();
+        let mut params = Vec::new();
+        for k in 0..41usize {
+            let n = match k {
+                0 => 1,
+                1 => 70_001,
+                _ => 1 + (k * 211) % 3000,
+            };
+            let mut vals = |lo: f32| -> Vec<f32> {
+                (0..n)
+                    .map(|_| rng.random_range(lo..1.0f32) * 10f32.powi(rng.random_range(-6..2)))
+                    .collect()
+            };
+            let (p, g) = (vals(-1.0), vals(-1.0));
+            // Steps 1, 2 and 5 for the first six; step 2 for the rest (35 in all: two launches).
+            let t = if k < 6 { [1u32, 2, 5][k % 3] } else { 2 };
+            let moments = (t > 1).then(|| (vals(-1.0), vals(0.0)));
+            let s = AdamWStep::new(1e-3, 1e-2, 0.9, 0.999, 1e-8, t);
+            let gs: Vec<f32> = g.iter().map(|x| x * scale.unwrap_or(1.0)).collect();
+            let (pc, mc, vc) = adamw_generic(
+                t1(&p),
+                t1(&gs),
+                moments.as_ref().map(|(m, v)| (t1(m), t1(v))),
+                &s,
+            );
+            want.push((
+                p.clone(),
+                tensor_values(pc),
+                tensor_values(mc),
+                tensor_values(vc),
+            ));
+            params.push(AdamWParam {
+                p: t2(&p),
+                g: t2(&g),
+                moments: moments.as_ref().map(|(m, v)| (t2(m), t2(v))),
+                step: s,
+            });
+        }
+        let got = G::adamw_multi(params, scale.map(|c| t2(&[c])));
+        assert_eq!(got.len(), want.len());
+        for (k, ((p0, pc, mc, vc), (pg, mg, vg))) in want.iter().zip(got).enumerate() {
+            let pg = tensor_values(pg);
+            let max_update = pc
+                .iter()
+                .zip(p0)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            let excess = pc.iter().zip(&pg).fold(0f32, |m, (a, b)| {
+                m.max((a - b).abs() - 4.0 * f32::EPSILON * a.abs())
+            });
+            assert!(max_update > 0.0, "parameter {k}: did not move");
+            assert!(
+                excess <= 1e-5 * max_update,
+                "parameter {k} (scale {scale:?}): {excess:.2e} beyond 4 ulp (largest update {max_update:.2e})"
+            );
+            for (what, a, b) in [("m", mc, tensor_values(mg)), ("v", vc, tensor_values(vg))] {
+                let e = rel_err(a, &b);
+                assert!(e < 1e-5, "parameter {k} (scale {scale:?}): {what}: {e:.2e}");
+            }
+        }
+    }
 }
 
 fn adamw_matches_generic<G: GatBackend>() {
@@ -427,8 +597,7 @@ fn adamw_matches_generic<G: GatBackend>() {
 /// to 4,096), the `small` parity weights.
 #[test]
 fn padded_batch_on_wgpu_matches_the_cpu() {
-    if std::env::var("SEGGER_WGPU_TEST").as_deref() != Ok("1") {
-        eprintln!("skipped: set SEGGER_WGPU_TEST=1");
+    if !common::wgpu_test() {
         return;
     }
     use burn::optim::GradientsParams;
@@ -624,8 +793,7 @@ fn half_matches_f32<H: GatBackend>(what: &str, tol: f64) {
 #[test]
 #[ignore = "run alone: the f16 backend sets the GPU device's default float type"]
 fn fused_gatv2_half_f16_on_wgpu_matches_f32() {
-    if std::env::var("SEGGER_WGPU_TEST").as_deref() != Ok("1") {
-        eprintln!("skipped: set SEGGER_WGPU_TEST=1");
+    if !common::wgpu_test() {
         return;
     }
     half_matches_f32::<Wgpu<burn::tensor::f16>>("wgpu f16", 2e-3);
@@ -636,8 +804,7 @@ fn fused_gatv2_half_f16_on_wgpu_matches_f32() {
 #[test]
 #[ignore = "run alone: the f16 backend sets the GPU device's default float type"]
 fn fused_gatv2_half_f16_on_cuda_matches_f32() {
-    if std::env::var("SEGGER_CUDA_TEST").as_deref() != Ok("1") {
-        eprintln!("skipped: set SEGGER_CUDA_TEST=1 on a machine with an NVIDIA GPU");
+    if !common::cuda_test() {
         return;
     }
     half_matches_f32::<burn::backend::Cuda<burn::tensor::f16>>("cuda f16", 2e-3);
@@ -648,8 +815,7 @@ fn fused_gatv2_half_f16_on_cuda_matches_f32() {
 #[test]
 #[ignore = "run alone: the bf16 backend sets the GPU device's default float type"]
 fn fused_gatv2_half_bf16_on_cuda_matches_f32() {
-    if std::env::var("SEGGER_CUDA_TEST").as_deref() != Ok("1") {
-        eprintln!("skipped: set SEGGER_CUDA_TEST=1 on a machine with an NVIDIA GPU");
+    if !common::cuda_test() {
         return;
     }
     half_matches_f32::<burn::backend::Cuda<burn::tensor::bf16>>("cuda bf16", 1e-2);

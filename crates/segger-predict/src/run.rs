@@ -463,6 +463,7 @@ fn dispatch(ctx: &Context<'_>) -> Result<(Collected, String), PredictError> {
         Accelerator::Wgpu => {
             #[cfg(feature = "wgpu")]
             {
+                segger_train::run::kernel_cache();
                 collect::<burn::backend::Wgpu>(ctx, &burn::backend::wgpu::WgpuDevice::DefaultDevice)
                     .map(|c| (c, "wgpu".to_string()))
             }
@@ -477,6 +478,7 @@ fn dispatch(ctx: &Context<'_>) -> Result<(Collected, String), PredictError> {
                 if !segger_train::run::cuda_available() {
                     return Err(PredictError::Backend("--accelerator cuda: no CUDA driver or device found (libcuda could not be loaded or reports no device)".into()));
                 }
+                segger_train::run::kernel_cache();
                 collect::<burn::backend::Cuda>(ctx, &burn::backend::cuda::CudaDevice::new(0))
                     .map(|c| (c, "cuda".to_string()))
             }

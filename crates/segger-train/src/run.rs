@@ -403,6 +403,7 @@ fn dispatch(ctx: RunContext<'_>) -> Result<TrainSummary, TrainError> {
         Accelerator::Wgpu => {
             #[cfg(feature = "wgpu")]
             {
+                kernel_cache();
                 let devices: Vec<burn::backend::wgpu::WgpuDevice> = if ctx.cfg.devices == 1 {
                     vec![burn::backend::wgpu::WgpuDevice::DefaultDevice]
                 } else {
@@ -423,6 +424,7 @@ fn dispatch(ctx: RunContext<'_>) -> Result<TrainSummary, TrainError> {
                 if !cuda_available() {
                     return Err(TrainError::Backend("--accelerator cuda: no CUDA driver or device found (libcuda could not be loaded or reports no device)".into()));
                 }
+                kernel_cache();
                 let devices: Vec<burn::backend::cuda::CudaDevice> = (0..ctx.cfg.devices)
                     .map(burn::backend::cuda::CudaDevice::new)
                     .collect();
@@ -435,6 +437,14 @@ fn dispatch(ctx: RunContext<'_>) -> Result<TrainSummary, TrainError> {
         }
         Accelerator::Auto => unreachable!("resolved above"),
     }
+}
+
+/// Turns on the on-disk caches of compiled GPU kernels and autotune results
+/// ([`segger_model::kernel_cache`]) before the first GPU device is used, and logs where they are.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub fn kernel_cache() {
+    let cache = segger_model::kernel_cache::configure_kernel_cache();
+    tracing::info!("GPU: {cache}");
 }
 
 /// Whether a CUDA device can be initialised (the driver library loads and device 0 answers).

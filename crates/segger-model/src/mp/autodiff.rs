@@ -79,6 +79,57 @@ impl<B: GatBackend> Backward<B, 1> for GatherBackward {
     }
 }
 
+/// `x Wᵀ` whose backward is `dx = dy W` and `dW = (xᵀ dy)ᵀ`, the latter through
+/// [`weight_grad`](super::weight_grad) (chunked over rows where [`super::splits_rows`] says).
+#[derive(Debug)]
+struct LinearBackward;
+
+impl<B: GatBackend> Backward<B, 2> for LinearBackward {
+    /// `x`, `w`, and whether the weight gradient is chunked (decided in the forward pass).
+    type State = (Prim<B>, Prim<B>, bool);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 2>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let (x, w, split) = ops.state;
+        let dy = inner::<B, 2>(grads.consume::<B>(&ops.node));
+        let [px, pw] = ops.parents;
+        if let Some(n) = pw {
+            grads.register::<B>(n.id, prim(super::weight_grad(inner(x), dy.clone(), split)));
+        }
+        if let Some(n) = px {
+            grads.register::<B>(n.id, prim(dy.matmul(inner(w))));
+        }
+    }
+}
+
+/// `x + b` over rows, whose bias gradient is [`GatBackend::col_sum`] of the output gradient.
+#[derive(Debug)]
+struct BiasBackward;
+
+impl<B: GatBackend> Backward<B, 2> for BiasBackward {
+    type State = ();
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 2>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let grad = grads.consume::<B>(&ops.node);
+        let [px, pb] = ops.parents;
+        if let Some(n) = pb {
+            grads.register::<B>(n.id, prim(B::col_sum(inner::<B, 2>(grad.clone()))));
+        }
+        if let Some(n) = px {
+            grads.register::<B>(n.id, grad);
+        }
+    }
+}
+
 fn inner_int<B: Backend, C: CheckpointStrategy>(
     t: &Tensor<Autodiff<B, C>, 1, Int>,
 ) -> Tensor<B, 1, Int> {
@@ -119,6 +170,55 @@ impl<B: GatBackend, C: CheckpointStrategy> GatBackend for Autodiff<B, C> {
             OpsKind::UnTracked(prep) => prep.finish(out),
         };
         Tensor::from_primitive(TensorPrimitive::Float(res))
+    }
+
+    fn dense(x: Tensor<Self, 2>, w: Tensor<Self, 2>) -> Tensor<Self, 2> {
+        let split = super::splits_rows::<B>(x.dims()[0]);
+        if !B::SPLIT_K && !split {
+            // The CPU backends: Burn's own autodiff matmul (one seed training step took 705 ms
+            // this way against 745 ms through the recorded op on this 2-core machine).
+            return x.matmul(w.transpose());
+        }
+        let (px, pw) = (prim(x), prim(w));
+        let out = prim(B::dense(
+            inner(px.primitive.clone()),
+            inner(pw.primitive.clone()),
+        ));
+        let res = match LinearBackward
+            .prepare::<C>([px.node.clone(), pw.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((px.primitive, pw.primitive, split), out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        };
+        Tensor::from_primitive(TensorPrimitive::Float(res))
+    }
+
+    fn add_bias(x: Tensor<Self, 2>, b: Tensor<Self, 1>) -> Tensor<Self, 2> {
+        if !B::SPLIT_K {
+            // The CPU backends: Burn's own broadcast add (see `dense`).
+            return x + b.unsqueeze::<2>();
+        }
+        let (px, pb) = (prim(x), prim(b));
+        let out = prim(B::add_bias(
+            inner(px.primitive.clone()),
+            inner(pb.primitive.clone()),
+        ));
+        let res = match BiasBackward
+            .prepare::<C>([px.node.clone(), pb.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((), out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        };
+        Tensor::from_primitive(TensorPrimitive::Float(res))
+    }
+
+    fn col_sum(x: Tensor<Self, 2>) -> Tensor<Self, 1> {
+        let w = x.dims()[1];
+        x.sum_dim(0).reshape([w])
     }
 
     fn gatv2(

@@ -14,7 +14,7 @@
 //!   in place; `out[i] = Σ α·xl[j]`. No `[E, H, C]` tensor is built.
 //! * Backward: `dα = grad[i]·xl[j]`; `de = α(dα − Σ α·dα)` in place (`[E, H]`); `grad_xr[i]` and
 //!   the per-destination terms of `grad_att`; `grad_xl[j] = Σ α·grad[i] + de·att·LeakyReLU'(z)`.
-//! * `grad_att` is the column sum of the per-destination terms ([`super::col_sum`]).
+//! * `grad_att` is the column sum of the per-destination terms ([`col_sum_dtype`]).
 //!
 //! The channel loops of the per-(edge, head) kernels are unrolled (`channels` is a compile-time
 //! parameter): besides speed, this keeps the loop count of one invocation low, and Mesa's
@@ -679,21 +679,135 @@ impl<R: CubeRuntime> CubeGraph<R> {
     }
 }
 
-/// One AdamW step per element (see [`super::AdamWStep`]); `first`: the moments start at zero
-/// and `m`, `v` are not read; `scaled`: the gradient is multiplied by `scale[0]` (the clip
+/// Columns per cube of [`col_sum_kernel`] (one warp's width: a row's loads are coalesced).
+const COL_SUM_COLS: usize = 32;
+/// Row lanes per cube of [`col_sum_kernel`].
+const COL_SUM_LANES: usize = 8;
+/// Rows summed by one cube in the first stage of [`col_sum_dtype`].
+const COL_SUM_ROWS: usize = 256;
+
+/// `out[q, col] = Σ x[r, col]` over rows `r` of chunk `q` (rows `q·rows_per_cube ..`), f32
+/// accumulation: cubes of [`COL_SUM_COLS`] columns × [`COL_SUM_LANES`] row lanes, the grid's x
+/// over column tiles and y over row chunks. Each lane sums every lane-th row of the chunk, then
+/// the lanes meet in shared memory.
+#[cube(launch)]
+fn col_sum_kernel<F: Float, O: Float>(
+    x: &Tensor<F>,
+    out: &mut Tensor<O>,
+    rows: u32,
+    cols: u32,
+    rows_per_cube: u32,
+    #[define(F, O)] _dtypes: [StorageType; 2],
+) {
+    let mut shared = SharedMemory::<f32>::new(COL_SUM_COLS * COL_SUM_LANES);
+    let rows = rows as usize;
+    let cols = cols as usize;
+    let tx = UNIT_POS_X as usize;
+    let lane = UNIT_POS_Y as usize;
+    let col = CUBE_POS_X as usize * COL_SUM_COLS + tx;
+    let start = CUBE_POS_Y as usize * rows_per_cube as usize;
+    let stop = start + rows_per_cube as usize;
+    let end = select(stop < rows, stop, rows);
+    let mut acc = 0.0f32;
+    if col < cols && start + lane < end {
+        let steps = (end - start - lane).div_ceil(COL_SUM_LANES);
+        for s in 0..steps {
+            acc += rd(x, (start + lane + s * COL_SUM_LANES) * cols + col);
+        }
+    }
+    shared[lane * COL_SUM_COLS + tx] = acc;
+    sync_cube();
+    #[unroll]
+    for k in 1usize..4usize {
+        let stride = COL_SUM_LANES >> k;
+        if lane < stride {
+            shared[lane * COL_SUM_COLS + tx] += shared[(lane + stride) * COL_SUM_COLS + tx];
+        }
+        sync_cube();
+    }
+    if lane == 0 && col < cols {
+        out[CUBE_POS_Y as usize * cols + col] = O::cast_from(shared[tx]);
+    }
+}
+
+/// Launches [`col_sum_kernel`] on `x` `[rows, cols]` (contiguous) with `rows_per_cube` rows per
+/// cube, into a new `[rows.div_ceil(rows_per_cube), cols]` tensor of type `dtype`.
+fn launch_col_sum<R: CubeRuntime>(
+    x: &CubeTensor<R>,
+    (rows, cols): (usize, usize),
+    rows_per_cube: usize,
+    dtype: burn::tensor::DType,
+) -> CubeTensor<R> {
+    let chunks = rows.div_ceil(rows_per_cube).max(1);
+    let out = empty_device_contiguous_dtype(
+        x.client.clone(),
+        x.device.clone(),
+        Shape::new([chunks, cols]),
+        dtype,
+    );
+    col_sum_kernel::launch::<R>(
+        &x.client,
+        CubeCount::Static(cols.div_ceil(COL_SUM_COLS) as u32, chunks as u32, 1),
+        CubeDim::new_2d(COL_SUM_COLS as u32, COL_SUM_LANES as u32),
+        x.clone().into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        rows as u32,
+        cols as u32,
+        rows_per_cube as u32,
+        [x.dtype.into(), dtype.into()],
+    );
+    out
+}
+
+/// Column sums of `x` `[rows, cols]`, `[1, cols]` of type `dtype`, in at most two launches of
+/// [`col_sum_kernel`]: chunks of [`COL_SUM_ROWS`] rows into f32 partial sums, then the partial
+/// sums in one cube per column tile. No atomics, so the result does not vary from run to run.
+pub(super) fn col_sum_dtype<R: CubeRuntime>(
+    x: CubeTensor<R>,
+    dtype: burn::tensor::DType,
+) -> CubeTensor<R> {
+    let dims = x.meta.shape().clone();
+    let (rows, cols) = (dims[0], dims[1]);
+    let x = into_contiguous(x);
+    // The grid's y extent is at most 65,535 chunks.
+    let per_cube = COL_SUM_ROWS
+        .max(rows.div_ceil(65_535))
+        .next_multiple_of(COL_SUM_LANES);
+    if rows <= per_cube {
+        launch_col_sum(&x, (rows, cols), rows.max(1), dtype)
+    } else {
+        let partial = launch_col_sum(&x, (rows, cols), per_cube, burn::tensor::DType::F32);
+        let chunks = rows.div_ceil(per_cube);
+        launch_col_sum(&partial, (chunks, cols), chunks, dtype)
+    }
+}
+
+/// [`super::GatBackend::col_sum`] on a CubeCL backend: [`col_sum_dtype`] in the input's type.
+pub(super) fn col_sum<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+    x: BTensor<Cube<R, F, I, BT>, 2>,
+) -> BTensor<Cube<R, F, I, BT>, 1> {
+    let cols = x.dims()[1];
+    let x = x.into_primitive().tensor();
+    let dtype = x.dtype;
+    wrap::<R, F, I, BT, 2>(col_sum_dtype(x, dtype)).reshape([cols])
+}
+
+/// AdamW steps (see [`super::AdamWStep`]) of a group of parameters in one launch: the grid's y
+/// is the parameter (`ps[y]` and its gradient, moments and outputs), x its elements. All
+/// parameters of a group share the step's scalars. `first`: the moments start at zero and `ms`,
+/// `vs` are not read; `scaled`: each gradient is multiplied by `scale[0]` (the clip
 /// coefficient) first.
 #[allow(clippy::too_many_arguments)]
 #[cube(launch)]
-fn adamw_kernel<F: Float>(
-    p: &Tensor<F>,
-    g: &Tensor<F>,
-    m: &Tensor<F>,
-    v: &Tensor<F>,
+fn adamw_multi_kernel<F: Float>(
+    ps: &Sequence<Tensor<F>>,
+    gs: &Sequence<Tensor<F>>,
+    ms: &Sequence<Tensor<F>>,
+    vs: &Sequence<Tensor<F>>,
     scale: &Tensor<F>,
-    p_out: &mut Tensor<F>,
-    m_out: &mut Tensor<F>,
-    v_out: &mut Tensor<F>,
-    n: u32,
+    p_out: &mut Sequence<Tensor<F>>,
+    m_out: &mut Sequence<Tensor<F>>,
+    v_out: &mut Sequence<Tensor<F>>,
     decay: f32,
     one_minus_beta_1: f32,
     beta_2: f32,
@@ -705,52 +819,190 @@ fn adamw_kernel<F: Float>(
     #[comptime] scaled: bool,
     #[define(F)] _dtype: StorageType,
 ) {
-    if ABSOLUTE_POS >= n as usize {
-        terminate!();
+    let i = CUBE_POS_X as usize * CUBE_DIM_X as usize + UNIT_POS_X as usize;
+    #[unroll]
+    for t in 0..ps.len() {
+        if CUBE_POS_Y as usize == t {
+            let p = ps.index(t);
+            if i < p.len() {
+                let mut gi = rd(gs.index(t), i);
+                if scaled {
+                    gi *= rd(scale, 0);
+                }
+                let mut mi = 0.0f32;
+                let mut vi = 0.0f32;
+                if !first {
+                    mi = rd(ms.index(t), i);
+                    vi = rd(vs.index(t), i) * beta_2;
+                }
+                let mi = mi + one_minus_beta_1 * (gi - mi);
+                let vi = vi + gi * gi * one_minus_beta_2;
+                let denom = vi.sqrt() / bc2_sqrt + epsilon;
+                let pi = rd(p, i) * decay;
+                let po = p_out.index_mut(t);
+                po[i] = F::cast_from(pi - step_size * (mi / denom));
+                let mo = m_out.index_mut(t);
+                mo[i] = F::cast_from(mi);
+                let vo = v_out.index_mut(t);
+                vo[i] = F::cast_from(vi);
+            }
+        }
     }
-    let i = ABSOLUTE_POS;
-    let mut gi = rd(g, i);
-    if scaled {
-        gi *= rd(scale, 0);
-    }
-    let mut mi = 0.0f32;
-    let mut vi = 0.0f32;
-    if !first {
-        mi = rd(m, i);
-        vi = rd(v, i) * beta_2;
-    }
-    let mi = mi + one_minus_beta_1 * (gi - mi);
-    let vi = vi + gi * gi * one_minus_beta_2;
-    let denom = vi.sqrt() / bc2_sqrt + epsilon;
-    let pi = rd(p, i) * decay;
-    p_out[i] = F::cast_from(pi - step_size * (mi / denom));
-    m_out[i] = F::cast_from(mi);
-    v_out[i] = F::cast_from(vi);
 }
 
-/// Threads of [`sum_squares_kernel`]'s one cube.
+/// Most parameters per launch of [`adamw_multi_kernel`] (seven buffers each; the body is
+/// unrolled per parameter).
+const ADAMW_GROUP: usize = 32;
+
+/// Threads per cube of [`adamw_multi_kernel`].
+const ADAMW_THREADS: usize = 256;
+
+/// [`super::GatBackend::adamw_multi`]: the parameters grouped by their step's scalars, each
+/// group in launches of up to [`ADAMW_GROUP`] parameters (fewer where the device binds fewer
+/// buffers per kernel).
+#[allow(clippy::type_complexity)]
+pub(super) fn adamw_multi<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+    params: Vec<super::AdamWParam<Cube<R, F, I, BT>>>,
+    grad_scale: Option<BTensor<Cube<R, F, I, BT>, 1>>,
+) -> Vec<(
+    BTensor<Cube<R, F, I, BT>, 1>,
+    BTensor<Cube<R, F, I, BT>, 1>,
+    BTensor<Cube<R, F, I, BT>, 1>,
+)> {
+    let Some(first_param) = params.first() else {
+        return Vec::new();
+    };
+    let client = float(first_param.p.clone()).client;
+    let bindings = client.properties().hardware.max_bindings as usize;
+    let group = (bindings.saturating_sub(4) / 7).clamp(1, ADAMW_GROUP);
+    let scaled = grad_scale.is_some();
+    let scale = grad_scale.map(float);
+    // (parameter, gradient, moments) as contiguous device tensors, in input order.
+    struct Item<R: CubeRuntime> {
+        p: CubeTensor<R>,
+        g: CubeTensor<R>,
+        mv: Option<(CubeTensor<R>, CubeTensor<R>)>,
+        s: super::AdamWStep,
+    }
+    let items: Vec<Item<R>> = params
+        .into_iter()
+        .map(|a| Item {
+            p: float(a.p),
+            g: float(a.g),
+            mv: a.moments.map(|(m, v)| (float(m), float(v))),
+            s: a.step,
+        })
+        .collect();
+    let mut out: Vec<Option<(CubeTensor<R>, CubeTensor<R>, CubeTensor<R>)>> =
+        (0..items.len()).map(|_| None).collect();
+    // Groups of parameters with the same step scalars and the same first-step flag.
+    let mut groups: Vec<(super::AdamWStep, bool, Vec<usize>)> = Vec::new();
+    for (k, it) in items.iter().enumerate() {
+        let first = it.mv.is_none();
+        match groups
+            .iter_mut()
+            .find(|(s, f, _)| *s == it.s && *f == first)
+        {
+            Some((_, _, ks)) => ks.push(k),
+            None => groups.push((it.s, first, vec![k])),
+        }
+    }
+    for (s, first, ks) in groups {
+        for chunk in ks.chunks(group) {
+            let outs: Vec<(CubeTensor<R>, CubeTensor<R>, CubeTensor<R>)> = chunk
+                .iter()
+                .map(|&k| {
+                    let p = &items[k].p;
+                    let n = p.meta.shape().num_elements();
+                    let new = || empty_like(p, Shape::new([n]));
+                    (new(), new(), new())
+                })
+                .collect();
+            let longest = chunk
+                .iter()
+                .map(|&k| items[k].p.meta.shape().num_elements())
+                .max()
+                .unwrap_or(1)
+                .max(1);
+            let arg = |t: &CubeTensor<R>| t.clone().into_tensor_arg();
+            // On the first step the moments are not read: the gradient stands in for them.
+            let moment = |k: usize, which: usize| match &items[k].mv {
+                Some((m, v)) => arg(if which == 0 { m } else { v }),
+                None => arg(&items[k].g),
+            };
+            let scale_arg = match &scale {
+                Some(c) => arg(c),
+                None => arg(&items[chunk[0]].g),
+            };
+            adamw_multi_kernel::launch::<R>(
+                &client,
+                CubeCount::Static(
+                    longest.div_ceil(ADAMW_THREADS) as u32,
+                    chunk.len() as u32,
+                    1,
+                ),
+                CubeDim::new_1d(ADAMW_THREADS as u32),
+                chunk.iter().map(|&k| arg(&items[k].p)).collect(),
+                chunk.iter().map(|&k| arg(&items[k].g)).collect(),
+                chunk.iter().map(|&k| moment(k, 0)).collect(),
+                chunk.iter().map(|&k| moment(k, 1)).collect(),
+                scale_arg,
+                outs.iter().map(|o| arg(&o.0)).collect(),
+                outs.iter().map(|o| arg(&o.1)).collect(),
+                outs.iter().map(|o| arg(&o.2)).collect(),
+                s.decay,
+                s.one_minus_beta_1,
+                s.beta_2,
+                s.one_minus_beta_2,
+                s.step_size,
+                s.bc2_sqrt,
+                s.epsilon,
+                first,
+                scaled,
+                items[chunk[0]].p.dtype.into(),
+            );
+            for (&k, o) in chunk.iter().zip(outs) {
+                out[k] = Some(o);
+            }
+        }
+    }
+    out.into_iter()
+        .map(|o| {
+            let (p, m, v) = o.expect("every parameter was stepped");
+            (wrap(p), wrap(m), wrap(v))
+        })
+        .collect()
+}
+
+/// Threads per cube of [`sum_squares_multi_kernel`].
 const SUM_SQUARES_THREADS: usize = 256;
 
-/// `out[slot] = Σ x²` (f32 accumulation) by one cube: each thread sums a strided share, then a
-/// tree reduction in shared memory.
+/// `out[first + i] = Σ x_i²` for every tensor `x_i` of `xs`, one cube per tensor (cube `i`
+/// reads `xs[i]`), f32 accumulation: each thread sums a strided share of its cube's tensor, then a tree
+/// reduction in shared memory.
 #[cube(launch)]
-fn sum_squares_kernel<F: Float>(
-    x: &Tensor<F>,
+fn sum_squares_multi_kernel<F: Float>(
+    xs: &Sequence<Tensor<F>>,
     out: &mut Tensor<F>,
-    n: u32,
-    slot: u32,
+    first: u32,
     #[define(F)] _dtype: StorageType,
 ) {
     let mut shared = SharedMemory::<f32>::new(SUM_SQUARES_THREADS);
     let t = UNIT_POS as usize;
-    let n = n as usize;
-    let rounds = n.div_ceil(SUM_SQUARES_THREADS);
     let mut acc = 0.0f32;
-    for r in 0..rounds {
-        let i = r * SUM_SQUARES_THREADS + t;
-        if i < n {
-            let v = rd(x, i);
-            acc += v * v;
+    #[unroll]
+    for i in 0..xs.len() {
+        if CUBE_POS == i {
+            let x = xs.index(i);
+            let n = x.len();
+            let rounds = n.div_ceil(SUM_SQUARES_THREADS);
+            for r in 0..rounds {
+                let k = r * SUM_SQUARES_THREADS + t;
+                if k < n {
+                    let v = f32::cast_from(x[k]);
+                    acc += v * v;
+                }
+            }
         }
     }
     shared[t] = acc;
@@ -764,13 +1016,18 @@ fn sum_squares_kernel<F: Float>(
         sync_cube();
     }
     if t == 0 {
-        out[slot as usize] = F::cast_from(shared[0]);
+        out[first as usize + CUBE_POS] = F::cast_from(shared[0]);
     }
 }
 
-/// [`super::GatBackend::sum_squares`]: one single-cube launch per tensor, each writing its own
-/// slot of the output. A tensor whose elements fill its buffer exactly once (contiguous, or
-/// transposed like a weight gradient) is read in place; the sum does not depend on the order.
+/// Most tensors per launch of [`sum_squares_multi_kernel`] (its body is unrolled per tensor).
+const SUM_SQUARES_GROUP: usize = 64;
+
+/// [`super::GatBackend::sum_squares`]: one launch of [`sum_squares_multi_kernel`] per group of
+/// up to [`SUM_SQUARES_GROUP`] tensors (fewer where the device binds fewer buffers per kernel,
+/// as wgpu may), one cube per tensor, each writing its own slot of the output. A tensor whose
+/// elements fill its buffer exactly once (contiguous, or transposed like a weight gradient) is
+/// read in place; the sum does not depend on the order.
 pub(super) fn sum_squares<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
     xs: Vec<CubeTensor<R>>,
 ) -> BTensor<Cube<R, F, I, BT>, 1> {
@@ -779,28 +1036,35 @@ pub(super) fn sum_squares<R: CubeRuntime, F: FloatElement, I: IntElement, BT: Bo
         Shape::new([xs.len()]),
     );
     let client = out.client.clone();
-    for (slot, x) in xs.into_iter().enumerate() {
-        let n = x.meta.shape().num_elements();
-        let x = if x.is_contiguous_buffer() && x.is_nonoverlapping() {
-            x
-        } else {
-            into_contiguous(x)
-        };
-        sum_squares_kernel::launch::<R>(
+    // The output, the kernel's metadata and its scalars take bindings too.
+    let bindings = client.properties().hardware.max_bindings as usize;
+    let group = bindings.saturating_sub(4).clamp(1, SUM_SQUARES_GROUP);
+    let xs: Vec<CubeTensor<R>> = xs
+        .into_iter()
+        .map(|x| {
+            if x.is_contiguous_buffer() && x.is_nonoverlapping() {
+                x
+            } else {
+                into_contiguous(x)
+            }
+        })
+        .collect();
+    for (g, chunk) in xs.chunks(group).enumerate() {
+        let seq = chunk.iter().map(|x| x.clone().into_tensor_arg()).collect();
+        sum_squares_multi_kernel::launch::<R>(
             &client,
-            CubeCount::Static(1, 1, 1),
+            CubeCount::Static(chunk.len() as u32, 1, 1),
             CubeDim::new_1d(SUM_SQUARES_THREADS as u32),
-            x.into_tensor_arg(),
+            seq,
             out.clone().into_tensor_arg(),
-            n as u32,
-            slot as u32,
+            (g * group) as u32,
             out.dtype.into(),
         );
     }
     wrap(out)
 }
 
-/// [`super::GatBackend::adamw_step`] in one kernel.
+/// [`super::GatBackend::adamw_step`]: [`adamw_multi`] with one parameter.
 #[allow(clippy::type_complexity)]
 pub(super) fn adamw_step<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
     p: BTensor<Cube<R, F, I, BT>, 1>,
@@ -813,44 +1077,15 @@ pub(super) fn adamw_step<R: CubeRuntime, F: FloatElement, I: IntElement, BT: Boo
     BTensor<Cube<R, F, I, BT>, 1>,
     BTensor<Cube<R, F, I, BT>, 1>,
 ) {
-    let n = p.dims()[0];
-    let (p, g) = (float(p), float(g));
-    let first = moments.is_none();
-    let (m, v) = match moments {
-        Some((m, v)) => (float(m), float(v)),
-        None => (g.clone(), g.clone()),
+    let param = super::AdamWParam {
+        p,
+        g,
+        moments,
+        step: *s,
     };
-    let scaled = grad_scale.is_some();
-    let scale = grad_scale.map_or_else(|| g.clone(), float);
-    let client = p.client.clone();
-    let new = || empty_like(&p, Shape::new([n]));
-    let (p_out, m_out, v_out) = (new(), new(), new());
-    let (count, dim) = launch_shape(&client, n);
-    adamw_kernel::launch::<R>(
-        &client,
-        count,
-        dim,
-        p.into_tensor_arg(),
-        g.into_tensor_arg(),
-        m.into_tensor_arg(),
-        v.into_tensor_arg(),
-        scale.into_tensor_arg(),
-        p_out.clone().into_tensor_arg(),
-        m_out.clone().into_tensor_arg(),
-        v_out.clone().into_tensor_arg(),
-        n as u32,
-        s.decay,
-        s.one_minus_beta_1,
-        s.beta_2,
-        s.one_minus_beta_2,
-        s.step_size,
-        s.bc2_sqrt,
-        s.epsilon,
-        first,
-        scaled,
-        p_out.dtype.into(),
-    );
-    (wrap(p_out), wrap(m_out), wrap(v_out))
+    adamw_multi(vec![param], grad_scale)
+        .pop()
+        .expect("one parameter in, one out")
 }
 
 /// An uninitialised output on the device and with the element type of `like`, with contiguous
@@ -966,8 +1201,8 @@ pub(super) fn backward<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolE
         dtypes,
     );
     // The per-destination terms are f32; so is their sum, rounded once to the storage type.
-    let grad_att = super::col_sum(wrap::<R, F, I, BT, 3>(att_part).reshape([nd, h * c]))
-        .reshape([h, c])
-        .cast(burn::tensor::FloatDType::from(dtype));
+    let att_part = wrap::<R, F, I, BT, 3>(att_part).reshape([nd, h * c]);
+    let grad_att = wrap::<R, F, I, BT, 2>(col_sum_dtype(att_part.into_primitive().tensor(), dtype))
+        .reshape([h, c]);
     (wrap(grad_xl), wrap(grad_xr), grad_att)
 }

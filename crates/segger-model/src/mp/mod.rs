@@ -269,61 +269,52 @@ fn into_chunks<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 3> {
     x.reshape([chunks, SPLIT_K_ROWS, w])
 }
 
-/// `x Wᵀ` for `x` `[N, in]` and `w` `[out, in]` (PyTorch's Linear without bias).
+/// `x Wᵀ` for `x` `[N, in]` and `w` `[out, in]` (PyTorch's Linear without bias), through
+/// [`GatBackend::dense`].
 ///
-/// On the GPU backends ([`GatBackend::SPLIT_K`]) and for `N > 2 · SPLIT_K_ROWS`, the rows are
-/// cut into chunks of [`SPLIT_K_ROWS`] (the last one zero-padded) and multiplied by the weight
-/// broadcast over the chunks. The result is the same, but the weight gradient `xᵀ dy`, a
-/// product whose inner dimension is N, becomes a batch of short products summed over the
-/// chunks: Burn's CubeCL matmul otherwise runs it with little parallelism.
+/// On the autodiff backend of the GPU backends ([`GatBackend::SPLIT_K`]) this is one recorded
+/// op whose weight gradient `xᵀ dy`, a product whose inner dimension is N, is computed by
+/// [`weight_grad`]: for `N > 2 · SPLIT_K_ROWS` as a batch of short products over chunks of
+/// [`SPLIT_K_ROWS`] rows summed by [`GatBackend::col_sum`] (Burn's CubeCL matmul otherwise runs
+/// it with little parallelism). The CPU backends use Burn's autodiff matmul.
 pub fn linear<B: GatBackend>(x: Tensor<B, 2>, w: Tensor<B, 2>) -> Tensor<B, 2> {
-    let [n, fin] = x.dims();
+    let [n, _] = x.dims();
     let fout = w.dims()[0];
     if EXACT_LINEAR.with(|f| f.get()) {
         return (x.unsqueeze_dim::<3>(2) * w.transpose().unsqueeze::<3>())
             .sum_dim(1)
             .reshape([n, fout]);
     }
-    if !splits_rows::<B>(n) {
-        return x.matmul(w.transpose());
+    B::dense(x, w)
+}
+
+/// The weight gradient of [`linear`], `(xᵀ dy)ᵀ` `[out, in]` for `x` `[N, in]` and `dy`
+/// `[N, out]`; with `split`, the rows are cut into chunks of [`SPLIT_K_ROWS`] (the last one
+/// zero-padded), multiplied chunk by chunk, and the products summed by [`GatBackend::col_sum`].
+pub fn weight_grad<B: GatBackend>(x: Tensor<B, 2>, dy: Tensor<B, 2>, split: bool) -> Tensor<B, 2> {
+    let [_, fin] = x.dims();
+    let fout = dy.dims()[1];
+    if !split {
+        return x.transpose().matmul(dy).transpose();
     }
     let x = into_chunks(x);
+    let dy = into_chunks(dy);
     let chunks = x.dims()[0];
-    let wb = w.transpose().unsqueeze::<3>().expand([chunks, fin, fout]);
-    unpad(x.matmul(wb).reshape([chunks * SPLIT_K_ROWS, fout]), n)
+    let per_chunk = x.swap_dims(1, 2).matmul(dy).reshape([chunks, fin * fout]);
+    B::col_sum(per_chunk).reshape([fin, fout]).transpose()
 }
 
-/// The first `n` rows of a chunked result; no op (and no op in the backward pass) when the
-/// rows were a whole number of chunks, as [`GraphInput`](crate::GraphInput) makes them on the
-/// GPU backends.
-fn unpad<B: Backend>(y: Tensor<B, 2>, n: usize) -> Tensor<B, 2> {
-    if y.dims()[0] == n {
-        y
-    } else {
-        y.narrow(0, 0, n)
-    }
-}
-
-/// `x + b` for `x` `[N, W]` and a bias `b` `[W]` broadcast over the rows.
-///
-/// On the GPU backends and for `N > 2 · SPLIT_K_ROWS`, the rows are viewed as chunks of
-/// [`SPLIT_K_ROWS`] (the last one zero-padded) and the bias is expanded over them, so that the
-/// bias gradient, a sum over N rows, is computed in two short reductions (over the chunks,
-/// then within a chunk): Burn's CubeCL reduction over the long axis otherwise runs each column
-/// serially.
+/// `x + b` for `x` `[N, W]` and a bias `b` `[W]` broadcast over the rows, through
+/// [`GatBackend::add_bias`]. On the autodiff backend of the GPU backends the bias gradient is
+/// [`GatBackend::col_sum`] of the output gradient: one or two launches of a column-sum kernel.
 pub fn add_bias<B: GatBackend>(x: Tensor<B, 2>, b: Tensor<B, 1>) -> Tensor<B, 2> {
-    let [n, w] = x.dims();
-    if !splits_rows::<B>(n) {
-        return x + b.unsqueeze::<2>();
-    }
-    let x = into_chunks(x);
-    let chunks = x.dims()[0];
-    let bb = b.reshape([1, 1, w]).expand([chunks, SPLIT_K_ROWS, w]);
-    unpad((x + bb).reshape([chunks * SPLIT_K_ROWS, w]), n)
+    B::add_bias(x, b)
 }
 
 /// Column sums of `x` `[N, W]`, `[W]`, in two stages (within chunks of [`SPLIT_K_ROWS`] rows,
-/// then over the chunks) so that no reduction runs over all N rows serially.
+/// then over the chunks) so that no reduction runs over all N rows serially: how the GPU
+/// backends summed columns with Burn's reductions before their column-sum kernel
+/// ([`GatBackend::col_sum`]); kept for comparison in the benches.
 pub fn col_sum<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 1> {
     let [n, w] = x.dims();
     if n <= 2 * SPLIT_K_ROWS {
@@ -339,6 +330,24 @@ pub fn col_sum<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 1> {
 pub trait GatBackend: Backend {
     /// Whether [`linear`] uses its split form by default (the GPU backends).
     const SPLIT_K: bool = false;
+
+    /// `x Wᵀ` (see [`linear`]); the autodiff backend records it as one op.
+    fn dense(x: Tensor<Self, 2>, w: Tensor<Self, 2>) -> Tensor<Self, 2> {
+        x.matmul(w.transpose())
+    }
+
+    /// `x + b` over rows (see [`add_bias`]); the autodiff backend records it as one op.
+    fn add_bias(x: Tensor<Self, 2>, b: Tensor<Self, 1>) -> Tensor<Self, 2> {
+        x + b.unsqueeze::<2>()
+    }
+
+    /// Column sums of `x` `[N, W]`, `[W]`: bias gradients, and the chunk sums of
+    /// [`weight_grad`]. The generic version is one `sum_dim` (the CPU backends sum each column
+    /// in one pass); the GPU backends run a kernel.
+    fn col_sum(x: Tensor<Self, 2>) -> Tensor<Self, 1> {
+        let w = x.dims()[1];
+        x.sum_dim(0).reshape([w])
+    }
 
     /// Rows `idx.idx` of `x` (see [`gather_grouped`]).
     fn gather_grouped(x: Tensor<Self, 2>, idx: &RowIndex<Self>) -> Tensor<Self, 2> {
@@ -406,6 +415,21 @@ pub trait GatBackend: Backend {
         adamw_generic(p, g, moments, s)
     }
 
+    /// [`Self::adamw_step`] for many parameters at once (each with its own step scalars; the
+    /// clip coefficient `grad_scale` is shared): the new `(p, m, v)` of each, in order. The
+    /// generic version steps them one by one; the GPU backends launch one kernel per group of
+    /// parameters that share their step's scalars.
+    #[allow(clippy::type_complexity)]
+    fn adamw_multi(
+        params: Vec<AdamWParam<Self>>,
+        grad_scale: Option<Tensor<Self, 1>>,
+    ) -> Vec<(Tensor<Self, 1>, Tensor<Self, 1>, Tensor<Self, 1>)> {
+        params
+            .into_iter()
+            .map(|a| Self::adamw_step(a.p, a.g, a.moments, grad_scale.clone(), &a.step))
+            .collect()
+    }
+
     /// `[Σ x²]` for each tensor of `xs` (any rank; not empty), `[xs.len()]`: the squared norms
     /// of the gradient clip. The generic version takes three ops per tensor; the GPU backends
     /// one launch, reading a transposed gradient in place.
@@ -422,6 +446,19 @@ pub trait GatBackend: Backend {
             .collect();
         Tensor::cat(sums, 0)
     }
+}
+
+/// One parameter of [`GatBackend::adamw_multi`], flattened.
+#[derive(Debug)]
+pub struct AdamWParam<B: Backend> {
+    /// The parameter.
+    pub p: Tensor<B, 1>,
+    /// Its gradient (before the clip coefficient).
+    pub g: Tensor<B, 1>,
+    /// Its moments `(m, v)`; `None` on its first step.
+    pub moments: Option<(Tensor<B, 1>, Tensor<B, 1>)>,
+    /// The step's scalars.
+    pub step: AdamWStep,
 }
 
 /// The scalars of one AdamW step, rounded to f32 as PyTorch rounds its Python floats:
@@ -597,6 +634,17 @@ where
 
     fn sum_squares(xs: Vec<FloatTensor<Self>>) -> Tensor<Self, 1> {
         cube::sum_squares::<R, F, I, BT>(xs)
+    }
+
+    fn adamw_multi(
+        params: Vec<AdamWParam<Self>>,
+        grad_scale: Option<Tensor<Self, 1>>,
+    ) -> Vec<(Tensor<Self, 1>, Tensor<Self, 1>, Tensor<Self, 1>)> {
+        cube::adamw_multi(params, grad_scale)
+    }
+
+    fn col_sum(x: Tensor<Self, 2>) -> Tensor<Self, 1> {
+        cube::col_sum(x)
     }
 
     fn fused_forward(

@@ -1,0 +1,26 @@
+//! Opt-in switches of the GPU tests, shared by the test files that run on wgpu or CUDA.
+
+/// Whether the wgpu tests run (`SEGGER_WGPU_TEST=1`, with a Vulkan adapter present: CI installs
+/// Mesa's lavapipe); says so on stderr when they are skipped.
+#[allow(dead_code)]
+pub fn wgpu_test() -> bool {
+    opted_in(
+        "SEGGER_WGPU_TEST",
+        "with a Vulkan adapter present (CI uses lavapipe)",
+    )
+}
+
+/// Whether the CUDA tests run (`SEGGER_CUDA_TEST=1`, on a machine with an NVIDIA GPU); says so
+/// on stderr when they are skipped.
+#[allow(dead_code)]
+pub fn cuda_test() -> bool {
+    opted_in("SEGGER_CUDA_TEST", "on a machine with an NVIDIA GPU")
+}
+
+fn opted_in(var: &str, hint: &str) -> bool {
+    let on = std::env::var(var).as_deref() == Ok("1");
+    if !on {
+        eprintln!("skipped: set {var}=1 {hint}");
+    }
+    on
+}
