@@ -4,7 +4,8 @@
 # sums, squared norms, f16/bf16); clip-inside-AdamW; parity on CUDA with the CPU's one-ulp
 # sensitivity (tests/parity.rs); the seed training step with the multi-tensor optimiser step,
 # the per-parameter one and session 2's (Burn's AdamW + host-read clip) on one warm device; host
-# time per phase and live tensor bytes; column-sum kernel against Burn's reduction; the PyG
+# time per phase and live tensor bytes; column-sum kernel against Burn's reduction; the edge
+# kernel's lane variant against the default (op and step); the PyG
 # baseline step on the same GPU (peak allocated and reserved); a profiled step. When
 # target/device/bin/gpu_bench_base.gz exists (gpu_bench built from an earlier commit), its step
 # runs too, on the same warm device, for a before/after figure.
@@ -51,8 +52,10 @@ if [ -x target/device/bin/gpu_bench_base ]; then
 fi
 echo "== host time per phase of the step, live tensor bytes"
 timeout 60 $B cuda phases 20 2>&1 | grep -E "phases|live|total" | tee "$OUT/phases.txt"
-echo "== column sums: kernel vs Burn's two-stage reduction"
-timeout 120 $B cuda ops 2>&1 | tee "$OUT/ops.txt" | grep -E "col_sum|linear"
+echo "== column sums: kernel vs Burn's two-stage reduction; edge kernel lanes vs default"
+timeout 120 $B cuda ops 2>&1 | tee "$OUT/ops.txt" | grep -E "col_sum|linear|gatv2"
+echo "== step: default edge kernel vs its lane variant, alternating"
+timeout 120 $B cuda step-edge 30 2>&1 | grep -E "edge kernel|median" | tee "$OUT/step_edge.txt"
 echo "== PyG step on the same GPU"
 timeout 150 python3 benches/pyg/gpu_step.py 2>&1 | tee "$OUT/pyg.txt" | grep -v "layer"
 echo "== profiled step"

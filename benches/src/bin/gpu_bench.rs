@@ -13,6 +13,8 @@
 //! * `step-baseline`: the step, then the same with the AdamW kernel launched per parameter
 //!   (`clipped_adamw_per_parameter`), with the optimiser step of session 2 (Burn's `AdamW`
 //!   after a gradient clip that reads the norm on the host), then the step again.
+//! * `step-edge`: the step with the default edge kernel and with its lane variant
+//!   (`mp::set_edge_lanes`), alternating, on one warm device.
 //! * `phases`: the host time of each phase of the step (forward, loss, backward, gradient
 //!   collection, clip + AdamW) and the final wait for the device; on CubeCL backends also the
 //!   bytes of live tensors after the forward pass and loss (every activation the backward pass
@@ -397,21 +399,26 @@ where
         let att = Tensor::<Inner<B>, 2>::random([4, 16], Distribution::Normal(0.0, 1.0), device);
         let (out, alpha) =
             Inner::<B>::fused_forward(xl.clone(), xr.clone(), att.clone(), &g).unwrap();
-        let ms = time_ms::<Inner<B>>(device, 10, || {
-            let _ = Inner::<B>::fused_forward(xl.clone(), xr.clone(), att.clone(), &g);
-        });
-        println!("op  {name:<9} gatv2 fused forward only          {ms:>9.3} ms");
-        let ms = time_ms::<Inner<B>>(device, 10, || {
-            let _ = Inner::<B>::fused_backward(
-                out.clone(),
-                xl.clone(),
-                xr.clone(),
-                att.clone(),
-                alpha.clone(),
-                &g,
-            );
-        });
-        println!("op  {name:<9} gatv2 fused backward only         {ms:>9.3} ms");
+        for lanes in [false, true] {
+            mp::set_edge_lanes(lanes);
+            let tag = if lanes { ", edge lanes" } else { " only" };
+            let ms = time_ms::<Inner<B>>(device, 10, || {
+                let _ = Inner::<B>::fused_forward(xl.clone(), xr.clone(), att.clone(), &g);
+            });
+            println!("op  {name:<9} gatv2 fused forward{tag:<12} {ms:>9.3} ms");
+            let ms = time_ms::<Inner<B>>(device, 10, || {
+                let _ = Inner::<B>::fused_backward(
+                    out.clone(),
+                    xl.clone(),
+                    xr.clone(),
+                    att.clone(),
+                    alpha.clone(),
+                    &g,
+                );
+            });
+            println!("op  {name:<9} gatv2 fused backward{tag:<11} {ms:>9.3} ms");
+        }
+        mp::set_edge_lanes(false);
         let ms = time_ms::<Inner<B>>(device, 10, || {
             let _ = xl.clone() + xr.clone();
         });
@@ -460,6 +467,22 @@ where
     }
     if what == "all" || what == "ops" {
         ops::<B>(&device);
+    }
+    if what == "step-edge" {
+        // The edge kernel's lane variant against the default, on one warm device.
+        for lanes in [false, true, false, true] {
+            mp::set_edge_lanes(lanes);
+            println!(
+                "edge kernel: {}",
+                if lanes {
+                    "16 lanes per (edge, head)"
+                } else {
+                    "one thread per (edge, head)"
+                }
+            );
+            step::<B>(&device, true, steps, OptimKind::Torch);
+        }
+        mp::set_edge_lanes(false);
     }
     if what == "split" {
         // The step with the plain linear, for comparison.

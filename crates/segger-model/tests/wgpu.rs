@@ -246,6 +246,50 @@ fn fused_gatv2_on_cuda_matches_the_generic_ops() {
     compare_with_generic::<Autodiff<burn::backend::Cuda>>(all);
 }
 
+on_wgpu_and_cuda!(
+    /// The edge kernel's lane variant (`mp::set_edge_lanes`: 16 threads per (edge, head)) inside
+    /// the fused op, against the generic ops, on the same graphs as the default kernel.
+    edge_lanes_on_wgpu_match_the_generic_ops,
+    edge_lanes_on_cuda_match_the_generic_ops,
+    edge_lanes_match_generic
+);
+
+fn edge_lanes_match_generic<G: GatBackend>() {
+    let mut all = cases();
+    all.extend(fixture_cases());
+    // 3 heads × 40 channels: two full rounds of 16 lanes and a partial one.
+    let mut rng = ChaCha8Rng::seed_from_u64(13);
+    let (ns, nd, e) = (700usize, 600usize, 2500usize);
+    all.push(Case {
+        name: "3 heads × 40 channels",
+        ns,
+        nd,
+        s: (0..e).map(|_| rng.random_range(0..ns as i64)).collect(),
+        d: (0..e).map(|_| rng.random_range(0..nd as i64)).collect(),
+        h: 3,
+        c: 40,
+    });
+    // The variant really runs: it sums the channels in another order than the default kernel,
+    // so some output differs in its last bits.
+    let last = all.last().expect("a case");
+    let mut rng = ChaCha8Rng::seed_from_u64(14);
+    let mut v = |k: usize| -> Vec<f32> { (0..k).map(|_| rng.random_range(-1.0..1.0)).collect() };
+    let (hc, sizes) = (last.h * last.c, (last.ns, last.nd));
+    let vals = [v(last.ns * hc), v(last.nd * hc), v(hc), v(last.nd * hc)];
+    let out = |lanes: bool| {
+        mp::set_edge_lanes(lanes);
+        run::<Autodiff<G>>(true, &last.s, &last.d, sizes, &vals, last.h, last.c)
+    };
+    let (with, without) = (out(true), out(false));
+    assert_ne!(
+        with[0], without[0],
+        "the lane variant gave bit-identical outputs"
+    );
+    mp::set_edge_lanes(true);
+    compare_with_generic::<Autodiff<G>>(all);
+    mp::set_edge_lanes(false);
+}
+
 /// The kernel itself, without autodiff: `Wgpu::fused_forward` must give the fused result
 /// (not `None`) and agree with the generic ops.
 #[test]

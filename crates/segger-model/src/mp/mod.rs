@@ -225,6 +225,23 @@ pub fn gather_grouped<B: GatBackend>(x: Tensor<B, 2>, idx: &RowIndex<B>) -> Tens
 }
 
 thread_local! {
+    static EDGE_LANES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Makes the GPU backends compute the edge scores and `dα` on this thread with 16 threads per
+/// (edge, head), each reading every 16th channel, so that a warp reads whole rows, and a
+/// reduction in shared memory; off (one thread per (edge, head) reading its channels in turn)
+/// by default. A variant for measurement on a device: it has not been timed on a GPU yet.
+pub fn set_edge_lanes(enabled: bool) {
+    EDGE_LANES.with(|f| f.set(enabled));
+}
+
+/// Whether [`set_edge_lanes`] is on for this thread.
+pub fn edge_lanes() -> bool {
+    EDGE_LANES.with(|f| f.get())
+}
+
+thread_local! {
     static SPLIT_K: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
 }
 
