@@ -440,17 +440,22 @@ fn dispatch(ctx: RunContext<'_>) -> Result<TrainSummary, TrainError> {
 }
 
 /// Turns on the on-disk caches of compiled GPU kernels and autotune results
-/// ([`segger_model::kernel_cache`]) before the first GPU device is used, and logs where they are.
+/// ([`segger_model::kernel_cache`]) before the first GPU device is used, and logs where they are
+/// (once). CubeCL reads its configuration when the first device starts, so this runs before any
+/// device is touched, [`cuda_available`]'s probe included.
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub fn kernel_cache() {
+    static LOGGED: std::sync::Once = std::sync::Once::new();
     let cache = segger_model::kernel_cache::configure_kernel_cache();
-    tracing::info!("GPU: {cache}");
+    LOGGED.call_once(|| tracing::info!("GPU: {cache}"));
 }
 
 /// Whether a CUDA device can be initialised (the driver library loads and device 0 answers).
 pub fn cuda_available() -> bool {
     #[cfg(feature = "cuda")]
     {
+        // Probing starts the device, which fixes CubeCL's configuration: caches first.
+        kernel_cache();
         std::panic::catch_unwind(|| {
             let d = burn::backend::cuda::CudaDevice::new(0);
             let t = burn::tensor::Tensor::<burn::backend::Cuda, 1>::ones([1], &d);
