@@ -2,6 +2,7 @@
 //! ([`clipped_adamw`]) against clipping the gradients first ([`clip_grad_norm`] then
 //! [`TorchAdamW`]), with a clip that is active, over three steps of the `small` parity model.
 
+#[macro_use]
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -101,25 +102,16 @@ fn clip_inside_adamw_equals_clip_then_adamw_on_the_cpu() {
     check(&before, &a, &b, "flex");
 }
 
-/// The same through the GPU kernels (the one-kernel AdamW reading the coefficient) on wgpu:
-/// opt in with `SEGGER_WGPU_TEST=1`.
-#[cfg(feature = "wgpu")]
-#[test]
-fn clip_inside_adamw_equals_clip_then_adamw_on_wgpu() {
-    if !common::wgpu_test() {
-        return;
-    }
-    let (before, a, b) = both_ways::<Autodiff<burn::backend::Wgpu>>();
-    check(&before, &a, &b, "wgpu");
+/// Both ways through the GPU kernels (the one-kernel AdamW reading the coefficient).
+#[allow(dead_code)]
+fn clip_inside_equals_clip_then<G: GatBackend>() {
+    let (before, a, b) = both_ways::<Autodiff<G>>();
+    check(&before, &a, &b, std::any::type_name::<G>());
 }
 
-/// The same on CUDA: opt in with `SEGGER_CUDA_TEST=1`.
-#[cfg(feature = "cuda")]
-#[test]
-fn clip_inside_adamw_equals_clip_then_adamw_on_cuda() {
-    if !common::cuda_test() {
-        return;
-    }
-    let (before, a, b) = both_ways::<Autodiff<burn::backend::Cuda>>();
-    check(&before, &a, &b, "cuda");
-}
+on_wgpu_and_cuda!(
+    /// The same through the GPU kernels (the one-kernel AdamW reading the coefficient).
+    clip_inside_adamw_equals_clip_then_adamw_on_wgpu,
+    clip_inside_adamw_equals_clip_then_adamw_on_cuda,
+    clip_inside_equals_clip_then
+);

@@ -4,6 +4,7 @@
 //! (`.ci/run` sets it after installing `mesa-vulkan-drivers`).
 #![cfg(feature = "wgpu")]
 
+#[macro_use]
 mod common;
 
 use burn::backend::{Autodiff, Flex, Wgpu};
@@ -15,29 +16,6 @@ use segger_graph::{EdgeType, NodeType};
 use segger_model::mp::{self, GatBackend};
 use segger_model::pyg::tensor_values;
 use segger_model::RelationGraph;
-
-/// A wgpu test (`SEGGER_WGPU_TEST=1`) and its CUDA twin (`SEGGER_CUDA_TEST=1`), each running
-/// `$check` on its backend.
-macro_rules! on_wgpu_and_cuda {
-    ($(#[$doc:meta])* $wgpu:ident, $cuda:ident, $check:ident) => {
-        $(#[$doc])*
-        #[test]
-        fn $wgpu() {
-            if common::wgpu_test() {
-                $check::<Wgpu>();
-            }
-        }
-
-        $(#[$doc])*
-        #[cfg(feature = "cuda")]
-        #[test]
-        fn $cuda() {
-            if common::cuda_test() {
-                $check::<burn::backend::Cuda>();
-            }
-        }
-    };
-}
 
 /// Output and gradients (`xl`, `xr`, `att`) of `sum(gatv2(..) * w)`.
 #[allow(clippy::too_many_arguments)]

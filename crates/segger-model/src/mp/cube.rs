@@ -495,6 +495,35 @@ fn launch_dst<R: CubeRuntime>(
     }
 }
 
+/// One edge `k` (source `src[k]`) of the destination pass; `at` is `(heads, h, H·C, off)` with
+/// `off = h·C + c`: forward,
+/// `(α·xl[j], 0)` with `weight` the attention; backward, `(de·att·LeakyReLU'(z), de·LeakyReLU(z))`
+/// with `weight` the `de` terms, `a = att[off]` and `r = xr[i, off]`.
+#[allow(clippy::too_many_arguments)]
+#[cube]
+fn dst_term<F: Float, I: Numeric>(
+    xl: &Tensor<F>,
+    weight: &Tensor<f32>,
+    src: &Tensor<I>,
+    k: usize,
+    at: (usize, usize, usize, usize),
+    a: f32,
+    r: f32,
+    slope: f32,
+    #[comptime] backward: bool,
+) -> (f32, f32) {
+    let (heads, h, hc, off) = at;
+    let j = u32::cast_from(src[k]) as usize;
+    let g = weight[k * heads + h];
+    let l = rd(xl, j * hc + off);
+    if backward {
+        let z = l + r;
+        (g * a * leaky_grad(z, slope), g * leaky(z, slope))
+    } else {
+        (g * l, 0.0f32)
+    }
+}
+
 /// Forward: `out[i,h,c] = Σ α·xl[j,h,c]` over i's edges. Backward: `grad_xr[i,h,c]` and the
 /// per-destination `grad_att` terms. One thread per (destination, head, channel).
 #[allow(clippy::too_many_arguments)]
@@ -527,24 +556,31 @@ fn gat_dst_kernel<F: Float, I: Numeric>(
     let start = u32::cast_from(row_ptr[i]) as usize;
     let end = u32::cast_from(row_ptr[i + 1]) as usize;
     let off = h * channels + c;
-    let mut acc = 0.0f32;
+    let mut a = 0.0f32;
+    let mut r = 0.0f32;
     if backward {
-        let a = rd(att, off);
-        let r = rd(xr, i * hc + off);
-        let mut acc_att = 0.0f32;
-        for k in start..end {
-            let j = u32::cast_from(src[k]) as usize;
-            let z = rd(xl, j * hc + off) + r;
-            let g = weight[k * heads + h];
-            acc += g * a * leaky_grad(z, slope);
-            acc_att += g * leaky(z, slope);
-        }
+        a = rd(att, off);
+        r = rd(xr, i * hc + off);
+    }
+    let mut acc = 0.0f32;
+    let mut acc_att = 0.0f32;
+    for k in start..end {
+        let (t, t_att) = dst_term(
+            xl,
+            weight,
+            src,
+            k,
+            (heads, h, hc, off),
+            a,
+            r,
+            slope,
+            backward,
+        );
+        acc += t;
+        acc_att += t_att;
+    }
+    if backward {
         att_part[ABSOLUTE_POS] = acc_att;
-    } else {
-        for k in start..end {
-            let j = u32::cast_from(src[k]) as usize;
-            acc += weight[k * heads + h] * rd(xl, j * hc + off);
-        }
     }
     out[ABSOLUTE_POS] = F::cast_from(acc);
 }
@@ -595,26 +631,28 @@ fn gat_dst_block_kernel<F: Float, I: Numeric>(
     let mut acc_att = 0.0f32;
     if part < parts {
         let rounds = (end - start).div_ceil(parts);
+        let mut a = 0.0f32;
+        let mut r = 0.0f32;
         if backward {
-            let a = rd(att, off);
-            let r = rd(xr, i * hc + off);
-            for q in 0..rounds {
-                let k = start + q * parts + part;
-                if k < end {
-                    let j = u32::cast_from(src[k]) as usize;
-                    let z = rd(xl, j * hc + off) + r;
-                    let g = weight[k * heads + h];
-                    acc += g * a * leaky_grad(z, slope);
-                    acc_att += g * leaky(z, slope);
-                }
-            }
-        } else {
-            for q in 0..rounds {
-                let k = start + q * parts + part;
-                if k < end {
-                    let j = u32::cast_from(src[k]) as usize;
-                    acc += weight[k * heads + h] * rd(xl, j * hc + off);
-                }
+            a = rd(att, off);
+            r = rd(xr, i * hc + off);
+        }
+        for q in 0..rounds {
+            let k = start + q * parts + part;
+            if k < end {
+                let (t, t_att) = dst_term(
+                    xl,
+                    weight,
+                    src,
+                    k,
+                    (heads, h, hc, off),
+                    a,
+                    r,
+                    slope,
+                    backward,
+                );
+                acc += t;
+                acc_att += t_att;
             }
         }
     }

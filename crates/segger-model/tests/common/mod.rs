@@ -24,3 +24,28 @@ fn opted_in(var: &str, hint: &str) -> bool {
     }
     on
 }
+
+/// A wgpu test (`SEGGER_WGPU_TEST=1`) and its CUDA twin (`SEGGER_CUDA_TEST=1`), each running
+/// `$check` on its backend.
+#[allow(unused_macros)]
+macro_rules! on_wgpu_and_cuda {
+    ($(#[$doc:meta])* $wgpu:ident, $cuda:ident, $check:ident) => {
+        $(#[$doc])*
+        #[cfg(feature = "wgpu")]
+        #[test]
+        fn $wgpu() {
+            if common::wgpu_test() {
+                $check::<burn::backend::Wgpu>();
+            }
+        }
+
+        $(#[$doc])*
+        #[cfg(feature = "cuda")]
+        #[test]
+        fn $cuda() {
+            if common::cuda_test() {
+                $check::<burn::backend::Cuda>();
+            }
+        }
+    };
+}
