@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+pub mod cuda_pools;
+
 /// The allocator the `segger` binary uses, so that benches measure the same thing.
 pub use mimalloc::MiMalloc as Allocator;
 

@@ -55,6 +55,7 @@ fn main() {
         accelerator: Accelerator::Cpu,
         strategy: Strategy::Auto,
         precision: Precision::F32,
+        float32_matmul_precision: Default::default(),
         devices: 1,
         epochs: 1,
         default_root_dir: dir.path().join("run"),

@@ -4,8 +4,8 @@ The reference Segger model (GATv2Conv, `to_hetero`, seed config: init_emb 8, hid
 1 mid layer, out 16, 4 heads, sum aggregation) on a batch shaped like gpu_bench's: 4 tiles x
 10,300 transcripts, 106 nuclei per tile, 3 tx->tx and 3 tx->bd edges per transcript, every
 sixth transcript a positive with 5 negatives. One training step = forward, BCE-with-logits,
-backward, global-norm clip 1.0, AdamW. Timed with CUDA synchronisation; median of 20 steps after
-3 warm-up steps; peak memory = torch.cuda.max_memory_allocated (live tensors) and max_memory_reserved
+backward, global-norm clip 1.0, AdamW, in plain f32 (TF32 off, PyTorch's default), then again
+with TF32 matmuls. Timed with CUDA synchronisation; median of 20 steps after 3 warm-up steps; peak memory = torch.cuda.max_memory_allocated (live tensors) and max_memory_reserved
 (the caching allocator's pool, the counterpart of CubeCL's reserved pool). Also one GATv2Conv layer
 (64 -> 4 x 16) forward + backward at 10k/30k, 41k/123k and 200k/1M nodes/edges.
 
@@ -106,6 +106,17 @@ def main():
         f"{torch.cuda.max_memory_allocated() / 2**20:.1f} MiB allocated, "
         f"{torch.cuda.max_memory_reserved() / 2**20:.1f} MiB reserved by the caching allocator"
     )
+    # The same step with TF32 matmuls (torch.set_float32_matmul_precision("high")), the
+    # counterpart of segger's --float32_matmul_precision high (Burn's default CUDA matmul).
+    torch.backends.cuda.matmul.allow_tf32 = True
+    for _ in range(3):
+        step()
+    times = [sync_time(step) for _ in range(20)]
+    print(
+        f"pyg step with TF32 matmuls: median {statistics.median(times):.2f} ms, "
+        f"min {min(times):.2f} ms over 20 steps"
+    )
+    torch.backends.cuda.matmul.allow_tf32 = False
     for name, n, e in [("tile_10k_30k", 10_000, 30_000), ("batch_41k_123k", 41_000, 123_000),
                        ("200k_1M", 200_000, 1_000_000)]:
         conv = GATv2Conv(64, 16, heads=4, add_self_loops=False).to(dev)

@@ -15,6 +15,12 @@
 //!   after a gradient clip that reads the norm on the host), then the step again.
 //! * `step-edge`: the step with the default edge kernel and with its lane variant
 //!   (`mp::set_edge_lanes`), alternating, on one warm device.
+//! * `step-matmul`: the step with plain-f32 matmuls (`MatmulPrecision::Highest`, the default)
+//!   with the simple and the double-buffered unit kernel, and with the backend's default matmul
+//!   (`High`: TF32 on CUDA), alternating, on one warm device. Every other mode runs at the
+//!   default (`Highest`, simple unit kernel).
+//! * `matmul`: the model's matmul shapes at the seed batch (41,984 rows), forward and backward
+//!   products, with the three kernels of `step-matmul`.
 //! * `phases`: the host time of each phase of the step (forward, loss, backward, gradient
 //!   collection, clip + AdamW) and the final wait for the device; on CubeCL backends also the
 //!   bytes of live tensors after the forward pass and loss (every activation the backward pass
@@ -25,6 +31,12 @@
 //!
 //! On CubeCL backends the memory pool's size after the steps is printed too (it only grows, so
 //! it bounds the peak). Kernel and autotune caches follow `cubecl.toml` in the working directory.
+//!
+//! Memory without a GPU: `SEGGER_POOL_SIM=h100 gpu_bench wgpu step 2` (or `h200`, or a device
+//! memory in MiB) gives the wgpu device the memory pools CubeCL's CUDA runtime builds for that
+//! card ([`segger_benches::cuda_pools`]), so the pool it prints predicts the CUDA pool; with
+//! `benches/device/peak.toml` as `./cubecl.toml` the pool is an upper bound of the peak of live
+//! tensor bytes (exact-size pages).
 
 #[global_allocator]
 static GLOBAL: segger_benches::Allocator = segger_benches::Allocator;
@@ -330,6 +342,47 @@ fn time_ms<B: burn::tensor::backend::Backend>(
     median(t)
 }
 
+/// The model's products at the seed batch (41,984 rows × 256 or 64 channels): a layer's `x Wᵀ`,
+/// the input gradient `dy W`, and the split weight gradient (41 chunks of `[fin, 1024] ·
+/// [1024, fout]`), each with the simple and the double-buffered unit kernel (plain f32) and with
+/// the backend's default matmul (TF32 on CUDA).
+fn matmuls<B: GatBackend>(device: &B::Device) {
+    use segger_model::mp::{
+        set_float32_matmul_precision, set_unit_matmul_double_buffered, MatmulPrecision,
+    };
+    let n = 41_984;
+    for (fin, fout) in [(256usize, 256usize), (256, 64), (8, 256)] {
+        let x = Tensor::<B, 2>::random([n, fin], Distribution::Normal(0.0, 1.0), device);
+        let w = Tensor::<B, 2>::random([fout, fin], Distribution::Normal(0.0, 0.1), device);
+        let dy = Tensor::<B, 2>::random([n, fout], Distribution::Normal(0.0, 1.0), device);
+        let xc = x.clone().reshape([n / 1024, 1024, fin]).swap_dims(1, 2);
+        let dyc = dy.clone().reshape([n / 1024, 1024, fout]);
+        for (p, double, name) in [
+            (MatmulPrecision::Highest, false, "unit"),
+            (MatmulPrecision::Highest, true, "double unit"),
+            (MatmulPrecision::High, false, "backend (TF32 on CUDA)"),
+        ] {
+            set_float32_matmul_precision(p);
+            set_unit_matmul_double_buffered(double);
+            let fwd = time_ms::<B>(device, 20, || {
+                let _ = mp::matmul(x.clone(), w.clone().transpose());
+            });
+            let dx = time_ms::<B>(device, 20, || {
+                let _ = mp::matmul(dy.clone(), w.clone());
+            });
+            let dw = time_ms::<B>(device, 20, || {
+                let _ = mp::matmul(xc.clone(), dyc.clone());
+            });
+            println!(
+                "matmul {fin:>3}→{fout:<3} {name:<24} x Wᵀ {fwd:>7.3} ms, dy W {dx:>7.3} ms, \
+                 chunked xᵀ dy {dw:>7.3} ms"
+            );
+        }
+    }
+    set_float32_matmul_precision(MatmulPrecision::Highest);
+    set_unit_matmul_double_buffered(false);
+}
+
 /// The pieces of a training step, each timed alone (forward + backward where it has one).
 fn ops<B>(device: &B::Device)
 where
@@ -484,12 +537,79 @@ where
         }
         mp::set_edge_lanes(false);
     }
+    if what == "step-matmul" {
+        // Float32 matmul precision: plain f32 (the default, the reference's) against the
+        // backend's default matmul (TF32 on CUDA), alternating on one warm device.
+        use segger_model::mp::{
+            set_float32_matmul_precision, set_unit_matmul_double_buffered, MatmulPrecision,
+        };
+        for _ in 0..2 {
+            for (p, double) in [
+                (MatmulPrecision::Highest, false),
+                (MatmulPrecision::Highest, true),
+                (MatmulPrecision::High, false),
+            ] {
+                set_float32_matmul_precision(p);
+                set_unit_matmul_double_buffered(double);
+                println!("float32 matmul precision: {p:?}, double-buffered unit kernel {double}");
+                step::<B>(&device, true, steps, OptimKind::Torch);
+            }
+        }
+        set_float32_matmul_precision(MatmulPrecision::Highest);
+        set_unit_matmul_double_buffered(false);
+    }
+    if what == "matmul" {
+        matmuls::<B::InnerBackend>(&device);
+    }
     if what == "split" {
         // The step with the plain linear, for comparison.
         mp::set_split_k(Some(false));
         step::<B>(&device, true, steps, OptimKind::Torch);
         mp::set_split_k(None);
     }
+}
+
+/// The wgpu device; with `SEGGER_POOL_SIM=h100` (or `h200`, or a device memory in MiB) its
+/// memory pools are the ones CubeCL's CUDA runtime builds for that card, so the steps' pool
+/// figures predict the CUDA pool's (see `segger_benches::cuda_pools`).
+#[cfg(feature = "wgpu")]
+fn wgpu_device() -> burn::backend::wgpu::WgpuDevice {
+    use burn::backend::wgpu::{graphics::AutoGraphicsApi, init_setup, RuntimeOptions, WgpuDevice};
+    use segger_benches::cuda_pools;
+    let device = WgpuDevice::default();
+    let Ok(name) = std::env::var("SEGGER_POOL_SIM") else {
+        return device;
+    };
+    let Some(total) = cuda_pools::device_memory(&name) else {
+        eprintln!("SEGGER_POOL_SIM={name}: expected h100, h200 or a device memory in MiB");
+        std::process::exit(2);
+    };
+    let pools = cuda_pools::cuda_sub_slices(total);
+    let pages: Vec<String> = pools
+        .iter()
+        .filter_map(|p| match p {
+            cuda_pools::Pool::Sliced {
+                page_size,
+                max_slice,
+            } => Some(format!(
+                "{:.1} (slices ≤ {:.2})",
+                *page_size as f64 / 1048576.0,
+                *max_slice as f64 / 1048576.0
+            )),
+            cuda_pools::Pool::Exclusive { .. } => None,
+        })
+        .collect();
+    println!(
+        "memory pools of CubeCL's CUDA runtime for a {:.0} MiB device ({name}); pages, MiB: {}",
+        total as f64 / 1048576.0,
+        pages.join(", ")
+    );
+    let options = RuntimeOptions {
+        memory_config: cuda_pools::memory_configuration(&pools),
+        ..Default::default()
+    };
+    init_setup::<AutoGraphicsApi>(&device, options);
+    device
 }
 
 fn main() {
@@ -504,7 +624,7 @@ fn main() {
         #[cfg(feature = "cuda")]
         "cuda" => run::<Autodiff<burn::backend::Cuda>>(Default::default(), what, steps),
         #[cfg(feature = "wgpu")]
-        "wgpu" => run::<Autodiff<burn::backend::Wgpu>>(Default::default(), what, steps),
+        "wgpu" => run::<Autodiff<burn::backend::Wgpu>>(wgpu_device(), what, steps),
         other => {
             eprintln!("unknown or not built backend {other}: flex, cuda (feature cuda), wgpu (feature wgpu)");
             std::process::exit(2);

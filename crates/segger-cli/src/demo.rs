@@ -118,6 +118,7 @@ pub fn run(a: DemoArgs) -> Result<(), CliError> {
         accelerator,
         strategy: Strategy::Auto,
         precision: Precision::F32,
+        float32_matmul_precision: Default::default(),
         devices: 1,
         epochs: a.epochs,
         default_root_dir: model.clone(),

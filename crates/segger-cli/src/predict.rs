@@ -59,6 +59,14 @@ pub struct PredictArgs {
     /// Backend: cpu, wgpu, cuda or auto (cuda when built in and present, else cpu).
     #[arg(long, default_value = "auto")]
     pub accelerator: String,
+    /// Float32 matmuls on the GPU: highest (plain f32) or high (TF32 on CUDA's tensor cores);
+    /// see `segger train --help`.
+    #[arg(
+        long = "float32_matmul_precision",
+        alias = "float32-matmul-precision",
+        default_value = "highest"
+    )]
+    pub float32_matmul_precision: String,
     /// Tiles per forward pass.
     #[arg(long = "batch_size", alias = "batch-size", default_value_t = 1)]
     pub batch_size: usize,
@@ -82,7 +90,12 @@ pub fn run(a: PredictArgs) -> Result<(), CliError> {
         .accelerator
         .parse()
         .map_err(|e| CliError::input(anyhow::anyhow!("--accelerator: {e}")))?;
+    let float32_matmul_precision = a
+        .float32_matmul_precision
+        .parse()
+        .map_err(|e: String| CliError::input(anyhow::anyhow!("--float32_matmul_precision: {e}")))?;
     let mut cfg = PredictConfig::new(a.model, a.input, a.output);
+    cfg.float32_matmul_precision = float32_matmul_precision;
     cfg.k_bd = a.k_bd;
     cfg.dist_bd = a.dist_bd;
     cfg.score_cut = a.score_cut;

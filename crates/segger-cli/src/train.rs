@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use segger_model::mp::MatmulPrecision;
 use segger_model::{Aggr, SeggerConfig};
 use segger_train::{Accelerator, Precision, Strategy, TrainConfig};
 
@@ -68,6 +69,15 @@ pub struct TrainArgs {
     /// 32 (float32). 16-mixed and bf16-mixed are recognised and refused: Burn 0.21 has no autocast.
     #[arg(long, default_value = "32")]
     pub precision: String,
+    /// Float32 matmuls on the GPU, as PyTorch's `torch.set_float32_matmul_precision`: highest
+    /// (plain f32, what the reference computes) or high (TF32 on CUDA's tensor cores, about 1e-3
+    /// relative error per product). The CPU always multiplies in plain f32.
+    #[arg(
+        long = "float32_matmul_precision",
+        alias = "float32-matmul-precision",
+        default_value = "highest"
+    )]
+    pub float32_matmul_precision: String,
     /// Number of devices (GPUs); the CPU is one device.
     #[arg(long, default_value_t = 1)]
     pub devices: usize,
@@ -133,6 +143,10 @@ pub fn run(a: TrainArgs) -> Result<(), CliError> {
         .precision
         .parse()
         .map_err(|e| bad(format!("--precision: {e}")))?;
+    let float32_matmul_precision: MatmulPrecision = a
+        .float32_matmul_precision
+        .parse()
+        .map_err(|e| bad(format!("--float32_matmul_precision: {e}")))?;
     let mut model = SeggerConfig::new(a.num_tx_tokens);
     model.init_emb = a.init_emb;
     model.hidden_channels = a.hidden_channels;
@@ -149,6 +163,7 @@ pub fn run(a: TrainArgs) -> Result<(), CliError> {
         accelerator,
         strategy,
         precision,
+        float32_matmul_precision,
         devices: a.devices,
         epochs: a.epochs,
         default_root_dir: a.default_root_dir,

@@ -98,6 +98,11 @@ fn twenty_epochs_lower_the_loss_and_report_auroc() {
     // The saved weights load back with the saved config and reproduce the architecture.
     let cfg = std::fs::read_to_string(run.join("config.json")).unwrap();
     assert!(cfg.contains("\"hidden_channels\": 64"), "{cfg}");
+    let run_cfg = std::fs::read_to_string(run.join("run_config.json")).unwrap();
+    assert!(
+        run_cfg.contains("\"float32_matmul_precision\": \"highest\""),
+        "{run_cfg}"
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("best validation loss"), "{stdout}");
 }
@@ -244,6 +249,14 @@ fn bad_input_exits_2_and_writes_nothing() {
             ]
             .concat(),
             "autocast",
+        ),
+        (
+            [
+                train_args(&train, &val, &tmp.path().join("r7")),
+                vec!["--float32_matmul_precision".into(), "medium".into()],
+            ]
+            .concat(),
+            "--float32_matmul_precision: unknown float32 matmul precision \"medium\"",
         ),
     ];
     for (args, needle) in cases {

@@ -354,13 +354,21 @@ fn parity_cuda_fused() {
             (w, exp, sens)
         })
         .collect();
-    // CUDA's matmul rounds f32 to TF32; the parity run multiplies in plain f32 instead.
-    mp::set_exact_linear(true);
+    // Burn's CUDA matmul rounds f32 to TF32. The model's matmuls take CubeCL's unit matmul
+    // instead (`MatmulPrecision::Highest`, the default); the run is repeated with the layers'
+    // products as elementwise products and sums (`set_exact_linear`), which needs no matmul.
+    assert_eq!(mp::float32_matmul_precision(), mp::MatmulPrecision::Highest);
     let mut failed = Vec::new();
-    for fused in [true, false] {
+    for (exact_linear, fused) in [(false, true), (false, false), (true, true), (true, false)] {
+        mp::set_exact_linear(exact_linear);
         for (w, exp, sens) in &fixtures {
             let r = run_fixture::<Autodiff<burn::backend::Cuda>>(w, exp, fused);
-            let what = format!("{} cuda fused={fused}", w.display());
+            let via = if exact_linear {
+                "elementwise linear"
+            } else {
+                "unit matmul"
+            };
+            let what = format!("{} cuda fused={fused} {via}", w.display());
             eprintln!("{what}: worst {:?}", r.worst);
             let left = unexcused(&r, sens);
             for f in &r.failures {
@@ -378,6 +386,7 @@ fn parity_cuda_fused() {
             }
         }
     }
+    mp::set_exact_linear(false);
     assert!(failed.is_empty(), "over tolerance: {failed:?}");
 }
 

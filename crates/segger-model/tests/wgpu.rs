@@ -467,6 +467,110 @@ fn col_sum_matches_host<G: GatBackend>() {
 }
 
 on_wgpu_and_cuda!(
+    /// `mp::matmul` at the default float32 precision (`Highest`: CubeCL's unit matmul, plain f32
+    /// multiply-adds) against f64 products on the host, in the shapes the model multiplies: a
+    /// layer's `x Wᵀ` (a transposed weight), the input gradient `dy W`, the weight gradient `xᵀ dy`
+    /// (a transposed view) and its split form, a batch of per-chunk products; the simple and the
+    /// double-buffered unit kernel. Burn's own matmul
+    /// is printed beside it; on CUDA it rounds to TF32 (about 1e-3), so there the test also shows
+    /// that the switch takes another kernel.
+    unit_matmul_on_wgpu_matches_the_host,
+    unit_matmul_on_cuda_matches_the_host,
+    unit_matmul_matches_host
+);
+
+/// Relative error ‖got − want‖∞ / ‖want‖∞ of a `[batch, m, n]` product.
+fn matmul_error(got: &[f32], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let scale = want.iter().fold(0.0f64, |m, w| m.max(w.abs())).max(1e-30);
+    got.iter()
+        .zip(want)
+        .fold(0.0f64, |m, (g, w)| m.max((*g as f64 - w).abs()))
+        / scale
+}
+
+/// Element `(r, c)` of matrix `b` of a batch of `[rows, cols]` matrices stored row-major, or
+/// stored as their transposes (`[cols, rows]` each) when `transposed`.
+fn element(
+    v: &[f32],
+    transposed: bool,
+    (rows, cols): (usize, usize),
+    b: usize,
+    r: usize,
+    c: usize,
+) -> f64 {
+    let i = if transposed {
+        (b * cols + c) * rows + r
+    } else {
+        (b * rows + r) * cols + c
+    };
+    v[i] as f64
+}
+
+fn unit_matmul_matches_host<G: GatBackend>() {
+    use segger_model::mp::{float32_matmul_precision, MatmulPrecision};
+    assert_eq!(float32_matmul_precision(), MatmulPrecision::Highest);
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let dev = Default::default();
+    // (batch, m, k, n, lhs stored transposed, rhs stored transposed)
+    for (batch, m, k, n, lt, rt) in [
+        (1usize, 3_000usize, 256usize, 64usize, false, true),
+        (1, 3_000, 64, 256, false, false),
+        (1, 256, 3_000, 64, true, false),
+        (1, 1, 1, 1, false, false),
+        (1, 17, 5, 3, false, true),
+        (6, 48, 1_024, 40, true, false),
+    ] {
+        let mut values =
+            |len: usize| -> Vec<f32> { (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect() };
+        // Stored as [batch, k, m] when transposed, then viewed as [batch, m, k].
+        let a = values(batch * m * k);
+        let b = values(batch * k * n);
+        let at = |bi: usize, i: usize, p: usize| element(&a, lt, (m, k), bi, i, p);
+        let bt = |bi: usize, p: usize, j: usize| element(&b, rt, (k, n), bi, p, j);
+        let mut want = vec![0.0f64; batch * m * n];
+        for bi in 0..batch {
+            for i in 0..m {
+                for j in 0..n {
+                    want[(bi * m + i) * n + j] = (0..k).map(|p| at(bi, i, p) * bt(bi, p, j)).sum();
+                }
+            }
+        }
+        let ta = Tensor::<G, 3>::from_data(
+            TensorData::new(a, if lt { [batch, k, m] } else { [batch, m, k] }),
+            &dev,
+        );
+        let tb = Tensor::<G, 3>::from_data(
+            TensorData::new(b, if rt { [batch, n, k] } else { [batch, k, n] }),
+            &dev,
+        );
+        let ta = if lt { ta.swap_dims(1, 2) } else { ta };
+        let tb = if rt { tb.swap_dims(1, 2) } else { tb };
+        let what =
+            format!("[{batch}, {m}, {k}] · [{batch}, {k}, {n}] (lhs transposed {lt}, rhs {rt})");
+        let burn = tensor_values(ta.clone().matmul(tb.clone()));
+        let eb = matmul_error(&burn, &want);
+        for double in [false, true] {
+            mp::set_unit_matmul_double_buffered(double);
+            let unit = if batch == 1 {
+                let [a2, b2] = [ta.clone(), tb.clone()].map(|t| t.squeeze_dim::<2>(0));
+                tensor_values(mp::matmul(a2, b2))
+            } else {
+                tensor_values(mp::matmul(ta.clone(), tb.clone()))
+            };
+            let eu = matmul_error(&unit, &want);
+            eprintln!("{what}: unit matmul (double-buffered {double}) {eu:.2e}, Burn's {eb:.2e}");
+            // f32 products summed over k terms.
+            assert!(
+                eu <= 2e-6 * (k as f64).sqrt().max(1.0),
+                "{what}, double-buffered {double}: {eu:.2e}"
+            );
+        }
+        mp::set_unit_matmul_double_buffered(false);
+    }
+}
+
+on_wgpu_and_cuda!(
     /// The multi-tensor AdamW step on the GPU against the generic ops on the CPU, parameter by
     /// parameter: 41 parameters from one element to 70,001, with steps 1, 2 and 5 mixed (three
     /// groups of step scalars, one of them larger than one launch), with and without a clip

@@ -7,6 +7,7 @@ use rayon::prelude::*;
 use segger_data::{TileBounds, TileDataset};
 use segger_graph::knn::{knn_bipartite, KnnParams};
 use segger_graph::{Batch, NodeFeatures, NodeIds};
+use segger_model::mp::MatmulPrecision;
 use segger_model::{GatBackend, GraphInput, SeggerConfig};
 use serde::Serialize;
 use thiserror::Error;
@@ -50,6 +51,8 @@ pub struct PredictConfig {
     pub overwrite: bool,
     /// Raw input only: the platform (`xenium`, `merscope`, `cosmx`).
     pub platform: Option<String>,
+    /// Float32 matmuls on the GPU: plain f32 (`Highest`, as trained) or TF32 (`High`).
+    pub float32_matmul_precision: MatmulPrecision,
 }
 
 impl PredictConfig {
@@ -71,6 +74,7 @@ impl PredictConfig {
             num_workers: 2,
             overwrite: false,
             platform: None,
+            float32_matmul_precision: MatmulPrecision::Highest,
         }
     }
 }
@@ -333,6 +337,7 @@ fn temp_next_to(out: &Path, tag: &str) -> Result<TempDir, PredictError> {
 /// is written to `--output` before every input check passes, and `--output` appears only
 /// complete (written to a temporary directory, then renamed).
 pub fn predict(cfg: &PredictConfig) -> Result<PredictSummary, PredictError> {
+    segger_model::mp::set_float32_matmul_precision(cfg.float32_matmul_precision);
     let t0 = Instant::now();
     check_flags(cfg)?;
     if cfg.output.exists() && !cfg.overwrite {

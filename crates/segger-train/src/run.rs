@@ -11,6 +11,7 @@ use burn::train::logger::FileMetricLogger;
 use burn::train::metric::{FBetaScoreMetric, LossMetric};
 use burn::train::{ExecutionStrategy, Learner, MultiDeviceOptim, SupervisedTraining};
 use segger_data::TileDataset;
+use segger_model::mp::MatmulPrecision;
 use segger_model::optim::clipped_adamw;
 use segger_model::{GatBackend, Segger, SeggerConfig};
 use serde::{Deserialize, Serialize};
@@ -115,6 +116,10 @@ pub struct TrainConfig {
     pub strategy: Strategy,
     /// Precision.
     pub precision: Precision,
+    /// Float32 matmuls on the GPU: plain f32 (`highest`, the reference's) or TF32 on CUDA's
+    /// tensor cores (`high`); see [`segger_model::mp::MatmulPrecision`].
+    #[serde(default)]
+    pub float32_matmul_precision: MatmulPrecision,
     /// Number of devices.
     pub devices: usize,
     /// Number of epochs.
@@ -288,6 +293,7 @@ pub fn last_checkpoint(root: &Path) -> Option<usize> {
 
 /// Checks the flags and data, then trains. Nothing is written before every input check passes.
 pub fn train(cfg: &TrainConfig) -> Result<TrainSummary, TrainError> {
+    segger_model::mp::set_float32_matmul_precision(cfg.float32_matmul_precision);
     if cfg.devices == 0 {
         return Err(TrainError::Input("--devices must be at least 1".into()));
     }

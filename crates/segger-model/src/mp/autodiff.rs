@@ -101,7 +101,7 @@ impl<B: GatBackend> Backward<B, 2> for LinearBackward {
             grads.register::<B>(n.id, prim(super::weight_grad(inner(x), dy.clone(), split)));
         }
         if let Some(n) = px {
-            grads.register::<B>(n.id, prim(dy.matmul(inner(w))));
+            grads.register::<B>(n.id, prim(super::matmul(dy, inner(w))));
         }
     }
 }

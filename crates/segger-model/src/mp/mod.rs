@@ -263,6 +263,79 @@ pub fn set_exact_linear(exact: bool) {
     EXACT_LINEAR.with(|f| f.set(exact));
 }
 
+/// How float32 matmuls are computed on the GPU backends: PyTorch's
+/// `torch.set_float32_matmul_precision` for this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MatmulPrecision {
+    /// Plain f32 multiply-adds (PyTorch's default, and what the reference trains with): on the
+    /// GPU backends CubeCL's unit matmul, which does not use tensor cores.
+    #[default]
+    Highest,
+    /// The backend's default matmul, which on CUDA rounds f32 inputs to TF32 on tensor cores
+    /// (about 1e-3 relative error per product): PyTorch's `"high"`.
+    High,
+}
+
+impl std::str::FromStr for MatmulPrecision {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "highest" => Ok(Self::Highest),
+            "high" => Ok(Self::High),
+            other => Err(format!(
+                "unknown float32 matmul precision {other:?}: expected highest or high"
+            )),
+        }
+    }
+}
+
+static MATMUL_TF32: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Sets the float32 matmul precision of the GPU backends for the whole process (default
+/// [`MatmulPrecision::Highest`]). The CPU backends always multiply in plain f32; f16 and bf16
+/// tensors always take the backend's default matmul.
+pub fn set_float32_matmul_precision(p: MatmulPrecision) {
+    MATMUL_TF32.store(
+        p == MatmulPrecision::High,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
+
+static UNIT_DOUBLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes the plain-f32 matmul of the GPU backends ([`MatmulPrecision::Highest`]) take CubeCL's
+/// double-buffered unit kernel instead of its simple one, for the whole process: for
+/// benchmarks, until a device run shows which is faster. Both multiply in plain f32.
+pub fn set_unit_matmul_double_buffered(double: bool) {
+    UNIT_DOUBLE.store(double, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether [`set_unit_matmul_double_buffered`] is on.
+pub fn unit_matmul_double_buffered() -> bool {
+    UNIT_DOUBLE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The float32 matmul precision set by [`set_float32_matmul_precision`].
+pub fn float32_matmul_precision() -> MatmulPrecision {
+    if MATMUL_TF32.load(std::sync::atomic::Ordering::Relaxed) {
+        MatmulPrecision::High
+    } else {
+        MatmulPrecision::Highest
+    }
+}
+
+/// `a · b` for rank-2 or batched rank-3 tensors through [`GatBackend::matmul`], so that the
+/// GPU backends follow [`float32_matmul_precision`]. Every matmul of the model's layers and of
+/// their recorded backward passes goes through here.
+pub fn matmul<B: GatBackend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(B::matmul(
+        a.into_primitive().tensor(),
+        b.into_primitive().tensor(),
+    )))
+}
+
 /// Whether [`linear`] and [`add_bias`] cut `n` rows into chunks of [`SPLIT_K_ROWS`] on this
 /// thread: on the GPU backends (or as [`set_split_k`] says) and for `n > 2 · SPLIT_K_ROWS`.
 pub fn splits_rows<B: GatBackend>(n: usize) -> bool {
@@ -312,12 +385,12 @@ pub fn weight_grad<B: GatBackend>(x: Tensor<B, 2>, dy: Tensor<B, 2>, split: bool
     let [_, fin] = x.dims();
     let fout = dy.dims()[1];
     if !split {
-        return x.transpose().matmul(dy).transpose();
+        return matmul(x.transpose(), dy).transpose();
     }
     let x = into_chunks(x);
     let dy = into_chunks(dy);
     let chunks = x.dims()[0];
-    let per_chunk = x.swap_dims(1, 2).matmul(dy).reshape([chunks, fin * fout]);
+    let per_chunk = matmul(x.swap_dims(1, 2), dy).reshape([chunks, fin * fout]);
     B::col_sum(per_chunk).reshape([fin, fout]).transpose()
 }
 
@@ -350,7 +423,14 @@ pub trait GatBackend: Backend {
 
     /// `x Wᵀ` (see [`linear`]); the autodiff backend records it as one op.
     fn dense(x: Tensor<Self, 2>, w: Tensor<Self, 2>) -> Tensor<Self, 2> {
-        x.matmul(w.transpose())
+        matmul(x, w.transpose())
+    }
+
+    /// `lhs · rhs` (see [`matmul`]). The default is the backend's matmul; the GPU backends
+    /// multiply f32 tensors in plain f32 unless [`float32_matmul_precision`] is
+    /// [`MatmulPrecision::High`].
+    fn matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::float_matmul(lhs, rhs)
     }
 
     /// `x + b` over rows (see [`add_bias`]); the autodiff backend records it as one op.
@@ -662,6 +742,16 @@ where
 
     fn col_sum(x: Tensor<Self, 2>) -> Tensor<Self, 1> {
         cube::col_sum(x)
+    }
+
+    fn matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
+        if lhs.dtype == burn::tensor::DType::F32
+            && float32_matmul_precision() == MatmulPrecision::Highest
+        {
+            cube::matmul_f32(lhs, rhs, unit_matmul_double_buffered())
+        } else {
+            <Self as burn::tensor::ops::FloatTensorOps<Self>>::float_matmul(lhs, rhs)
+        }
     }
 
     fn fused_forward(
