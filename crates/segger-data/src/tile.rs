@@ -75,6 +75,9 @@ struct Reader<'a> {
     st: SafeTensors<'a>,
 }
 
+/// The two rows of a `[2, E]` index tensor (an edge index or a label index).
+type PairRows = (Vec<i64>, Vec<i64>);
+
 impl<'a> Reader<'a> {
     fn get(&self, name: &str) -> Option<TensorView<'a>> {
         self.st.tensor(name).ok()
@@ -142,7 +145,7 @@ impl<'a> Reader<'a> {
         Ok((self.f32s(name, &v)?, shape[1]))
     }
 
-    fn pair_rows(&self, name: &str) -> Result<Option<(Vec<i64>, Vec<i64>)>, DataError> {
+    fn pair_rows(&self, name: &str) -> Result<Option<PairRows>, DataError> {
         let Some(v) = self.get(name) else {
             return Ok(None);
         };

@@ -140,6 +140,11 @@ impl NodeIds {
             NodeIds::Str(v) => Some(v.len()),
         }
     }
+
+    /// Whether no ids are stored in a store that has ids, `None` when no ids are stored.
+    pub fn is_empty(&self) -> Option<bool> {
+        self.len().map(|n| n == 0)
+    }
 }
 
 /// Features, positions and ids of one node type.
@@ -158,11 +163,7 @@ pub struct NodeStore {
 impl NodeStore {
     /// Number of nodes. Like PyG, it is counted from the positions.
     pub fn num_nodes(&self) -> usize {
-        if self.pos_dim == 0 {
-            0
-        } else {
-            self.pos.len() / self.pos_dim
-        }
+        self.pos.len().checked_div(self.pos_dim).unwrap_or(0)
     }
 
     /// An empty store with the given feature layout.
@@ -377,7 +378,7 @@ fn validate_node(t: NodeType, s: &NodeStore, vocab: Option<usize>) -> Result<(),
             message: format!("positions must have 2 or 3 columns, found {}", s.pos_dim),
         });
     }
-    if s.pos.len() % s.pos_dim != 0 {
+    if !s.pos.len().is_multiple_of(s.pos_dim) {
         return Err(GraphError::Invalid {
             field: pos_field,
             message: format!("{} values do not fill rows of {}", s.pos.len(), s.pos_dim),

@@ -54,7 +54,7 @@ fn check(points: &[f32], dim: usize, what: &str) -> Result<(), GraphError> {
             message: format!("kNN supports 2 or 3 dimensions, got {dim}"),
         });
     }
-    if points.len() % dim != 0 {
+    if !points.len().is_multiple_of(dim) {
         return Err(GraphError::Invalid {
             field: what.into(),
             message: format!("{} values do not fill rows of {dim}", points.len()),

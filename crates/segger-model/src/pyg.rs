@@ -66,11 +66,12 @@ pub struct HostTensor {
     pub values: Vec<f32>,
 }
 
+/// The tensors of a safetensors file by name, and its metadata.
+pub type SafetensorsContents = (HashMap<String, HostTensor>, HashMap<String, String>);
+
 /// Reads every tensor (F32, F64, F16 or BF16, converted to f32) and the metadata of a
 /// safetensors file.
-pub fn read_safetensors(
-    path: &Path,
-) -> Result<(HashMap<String, HostTensor>, HashMap<String, String>), WeightsError> {
+pub fn read_safetensors(path: &Path) -> Result<SafetensorsContents, WeightsError> {
     let bytes = std::fs::read(path).map_err(|source| WeightsError::Io {
         path: path.to_path_buf(),
         source,

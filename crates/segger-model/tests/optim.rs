@@ -39,8 +39,11 @@ fn grads<B: AutodiffBackend + GatBackend>(
     GradientsParams::from_grads(loss.backward(), model)
 }
 
-/// Every parameter after three steps, both ways.
-pub fn both_ways<B>() -> (Vec<Vec<f32>>, Vec<Vec<f32>>, Vec<Vec<f32>>)
+/// The values of every parameter of a model, in `named_params` order.
+type ParamValues = Vec<Vec<f32>>;
+
+/// Every parameter before the steps, then after three steps each way.
+pub fn both_ways<B>() -> (ParamValues, ParamValues, ParamValues)
 where
     B: AutodiffBackend + GatBackend,
     B::InnerBackend: GatBackend,
@@ -51,7 +54,7 @@ where
     let start = load_pyg_state_dict::<B>(&weights, None, &device).unwrap();
     let tile = segger_data::read_tile(&dir.join("tile.safetensors"), None).unwrap();
     let input = GraphInput::<B>::from_graph(&tile.graph, &start.config, &device).unwrap();
-    let values = |m: &Segger<B>| -> Vec<Vec<f32>> {
+    let values = |m: &Segger<B>| -> ParamValues {
         m.named_params()
             .iter()
             .map(|(n, p)| param_values(n, p).values)

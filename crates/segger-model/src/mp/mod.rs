@@ -428,7 +428,10 @@ pub trait GatBackend: Backend {
 
     /// `lhs · rhs` (see [`matmul`]). The default is the backend's matmul; the GPU backends
     /// multiply f32 tensors in plain f32 unless [`float32_matmul_precision`] is
-    /// [`MatmulPrecision::High`].
+    /// [`MatmulPrecision::High`]. The autodiff backend keeps the default (Burn's autodiff matmul
+    /// over the inner backend's default matmul): the model never calls it there, because
+    /// [`GatBackend::dense`] is recorded as one op whose forward and backward products run on the
+    /// inner backend.
     fn matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
         Self::float_matmul(lhs, rhs)
     }
