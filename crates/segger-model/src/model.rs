@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
-use burn::tensor::{activation, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use segger_graph::NodeType;
 
 use crate::config::{Aggr, ConfigError, SeggerConfig};
@@ -274,7 +274,7 @@ impl<B: GatBackend> Segger<B> {
             (None, None) => panic!("GraphInput has neither transcript tokens nor features"),
         };
         let h_bd = mp::linear(input.bd_x.clone(), self.lin0_bd.val());
-        (activation::relu(h_tx), activation::relu(h_bd))
+        (mp::relu(h_tx), mp::relu(h_bd))
     }
 
     /// Embeddings of every transcript and boundary of `input`.
@@ -307,7 +307,7 @@ impl<B: GatBackend> Segger<B> {
                     Aggr::Max => it.fold(first, |a, b| a.max_pair(b)),
                 };
                 if l + 1 < n {
-                    activation::relu(out)
+                    mp::relu(out)
                 } else {
                     out
                 }

@@ -64,6 +64,33 @@ fn scatter_add_and_gather_rows() {
     assert_eq!(tensor_values(g), vec![5.0, 6.0, 1.0, 2.0, 5.0, 6.0]);
 }
 
+/// `mp::relu` (a recorded op keeping its output) against Burn's ReLU (which keeps its input):
+/// the same values and, through a product that makes every output's gradient different, the
+/// same input gradient, exactly, with negative, zero and positive inputs.
+#[test]
+fn relu_keeping_its_output_matches_burns() {
+    type A = Autodiff<F>;
+    let dev = Default::default();
+    let x: Vec<f32> = vec![-2.0, -0.0, 0.0, 1e-30, 3.5, -1e-30, 7.0, -4.0, 0.5];
+    let w: Vec<f32> = (1..=9).map(|i| i as f32 * 0.25).collect();
+    let run = |ours: bool| {
+        let xi = Tensor::<A, 2>::from_data(TensorData::new(x.clone(), [3, 3]), &dev).require_grad();
+        let wi = Tensor::<A, 2>::from_data(TensorData::new(w.clone(), [3, 3]), &dev);
+        let y = if ours {
+            mp::relu(xi.clone())
+        } else {
+            burn::tensor::activation::relu(xi.clone())
+        };
+        // A second use of the output, as the next layer's linear makes.
+        let loss = (y.clone() * wi).sum() + y.clone().sum();
+        let g = loss.backward();
+        (tensor_values(y), tensor_values(xi.grad(&g).unwrap()))
+    };
+    let (ours, burns) = (run(true), run(false));
+    assert_eq!(ours, burns);
+    assert_eq!(ours.1, vec![0.0, 0.0, 0.0, 2.0, 2.25, 0.0, 2.75, 0.0, 3.25]);
+}
+
 #[test]
 fn segment_max_and_softmax() {
     let dev = Default::default();

@@ -106,6 +106,34 @@ impl<B: GatBackend> Backward<B, 2> for LinearBackward {
     }
 }
 
+/// ReLU whose backward pass reads its output (Burn's reads its input).
+#[derive(Debug)]
+struct ReluBackward;
+
+impl<B: GatBackend> Backward<B, 1> for ReluBackward {
+    /// The output.
+    type State = Prim<B>;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let grad = grads.consume::<B>(&ops.node);
+        let [px] = ops.parents;
+        if let Some(n) = px {
+            // `relu_backward` zeroes the gradient where its first argument is ≤ 0, which holds
+            // for the output exactly where it holds for the input.
+            let out = ops.state;
+            grads.register::<B>(
+                n.id,
+                <B as burn::tensor::ops::ActivationOps<B>>::relu_backward(out, grad),
+            );
+        }
+    }
+}
+
 /// `x + b` over rows, whose bias gradient is [`GatBackend::col_sum`] of the output gradient.
 #[derive(Debug)]
 struct BiasBackward;
@@ -190,6 +218,20 @@ impl<B: GatBackend, C: CheckpointStrategy> GatBackend for Autodiff<B, C> {
             .stateful()
         {
             OpsKind::Tracked(prep) => prep.finish((px.primitive, pw.primitive, split), out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        };
+        Tensor::from_primitive(TensorPrimitive::Float(res))
+    }
+
+    fn relu_keep_output(x: Tensor<Self, 2>) -> Tensor<Self, 2> {
+        let px = prim(x);
+        let out = prim(B::relu_keep_output(inner(px.primitive.clone())));
+        let res = match ReluBackward
+            .prepare::<C>([px.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(out.clone(), out),
             OpsKind::UnTracked(prep) => prep.finish(out),
         };
         Tensor::from_primitive(TensorPrimitive::Float(res))

@@ -394,6 +394,14 @@ pub fn weight_grad<B: GatBackend>(x: Tensor<B, 2>, dy: Tensor<B, 2>, split: bool
     B::col_sum(per_chunk).reshape([fin, fout]).transpose()
 }
 
+/// `max(x, 0)`, through [`GatBackend::relu_keep_output`]. Burn's autodiff ReLU keeps its input for the
+/// backward pass. Between the model's layers the ReLU's output is also the next layer's input,
+/// which that layer's linear ops keep anyway, so this one keeps the output instead (`y > 0`
+/// exactly where `x > 0`): one `[N, H·C]` activation less per layer, the same gradients.
+pub fn relu<B: GatBackend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
+    B::relu_keep_output(x)
+}
+
 /// `x + b` for `x` `[N, W]` and a bias `b` `[W]` broadcast over the rows, through
 /// [`GatBackend::add_bias`]. On the autodiff backend of the GPU backends the bias gradient is
 /// [`GatBackend::col_sum`] of the output gradient: one or two launches of a column-sum kernel.
@@ -434,6 +442,11 @@ pub trait GatBackend: Backend {
     /// inner backend.
     fn matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
         Self::float_matmul(lhs, rhs)
+    }
+
+    /// ReLU (see [`relu`]); the autodiff backend records it as one op that keeps its output.
+    fn relu_keep_output(x: Tensor<Self, 2>) -> Tensor<Self, 2> {
+        activation::relu(x)
     }
 
     /// `x + b` over rows (see [`add_bias`]); the autodiff backend records it as one op.
