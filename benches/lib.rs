@@ -114,7 +114,12 @@ pub fn random_edges(seed: u64, ns: usize, nd: usize, e: usize) -> (Vec<i64>, Vec
 /// The training batch of the step benches: 4 synthetic tiles × 10,300 transcripts × 106
 /// nuclei, collated.
 pub fn seed_batch() -> segger_graph::Batch {
-    let tiles: Vec<_> = (0..4).map(|s| synthetic_tile(s, 10_300, 106)).collect();
+    seed_batch_of(10_300)
+}
+
+/// [`seed_batch`] with `n_tx` transcripts per tile instead of 10,300 (106 nuclei each).
+pub fn seed_batch_of(n_tx: usize) -> segger_graph::Batch {
+    let tiles: Vec<_> = (0..4).map(|s| synthetic_tile(s, n_tx, 106)).collect();
     let refs: Vec<_> = tiles.iter().collect();
     segger_graph::Batch::collate(&refs).unwrap()
 }

@@ -32,6 +32,8 @@
 //! On CubeCL backends the memory pool's size after the steps is printed too (it only grows, so
 //! it bounds the peak). Kernel and autotune caches follow `cubecl.toml` in the working directory.
 //!
+//! `SEGGER_TILE_TX=n` makes the `step` and `phases` batch 4 tiles of n transcripts.
+//!
 //! Memory without a GPU: `SEGGER_POOL_SIM=h100 gpu_bench wgpu step 2` (or `h200`, or a device
 //! memory in MiB) gives the wgpu device the memory pools CubeCL's CUDA runtime builds for that
 //! card ([`segger_benches::cuda_pools`]), so the pool it prints predicts the CUDA pool; with
@@ -106,7 +108,7 @@ where
     B: DeviceMemory + GatBackend,
     B::InnerBackend: GatBackend,
 {
-    let batch = seed_batch();
+    let batch = bench_batch();
     let n_tx = batch.graph.tx.num_nodes();
     let cfg = SeggerConfig::new(500);
     let input = GraphInput::<B>::from_graph(&batch.graph, &cfg, device).unwrap();
@@ -178,7 +180,7 @@ where
     B::InnerBackend: GatBackend,
 {
     use burn::optim::Optimizer;
-    let batch = seed_batch();
+    let batch = bench_batch();
     let cfg = SeggerConfig::new(500);
     let input = GraphInput::<B>::from_graph(&batch.graph, &cfg, device).unwrap();
     let mut model = Some(Segger::<B>::init(&cfg, device, 0).unwrap());
@@ -566,6 +568,20 @@ where
         mp::set_split_k(Some(false));
         step::<B>(&device, true, steps, OptimKind::Torch);
         mp::set_split_k(None);
+    }
+}
+
+/// The seed batch: 4 tiles of 10,300 transcripts, or of `SEGGER_TILE_TX` transcripts.
+fn bench_batch() -> segger_graph::Batch {
+    match std::env::var("SEGGER_TILE_TX") {
+        Ok(v) => match v.parse() {
+            Ok(n) => segger_benches::seed_batch_of(n),
+            Err(_) => {
+                eprintln!("SEGGER_TILE_TX={v}: expected a number of transcripts per tile");
+                std::process::exit(2);
+            }
+        },
+        Err(_) => seed_batch(),
     }
 }
 
