@@ -4,7 +4,7 @@
 # sums, squared norms, f16/bf16); clip-inside-AdamW; parity on CUDA with the CPU's one-ulp
 # sensitivity (tests/parity.rs); the seed training step with the multi-tensor optimiser step,
 # the per-parameter one and session 2's (Burn's AdamW + host-read clip) on one warm device; the
-# step with plain-f32 matmuls (the default; simple or double-buffered unit kernel) against TF32
+# step with plain-f32 matmuls (the default, CubeCL's unit kernel) against TF32
 # ones, and the model's matmul shapes alone with each kernel; host
 # time per phase and live tensor bytes (sampled: a lower bound of the peak; exact-size pages:
 # an upper bound); column-sum kernel against Burn's reduction; the edge
@@ -45,7 +45,7 @@ echo "== parity on CUDA (unit matmul and elementwise linear)"
 SEGGER_CUDA_TEST=1 SEGGER_PARITY_DIR=$PWD/target/device/parity t 150 \
   target/device/parity_test parity_cuda --nocapture >"$OUT/parity.txt" 2>&1
 grep -E "worst|exceeds|test result|panicked" "$OUT/parity.txt" | head -30
-echo "== step: plain-f32 matmuls (default; simple, double-buffered unit kernel) vs TF32, alternating"
+echo "== step: plain-f32 matmuls (default, unit kernel) vs TF32, alternating"
 nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 >"$OUT/mem.txt" &
 SMI=$!
 t 150 $B cuda step-matmul 30 2>&1 | grep -E "precision|first|median|memory" | tee "$OUT/step_matmul.txt"

@@ -16,11 +16,10 @@
 //! * `step-edge`: the step with the default edge kernel and with its lane variant
 //!   (`mp::set_edge_lanes`), alternating, on one warm device.
 //! * `step-matmul`: the step with plain-f32 matmuls (`MatmulPrecision::Highest`, the default)
-//!   with the simple and the double-buffered unit kernel, and with the backend's default matmul
-//!   (`High`: TF32 on CUDA), alternating, on one warm device. Every other mode runs at the
-//!   default (`Highest`, simple unit kernel).
+//!   and with the backend's default matmul (`High`: TF32 on CUDA), alternating, on one warm
+//!   device. Every other mode runs at the default.
 //! * `matmul`: the model's matmul shapes at the seed batch (41,984 rows), forward and backward
-//!   products, with the three kernels of `step-matmul`.
+//!   products, at the two precisions of `step-matmul`.
 //! * `phases`: the host time of each phase of the step (forward, loss, backward, gradient
 //!   collection, clip + AdamW) and the final wait for the device; on CubeCL backends also the
 //!   bytes of live tensors after the forward pass and loss (every activation the backward pass
@@ -50,6 +49,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, Tensor};
 use segger_benches::{label_loss, random_conv, random_edges, seed_batch, train_step};
 use segger_graph::{EdgeType, NodeType};
+use segger_model::mp::MatmulPrecision;
 use segger_model::{mp, GatBackend, GraphInput, RelationGraph, Segger, SeggerConfig};
 
 /// Memory of the device, where the backend can tell.
@@ -344,14 +344,14 @@ fn time_ms<B: burn::tensor::backend::Backend>(
     median(t)
 }
 
+/// The float32 matmul precisions `step-matmul` and `matmul` compare; the first is the default.
+/// `Highest` is CubeCL's unit kernel (plain f32), `High` the backend's matmul (TF32 on CUDA).
+const MATMUL_PRECISIONS: [MatmulPrecision; 2] = [MatmulPrecision::Highest, MatmulPrecision::High];
+
 /// The model's products at the seed batch (41,984 rows × 256 or 64 channels): a layer's `x Wᵀ`,
 /// the input gradient `dy W`, and the split weight gradient (41 chunks of `[fin, 1024] ·
-/// [1024, fout]`), each with the simple and the double-buffered unit kernel (plain f32) and with
-/// the backend's default matmul (TF32 on CUDA).
+/// [1024, fout]`), at each of [`MATMUL_PRECISIONS`].
 fn matmuls<B: GatBackend>(device: &B::Device) {
-    use segger_model::mp::{
-        set_float32_matmul_precision, set_unit_matmul_double_buffered, MatmulPrecision,
-    };
     let n = 41_984;
     for (fin, fout) in [(256usize, 256usize), (256, 64), (8, 256)] {
         let x = Tensor::<B, 2>::random([n, fin], Distribution::Normal(0.0, 1.0), device);
@@ -359,13 +359,9 @@ fn matmuls<B: GatBackend>(device: &B::Device) {
         let dy = Tensor::<B, 2>::random([n, fout], Distribution::Normal(0.0, 1.0), device);
         let xc = x.clone().reshape([n / 1024, 1024, fin]).swap_dims(1, 2);
         let dyc = dy.clone().reshape([n / 1024, 1024, fout]);
-        for (p, double, name) in [
-            (MatmulPrecision::Highest, false, "unit"),
-            (MatmulPrecision::Highest, true, "double unit"),
-            (MatmulPrecision::High, false, "backend (TF32 on CUDA)"),
-        ] {
-            set_float32_matmul_precision(p);
-            set_unit_matmul_double_buffered(double);
+        for p in MATMUL_PRECISIONS {
+            mp::set_float32_matmul_precision(p);
+            let name = format!("{p:?}");
             let fwd = time_ms::<B>(device, 20, || {
                 let _ = mp::matmul(x.clone(), w.clone().transpose());
             });
@@ -376,13 +372,12 @@ fn matmuls<B: GatBackend>(device: &B::Device) {
                 let _ = mp::matmul(xc.clone(), dyc.clone());
             });
             println!(
-                "matmul {fin:>3}→{fout:<3} {name:<24} x Wᵀ {fwd:>7.3} ms, dy W {dx:>7.3} ms, \
+                "matmul {fin:>3}→{fout:<3} {name:<8} x Wᵀ {fwd:>7.3} ms, dy W {dx:>7.3} ms, \
                  chunked xᵀ dy {dw:>7.3} ms"
             );
         }
     }
-    set_float32_matmul_precision(MatmulPrecision::Highest);
-    set_unit_matmul_double_buffered(false);
+    mp::set_float32_matmul_precision(MATMUL_PRECISIONS[0]);
 }
 
 /// The pieces of a training step, each timed alone (forward + backward where it has one).
@@ -542,23 +537,14 @@ where
     if what == "step-matmul" {
         // Float32 matmul precision: plain f32 (the default, the reference's) against the
         // backend's default matmul (TF32 on CUDA), alternating on one warm device.
-        use segger_model::mp::{
-            set_float32_matmul_precision, set_unit_matmul_double_buffered, MatmulPrecision,
-        };
         for _ in 0..2 {
-            for (p, double) in [
-                (MatmulPrecision::Highest, false),
-                (MatmulPrecision::Highest, true),
-                (MatmulPrecision::High, false),
-            ] {
-                set_float32_matmul_precision(p);
-                set_unit_matmul_double_buffered(double);
-                println!("float32 matmul precision: {p:?}, double-buffered unit kernel {double}");
+            for p in MATMUL_PRECISIONS {
+                mp::set_float32_matmul_precision(p);
+                println!("float32 matmul precision: {p:?}");
                 step::<B>(&device, true, steps, OptimKind::Torch);
             }
         }
-        set_float32_matmul_precision(MatmulPrecision::Highest);
-        set_unit_matmul_double_buffered(false);
+        mp::set_float32_matmul_precision(MATMUL_PRECISIONS[0]);
     }
     if what == "matmul" {
         matmuls::<B::InnerBackend>(&device);

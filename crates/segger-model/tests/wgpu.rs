@@ -470,8 +470,8 @@ on_wgpu_and_cuda!(
     /// `mp::matmul` at the default float32 precision (`Highest`: CubeCL's unit matmul, plain f32
     /// multiply-adds) against f64 products on the host, in the shapes the model multiplies: a
     /// layer's `x Wᵀ` (a transposed weight), the input gradient `dy W`, the weight gradient `xᵀ dy`
-    /// (a transposed view) and its split form, a batch of per-chunk products; the simple and the
-    /// double-buffered unit kernel. Burn's own matmul
+    /// (a transposed view) and its split form, a batch of per-chunk products, at small sizes and
+    /// at the seed batch's. Burn's own matmul
     /// is printed beside it; on CUDA it rounds to TF32 (about 1e-3), so there the test also shows
     /// that the switch takes another kernel.
     unit_matmul_on_wgpu_matches_the_host,
@@ -520,6 +520,16 @@ fn unit_matmul_matches_host<G: GatBackend>() {
         (1, 1, 1, 1, false, false),
         (1, 17, 5, 3, false, true),
         (6, 48, 1_024, 40, true, false),
+        // The seed model's other shapes: the first layer's `x Wᵀ` (8 inputs) and `dy W`, the
+        // boundaries' input layer, and the split weight gradient of the first layer.
+        (1, 3_000, 8, 256, false, true),
+        (1, 3_000, 256, 8, false, false),
+        (1, 424, 4, 8, false, true),
+        (3, 8, 1_024, 256, true, false),
+        (3, 256, 1_024, 256, true, false),
+        (1, 41_984, 256, 256, false, true),
+        (41, 256, 1_024, 256, true, false),
+        (41, 256, 1_024, 64, true, false),
     ] {
         let mut values =
             |len: usize| -> Vec<f32> { (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect() };
@@ -550,23 +560,16 @@ fn unit_matmul_matches_host<G: GatBackend>() {
             format!("[{batch}, {m}, {k}] · [{batch}, {k}, {n}] (lhs transposed {lt}, rhs {rt})");
         let burn = tensor_values(ta.clone().matmul(tb.clone()));
         let eb = matmul_error(&burn, &want);
-        for double in [false, true] {
-            mp::set_unit_matmul_double_buffered(double);
-            let unit = if batch == 1 {
-                let [a2, b2] = [ta.clone(), tb.clone()].map(|t| t.squeeze_dim::<2>(0));
-                tensor_values(mp::matmul(a2, b2))
-            } else {
-                tensor_values(mp::matmul(ta.clone(), tb.clone()))
-            };
-            let eu = matmul_error(&unit, &want);
-            eprintln!("{what}: unit matmul (double-buffered {double}) {eu:.2e}, Burn's {eb:.2e}");
-            // f32 products summed over k terms.
-            assert!(
-                eu <= 2e-6 * (k as f64).sqrt().max(1.0),
-                "{what}, double-buffered {double}: {eu:.2e}"
-            );
-        }
-        mp::set_unit_matmul_double_buffered(false);
+        let unit = if batch == 1 {
+            let [a2, b2] = [ta.clone(), tb.clone()].map(|t| t.squeeze_dim::<2>(0));
+            tensor_values(mp::matmul(a2, b2))
+        } else {
+            tensor_values(mp::matmul(ta.clone(), tb.clone()))
+        };
+        let eu = matmul_error(&unit, &want);
+        eprintln!("{what}: unit matmul {eu:.2e}, Burn's matmul {eb:.2e}");
+        // f32 products summed over k terms.
+        assert!(eu <= 2e-6 * (k as f64).sqrt().max(1.0), "{what}: {eu:.2e}");
     }
 }
 

@@ -303,20 +303,6 @@ pub fn set_float32_matmul_precision(p: MatmulPrecision) {
     );
 }
 
-static UNIT_DOUBLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Makes the plain-f32 matmul of the GPU backends ([`MatmulPrecision::Highest`]) take CubeCL's
-/// double-buffered unit kernel instead of its simple one, for the whole process: for
-/// benchmarks, until a device run shows which is faster. Both multiply in plain f32.
-pub fn set_unit_matmul_double_buffered(double: bool) {
-    UNIT_DOUBLE.store(double, std::sync::atomic::Ordering::Relaxed);
-}
-
-/// Whether [`set_unit_matmul_double_buffered`] is on.
-pub fn unit_matmul_double_buffered() -> bool {
-    UNIT_DOUBLE.load(std::sync::atomic::Ordering::Relaxed)
-}
-
 /// The float32 matmul precision set by [`set_float32_matmul_precision`].
 pub fn float32_matmul_precision() -> MatmulPrecision {
     if MATMUL_TF32.load(std::sync::atomic::Ordering::Relaxed) {
@@ -394,10 +380,11 @@ pub fn weight_grad<B: GatBackend>(x: Tensor<B, 2>, dy: Tensor<B, 2>, split: bool
     B::col_sum(per_chunk).reshape([fin, fout]).transpose()
 }
 
-/// `max(x, 0)`, through [`GatBackend::relu_keep_output`]. Burn's autodiff ReLU keeps its input for the
-/// backward pass. Between the model's layers the ReLU's output is also the next layer's input,
-/// which that layer's linear ops keep anyway, so this one keeps the output instead (`y > 0`
-/// exactly where `x > 0`): one `[N, H·C]` activation less per layer, the same gradients.
+/// `max(x, 0)`, through [`GatBackend::relu_keep_output`]. Burn's autodiff ReLU keeps its input
+/// for the backward pass. Between the model's layers the ReLU's output is also the next layer's
+/// input, which that layer's linear ops keep anyway, so this one keeps the output instead
+/// (`y > 0` exactly where `x > 0`): one `[N, H·C]` activation less per layer, the same
+/// gradients.
 pub fn relu<B: GatBackend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
     B::relu_keep_output(x)
 }
@@ -764,7 +751,7 @@ where
         if lhs.dtype == burn::tensor::DType::F32
             && float32_matmul_precision() == MatmulPrecision::Highest
         {
-            cube::matmul_f32(lhs, rhs, unit_matmul_double_buffered())
+            cube::matmul_f32(lhs, rhs)
         } else {
             <Self as burn::tensor::ops::FloatTensorOps<Self>>::float_matmul(lhs, rhs)
         }
