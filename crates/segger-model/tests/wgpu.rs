@@ -84,8 +84,9 @@ struct Case {
 fn cases() -> Vec<Case> {
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     let mut out = Vec::new();
-    // 4 heads × 8, the last 20 destinations have no incoming edge.
-    let (ns, nd, e) = (300usize, 280usize, 1200usize);
+    // 4 heads × 8, the last 20 destinations have no incoming edge; a destination count that is
+    // not a multiple of the backward's destinations per thread (4).
+    let (ns, nd, e) = (300usize, 283usize, 1200usize);
     let s = (0..e).map(|_| rng.random_range(0..ns as i64)).collect();
     let d = (0..e)
         .map(|_| rng.random_range(0..(nd - 20) as i64))
@@ -949,3 +950,98 @@ fn fused_gatv2_half_bf16_on_cuda_matches_f32() {
     }
     half_matches_f32::<burn::backend::Cuda<burn::tensor::bf16>>("cuda bf16", 1e-2);
 }
+
+/// The GPU ReLU kernels (`mp::relu`: forward, and its backward from the output) against Burn's
+/// ReLU on the CPU: the same values and input gradients, bit for bit, for negative, signed-zero,
+/// tiny and positive inputs, in f32 and (rounded first) in f16. A NaN input stays NaN, as in
+/// PyTorch (Burn's CPU ReLU makes it 0), so that an overflow is not hidden from the loss scaler;
+/// its gradient is 0 in all three.
+#[allow(dead_code)]
+fn relu_kernels_match_burns<G: GatBackend>() {
+    let x: Vec<f32> = vec![
+        -2.0,
+        -0.0,
+        0.0,
+        1e-30,
+        3.5,
+        -1e-30,
+        7.0,
+        f32::NAN,
+        0.5,
+        -4.0,
+        1e-3,
+        2.0,
+    ];
+    let w: Vec<f32> = (1..=12).map(|i| i as f32 * 0.25).collect();
+    let bits = |v: Vec<f32>| -> Vec<u32> { v.into_iter().map(f32::to_bits).collect() };
+    for half in [false, true] {
+        let (xs, ws) = if half {
+            let round = |v: &[f32]| -> Vec<f32> {
+                v.iter()
+                    .map(|&a| burn::tensor::f16::from_f32(a).to_f32())
+                    .collect()
+            };
+            (round(&x), round(&w))
+        } else {
+            (x.clone(), w.clone())
+        };
+        let dev = Default::default();
+        let xg = Tensor::<Autodiff<G>, 2>::from_data(TensorData::new(xs.clone(), [3, 4]), &dev);
+        let xg = if half {
+            xg.cast(burn::tensor::FloatDType::F16)
+        } else {
+            xg
+        }
+        .require_grad();
+        let wg = Tensor::<Autodiff<G>, 2>::from_data(TensorData::new(ws.clone(), [3, 4]), &dev);
+        let wg = if half {
+            wg.cast(burn::tensor::FloatDType::F16)
+        } else {
+            wg
+        };
+        let y = mp::relu(xg.clone());
+        let g = ((y.clone() * wg).sum() + y.clone().sum()).backward();
+        let (yg, gg) = (
+            tensor_values(y.cast(burn::tensor::FloatDType::F32)),
+            tensor_values(xg.grad(&g).unwrap().cast(burn::tensor::FloatDType::F32)),
+        );
+        let xc = Tensor::<Autodiff<Flex>, 2>::from_data(
+            TensorData::new(xs, [3, 4]),
+            &Default::default(),
+        )
+        .require_grad();
+        let wc = Tensor::<Autodiff<Flex>, 2>::from_data(
+            TensorData::new(ws, [3, 4]),
+            &Default::default(),
+        );
+        let yc = burn::tensor::activation::relu(xc.clone());
+        let gc = ((yc.clone() * wc).sum() + yc.clone().sum()).backward();
+        let what = if half { "f16" } else { "f32" };
+        let nan = 7;
+        assert!(yg[nan].is_nan(), "{what}: ReLU(NaN) = {}", yg[nan]);
+        let but_nan = |v: Vec<u32>| -> Vec<u32> {
+            v.into_iter()
+                .enumerate()
+                .filter(|&(i, _)| i != nan)
+                .map(|(_, b)| b)
+                .collect()
+        };
+        assert_eq!(
+            but_nan(bits(yg)),
+            but_nan(bits(tensor_values(yc))),
+            "{what}: values"
+        );
+        assert_eq!(
+            bits(gg),
+            bits(tensor_values(xc.grad(&gc).unwrap())),
+            "{what}: gradients"
+        );
+    }
+}
+
+on_wgpu_and_cuda!(
+    /// The ReLU kernels against Burn's ReLU.
+    relu_kernels_on_wgpu_match_burns,
+    relu_kernels_on_cuda_match_burns,
+    relu_kernels_match_burns
+);

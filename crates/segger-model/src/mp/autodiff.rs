@@ -123,13 +123,10 @@ impl<B: GatBackend> Backward<B, 1> for ReluBackward {
         let grad = grads.consume::<B>(&ops.node);
         let [px] = ops.parents;
         if let Some(n) = px {
-            // `relu_backward` zeroes the gradient where its first argument is ≤ 0, which holds
-            // for the output exactly where it holds for the input.
+            // `relu_grad` zeroes the gradient where its first argument is ≤ 0, which holds for
+            // the output exactly where it holds for the input.
             let out = ops.state;
-            grads.register::<B>(
-                n.id,
-                <B as burn::tensor::ops::ActivationOps<B>>::relu_backward(out, grad),
-            );
+            grads.register::<B>(n.id, B::relu_grad(out, grad));
         }
     }
 }

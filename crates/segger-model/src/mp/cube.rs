@@ -449,7 +449,7 @@ fn launch_dst<R: CubeRuntime>(
 ) {
     let nd = g.num_dst;
     let dtypes = [xl.dtype.into(), g.src.dtype.into()];
-    if e > SEGMENT_BLOCK_DEGREE * nd && c <= DST_THREADS {
+    if dst_blocks(e, nd, c) {
         let n = (nd * h) as u32;
         let x = n.min(65_535);
         gat_dst_block_kernel::launch::<R>(
@@ -472,7 +472,8 @@ fn launch_dst<R: CubeRuntime>(
             dtypes,
         );
     } else {
-        let (count, dim) = launch_shape(client, nd * h * c);
+        let group = if backward { DST_ATT_GROUP } else { 1 };
+        let (count, dim) = launch_shape(client, nd.div_ceil(group) * h * c);
         gat_dst_kernel::launch::<R>(
             client,
             count,
@@ -488,10 +489,32 @@ fn launch_dst<R: CubeRuntime>(
             nd as u32,
             h as u32,
             c as u32,
+            group as u32,
             NEGATIVE_SLOPE,
             backward,
             dtypes,
         );
+    }
+}
+
+/// Whether [`launch_dst`] runs [`gat_dst_block_kernel`] (one cube per (destination, head), for
+/// a high mean in-degree) rather than [`gat_dst_kernel`].
+fn dst_blocks(e: usize, nd: usize, c: usize) -> bool {
+    e > SEGMENT_BLOCK_DEGREE * nd && c <= DST_THREADS
+}
+
+/// Destinations per thread of [`gat_dst_kernel`]'s backward, which sums their `grad_att` terms
+/// into one f32 partial: the partials take `[⌈N_dst / 4⌉, H, C]` rather than `[N_dst, H, C]`
+/// (for the seed model's hidden layers at a batch of 41,984 transcripts, 10.7 MB rather than
+/// 43 MB, which on an 80 GB card would take a page of CubeCL's 1.27 GB pool of its own).
+const DST_ATT_GROUP: usize = 4;
+
+/// The rows of [`gat_dst_kernel`]'s or [`gat_dst_block_kernel`]'s `grad_att` partials.
+fn att_part_rows(e: usize, nd: usize, c: usize) -> usize {
+    if dst_blocks(e, nd, c) {
+        nd
+    } else {
+        nd.div_ceil(DST_ATT_GROUP)
     }
 }
 
@@ -525,7 +548,9 @@ fn dst_term<F: Float, I: Numeric>(
 }
 
 /// Forward: `out[i,h,c] = Σ α·xl[j,h,c]` over i's edges. Backward: `grad_xr[i,h,c]` and the
-/// per-destination `grad_att` terms. One thread per (destination, head, channel).
+/// `grad_att` terms. One thread per (`group` consecutive destinations, head, channel); the
+/// thread sums the `grad_att` terms of its destinations into `att_part[⌊i / group⌋, h, c]`.
+/// Consecutive threads take consecutive channels of one destination, so loads stay coalesced.
 #[allow(clippy::too_many_arguments)]
 #[cube(launch)]
 fn gat_dst_kernel<F: Float, I: Numeric>(
@@ -540,49 +565,60 @@ fn gat_dst_kernel<F: Float, I: Numeric>(
     num_dst: u32,
     heads: u32,
     channels: u32,
+    group: u32,
     slope: f32,
     #[comptime] backward: bool,
     #[define(F, I)] _dtypes: [StorageType; 2],
 ) {
     let heads = heads as usize;
     let channels = channels as usize;
+    let group = group as usize;
+    let num_dst = num_dst as usize;
     let hc = heads * channels;
-    if ABSOLUTE_POS >= num_dst as usize * hc {
+    if ABSOLUTE_POS >= num_dst.div_ceil(group) * hc {
         terminate!();
     }
-    let i = ABSOLUTE_POS / hc;
-    let h = (ABSOLUTE_POS % hc) / channels;
-    let c = ABSOLUTE_POS % channels;
-    let start = u32::cast_from(row_ptr[i]) as usize;
-    let end = u32::cast_from(row_ptr[i + 1]) as usize;
-    let off = h * channels + c;
+    let q = ABSOLUTE_POS / hc;
+    let off = ABSOLUTE_POS % hc;
+    let h = off / channels;
+    let first = q * group;
+    let mut last = first + group;
+    if last > num_dst {
+        last = num_dst;
+    }
     let mut a = 0.0f32;
-    let mut r = 0.0f32;
     if backward {
         a = rd(att, off);
-        r = rd(xr, i * hc + off);
     }
-    let mut acc = 0.0f32;
     let mut acc_att = 0.0f32;
-    for k in start..end {
-        let (t, t_att) = dst_term(
-            xl,
-            weight,
-            src,
-            k,
-            (heads, h, hc, off),
-            a,
-            r,
-            slope,
-            backward,
-        );
-        acc += t;
-        acc_att += t_att;
+    for i in first..last {
+        let start = u32::cast_from(row_ptr[i]) as usize;
+        let end = u32::cast_from(row_ptr[i + 1]) as usize;
+        let mut r = 0.0f32;
+        if backward {
+            r = rd(xr, i * hc + off);
+        }
+        let mut acc = 0.0f32;
+        for k in start..end {
+            let (t, t_att) = dst_term(
+                xl,
+                weight,
+                src,
+                k,
+                (heads, h, hc, off),
+                a,
+                r,
+                slope,
+                backward,
+            );
+            acc += t;
+            acc_att += t_att;
+        }
+        out[i * hc + off] = F::cast_from(acc);
     }
     if backward {
         att_part[ABSOLUTE_POS] = acc_att;
     }
-    out[ABSOLUTE_POS] = F::cast_from(acc);
 }
 
 /// Threads of one cube of [`gat_dst_block_kernel`].
@@ -771,6 +807,57 @@ pub(super) fn scatter_grouped<R: CubeRuntime, F: FloatElement, I: IntElement, BT
         dtypes,
     );
     wrap(out)
+}
+
+/// `max(x, 0)` elementwise (`+0` where `x ≤ 0`), or with `grad`, the ReLU's backward from its
+/// output: `grad` where `x > 0`, else 0. One thread per element, in the input's type. Burn's
+/// ReLU and its backward go through a boolean mask, which CubeCL stores in 4 bytes per element:
+/// for the seed model's 256-wide activations at a batch of 41,984 transcripts, 43 MB each.
+#[cube(launch)]
+fn relu_kernel<F: Float>(
+    x: &Tensor<F>,
+    grad: &Tensor<F>,
+    out: &mut Tensor<F>,
+    len: u32,
+    #[comptime] backward: bool,
+    #[define(F)] _dtype: StorageType,
+) {
+    if ABSOLUTE_POS >= len as usize {
+        terminate!();
+    }
+    let v = x[ABSOLUTE_POS];
+    let zero = F::cast_from(0.0f32);
+    // As PyTorch: a NaN input stays NaN, and its gradient is 0 (`grad` only where `y > 0`).
+    if backward {
+        out[ABSOLUTE_POS] = select(v > zero, grad[ABSOLUTE_POS], zero);
+    } else {
+        out[ABSOLUTE_POS] = select(v <= zero, zero, v);
+    }
+}
+
+/// [`relu_kernel`] on `x` (and `grad` for the backward), a new tensor of `x`'s shape and type.
+pub(super) fn relu<R: CubeRuntime>(x: CubeTensor<R>, grad: Option<CubeTensor<R>>) -> CubeTensor<R> {
+    let x = into_contiguous(x);
+    let shape = x.meta.shape().clone();
+    let len = shape.num_elements();
+    let out = empty_like(&x, shape);
+    let client = x.client.clone();
+    let (count, dim) = launch_shape(&client, len);
+    let backward = grad.is_some();
+    let grad = grad.map_or_else(|| x.clone(), into_contiguous);
+    let dtype = x.dtype.into();
+    relu_kernel::launch::<R>(
+        &client,
+        count,
+        dim,
+        x.into_tensor_arg(),
+        grad.into_tensor_arg(),
+        out.clone().into_tensor_arg(),
+        len as u32,
+        backward,
+        dtype,
+    );
+    out
 }
 
 /// The device index tensors of one relation, on a CubeCL backend.
@@ -1333,7 +1420,11 @@ pub(super) fn backward<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolE
     let dtype = xl.dtype;
     let de = empty32(client.clone(), device.clone(), Shape::new([e, h]));
     let grad_xr = new(Shape::new([nd, h, c]));
-    let att_part = empty32(client.clone(), device.clone(), Shape::new([nd, h, c]));
+    let att_part = empty32(
+        client.clone(),
+        device.clone(),
+        Shape::new([att_part_rows(e, nd, c), h, c]),
+    );
     let grad_xl = new(Shape::new([ns, h, c]));
     let dtypes = [xl.dtype.into(), g.src.dtype.into()];
 
@@ -1369,7 +1460,7 @@ pub(super) fn backward<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolE
         dtypes,
     );
     // The per-destination terms are f32; so is their sum, rounded once to the storage type.
-    let att_part = wrap::<R, F, I, BT, 3>(att_part).reshape([nd, h * c]);
+    let att_part = wrap::<R, F, I, BT, 3>(att_part).reshape([att_part_rows(e, nd, c), h * c]);
     let grad_att = wrap::<R, F, I, BT, 2>(col_sum_dtype(att_part.into_primitive().tensor(), dtype))
         .reshape([h, c]);
     (wrap(grad_xl), wrap(grad_xr), grad_att)

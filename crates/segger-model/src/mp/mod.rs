@@ -384,7 +384,8 @@ pub fn weight_grad<B: GatBackend>(x: Tensor<B, 2>, dy: Tensor<B, 2>, split: bool
 /// for the backward pass. Between the model's layers the ReLU's output is also the next layer's
 /// input, which that layer's linear ops keep anyway, so this one keeps the output instead
 /// (`y > 0` exactly where `x > 0`): one `[N, H·C]` activation less per layer, the same
-/// gradients.
+/// gradients. On the GPU backends both directions are one elementwise kernel
+/// ([`GatBackend::relu_grad`] backwards), without the boolean mask Burn's ReLU builds.
 pub fn relu<B: GatBackend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
     B::relu_keep_output(x)
 }
@@ -434,6 +435,12 @@ pub trait GatBackend: Backend {
     /// ReLU (see [`relu`]); the autodiff backend records it as one op that keeps its output.
     fn relu_keep_output(x: Tensor<Self, 2>) -> Tensor<Self, 2> {
         activation::relu(x)
+    }
+
+    /// The ReLU's backward from its output `y`: `grad` where `y > 0`, else 0 (Burn's
+    /// `relu_backward`; the GPU backends run one elementwise kernel without a mask).
+    fn relu_grad(y: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        <Self as burn::tensor::ops::ActivationOps<Self>>::relu_backward(y, grad)
     }
 
     /// `x + b` over rows (see [`add_bias`]); the autodiff backend records it as one op.
@@ -745,6 +752,17 @@ where
 
     fn col_sum(x: Tensor<Self, 2>) -> Tensor<Self, 1> {
         cube::col_sum(x)
+    }
+
+    fn relu_keep_output(x: Tensor<Self, 2>) -> Tensor<Self, 2> {
+        Tensor::from_primitive(TensorPrimitive::Float(cube::relu(
+            x.into_primitive().tensor(),
+            None,
+        )))
+    }
+
+    fn relu_grad(y: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        cube::relu(y, Some(grad))
     }
 
     fn matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
