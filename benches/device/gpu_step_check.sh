@@ -9,7 +9,9 @@
 # time per phase and live tensor bytes (sampled: a lower bound of the peak; exact-size pages:
 # an upper bound); column-sum kernel against Burn's reduction; the edge
 # kernel's lane variant against the default (op and step); the PyG
-# baseline step on the same GPU (peak allocated and reserved); a profiled step. When
+# baseline step on the same GPU (peak allocated and reserved; f32, TF32 and 16-mixed); the step
+# in f32, 16-mixed and bf16-mixed (parity and training in mixed precision run with the parity
+# and optimiser tests); a profiled step. When
 # target/device/bin/gpu_bench_base.gz exists (gpu_bench built from an earlier commit), its step
 # runs too, on the same warm device, for a before/after figure.
 # Prepared here (no Rust toolchain and no network on the device):
@@ -59,6 +61,9 @@ echo "== upper bound of the live-bytes peak: exact-size pages (benches/device/pe
 cp benches/device/peak.toml ./cubecl.toml
 t 60 $B cuda step 3 2>&1 | grep -E "median|memory" | tee "$OUT/peak.txt"
 cp benches/device/cubecl.toml ./cubecl.toml
+echo "== step: f32, 16-mixed and bf16-mixed alternating; then 16-mixed alone (its own pool)"
+t 120 $B cuda step-mixed 20 2>&1 | grep -E "first|median|scale" | tee "$OUT/step_mixed.txt"
+t 60 $B cuda step-f16 10 2>&1 | grep -E "median|scale|memory" | tee -a "$OUT/step_mixed.txt"
 echo "== the model's matmul shapes with each kernel"
 t 90 $B cuda matmul 2>&1 | grep -E "^matmul" | tee "$OUT/matmul.txt"
 for p in f16 bf16; do

@@ -18,6 +18,9 @@
 //! * `step-matmul`: the step with plain-f32 matmuls (`MatmulPrecision::Highest`, the default)
 //!   and with the backend's default matmul (`High`: TF32 on CUDA), alternating, on one warm
 //!   device. Every other mode runs at the default.
+//! * `step-mixed`: the step in f32 and in each mixed precision the device has (`16-mixed`:
+//!   f16 encoder and loss scaling; `bf16-mixed`), alternating, on one warm device;
+//!   `step-f16` and `step-bf16` run one of them alone, so the pool printed after is its own.
 //! * `matmul`: the model's matmul shapes at the seed batch (41,984 rows), forward and backward
 //!   products, at the two precisions of `step-matmul`.
 //! * `phases`: the host time of each phase of the step (forward, loss, backward, gradient
@@ -46,7 +49,7 @@ use std::time::Instant;
 
 use burn::backend::Autodiff;
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{Distribution, Tensor};
+use burn::tensor::{Distribution, FloatDType, Tensor};
 use segger_benches::{label_loss, random_conv, random_edges, seed_batch, train_step};
 use segger_graph::{EdgeType, NodeType};
 use segger_model::mp::MatmulPrecision;
@@ -101,6 +104,8 @@ enum OptimKind {
     Torch,
     TorchPerParameter,
     BurnHostClip,
+    /// `segger train --precision 16-mixed` (F16: loss scaling) or `bf16-mixed` (BF16).
+    Mixed(FloatDType),
 }
 
 fn step<B>(device: &B::Device, fused: bool, steps: usize, kind: OptimKind)
@@ -118,6 +123,12 @@ where
     let mut burn_optim = burn::optim::AdamWConfig::new()
         .with_epsilon(1e-8)
         .init::<B, Segger<B>>();
+    let loss_scale = matches!(kind, OptimKind::Mixed(FloatDType::F16))
+        .then(segger_model::optim::LossScale::default);
+    let mut scaled = segger_model::optim::GradScaler::new(
+        segger_model::optim::clipped_adamw::<B, Segger<B>>(1e-4, 1.0),
+        loss_scale.clone(),
+    );
     let mut times = Vec::new();
     let mut enqueue = Vec::new();
     let mut last = 0.0;
@@ -126,6 +137,8 @@ where
         (false, OptimKind::Torch) => "generic",
         (_, OptimKind::TorchPerParameter) => "fused, AdamW per parameter",
         (_, OptimKind::BurnHostClip) => "fused, Burn AdamW + host clip",
+        (_, OptimKind::Mixed(FloatDType::F16)) => "fused, 16-mixed",
+        (_, OptimKind::Mixed(_)) => "fused, bf16-mixed",
     };
     for k in 0..=steps {
         mp::set_fused(fused);
@@ -142,6 +155,17 @@ where
                 let mut grads = burn::optim::GradientsParams::from_grads(loss.backward(), &model);
                 segger_model::optim::clip_grad_norm(&model, &mut grads, 1.0);
                 (burn_optim.step(1e-4, model, grads), loss)
+            }
+            OptimKind::Mixed(dtype) => {
+                use burn::optim::Optimizer;
+                let model = model.take().unwrap();
+                let loss = label_loss(&model.forward_in(&input, Some(dtype)), &input);
+                let s = loss_scale.as_ref().map_or(1.0, |s| s.scale());
+                let grads = burn::optim::GradientsParams::from_grads(
+                    loss.clone().mul_scalar(s).backward(),
+                    &model,
+                );
+                (scaled.step(1e-4, model, grads), loss)
             }
         };
         model = Some(m);
@@ -165,6 +189,13 @@ where
         n_tx as f64 / (median(times) / 1e3),
         median(enqueue)
     );
+    if let Some(s) = &loss_scale {
+        let st = s.state();
+        println!(
+            "step {tag:<7} loss scale {} at the end, {} steps skipped",
+            st.scale, st.skipped
+        );
+    }
     if let Some(m) = B::memory(device) {
         println!("memory after the steps: {m}");
     }
@@ -548,6 +579,29 @@ where
     }
     if what == "matmul" {
         matmuls::<B::InnerBackend>(&device);
+    }
+    if what == "step-mixed" {
+        // f32 against the mixed precisions the device has, alternating on one warm device.
+        let mut kinds = vec![OptimKind::Torch];
+        for d in [FloatDType::F16, FloatDType::BF16] {
+            if B::supports_dtype(&device, d.into()) {
+                kinds.push(OptimKind::Mixed(d));
+            }
+        }
+        for _ in 0..2 {
+            for &k in &kinds {
+                step::<B>(&device, true, steps, k);
+            }
+        }
+    }
+    if what == "step-f16" || what == "step-bf16" {
+        // One mixed precision alone, so that the pool printed after it is its own.
+        let d = if what == "step-f16" {
+            FloatDType::F16
+        } else {
+            FloatDType::BF16
+        };
+        step::<B>(&device, true, steps, OptimKind::Mixed(d));
     }
     if what == "split" {
         // The step with the plain linear, for comparison.

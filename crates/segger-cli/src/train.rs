@@ -66,7 +66,8 @@ pub struct TrainArgs {
     /// through burn-train's multi-device strategy).
     #[arg(long, default_value = "auto")]
     pub strategy: String,
-    /// 32 (float32). 16-mixed and bf16-mixed are recognised and refused: Burn 0.21 has no autocast.
+    /// 32 (float32), or on a GPU backend 16-mixed (f16 encoder with float32 weights, optimiser
+    /// and loss, and dynamic loss scaling) or bf16-mixed (bf16 encoder; CUDA only).
     #[arg(long, default_value = "32")]
     pub precision: String,
     /// Float32 matmuls on the GPU, as PyTorch's `torch.set_float32_matmul_precision`: highest
@@ -230,6 +231,12 @@ pub fn run(a: TrainArgs) -> Result<(), CliError> {
         println!(
             "  best validation loss {:.4} at epoch {}",
             best.validation_loss, best.epoch
+        );
+    }
+    if let Some(ls) = &summary.loss_scale {
+        println!(
+            "  16-mixed loss scale {} at the end, {} optimiser steps skipped for non-finite gradients",
+            ls.scale, ls.skipped_steps
         );
     }
     println!("  model    {}", summary.model_path.display());

@@ -248,7 +248,15 @@ fn bad_input_exits_2_and_writes_nothing() {
                 vec!["--precision".into(), "16-mixed".into()],
             ]
             .concat(),
-            "autocast",
+            "--precision 16-mixed runs on the GPU backends only",
+        ),
+        (
+            [
+                train_args(&train, &val, &tmp.path().join("r8")),
+                vec!["--precision".into(), "bf16-mixed".into()],
+            ]
+            .concat(),
+            "--precision bf16-mixed runs on the GPU backends only",
         ),
         (
             [

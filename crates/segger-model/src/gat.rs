@@ -1,6 +1,6 @@
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
+use burn::tensor::{FloatDType, Tensor};
 
 use crate::input::RelationGraph;
 use crate::mp::{self, GatBackend};
@@ -37,23 +37,48 @@ impl<B: GatBackend> GatConv<B> {
         x_dst: Tensor<B, 2>,
         g: &RelationGraph<B>,
     ) -> Tensor<B, 2> {
+        self.forward_in(x_src, x_dst, g, None)
+    }
+
+    /// [`GatConv::forward`] computing in `compute` (f16 or bf16 for mixed precision): every
+    /// parameter is cast to it on the way in (the cast is recorded, so the gradients of the f32
+    /// parameters come back in f32), and `x_src`, `x_dst` and the output are in it. `None`
+    /// computes in the parameters' own type.
+    pub fn forward_in(
+        &self,
+        x_src: Tensor<B, 2>,
+        x_dst: Tensor<B, 2>,
+        g: &RelationGraph<B>,
+        compute: Option<FloatDType>,
+    ) -> Tensor<B, 2> {
         let (h, c) = (self.heads, self.channels);
         let ns = x_src.dims()[0];
         let nd = x_dst.dims()[0];
         let xl = mp::add_bias(
-            mp::linear(x_src, self.lin_l_weight.val()),
-            self.lin_l_bias.val(),
+            mp::linear(x_src, cast(self.lin_l_weight.val(), compute)),
+            cast(self.lin_l_bias.val(), compute),
         );
         let xr = mp::add_bias(
-            mp::linear(x_dst, self.lin_r_weight.val()),
-            self.lin_r_bias.val(),
+            mp::linear(x_dst, cast(self.lin_r_weight.val(), compute)),
+            cast(self.lin_r_bias.val(), compute),
         );
         let out = B::gatv2(
             xl.reshape([ns, h, c]),
             xr.reshape([nd, h, c]),
-            self.att.val(),
+            cast(self.att.val(), compute),
             g,
         );
-        mp::add_bias(out.reshape([nd, h * c]), self.bias.val())
+        mp::add_bias(out.reshape([nd, h * c]), cast(self.bias.val(), compute))
+    }
+}
+
+/// `t` cast to `to`, or `t` itself for `None`.
+pub(crate) fn cast<B: Backend, const D: usize>(
+    t: Tensor<B, D>,
+    to: Option<FloatDType>,
+) -> Tensor<B, D> {
+    match to {
+        Some(d) => t.cast(d),
+        None => t,
     }
 }

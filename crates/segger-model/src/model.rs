@@ -2,11 +2,11 @@ use std::collections::BTreeMap;
 
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{FloatDType, Tensor, TensorData};
 use segger_graph::NodeType;
 
 use crate::config::{Aggr, ConfigError, SeggerConfig};
-use crate::gat::GatConv;
+use crate::gat::{cast, GatConv};
 use crate::input::GraphInput;
 use crate::mp::{self, GatBackend, RowIndex};
 
@@ -266,20 +266,39 @@ impl<B: GatBackend> Segger<B> {
         out
     }
 
-    /// Input layer: `ReLU(embedding)` for transcripts, `ReLU(x Wᵀ)` for boundaries.
-    fn input_layer(&self, input: &GraphInput<B>) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    /// Input layer: `ReLU(embedding)` for transcripts, `ReLU(x Wᵀ)` for boundaries, in
+    /// `compute` (see [`Segger::forward_in`]).
+    fn input_layer(
+        &self,
+        input: &GraphInput<B>,
+        compute: Option<FloatDType>,
+    ) -> (Tensor<B, 2>, Tensor<B, 2>) {
         let h_tx = match (&input.tx_tokens, &input.tx_features) {
-            (Some(tok), _) => mp::gather_grouped(self.tx_embedding_tx.val(), tok),
-            (None, Some(x)) => mp::linear(x.clone(), self.lin0_tx.val()),
+            (Some(tok), _) => mp::gather_grouped(cast(self.tx_embedding_tx.val(), compute), tok),
+            (None, Some(x)) => {
+                mp::linear(cast(x.clone(), compute), cast(self.lin0_tx.val(), compute))
+            }
             (None, None) => panic!("GraphInput has neither transcript tokens nor features"),
         };
-        let h_bd = mp::linear(input.bd_x.clone(), self.lin0_bd.val());
+        let h_bd = mp::linear(
+            cast(input.bd_x.clone(), compute),
+            cast(self.lin0_bd.val(), compute),
+        );
         (mp::relu(h_tx), mp::relu(h_bd))
     }
 
     /// Embeddings of every transcript and boundary of `input`.
     pub fn forward(&self, input: &GraphInput<B>) -> Embeddings<B> {
-        let (mut h_tx, mut h_bd) = self.input_layer(input);
+        self.forward_in(input, None)
+    }
+
+    /// [`Segger::forward`] with the encoder computing in `compute`: mixed precision when it is
+    /// f16 or bf16 and the parameters are f32. Every parameter is cast on the way in (recorded,
+    /// so gradients reach the f32 parameters in f32), every activation between the layers is
+    /// stored in `compute`, the GATv2 kernels accumulate in f32, and the embeddings come back
+    /// in f32, so the decoder and the loss run in f32. `None` is [`Segger::forward`].
+    pub fn forward_in(&self, input: &GraphInput<B>, compute: Option<FloatDType>) -> Embeddings<B> {
+        let (mut h_tx, mut h_bd) = self.input_layer(input, compute);
         let n = self.layers.len();
         for (l, convs) in self.layers.iter().enumerate() {
             let mut acc: BTreeMap<NodeType, Vec<Tensor<B, 2>>> = BTreeMap::new();
@@ -291,7 +310,12 @@ impl<B: GatBackend> Segger<B> {
                         h_bd.clone()
                     }
                 };
-                let out = conv.forward(pick(rel.edge_type.src), pick(rel.edge_type.dst), rel);
+                let out = conv.forward_in(
+                    pick(rel.edge_type.src),
+                    pick(rel.edge_type.dst),
+                    rel,
+                    compute,
+                );
                 acc.entry(rel.edge_type.dst).or_default().push(out);
             }
             let mut combine = |t: NodeType| -> Tensor<B, 2> {
@@ -318,6 +342,10 @@ impl<B: GatBackend> Segger<B> {
         }
         if input.tx_rows > input.num_tx {
             h_tx = h_tx.narrow(0, 0, input.num_tx);
+        }
+        if compute.is_some() {
+            h_tx = h_tx.cast(FloatDType::F32);
+            h_bd = h_bd.cast(FloatDType::F32);
         }
         Embeddings { tx: h_tx, bd: h_bd }
     }

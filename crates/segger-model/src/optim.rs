@@ -574,3 +574,173 @@ where
         }
     }
 }
+
+/// The loss scale of float16 mixed precision, shared by the training step (which multiplies
+/// the loss by [`LossScale::scale`] before the backward pass, so that small gradients do not
+/// flush to zero in f16) and [`GradScaler`] (which divides the gradients by it and adjusts it).
+///
+/// The policy is `torch.amp.GradScaler`'s with its defaults: the scale starts at 2¹⁶; a step
+/// whose gradients hold an infinity or a NaN is skipped and halves the scale; after
+/// `growth_interval` (2,000) steps in a row without one the scale doubles.
+#[derive(Clone, Debug)]
+pub struct LossScale(Arc<Mutex<LossScaleState>>);
+
+/// Where a [`LossScale`] stands.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LossScaleState {
+    /// The current scale.
+    pub scale: f32,
+    /// Finite steps since the scale last changed.
+    pub good_steps: u32,
+    /// Steps doubled after this many finite steps in a row.
+    pub growth_interval: u32,
+    /// Steps skipped so far for non-finite gradients.
+    pub skipped: u64,
+}
+
+impl LossScale {
+    /// PyTorch's initial scale, 2¹⁶.
+    pub const INIT: f32 = 65_536.0;
+    /// PyTorch's growth interval.
+    pub const GROWTH_INTERVAL: u32 = 2_000;
+
+    /// A scale at [`LossScale::INIT`] that grows after `growth_interval` finite steps.
+    pub fn new(growth_interval: u32) -> Self {
+        Self(Arc::new(Mutex::new(LossScaleState {
+            scale: Self::INIT,
+            good_steps: 0,
+            growth_interval: growth_interval.max(1),
+            skipped: 0,
+        })))
+    }
+
+    /// The factor the loss is multiplied by before the backward pass.
+    pub fn scale(&self) -> f32 {
+        self.state().scale
+    }
+
+    /// A copy of the current state.
+    pub fn state(&self) -> LossScaleState {
+        *self.0.lock().expect("loss scale lock")
+    }
+
+    /// Records a step: `finite` steps count towards growth, others halve the scale.
+    pub fn update(&self, finite: bool) {
+        let mut s = self.0.lock().expect("loss scale lock");
+        if finite {
+            s.good_steps += 1;
+            if s.good_steps >= s.growth_interval {
+                s.scale *= 2.0;
+                s.good_steps = 0;
+            }
+        } else {
+            s.scale *= 0.5;
+            s.good_steps = 0;
+            s.skipped += 1;
+        }
+    }
+}
+
+impl Default for LossScale {
+    fn default() -> Self {
+        Self::new(Self::GROWTH_INTERVAL)
+    }
+}
+
+/// An optimiser that undoes the loss scaling of float16 mixed precision before delegating the
+/// step (Lightning's `precision="16-mixed"`: `GradScaler.unscale_`, then the wrapped clip and
+/// AdamW, then `GradScaler.update`). With a [`LossScale`] it divides every gradient by the
+/// scale, skips the step (the module comes back unchanged) when the gradients' squared norm
+/// is not finite, and updates the scale; that check reads one number back from the device.
+/// Without one it only delegates.
+#[derive(Clone)]
+pub struct GradScaler<O> {
+    inner: O,
+    scale: Option<LossScale>,
+}
+
+impl<O> GradScaler<O> {
+    /// Wraps `inner`; `scale` is `None` for full or bfloat16 precision.
+    pub fn new(inner: O, scale: Option<LossScale>) -> Self {
+        Self { inner, scale }
+    }
+
+    /// The loss scale, when there is one.
+    pub fn loss_scale(&self) -> Option<&LossScale> {
+        self.scale.as_ref()
+    }
+}
+
+/// Divides `grads` by `scale` and says whether they are all finite (their squared norm is).
+fn unscale<B, M>(module: &M, grads: &mut GradientsParams, scale: f32) -> bool
+where
+    B: AutodiffBackend,
+    B::InnerBackend: GatBackend,
+    M: AutodiffModule<B>,
+{
+    let mut v = FlatGrads::<B> {
+        grads,
+        flat: Vec::new(),
+    };
+    module.visit(&mut v);
+    let Some(device) = v.flat.first().map(|g| {
+        Tensor::<B::InnerBackend, 1>::from_primitive(burn::tensor::TensorPrimitive::Float(
+            g.clone(),
+        ))
+        .reshape([-1])
+        .device()
+    }) else {
+        return true;
+    };
+    let squared = B::InnerBackend::sum_squares(v.flat).sum();
+    let coef = Tensor::<B::InnerBackend, 1>::from_floats([1.0 / scale], &device);
+    module.visit(&mut Scale::<B> { grads, coef });
+    squared.into_scalar().elem::<f32>().is_finite()
+}
+
+impl<M, B, O> Optimizer<M, B> for GradScaler<O>
+where
+    M: AutodiffModule<B>,
+    B: AutodiffBackend,
+    B::InnerBackend: GatBackend,
+    O: Optimizer<M, B>,
+{
+    type Record = O::Record;
+
+    fn step(&mut self, lr: f64, module: M, mut grads: GradientsParams) -> M {
+        if let Some(s) = &self.scale {
+            let finite = unscale::<B, M>(&module, &mut grads, s.scale());
+            s.update(finite);
+            if !finite {
+                return module;
+            }
+        }
+        self.inner.step(lr, module, grads)
+    }
+
+    fn step_multi(&mut self, lr: f64, module: M, mut grads: MultiGradientsParams) -> M {
+        if let Some(s) = &self.scale {
+            let scale = s.scale();
+            let mut finite = true;
+            for (g, _) in grads.grads.iter_mut() {
+                finite &= unscale::<B, M>(&module, g, scale);
+            }
+            s.update(finite);
+            if !finite {
+                return module;
+            }
+        }
+        self.inner.step_multi(lr, module, grads)
+    }
+
+    fn to_record(&self) -> Self::Record {
+        self.inner.to_record()
+    }
+
+    fn load_record(self, record: Self::Record) -> Self {
+        Self {
+            inner: self.inner.load_record(record),
+            scale: self.scale,
+        }
+    }
+}

@@ -1,8 +1,9 @@
 use burn::module::Module;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Bool, Int, Tensor};
+use burn::tensor::{Bool, FloatDType, Int, Tensor};
 use burn::train::metric::{ConfusionStatsInput, LossInput};
 use burn::train::{InferenceStep, ItemLazy, TrainOutput, TrainStep};
+use segger_model::optim::LossScale;
 use segger_model::{bce_with_logits, decode, GatBackend, Segger};
 
 use crate::loader::SeggerBatch;
@@ -12,6 +13,25 @@ use crate::loader::SeggerBatch;
 pub struct LitSegger<B: Backend> {
     /// The Segger model.
     pub model: Segger<B>,
+    /// The encoder's compute type under mixed precision (f16 or bf16; see
+    /// [`Segger::forward_in`]), or `None` for f32.
+    #[module(skip)]
+    pub compute: Option<FloatDType>,
+    /// f16's loss scale, shared with the optimiser's [`segger_model::optim::GradScaler`]: the
+    /// training step multiplies the loss by it before the backward pass.
+    #[module(skip)]
+    pub loss_scale: Option<LossScale>,
+}
+
+impl<B: Backend> LitSegger<B> {
+    /// `model` trained in f32.
+    pub fn new(model: Segger<B>) -> Self {
+        Self {
+            model,
+            compute: None,
+            loss_scale: None,
+        }
+    }
 }
 
 /// What a train or validation step reports to the metrics.
@@ -56,7 +76,7 @@ impl<B: GatBackend> LitSegger<B> {
         else {
             panic!("a training or validation batch without label pairs (tiles without positives belong to the test split)");
         };
-        let z = self.model.forward(input);
+        let z = self.model.forward_in(input, self.compute);
         let logits = decode(&z, tx.clone(), bd.clone());
         let loss = bce_with_logits(logits.clone(), y.clone());
         LinkOutput {
@@ -78,7 +98,10 @@ where
 
     fn step(&self, batch: SeggerBatch<B>) -> TrainOutput<LinkOutput<B>> {
         let out = self.forward_link(&batch);
-        let grads = out.loss.backward();
+        let grads = match &self.loss_scale {
+            Some(s) => out.loss.clone().mul_scalar(s.scale()).backward(),
+            None => out.loss.backward(),
+        };
         TrainOutput::new(self, grads, out)
     }
 }

@@ -7,12 +7,13 @@ use std::time::Instant;
 use burn::optim::Optimizer;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{DType, FloatDType};
 use burn::train::logger::FileMetricLogger;
 use burn::train::metric::{FBetaScoreMetric, LossMetric};
 use burn::train::{ExecutionStrategy, Learner, MultiDeviceOptim, SupervisedTraining};
 use segger_data::TileDataset;
 use segger_model::mp::MatmulPrecision;
-use segger_model::optim::clipped_adamw;
+use segger_model::optim::{clipped_adamw, GradScaler, LossScale, LossScaleState};
 use segger_model::{GatBackend, Segger, SeggerConfig};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -60,6 +61,26 @@ pub enum Precision {
     Mixed16,
     /// `bf16-mixed`: bfloat16 compute with float32 master weights.
     Bf16Mixed,
+}
+
+impl Precision {
+    /// The encoder's compute type: f16 for `16-mixed`, bf16 for `bf16-mixed`, `None` for f32.
+    pub fn compute_dtype(self) -> Option<FloatDType> {
+        match self {
+            Self::F32 => None,
+            Self::Mixed16 => Some(FloatDType::F16),
+            Self::Bf16Mixed => Some(FloatDType::BF16),
+        }
+    }
+
+    /// The flag's spelling for a mixed precision, `None` for f32.
+    fn flag_if_mixed(self) -> Option<&'static str> {
+        match self {
+            Self::F32 => None,
+            Self::Mixed16 => Some("16-mixed"),
+            Self::Bf16Mixed => Some("bf16-mixed"),
+        }
+    }
 }
 
 impl std::str::FromStr for Precision {
@@ -185,6 +206,26 @@ pub struct TrainSummary {
     pub model_path: PathBuf,
     /// Wall seconds of the whole run.
     pub wall_seconds: f64,
+    /// With `--precision 16-mixed`, where the loss scale ended (`None` otherwise).
+    pub loss_scale: Option<LossScaleSummary>,
+}
+
+/// The loss scale at the end of a `16-mixed` run.
+#[derive(Debug, Clone, Serialize)]
+pub struct LossScaleSummary {
+    /// The final scale.
+    pub scale: f32,
+    /// Optimiser steps skipped because the gradients were not finite (each halved the scale).
+    pub skipped_steps: u64,
+}
+
+impl From<LossScaleState> for LossScaleSummary {
+    fn from(s: LossScaleState) -> Self {
+        Self {
+            scale: s.scale,
+            skipped_steps: s.skipped,
+        }
+    }
 }
 
 /// A `metrics.csv` row in the summary.
@@ -314,12 +355,6 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary, TrainError> {
     cfg.model
         .check()
         .map_err(|e| TrainError::Input(e.to_string()))?;
-    if cfg.precision != Precision::F32 {
-        return Err(TrainError::Input(format!(
-            "--precision {:?} is not supported: Burn 0.21 has no autocast, so mixed precision with f32 master weights cannot be done honestly yet; use --precision 32",
-            cfg.precision
-        )));
-    }
     let (train_ds, train_tx) = open_split(&cfg.train_dir, "train_dir", &cfg.model)?;
     let (val_ds, _) = open_split(&cfg.val_dir, "val_dir", &cfg.model)?;
     let resume_epoch = if cfg.resume {
@@ -379,6 +414,11 @@ fn dispatch(ctx: RunContext<'_>) -> Result<TrainSummary, TrainError> {
     };
     match acc {
         Accelerator::Cpu => {
+            if let Some(flag) = ctx.cfg.precision.flag_if_mixed() {
+                return Err(TrainError::Input(format!(
+                    "--precision {flag} runs on the GPU backends only (--accelerator cuda or wgpu): the CPU kernels compute in float32; use --precision 32 on the CPU"
+                )));
+            }
             if ctx.cfg.devices > 1 {
                 return Err(TrainError::Input(format!(
                     "--devices {}: the CPU backend is one device; use --devices 1",
@@ -509,16 +549,34 @@ where
 {
     let cfg = ctx.cfg;
     let t0 = Instant::now();
+    let compute = cfg.precision.compute_dtype();
+    if let (Some(dtype), Some(flag)) = (compute, cfg.precision.flag_if_mixed()) {
+        if let Some(d) = devices
+            .iter()
+            .find(|d| !B::supports_dtype(d, DType::from(dtype)))
+        {
+            return Err(TrainError::Backend(format!(
+                "--precision {flag}: {backend} device {d:?} has no {dtype:?} arithmetic; use --precision 32{}",
+                if dtype == FloatDType::BF16 { " (or 16-mixed)" } else { "" }
+            )));
+        }
+    }
     let root = &cfg.default_root_dir;
     std::fs::create_dir_all(root)
         .map_err(|e| TrainError::Runtime(format!("{}: {e}", root.display())))?;
     write_json_atomic(&root.join("run_config.json"), cfg)?;
     let device = devices[0].clone();
+    let loss_scale = (cfg.precision == Precision::Mixed16).then(LossScale::default);
     let model = LitSegger {
         model: Segger::<B>::init(&cfg.model, &device, cfg.seed)
             .map_err(|e| TrainError::Input(e.to_string()))?,
+        compute,
+        loss_scale: loss_scale.clone(),
     };
-    let optim = clipped_adamw::<B, LitSegger<B>>(cfg.weight_decay as f64, cfg.gradient_clip_val);
+    let optim = GradScaler::new(
+        clipped_adamw::<B, LitSegger<B>>(cfg.weight_decay as f64, cfg.gradient_clip_val),
+        loss_scale.clone(),
+    );
     let start_epoch = ctx.resume_epoch.unwrap_or(0) as u64;
     let train_loader = Arc::new(TileBatchLoader::<B>::new(
         ctx.train_ds.clone(),
@@ -605,6 +663,7 @@ where
         train_transcripts: ctx.train_tx,
         model_path,
         wall_seconds: t0.elapsed().as_secs_f64(),
+        loss_scale: loss_scale.map(|s| s.state().into()),
     })
 }
 
