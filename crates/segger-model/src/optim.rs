@@ -684,11 +684,7 @@ where
     };
     module.visit(&mut v);
     let Some(device) = v.flat.first().map(|g| {
-        Tensor::<B::InnerBackend, 1>::from_primitive(burn::tensor::TensorPrimitive::Float(
-            g.clone(),
-        ))
-        .reshape([-1])
-        .device()
+        <B::InnerBackend as burn::tensor::ops::FloatTensorOps<B::InnerBackend>>::float_device(g)
     }) else {
         return true;
     };
