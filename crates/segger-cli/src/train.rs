@@ -236,7 +236,7 @@ pub fn run(a: TrainArgs) -> Result<(), CliError> {
     if let Some(ls) = &summary.loss_scale {
         println!(
             "  16-mixed loss scale {} at the end, {} optimiser steps skipped for non-finite gradients",
-            ls.scale, ls.skipped_steps
+            ls.scale, ls.skipped
         );
     }
     println!("  model    {}", summary.model_path.display());

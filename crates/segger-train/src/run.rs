@@ -207,25 +207,7 @@ pub struct TrainSummary {
     /// Wall seconds of the whole run.
     pub wall_seconds: f64,
     /// With `--precision 16-mixed`, where the loss scale ended (`None` otherwise).
-    pub loss_scale: Option<LossScaleSummary>,
-}
-
-/// The loss scale at the end of a `16-mixed` run.
-#[derive(Debug, Clone, Serialize)]
-pub struct LossScaleSummary {
-    /// The final scale.
-    pub scale: f32,
-    /// Optimiser steps skipped because the gradients were not finite (each halved the scale).
-    pub skipped_steps: u64,
-}
-
-impl From<LossScaleState> for LossScaleSummary {
-    fn from(s: LossScaleState) -> Self {
-        Self {
-            scale: s.scale,
-            skipped_steps: s.skipped,
-        }
-    }
+    pub loss_scale: Option<LossScaleState>,
 }
 
 /// A `metrics.csv` row in the summary.
@@ -663,7 +645,7 @@ where
         train_transcripts: ctx.train_tx,
         model_path,
         wall_seconds: t0.elapsed().as_secs_f64(),
-        loss_scale: loss_scale.map(|s| s.state().into()),
+        loss_scale: loss_scale.map(|s| s.state()),
     })
 }
 

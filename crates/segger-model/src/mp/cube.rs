@@ -1420,11 +1420,8 @@ pub(super) fn backward<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolE
     let dtype = xl.dtype;
     let de = empty32(client.clone(), device.clone(), Shape::new([e, h]));
     let grad_xr = new(Shape::new([nd, h, c]));
-    let att_part = empty32(
-        client.clone(),
-        device.clone(),
-        Shape::new([att_part_rows(e, nd, c), h, c]),
-    );
+    let att_rows = att_part_rows(e, nd, c);
+    let att_part = empty32(client.clone(), device.clone(), Shape::new([att_rows, h, c]));
     let grad_xl = new(Shape::new([ns, h, c]));
     let dtypes = [xl.dtype.into(), g.src.dtype.into()];
 
@@ -1460,7 +1457,7 @@ pub(super) fn backward<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolE
         dtypes,
     );
     // The per-destination terms are f32; so is their sum, rounded once to the storage type.
-    let att_part = wrap::<R, F, I, BT, 3>(att_part).reshape([att_part_rows(e, nd, c), h * c]);
+    let att_part = wrap::<R, F, I, BT, 3>(att_part).reshape([att_rows, h * c]);
     let grad_att = wrap::<R, F, I, BT, 2>(col_sum_dtype(att_part.into_primitive().tensor(), dtype))
         .reshape([h, c]);
     (wrap(grad_xl), wrap(grad_xr), grad_att)
