@@ -7,19 +7,28 @@
 //! transcripts) and shares housekeeping genes (40 %). On top of the cells' transcripts there is
 //! uniform background noise (real genes, no true cell) and control probes with low quality
 //! values. Everything is drawn from one ChaCha8 stream, so a seed gives the same files.
+//!
+//! The `hard` preset ([`SimConfig::hard`], module `hard`) builds the cells from a finer
+//! power diagram instead: cells of one to four regions, off-centre nuclei, cells without a
+//! nucleus, merged and split nuclei, and transcript diffusion. Its options are off by default,
+//! and with them off no extra random number is drawn: the default output does not change.
 
 use std::f64::consts::PI;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
-use arrow_array::{ArrayRef, Float32Array, StringArray, UInt64Array, UInt8Array};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::io::write_parquet;
 use crate::SimError;
+
+mod hard;
+mod lattice;
+mod write;
+
+use lattice::{lattice_tissue, Lattice};
+use write::{write_rings, write_transcripts, write_truth, Fovs};
 
 /// First transcript id (Xenium ids are large 64-bit integers).
 pub const FIRST_TRANSCRIPT_ID: u64 = 281_474_976_710_656;
@@ -59,6 +68,38 @@ pub struct SimConfig {
     /// Probability that a cell takes the type of its tissue patch (else a uniformly random
     /// type): 1 gives large single-type regions, 0 a salt-and-pepper mixture.
     pub patchiness: f64,
+    /// Fraction of the cells whose nucleus lies outside the section: no nucleus polygon, and
+    /// their transcripts are uniform over the whole cell (`--no_nucleus_fraction`).
+    pub no_nucleus_fraction: f64,
+    /// Fractions of the cells made of 1, 2, 3 and 4 regions of the region lattice, chained
+    /// along a random direction (`--region_chain`); normalised to sum 1.
+    pub region_chain: [f64; 4],
+    /// Spread of the region sizes: each region's power-diagram weight is uniform in
+    /// ± `size_spread` × (region spacing)² (`--size_spread`; 0 gives a Voronoi diagram).
+    pub size_spread: f64,
+    /// Largest displacement of a nucleus centre from its region's centroid, as a fraction of
+    /// the way to the region's edge (`--nucleus_offset`).
+    pub nucleus_offset: f64,
+    /// Merged nuclei (two neighbours' nuclei written as one polygon, their convex hull) as a
+    /// fraction of the cells (`--merged_nuclei`).
+    pub merged_nuclei: f64,
+    /// Split nuclei (one nucleus written as two halves with two ids) as a fraction of the
+    /// cells (`--split_nuclei`).
+    pub split_nuclei: f64,
+    /// Standard deviation in µm of a Gaussian displacement of every cell transcript in x and
+    /// y after placement; the truth is unchanged (`--diffusion`).
+    pub diffusion: f64,
+}
+
+/// Named settings of `segger simulate --preset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    /// Convex Voronoi cells of one size, a centred nucleus in every cell ([`SimConfig::new`]).
+    #[default]
+    Easy,
+    /// Geometry like real tissue sections ([`SimConfig::hard`]).
+    Hard,
 }
 
 impl SimConfig {
@@ -77,7 +118,52 @@ impl SimConfig {
             control_fraction: 0.02,
             low_qv_fraction: 0.08,
             patchiness: 0.2,
+            no_nucleus_fraction: 0.0,
+            region_chain: [1.0, 0.0, 0.0, 0.0],
+            size_spread: 0.0,
+            nucleus_offset: 0.0,
+            merged_nuclei: 0.0,
+            split_nuclei: 0.0,
+            diffusion: 0.0,
         }
+    }
+
+    /// The `hard` preset: the defaults of [`SimConfig::new`] with a geometry like real tissue
+    /// sections. 25 % of the cells have no nucleus in the section; cells are chains of 1–4
+    /// power-diagram regions (60 / 25 / 10 / 5 %) with weights within ± 0.2 × spacing²;
+    /// nuclei sit up to 40 % of the way from their region's centroid to its edge; 3 % of the
+    /// cells have a nucleus merged with a neighbour's and 3 % a split nucleus; transcripts
+    /// diffuse by σ = 0.8 µm.
+    pub fn hard(cells: usize, seed: u64) -> Self {
+        Self {
+            no_nucleus_fraction: 0.25,
+            region_chain: [0.6, 0.25, 0.1, 0.05],
+            size_spread: 0.2,
+            nucleus_offset: 0.4,
+            merged_nuclei: 0.03,
+            split_nuclei: 0.03,
+            diffusion: 0.8,
+            ..Self::new(cells, seed)
+        }
+    }
+
+    /// The settings of a preset.
+    pub fn preset(preset: Preset, cells: usize, seed: u64) -> Self {
+        match preset {
+            Preset::Easy => Self::new(cells, seed),
+            Preset::Hard => Self::hard(cells, seed),
+        }
+    }
+
+    /// Whether the cells come from the region lattice (module `hard`) rather than one
+    /// Voronoi cell per lattice seed: any option on the nuclei or the geometry is set.
+    fn uses_regions(&self) -> bool {
+        self.no_nucleus_fraction > 0.0
+            || self.region_chain[1..].iter().any(|&f| f > 0.0)
+            || self.size_spread > 0.0
+            || self.nucleus_offset > 0.0
+            || self.merged_nuclei > 0.0
+            || self.split_nuclei > 0.0
     }
 
     /// The number of cells that gives about `transcripts` transcripts in all.
@@ -118,6 +204,36 @@ impl SimConfig {
         {
             return bad("fractions must be in [0, 1] and noise + controls below 1");
         }
+        self.check_hard()
+    }
+
+    fn check_hard(&self) -> Result<(), SimError> {
+        let bad = |m: &str| Err(SimError::Invalid(m.to_string()));
+        let within = |v: f64, hi: f64| (0.0..=hi).contains(&v);
+        if !within(self.no_nucleus_fraction, 1.0) {
+            return bad("--no_nucleus_fraction must be in [0, 1]");
+        }
+        let chain_sum: f64 = self.region_chain.iter().sum();
+        if self.region_chain.iter().any(|f| !within(*f, 1.0)) || chain_sum <= 0.0 {
+            return bad("--region_chain takes four fractions in [0, 1] (cells of 1, 2, 3 and 4 regions) with a positive sum");
+        }
+        if !within(self.size_spread, 0.3) {
+            return bad("--size_spread must be in [0, 0.3]");
+        }
+        if !within(self.nucleus_offset, 0.8) {
+            return bad("--nucleus_offset must be in [0, 0.8]");
+        }
+        if !within(self.merged_nuclei, 0.5) || !within(self.split_nuclei, 0.5) {
+            return bad("--merged_nuclei and --split_nuclei must be in [0, 0.5]");
+        }
+        if self.no_nucleus_fraction + 2.0 * self.merged_nuclei + self.split_nuclei > 1.0 {
+            return bad(
+                "--no_nucleus_fraction + 2 × --merged_nuclei + --split_nuclei must be at most 1",
+            );
+        }
+        if !within(self.diffusion, 10.0) {
+            return bad("--diffusion must be in [0, 10] µm");
+        }
         Ok(())
     }
 }
@@ -129,8 +245,16 @@ pub struct SimSummary {
     pub out: PathBuf,
     /// Transcripts written.
     pub transcripts: usize,
-    /// Cells (and nuclei).
+    /// Cells (true cells, all with a polygon in `cell_boundaries.parquet`).
     pub cells: usize,
+    /// Nucleus polygons written (cells − no nucleus − merged + split).
+    pub nuclei: usize,
+    /// Cells without a nucleus in the section.
+    pub no_nucleus: usize,
+    /// Merged nuclei: polygons that cover two cells' nuclei.
+    pub merged_nuclei: usize,
+    /// Split nuclei: cells whose nucleus is written as two polygons.
+    pub split_nuclei: usize,
     /// Genes (control probes not counted).
     pub genes: usize,
     /// Cell types.
@@ -160,7 +284,8 @@ pub struct SimSummary {
 /// A closed-form 2-D point.
 type P = (f64, f64);
 
-/// One cell: seed, Voronoi polygon, nucleus polygon, type.
+/// One cell: a point inside it, polygon, true nucleus polygon (empty when the cell has no
+/// nucleus in the section), bounding boxes, type.
 struct Cell {
     seed: P,
     poly: Vec<P>,
@@ -168,6 +293,119 @@ struct Cell {
     bbox: [f64; 4],
     nbbox: [f64; 4],
     kind: usize,
+}
+
+impl Cell {
+    fn new(seed: P, poly: Vec<P>, nucleus: Vec<P>, kind: usize) -> Self {
+        Self {
+            seed,
+            bbox: bbox(&poly),
+            nbbox: bbox(&nucleus),
+            poly,
+            nucleus,
+            kind,
+        }
+    }
+}
+
+/// A nucleus polygon as written to `nucleus_boundaries.parquet`.
+struct Nucleus {
+    id: String,
+    ring: Vec<P>,
+    bbox: [f64; 4],
+}
+
+/// Written nuclei bucketed on a grid by a point of each (the lattice seed, or the centre of
+/// the bounding box), for the `cell_id` / `nucleus_distance` columns.
+struct NucleusIndex {
+    side: f64,
+    nx: usize,
+    ny: usize,
+    buckets: Vec<Vec<u32>>,
+    /// Largest distance from a nucleus's bucketing point to its ring.
+    reach: f64,
+    /// Search rings of buckets until the nearest nucleus is certain; otherwise the 3 × 3
+    /// neighbourhood only (the default preset's lattice, where each bucket holds one).
+    exact: bool,
+}
+
+impl NucleusIndex {
+    fn bucket(&self, p: P) -> (i64, i64) {
+        (
+            (((p.0 - ORIGIN) / self.side).floor() as i64).clamp(0, self.nx as i64 - 1),
+            (((p.1 - ORIGIN) / self.side).floor() as i64).clamp(0, self.ny as i64 - 1),
+        )
+    }
+
+    /// The nucleus containing `p` (the first found) and the distance to the nearest ring.
+    fn lookup(&self, nuclei: &[Nucleus], p: P) -> (Option<usize>, f64) {
+        let (gi, gj) = self.bucket(p);
+        let mut ndist = f64::INFINITY;
+        let mut in_nucleus = None;
+        let visit = |di: i64, dj: i64, ndist: &mut f64, found: &mut Option<usize>| {
+            let (a, b) = (gi + di, gj + dj);
+            if a < 0 || b < 0 || a >= self.nx as i64 || b >= self.ny as i64 {
+                return;
+            }
+            for &k in &self.buckets[b as usize * self.nx + a as usize] {
+                let c = &nuclei[k as usize];
+                if found.is_none()
+                    && p.0 >= c.bbox[0]
+                    && p.0 <= c.bbox[2]
+                    && p.1 >= c.bbox[1]
+                    && p.1 <= c.bbox[3]
+                    && inside(&c.ring, p)
+                {
+                    *found = Some(k as usize);
+                }
+                *ndist = ndist.min(ring_distance(&c.ring, p));
+            }
+        };
+        for dj in -1..=1i64 {
+            for di in -1..=1i64 {
+                visit(di, dj, &mut ndist, &mut in_nucleus);
+            }
+        }
+        if !self.exact || in_nucleus.is_some() {
+            return (in_nucleus, ndist);
+        }
+        // Rings r = 2, 3, …: a nucleus bucketed r + 1 away is at least r × side − reach away.
+        let max_r = self.nx.max(self.ny) as i64;
+        let mut r = 1;
+        while r < max_r && ndist > r as f64 * self.side - self.reach {
+            r += 1;
+            for dj in -r..=r {
+                for di in -r..=r {
+                    if di.abs() == r || dj.abs() == r {
+                        visit(di, dj, &mut ndist, &mut in_nucleus);
+                    }
+                }
+            }
+        }
+        (in_nucleus, ndist)
+    }
+}
+
+/// The simulated tissue: cells, written nuclei and their index, size.
+struct Tissue {
+    cells: Vec<Cell>,
+    nuclei: Vec<Nucleus>,
+    index: NucleusIndex,
+    w: f64,
+    h: f64,
+    no_nucleus: usize,
+    merged: usize,
+    split: usize,
+}
+
+/// One transcript: position, gene or control index, true cell or `u32::MAX`, qv.
+struct Tx {
+    x: f64,
+    y: f64,
+    z: f64,
+    feature: u32,
+    cell: u32,
+    qv: f32,
 }
 
 /// Xenium-like cell id: eight letters and "-1".
@@ -194,21 +432,30 @@ fn normal(rng: &mut ChaCha8Rng) -> f64 {
 
 /// Keeps the part of a convex polygon where `(p - m) · n <= 0`.
 fn clip(poly: &[P], m: P, n: P) -> Vec<P> {
+    clip_labelled(poly, &vec![0; poly.len()], m, n, 0).0
+}
+
+/// Keeps the part of a convex ring where `(p - m) · n <= 0`, with edge labels: `label[i]`
+/// belongs to the edge from vertex i to i + 1, and the new edge along the clip line gets `l`.
+fn clip_labelled(ring: &[P], label: &[u32], m: P, n: P, l: u32) -> (Vec<P>, Vec<u32>) {
     let side = |p: P| (p.0 - m.0) * n.0 + (p.1 - m.1) * n.1;
-    let mut out = Vec::with_capacity(poly.len() + 1);
-    for i in 0..poly.len() {
-        let a = poly[i];
-        let b = poly[(i + 1) % poly.len()];
+    let mut out = Vec::with_capacity(ring.len() + 1);
+    let mut lab = Vec::with_capacity(ring.len() + 1);
+    for i in 0..ring.len() {
+        let a = ring[i];
+        let b = ring[(i + 1) % ring.len()];
         let (sa, sb) = (side(a), side(b));
         if sa <= 0.0 {
             out.push(a);
+            lab.push(if sa == 0.0 && sb > 0.0 { l } else { label[i] });
         }
         if (sa < 0.0 && sb > 0.0) || (sa > 0.0 && sb < 0.0) {
             let t = sa / (sa - sb);
             out.push((a.0 + t * (b.0 - a.0), a.1 + t * (b.1 - a.1)));
+            lab.push(if sa < 0.0 { l } else { label[i] });
         }
     }
-    out
+    (out, lab)
 }
 
 fn area(poly: &[P]) -> f64 {
@@ -342,54 +589,23 @@ pub fn gene_name(g: usize) -> String {
     format!("Gene{:03}", g + 1)
 }
 
-fn fov_name(col: usize, row: usize) -> String {
-    let mut letters = Vec::new();
-    let mut r = row;
-    loop {
-        letters.push(b'A' + (r % 26) as u8);
-        if r < 26 {
-            break;
-        }
-        r = r / 26 - 1;
-    }
-    letters.reverse();
-    let mut s: String = letters.into_iter().map(char::from).collect();
-    s.push_str(&(col + 1).to_string());
-    s
+/// Area of a mean cell in µm²: the lattice spacing that gives the requested density.
+fn mean_cell_area(cfg: &SimConfig) -> f64 {
+    let in_cells = 1.0 - cfg.noise_fraction - cfg.control_fraction;
+    cfg.transcripts_per_cell / (cfg.density * in_cells)
 }
 
-/// Writes the simulated sample into `out` (created if needed; existing files are replaced).
-pub fn simulate(cfg: &SimConfig, out: &Path) -> Result<SimSummary, SimError> {
-    cfg.check()?;
-    let t0 = Instant::now();
-    std::fs::create_dir_all(out).map_err(|source| SimError::Io {
-        path: out.to_path_buf(),
-        source,
-    })?;
-    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-
-    // Lattice.
-    let nx = ((cfg.cells as f64).sqrt().round() as usize).max(1);
-    let ny = ((cfg.cells as f64 / nx as f64).round() as usize).max(1);
-    let in_cells = 1.0 - cfg.noise_fraction - cfg.control_fraction;
-    let cell_area = cfg.transcripts_per_cell / (cfg.density * in_cells);
-    let s = cell_area.sqrt();
-    let (w, h) = (nx as f64 * s, ny as f64 * s);
-    let frame = [ORIGIN, ORIGIN, ORIGIN + w, ORIGIN + h];
-    let seeds: Vec<P> = (0..nx * ny)
-        .map(|k| {
-            let (i, j) = (k % nx, k / nx);
-            (
-                ORIGIN + (i as f64 + 0.5 + JITTER * (2.0 * rng.random::<f64>() - 1.0)) * s,
-                ORIGIN + (j as f64 + 0.5 + JITTER * (2.0 * rng.random::<f64>() - 1.0)) * s,
-            )
-        })
-        .collect();
-
-    // Cell types: patches around random centres, mixed with random types.
+/// Centres of the cell-type patches, each with its type.
+fn patch_centres(
+    cfg: &SimConfig,
+    w: f64,
+    h: f64,
+    cells: usize,
+    rng: &mut ChaCha8Rng,
+) -> Vec<(P, usize)> {
     let t = cfg.cell_types;
-    let n_centres = (2 * t).max(nx * ny / 40).max(1);
-    let centres: Vec<(P, usize)> = (0..n_centres)
+    let n_centres = (2 * t).max(cells / 40).max(1);
+    (0..n_centres)
         .map(|c| {
             (
                 (
@@ -399,95 +615,71 @@ pub fn simulate(cfg: &SimConfig, out: &Path) -> Result<SimSummary, SimError> {
                 c % t,
             )
         })
-        .collect();
+        .collect()
+}
 
-    let mut cells: Vec<Cell> = Vec::with_capacity(seeds.len());
-    for (k, &seed) in seeds.iter().enumerate() {
-        let (i, j) = ((k % nx) as i64, (k / nx) as i64);
-        let r = 2.5 * s;
-        let mut poly = vec![
-            ((seed.0 - r).max(frame[0]), (seed.1 - r).max(frame[1])),
-            ((seed.0 + r).min(frame[2]), (seed.1 - r).max(frame[1])),
-            ((seed.0 + r).min(frame[2]), (seed.1 + r).min(frame[3])),
-            ((seed.0 - r).max(frame[0]), (seed.1 + r).min(frame[3])),
-        ];
-        for dj in -2..=2i64 {
-            for di in -2..=2i64 {
-                let (a, b) = (i + di, j + dj);
-                if (di == 0 && dj == 0) || a < 0 || b < 0 || a >= nx as i64 || b >= ny as i64 {
-                    continue;
-                }
-                let o = seeds[b as usize * nx + a as usize];
-                let m = (0.5 * (seed.0 + o.0), 0.5 * (seed.1 + o.1));
-                poly = clip(&poly, m, (o.0 - seed.0, o.1 - seed.1));
-            }
+/// The type of a cell at `p`: its patch's type with probability `patchiness`, else random.
+fn cell_type(cfg: &SimConfig, centres: &[(P, usize)], p: P, rng: &mut ChaCha8Rng) -> usize {
+    let mut best = (f64::INFINITY, 0);
+    for (c, &(q, _)) in centres.iter().enumerate() {
+        let d = (q.0 - p.0).hypot(q.1 - p.1);
+        if d < best.0 {
+            best = (d, c);
         }
-        // Nucleus: an ellipse of about 30 % of the cell's area with a wobble, inside the cell.
-        let a_cell = area(&poly);
-        let r0 = (0.3 * a_cell / PI).sqrt();
-        let ratio = 1.0 + 0.4 * rng.random::<f64>();
-        let phi = PI * rng.random::<f64>();
-        let (wob_a, wob_p) = (0.06 * rng.random::<f64>(), 2.0 * PI * rng.random::<f64>());
-        let nucleus: Vec<P> = (0..NUCLEUS_VERTICES)
-            .map(|v| {
-                let th = 2.0 * PI * v as f64 / NUCLEUS_VERTICES as f64;
-                let (c, sn) = ((th - phi).cos(), (th - phi).sin());
-                let ell = r0 / ((c / ratio.sqrt()).powi(2) + (sn * ratio.sqrt()).powi(2)).sqrt();
-                let rr = ell * (1.0 + wob_a * (3.0 * th + wob_p).sin());
-                let lim = 0.8 * ray_to_boundary(&poly, seed, (th.cos(), th.sin()));
-                let rr = rr.min(lim);
-                (seed.0 + rr * th.cos(), seed.1 + rr * th.sin())
-            })
-            .collect();
-        let mut best = (f64::INFINITY, 0);
-        for (c, &(p, _)) in centres.iter().enumerate() {
-            let d = (p.0 - seed.0).hypot(p.1 - seed.1);
-            if d < best.0 {
-                best = (d, c);
-            }
-        }
-        let kind = if rng.random::<f64>() < cfg.patchiness {
-            centres[best.1].1
-        } else {
-            rng.random_range(0..t)
-        };
-        cells.push(Cell {
-            seed,
-            bbox: bbox(&poly),
-            nbbox: bbox(&nucleus),
-            poly,
-            nucleus,
-            kind,
-        });
     }
-
-    let cdfs = expression(cfg, &mut rng);
-    let mean_area = w * h / cells.len() as f64;
-
-    // Transcripts: (x, y, gene or control index, true cell or u32::MAX, qv).
-    struct Tx {
-        x: f64,
-        y: f64,
-        z: f64,
-        feature: u32,
-        cell: u32,
-        qv: f32,
+    if rng.random::<f64>() < cfg.patchiness {
+        centres[best.1].1
+    } else {
+        rng.random_range(0..cfg.cell_types)
     }
+}
+
+/// A nucleus around `c` in the convex polygon `poly`: an ellipse of mean radius `r0`, axis
+/// ratio 1–1.4 and a small wobble, at most 80 % of the way from `c` to the polygon's edge.
+fn wobbly_nucleus(poly: &[P], c: P, r0: f64, rng: &mut ChaCha8Rng) -> Vec<P> {
+    let ratio = 1.0 + 0.4 * rng.random::<f64>();
+    let phi = PI * rng.random::<f64>();
+    let (wob_a, wob_p) = (0.06 * rng.random::<f64>(), 2.0 * PI * rng.random::<f64>());
+    (0..NUCLEUS_VERTICES)
+        .map(|v| {
+            let th = 2.0 * PI * v as f64 / NUCLEUS_VERTICES as f64;
+            let (co, sn) = ((th - phi).cos(), (th - phi).sin());
+            let ell = r0 / ((co / ratio.sqrt()).powi(2) + (sn * ratio.sqrt()).powi(2)).sqrt();
+            let rr = ell * (1.0 + wob_a * (3.0 * th + wob_p).sin());
+            let lim = 0.8 * ray_to_boundary(poly, c, (th.cos(), th.sin()));
+            let rr = rr.min(lim);
+            (c.0 + rr * th.cos(), c.1 + rr * th.sin())
+        })
+        .collect()
+}
+
+fn real_qv(cfg: &SimConfig, rng: &mut ChaCha8Rng) -> f32 {
+    if rng.random::<f64>() < cfg.low_qv_fraction {
+        (5.0 + 15.0 * rng.random::<f64>()) as f32
+    } else {
+        (20.0 + 20.0 * rng.random::<f64>()) as f32
+    }
+}
+
+/// The cells' transcripts: a count proportional to the cell's area, uniform in the nucleus
+/// (`nuclear_fraction`) or the rest of the cell, then diffused.
+fn cell_transcripts(
+    cfg: &SimConfig,
+    tissue: &Tissue,
+    cdfs: &[Vec<f64>],
+    rng: &mut ChaCha8Rng,
+) -> Vec<Tx> {
+    let cells = &tissue.cells;
+    let mean_area = tissue.w * tissue.h / cells.len() as f64;
     let n_cells_tx_est = (cfg.transcripts_per_cell * cells.len() as f64) as usize;
     let mut txs: Vec<Tx> = Vec::with_capacity(n_cells_tx_est + n_cells_tx_est / 10 + 16);
-    let real_qv = |rng: &mut ChaCha8Rng| -> f32 {
-        if rng.random::<f64>() < cfg.low_qv_fraction {
-            (5.0 + 15.0 * rng.random::<f64>()) as f32
-        } else {
-            (20.0 + 20.0 * rng.random::<f64>()) as f32
-        }
-    };
     for (c, cell) in cells.iter().enumerate() {
-        let size = (0.25 * normal(&mut rng)).exp();
+        let size = (0.25 * normal(rng)).exp();
         let mean = cfg.transcripts_per_cell * area(&cell.poly) / mean_area * size;
-        let n = (mean + mean.sqrt() * normal(&mut rng)).round().max(0.0) as usize;
+        let n = (mean + mean.sqrt() * normal(rng)).round().max(0.0) as usize;
+        let has_nucleus = !cell.nucleus.is_empty();
         for _ in 0..n {
-            let nuclear = rng.random::<f64>() < cfg.nuclear_fraction;
+            let nuclear = has_nucleus && rng.random::<f64>() < cfg.nuclear_fraction;
             let (b, poly) = if nuclear {
                 (cell.nbbox, &cell.nucleus)
             } else {
@@ -499,44 +691,66 @@ pub fn simulate(cfg: &SimConfig, out: &Path) -> Result<SimSummary, SimError> {
                     b[0] + (b[2] - b[0]) * rng.random::<f64>(),
                     b[1] + (b[3] - b[1]) * rng.random::<f64>(),
                 );
-                if inside(poly, q) && (nuclear || !inside(&cell.nucleus, q)) {
+                if inside(poly, q) && (nuclear || !has_nucleus || !inside(&cell.nucleus, q)) {
                     p = q;
                     break;
                 }
+            }
+            if cfg.diffusion > 0.0 {
+                let (dx, dy) = (normal(rng), normal(rng));
+                p = (
+                    (p.0 + cfg.diffusion * dx).clamp(ORIGIN, ORIGIN + tissue.w),
+                    (p.1 + cfg.diffusion * dy).clamp(ORIGIN, ORIGIN + tissue.h),
+                );
             }
             txs.push(Tx {
                 x: p.0,
                 y: p.1,
                 z: 8.0 + 14.0 * rng.random::<f64>(),
-                feature: draw(&cdfs[cell.kind], &mut rng) as u32,
+                feature: draw(&cdfs[cell.kind], rng) as u32,
                 cell: c as u32,
-                qv: real_qv(&mut rng),
+                qv: real_qv(cfg, rng),
             });
         }
     }
-    let n_in_cells = txs.len();
-    let total = n_in_cells as f64 / in_cells;
-    let n_noise = (total * cfg.noise_fraction).round() as usize;
-    let n_ctrl = (total * cfg.control_fraction).round() as usize;
-    let controls: Vec<String> = (0..20)
+    txs
+}
+
+/// Control probe names.
+fn control_names() -> Vec<String> {
+    (0..20)
         .map(|i| match i % 3 {
             0 => format!("NegControlProbe_{:05}", i * 7 + 3),
             1 => format!("NegControlCodeword_{:04}", 500 + i),
             _ => format!("BLANK_{:04}", i),
         })
-        .collect();
+        .collect()
+}
+
+/// Appends uniform background noise and control probes; returns their counts.
+fn add_background(
+    cfg: &SimConfig,
+    tissue: &Tissue,
+    n_controls: usize,
+    txs: &mut Vec<Tx>,
+    rng: &mut ChaCha8Rng,
+) -> (usize, usize) {
+    let in_cells = 1.0 - cfg.noise_fraction - cfg.control_fraction;
+    let total = txs.len() as f64 / in_cells;
+    let n_noise = (total * cfg.noise_fraction).round() as usize;
+    let n_ctrl = (total * cfg.control_fraction).round() as usize;
     for k in 0..n_noise + n_ctrl {
         let ctrl = k >= n_noise;
         let (x, y) = (
-            ORIGIN + w * rng.random::<f64>(),
-            ORIGIN + h * rng.random::<f64>(),
+            ORIGIN + tissue.w * rng.random::<f64>(),
+            ORIGIN + tissue.h * rng.random::<f64>(),
         );
         txs.push(Tx {
             x,
             y,
             z: 8.0 + 14.0 * rng.random::<f64>(),
             feature: if ctrl {
-                (cfg.genes + rng.random_range(0..controls.len())) as u32
+                (cfg.genes + rng.random_range(0..n_controls)) as u32
             } else {
                 rng.random_range(0..cfg.genes) as u32
             },
@@ -544,176 +758,68 @@ pub fn simulate(cfg: &SimConfig, out: &Path) -> Result<SimSummary, SimError> {
             qv: if ctrl {
                 (2.0 + 16.0 * rng.random::<f64>()) as f32
             } else {
-                real_qv(&mut rng)
+                real_qv(cfg, rng)
             },
         });
     }
+    (n_noise, n_ctrl)
+}
+
+/// Writes the simulated sample into `out` (created if needed; existing files are replaced).
+pub fn simulate(cfg: &SimConfig, out: &Path) -> Result<SimSummary, SimError> {
+    cfg.check()?;
+    let t0 = Instant::now();
+    std::fs::create_dir_all(out).map_err(|source| SimError::Io {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let tissue = if cfg.uses_regions() {
+        hard::region_tissue(cfg, &mut rng)
+    } else {
+        lattice_tissue(cfg, &mut rng)
+    };
+    let (w, h) = (tissue.w, tissue.h);
+    let cdfs = expression(cfg, &mut rng);
+    let mut txs = cell_transcripts(cfg, &tissue, &cdfs, &mut rng);
+    let n_in_cells = txs.len();
+    let controls = control_names();
+    let (n_noise, n_ctrl) = add_background(cfg, &tissue, controls.len(), &mut txs, &mut rng);
 
     // Order the rows by field of view (then by generation), as the instrument does.
-    let fov_cols = ((w / FOV_SIDE).ceil() as usize).max(1);
-    let fov_of = |t: &Tx| -> usize {
-        let c = (((t.x - ORIGIN) / FOV_SIDE).floor().max(0.0) as usize).min(fov_cols - 1);
-        let r = ((t.y - ORIGIN) / FOV_SIDE).floor().max(0.0) as usize;
-        r * fov_cols + c
-    };
-    txs.sort_by_key(fov_of);
-    let fov_rows = ((h / FOV_SIDE).ceil() as usize).max(1);
-    let fov_names: Vec<String> = (0..fov_rows * fov_cols + fov_cols)
-        .map(|f| fov_name(f % fov_cols, f / fov_cols))
-        .collect();
+    let fovs = Fovs::new(w, h);
+    txs.sort_by_key(|t| fovs.of(t));
 
-    let names: Vec<String> = (0..cells.len()).map(cell_name).collect();
+    let names: Vec<String> = (0..tissue.cells.len()).map(cell_name).collect();
+    let t = cfg.cell_types;
     let type_names: Vec<String> = (0..t).map(|k| format!("type_{}", k + 1)).collect();
     let features: Vec<String> = (0..cfg.genes)
         .map(gene_name)
         .chain(controls.iter().cloned())
         .collect();
-
+    let in_nuclei = write_transcripts(out, &txs, &tissue, &features, &fovs)?;
+    write_truth(out, &txs, &tissue.cells, &names, &type_names)?;
+    write_rings(
+        &out.join("nucleus_boundaries.parquet"),
+        tissue.nuclei.iter().map(|n| (n.id.as_str(), &n.ring[..])),
+    )?;
+    write_rings(
+        &out.join("cell_boundaries.parquet"),
+        names
+            .iter()
+            .zip(&tissue.cells)
+            .map(|(name, c)| (name.as_str(), &c.poly[..])),
+    )?;
     let n = txs.len();
-    let mut col_cell: Vec<&str> = Vec::with_capacity(n);
-    let mut col_nuc: Vec<u8> = Vec::with_capacity(n);
-    let mut col_dist: Vec<f32> = Vec::with_capacity(n);
-    let mut in_nuclei = 0usize;
-    for tx in &txs {
-        let p = (tx.x, tx.y);
-        let gi = (((p.0 - ORIGIN) / s).floor() as i64).clamp(0, nx as i64 - 1);
-        let gj = (((p.1 - ORIGIN) / s).floor() as i64).clamp(0, ny as i64 - 1);
-        // Nuclei of the 3 × 3 lattice neighbourhood: containment and distance.
-        let mut ndist = f64::INFINITY;
-        let mut in_nucleus = None;
-        for dj in -1..=1i64 {
-            for di in -1..=1i64 {
-                let (a, b) = (gi + di, gj + dj);
-                if a < 0 || b < 0 || a >= nx as i64 || b >= ny as i64 {
-                    continue;
-                }
-                let k = b as usize * nx + a as usize;
-                let c = &cells[k];
-                if in_nucleus.is_none()
-                    && p.0 >= c.nbbox[0]
-                    && p.0 <= c.nbbox[2]
-                    && p.1 >= c.nbbox[1]
-                    && p.1 <= c.nbbox[3]
-                    && inside(&c.nucleus, p)
-                {
-                    in_nucleus = Some(k);
-                }
-                ndist = ndist.min(ring_distance(&c.nucleus, p));
-            }
-        }
-        match in_nucleus {
-            Some(k) => {
-                in_nuclei += 1;
-                col_cell.push(&names[k]);
-                col_nuc.push(1);
-                col_dist.push(0.0);
-            }
-            None => {
-                col_cell.push("UNASSIGNED");
-                col_nuc.push(0);
-                col_dist.push(ndist as f32);
-            }
-        }
-    }
-
-    let ids: Vec<u64> = (0..n as u64).map(|i| FIRST_TRANSCRIPT_ID + i).collect();
-    write_parquet(
-        &out.join("transcripts.parquet"),
-        vec![
-            (
-                "transcript_id",
-                Arc::new(UInt64Array::from(ids.clone())) as ArrayRef,
-            ),
-            ("cell_id", Arc::new(StringArray::from(col_cell))),
-            ("overlaps_nucleus", Arc::new(UInt8Array::from(col_nuc))),
-            (
-                "feature_name",
-                Arc::new(StringArray::from_iter_values(
-                    txs.iter().map(|t| features[t.feature as usize].as_str()),
-                )),
-            ),
-            (
-                "x_location",
-                Arc::new(Float32Array::from_iter_values(
-                    txs.iter().map(|t| t.x as f32),
-                )),
-            ),
-            (
-                "y_location",
-                Arc::new(Float32Array::from_iter_values(
-                    txs.iter().map(|t| t.y as f32),
-                )),
-            ),
-            (
-                "z_location",
-                Arc::new(Float32Array::from_iter_values(
-                    txs.iter().map(|t| t.z as f32),
-                )),
-            ),
-            (
-                "qv",
-                Arc::new(Float32Array::from_iter_values(txs.iter().map(|t| t.qv))),
-            ),
-            (
-                "fov_name",
-                Arc::new(StringArray::from_iter_values(
-                    txs.iter().map(|t| fov_names[fov_of(t)].as_str()),
-                )),
-            ),
-            ("nucleus_distance", Arc::new(Float32Array::from(col_dist))),
-        ],
-    )?;
-    write_parquet(
-        &out.join("ground_truth.parquet"),
-        vec![
-            (
-                "transcript_id",
-                Arc::new(UInt64Array::from(ids)) as ArrayRef,
-            ),
-            (
-                "true_cell_id",
-                Arc::new(StringArray::from_iter(txs.iter().map(|t| {
-                    (t.cell != u32::MAX).then(|| names[t.cell as usize].as_str())
-                }))),
-            ),
-            (
-                "true_cell_type",
-                Arc::new(StringArray::from_iter(txs.iter().map(|t| {
-                    (t.cell != u32::MAX).then(|| type_names[cells[t.cell as usize].kind].as_str())
-                }))),
-            ),
-        ],
-    )?;
-    for (file, nuclei) in [
-        ("nucleus_boundaries.parquet", true),
-        ("cell_boundaries.parquet", false),
-    ] {
-        let mut id: Vec<&str> = Vec::new();
-        let mut vx: Vec<f32> = Vec::new();
-        let mut vy: Vec<f32> = Vec::new();
-        for (k, c) in cells.iter().enumerate() {
-            let ring = if nuclei { &c.nucleus } else { &c.poly };
-            for v in 0..=ring.len() {
-                let p = ring[v % ring.len()];
-                id.push(&names[k]);
-                vx.push(p.0 as f32);
-                vy.push(p.1 as f32);
-            }
-        }
-        write_parquet(
-            &out.join(file),
-            vec![
-                ("cell_id", Arc::new(StringArray::from(id)) as ArrayRef),
-                ("vertex_x", Arc::new(Float32Array::from(vx))),
-                ("vertex_y", Arc::new(Float32Array::from(vy))),
-            ],
-        )?;
-    }
     let low_qv = txs.iter().filter(|t| t.qv < 20.0).count();
     Ok(SimSummary {
         out: out.to_path_buf(),
         transcripts: n,
-        cells: cells.len(),
+        cells: tissue.cells.len(),
+        nuclei: tissue.nuclei.len(),
+        no_nucleus: tissue.no_nucleus,
+        merged_nuclei: tissue.merged,
+        split_nuclei: tissue.split,
         genes: cfg.genes,
         cell_types: t,
         width_um: w,
