@@ -5,7 +5,9 @@ use std::time::Instant;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use segger_data::create::{create_dataset, CreateOptions, Progress, Summary, DEFAULT_TILE_SIZE};
+use segger_data::create::{
+    create_dataset, CreateOptions, Negatives, Progress, Summary, DEFAULT_TILE_SIZE,
+};
 use segger_data::raw::{BoundaryKind, Platform, RawOptions};
 use segger_data::tiling::TileMode;
 use segger_data::DataError;
@@ -91,7 +93,8 @@ pub struct CreateDatasetArgs {
     #[arg(long = "gene_embedding", alias = "gene-embedding")]
     pub gene_embedding: Option<PathBuf>,
 
-    /// Square tile side in µm (sets width and height).
+    /// Square tile side in µm (sets width and height; default 25, the reference's 50 gives a
+    /// quarter of the training steps per epoch).
     #[arg(long = "tile_size", alias = "tile-size")]
     pub tile_size: Option<f64>,
     /// Tile width in µm.
@@ -113,8 +116,10 @@ pub struct CreateDatasetArgs {
     /// Transcript neighbour radius in µm.
     #[arg(long = "dist_tx", alias = "dist-tx", default_value_t = 5.0)]
     pub dist_tx: f32,
-    /// Boundary neighbours per transcript.
-    #[arg(long = "k_bd", alias = "k-bd", default_value_t = 3)]
+    /// Boundary neighbours per transcript (message-passing edges; the reference uses 3: with
+    /// more than one, neighbouring nuclei receive the same transcripts and the model cannot
+    /// tell them apart, docs/accuracy.md).
+    #[arg(long = "k_bd", alias = "k-bd", default_value_t = 1)]
     pub k_bd: usize,
     /// Boundary neighbour radius in µm (to the centroid).
     #[arg(long = "dist_bd", alias = "dist-bd", default_value_t = 15.0)]
@@ -126,6 +131,11 @@ pub struct CreateDatasetArgs {
         default_value_t = 5.0
     )]
     pub neg_sampling_ratio: f64,
+    /// Which pairs are the negatives: `competing` = the other boundaries among each nuclear
+    /// transcript's `--k_bd` candidates (the choice prediction makes); `random` = random pairs
+    /// of the tile, as the reference Segger draws them.
+    #[arg(long, value_enum, default_value = "competing")]
+    pub negatives: NegativesArg,
     /// Probability that a tile goes to validation.
     #[arg(long = "val_prob", alias = "val-prob", default_value_t = 0.1)]
     pub val_prob: f64,
@@ -144,6 +154,15 @@ pub struct CreateDatasetArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--negatives`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NegativesArg {
+    /// The boundaries a transcript competes between at prediction.
+    Competing,
+    /// Random pairs of the tile (the reference's).
+    Random,
 }
 
 impl CreateDatasetArgs {
@@ -190,6 +209,10 @@ impl CreateDatasetArgs {
         o.graph.k_bd = self.k_bd;
         o.graph.dist_bd = self.dist_bd;
         o.graph.neg_sampling_ratio = self.neg_sampling_ratio;
+        o.graph.negatives = match self.negatives {
+            NegativesArg::Competing => Negatives::Competing,
+            NegativesArg::Random => Negatives::Random,
+        };
         o.val_prob = self.val_prob;
         o.test_prob = self.test_prob;
         o.seed = self.seed;

@@ -9,12 +9,15 @@ use segger_data::create::{create_dataset, CreateOptions};
 use segger_data::raw::{Platform, RawOptions};
 use segger_model::SeggerConfig;
 use segger_predict::{predict, PredictConfig};
-use segger_sim::evaluate::{evaluate, nucleus_baseline, read_prediction, read_truth};
+use segger_sim::baselines::standard_baselines;
+use segger_sim::evaluate::{evaluate, read_prediction, read_truth, Evaluation};
 use segger_sim::picture::draw_segmentation;
 use segger_sim::simulate::{simulate, SimConfig};
+
+use crate::simulate::PresetArg;
 use segger_train::{Accelerator, Precision, Strategy, TrainConfig};
 
-use crate::evaluate::print_table;
+use crate::evaluate::{print_table, report_json};
 use crate::simulate::to_cli;
 use crate::CliError;
 
@@ -33,14 +36,17 @@ pub struct DemoArgs {
     /// Training epochs.
     #[arg(long, default_value_t = 20)]
     pub epochs: usize,
-    /// Minimum score of an assignment. The default, 1/6, is the positive rate the model is
-    /// trained on (5 negatives per positive): after a few epochs its scores are calibrated to
-    /// that prior, so `segger predict`'s default of 0.5 leaves most transcripts unassigned.
-    #[arg(long = "score_cut", alias = "score-cut", default_value_t = 1.0 / 6.0)]
-    pub score_cut: f32,
+    /// Minimum score of an assignment (default: `segger predict`'s, the cut the training run
+    /// picked on validation data).
+    #[arg(long = "score_cut", alias = "score-cut")]
+    pub score_cut: Option<f32>,
     /// Seed of the simulation and the training.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// The simulated tissue (`segger simulate --preset`): `hard` has cells without a nucleus
+    /// in the section, large and elongated cells, off-centre, merged and split nuclei.
+    #[arg(long, value_enum, default_value = "hard")]
+    pub preset: PresetArg,
     /// Backend: cpu, wgpu, cuda or auto.
     #[arg(long, default_value = "cpu")]
     pub accelerator: String,
@@ -79,7 +85,7 @@ pub fn run(a: DemoArgs) -> Result<(), CliError> {
     let prediction = a.out.join("prediction");
 
     step(1, "simulate a tissue with a known truth");
-    let mut sim = SimConfig::new(0, a.seed);
+    let mut sim = SimConfig::preset(a.preset.into(), 0, a.seed);
     sim.cells = sim.cells_for_transcripts(a.transcripts);
     let s = simulate(&sim, &raw).map_err(to_cli)?;
     crate::simulate::print_summary(&s);
@@ -112,9 +118,9 @@ pub fn run(a: DemoArgs) -> Result<(), CliError> {
     let cfg = TrainConfig {
         train_dir,
         val_dir,
-        batch_size_train: 2,
-        batch_size_val: 2,
-        model: SeggerConfig::new(ds.genes.max(1)),
+        batch_size_train: 4,
+        batch_size_val: 4,
+        model: SeggerConfig::new(ds.genes.max(1)).bidirectional(),
         accelerator,
         strategy: Strategy::Auto,
         precision: Precision::F32,
@@ -122,7 +128,7 @@ pub fn run(a: DemoArgs) -> Result<(), CliError> {
         devices: 1,
         epochs: a.epochs,
         default_root_dir: model.clone(),
-        learning_rate: 3e-3,
+        learning_rate: segger_train::run::DEFAULT_LEARNING_RATE,
         weight_decay: 1e-4,
         gradient_clip_val: 1.0,
         seed: a.seed,
@@ -163,10 +169,16 @@ pub fn run(a: DemoArgs) -> Result<(), CliError> {
     );
     let pred = read_prediction(&prediction).map_err(to_cli)?;
     let truth = read_truth(&raw.join("ground_truth.parquet")).map_err(to_cli)?;
-    let base = nucleus_baseline(&raw.join("transcripts.parquet"), &pred).map_err(to_cli)?;
     let e = evaluate(&pred, Some(&truth), None);
-    let b = evaluate(&base, Some(&truth), None);
-    let json = serde_json::json!({ "segmentation": e, "nucleus_baseline": b });
+    let base_assignments = standard_baselines(&raw, &pred).map_err(to_cli)?;
+    let bases: Vec<(String, Evaluation)> = base_assignments
+        .iter()
+        .map(|(n, b)| (n.clone(), evaluate(b, Some(&truth), None)))
+        .collect();
+    let json = report_json(Some(&e), &bases);
+    // The picture's left panel: the nucleus-only rule (the first standard rule).
+    let base = &base_assignments[0].1;
+    let b = &bases[0].1;
     let eval_path = a.out.join("evaluation.json");
     std::fs::write(
         &eval_path,
@@ -174,16 +186,32 @@ pub fn run(a: DemoArgs) -> Result<(), CliError> {
     )
     .map_err(|err| CliError::runtime(anyhow::anyhow!("{}: {err}", eval_path.display())))?;
     let png = a.out.join("segmentation.png");
-    draw_segmentation(&png, &raw, &[&base, &pred], 100.0).map_err(to_cli)?;
+    draw_segmentation(&png, &raw, &[base, &pred], 100.0).map_err(to_cli)?;
 
     println!();
-    print_table(&[("segger", &e), ("nucleus only", &b)]);
+    let mut cols: Vec<(&str, &Evaluation)> = vec![("segger", &e)];
+    cols.extend(bases.iter().map(|(n, e)| (n.as_str(), e)));
+    print_table(&cols);
     if let (Some(m), Some(n)) = (&e.truth, &b.truth) {
         println!(
-            "\nSegger puts {:.1} % of the transcripts in their true cell; nuclei alone {:.1} %.",
-            100.0 * m.correct,
-            100.0 * n.correct
+            "\nSegger puts {:.1} % of the transcripts in their true cell and {:.1} % in a wrong one \
+             (majority-matched); nuclei alone {:.1} % and {:.1} %.",
+            100.0 * m.correct_majority,
+            100.0 * m.wrong_majority,
+            100.0 * n.correct_majority,
+            100.0 * n.wrong_majority
         );
+        let best = bases
+            .iter()
+            .filter_map(|(name, e)| e.truth.as_ref().map(|t| (name, t)))
+            .max_by(|a, b| a.1.correct_majority.total_cmp(&b.1.correct_majority));
+        if let Some((name, t)) = best {
+            println!(
+                "The best geometric rule here, {name}, gives {:.1} % and {:.1} %.",
+                100.0 * t.correct_majority,
+                100.0 * t.wrong_majority
+            );
+        }
     }
     println!(
         "picture       {} (left: nucleus only, right: Segger)",

@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use segger_sim::baselines::{judged_transcripts, standard_baselines};
 use segger_sim::evaluate::{
-    evaluate, nucleus_baseline, read_gene_pairs, read_prediction, read_truth, Evaluation,
+    evaluate, read_gene_pairs, read_prediction, read_truth, Assignments, Evaluation, Truth,
 };
 
 use crate::simulate::to_cli;
@@ -14,8 +15,10 @@ use crate::CliError;
 #[derive(Debug, Args)]
 pub struct EvaluateArgs {
     /// Prediction directory (holds segger_transcripts.parquet) or the parquet file itself.
+    /// Without it, `--baseline` and `--truth` evaluate the geometric rules alone, on the raw
+    /// transcripts with qv ≥ `--min_qv`.
     #[arg(long)]
-    pub prediction: PathBuf,
+    pub prediction: Option<PathBuf>,
     /// Ground truth (ground_truth.parquet: transcript_id, true_cell_id, true_cell_type).
     #[arg(long)]
     pub truth: Option<PathBuf>,
@@ -23,10 +26,14 @@ pub struct EvaluateArgs {
     /// --truth: derived from the truth).
     #[arg(long = "gene_pairs", alias = "gene-pairs")]
     pub gene_pairs: Option<PathBuf>,
-    /// Raw Xenium sample directory: also evaluate the nucleus-only baseline on the same
-    /// transcripts.
+    /// Raw Xenium-schema sample directory: also evaluate the geometric baselines on the same
+    /// transcripts (nucleus only; nuclei expanded by 5 and 15 µm; nearest nucleus centroid;
+    /// expansion by 3 µm, then the rest linked within 1.5 µm into components of ≥ 10).
     #[arg(long)]
     pub baseline: Option<PathBuf>,
+    /// Without `--prediction`: the lowest quality value of the judged transcripts.
+    #[arg(long = "min_qv", alias = "min-qv", default_value_t = 20.0)]
+    pub min_qv: f64,
     /// Where to write evaluation.json (default: in the prediction directory).
     #[arg(long)]
     pub output: Option<PathBuf>,
@@ -49,13 +56,13 @@ fn fmt(v: f64, pct: bool) -> String {
 pub fn print_table(cols: &[(&str, &Evaluation)]) {
     print!("{:<30}", "");
     for (name, _) in cols {
-        print!("{name:>16}");
+        print!("{name:>17}");
     }
     println!();
     let row = |label: &str, f: &dyn Fn(&Evaluation) -> String| {
         print!("{label:<30}");
         for (_, e) in cols {
-            print!("{:>16}", f(e));
+            print!("{:>17}", f(e));
         }
         println!();
     };
@@ -69,6 +76,11 @@ pub fn print_table(cols: &[(&str, &Evaluation)]) {
         row("true cell (correct)", &t(|m| m.correct, true));
         row("another cell (wrong)", &t(|m| m.wrong, true));
         row("unassigned", &t(|m| m.unassigned, true));
+        row(
+            "correct (majority-matched)",
+            &t(|m| m.correct_majority, true),
+        );
+        row("wrong (majority-matched)", &t(|m| m.wrong_majority, true));
         row("purity (median)", &t(|m| m.purity_median, false));
         row(
             "completeness (median)",
@@ -101,9 +113,41 @@ pub fn print_table(cols: &[(&str, &Evaluation)]) {
     }
 }
 
+/// Evaluates the geometric baselines of the raw sample `raw` on the transcripts of `like`.
+pub fn baseline_evaluations(
+    raw: &std::path::Path,
+    like: &Assignments,
+    truth: Option<&Truth>,
+    pairs: Option<(&[(String, String)], &str)>,
+) -> Result<Vec<(String, Evaluation)>, CliError> {
+    Ok(standard_baselines(raw, like)
+        .map_err(to_cli)?
+        .into_iter()
+        .map(|(name, b)| (name, evaluate(&b, truth, pairs)))
+        .collect())
+}
+
+/// The JSON report: the segmentation (when there is one) and each baseline by name.
+pub fn report_json(
+    seg: Option<&Evaluation>,
+    baselines: &[(String, Evaluation)],
+) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    if let Some(e) = seg {
+        m.insert("segmentation".into(), serde_json::json!(e));
+    }
+    if !baselines.is_empty() {
+        let b: serde_json::Map<String, serde_json::Value> = baselines
+            .iter()
+            .map(|(n, e)| (n.clone(), serde_json::json!(e)))
+            .collect();
+        m.insert("baselines".into(), serde_json::Value::Object(b));
+    }
+    serde_json::Value::Object(m)
+}
+
 /// Runs `segger evaluate`.
 pub fn run(a: EvaluateArgs) -> Result<(), CliError> {
-    let pred = read_prediction(&a.prediction).map_err(to_cli)?;
     let truth = match &a.truth {
         Some(p) => Some(read_truth(p).map_err(to_cli)?),
         None => None,
@@ -118,43 +162,55 @@ pub fn run(a: EvaluateArgs) -> Result<(), CliError> {
         .map(|p| p.display().to_string())
         .unwrap_or_default();
     let pairs_arg = pairs.as_deref().map(|p| (p, name.as_str()));
-    let e = evaluate(&pred, truth.as_ref(), pairs_arg);
+    let pred = match (&a.prediction, &a.baseline) {
+        (Some(p), _) => Some(read_prediction(p).map_err(to_cli)?),
+        (None, Some(_)) if a.truth.is_some() => None,
+        _ => {
+            return Err(CliError::input(anyhow::anyhow!(
+                "--prediction is required unless --baseline and --truth are both given"
+            )))
+        }
+    };
+    if !(a.min_qv.is_finite()) {
+        return Err(CliError::input(anyhow::anyhow!(
+            "--min_qv must be a finite number, got {}",
+            a.min_qv
+        )));
+    }
+    let e = pred
+        .as_ref()
+        .map(|p| evaluate(p, truth.as_ref(), pairs_arg));
     let base = match &a.baseline {
         Some(raw) => {
-            let b = nucleus_baseline(&raw.join("transcripts.parquet"), &pred).map_err(to_cli)?;
-            Some(evaluate(&b, truth.as_ref(), pairs_arg))
+            let like = match &pred {
+                Some(p) => p.clone(),
+                None => judged_transcripts(raw, a.min_qv).map_err(to_cli)?,
+            };
+            baseline_evaluations(raw, &like, truth.as_ref(), pairs_arg)?
         }
-        None => None,
+        None => Vec::new(),
     };
-    let out = a.output.clone().unwrap_or_else(|| {
-        if a.prediction.is_dir() {
-            a.prediction.join("evaluation.json")
-        } else {
-            a.prediction.parent().map_or_else(
-                || PathBuf::from("evaluation.json"),
-                |p| p.join("evaluation.json"),
-            )
-        }
+    let out = a.output.clone().unwrap_or_else(|| match &a.prediction {
+        Some(p) if p.is_dir() => p.join("evaluation.json"),
+        Some(p) => p.parent().map_or_else(
+            || PathBuf::from("evaluation.json"),
+            |p| p.join("evaluation.json"),
+        ),
+        None => PathBuf::from("evaluation.json"),
     });
-    let json = match &base {
-        Some(b) => serde_json::json!({ "segmentation": e, "nucleus_baseline": b }),
-        None => serde_json::to_value(&e).map_err(CliError::runtime)?,
-    };
-    std::fs::write(
-        &out,
-        serde_json::to_string_pretty(&json).map_err(CliError::runtime)?,
-    )
-    .map_err(|err| CliError::runtime(anyhow::anyhow!("{}: {err}", out.display())))?;
+    let json = report_json(e.as_ref(), &base);
+    let text = serde_json::to_string_pretty(&json).map_err(CliError::runtime)?;
+    std::fs::write(&out, &text)
+        .map_err(|err| CliError::runtime(anyhow::anyhow!("{}: {err}", out.display())))?;
     if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json).map_err(CliError::runtime)?
-        );
+        println!("{text}");
     } else {
-        match &base {
-            Some(b) => print_table(&[("segmentation", &e), ("nucleus only", b)]),
-            None => print_table(&[("segmentation", &e)]),
+        let mut cols: Vec<(&str, &Evaluation)> = Vec::new();
+        if let Some(e) = &e {
+            cols.push(("segmentation", e));
         }
+        cols.extend(base.iter().map(|(n, e)| (n.as_str(), e)));
+        print_table(&cols);
         println!("written       {}", out.display());
     }
     Ok(())

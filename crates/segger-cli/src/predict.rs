@@ -29,31 +29,44 @@ pub struct PredictArgs {
     /// Maximum distance (µm) from a transcript to a candidate boundary's centroid.
     #[arg(long = "dist_bd", alias = "dist-bd", default_value_t = 12.0)]
     pub dist_bd: f32,
-    /// Minimum score sigmoid(z_tx · z_bd) of an assignment (and of a --use_cc link).
-    #[arg(long = "score_cut", alias = "score-cut", default_value_t = 0.5)]
-    pub score_cut: f32,
+    /// Minimum model score sigmoid(z_tx · z_bd) of an assignment (and of a --use_cc link).
+    /// Default: the cut picked on validation data when the model was trained
+    /// (calibration.json), else 0.5.
+    #[arg(long = "score_cut", alias = "score-cut")]
+    pub score_cut: Option<f32>,
+    /// Distance term of the choice among candidates (µm per logit unit): a candidate whose
+    /// centroid lies d µm beyond its equivalent radius ranks as if its logit were
+    /// d / distance_scale lower; 0 = off (the reference: the highest score wins).
+    #[arg(
+        long = "distance_scale",
+        alias = "distance-scale",
+        default_value_t = 0.5
+    )]
+    pub distance_scale: f32,
     /// Group unassigned transcripts into new cells (connected components of similar
-    /// neighbours). A bare flag, or a value as the reference spells it (`--use_cc True`).
+    /// neighbours within --dist_tx in the x-y plane). On by default; `--use_cc false` turns it
+    /// off (the reference's default). A bare flag, or a value as the reference spells it
+    /// (`--use_cc True`).
     #[arg(
         long = "use_cc",
         alias = "use-cc",
         num_args = 0..=1,
-        default_value = "false",
+        default_value = "true",
         default_missing_value = "true",
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub use_cc: bool,
     /// Neighbours per transcript considered for --use_cc links.
-    #[arg(long = "k_tx", alias = "k-tx", default_value_t = 5)]
+    #[arg(long = "k_tx", alias = "k-tx", default_value_t = 10)]
     pub k_tx: usize,
-    /// Maximum distance (µm) of a --use_cc link.
-    #[arg(long = "dist_tx", alias = "dist-tx", default_value_t = 5.0)]
+    /// Maximum distance (µm, in the x-y plane) of a --use_cc link.
+    #[arg(long = "dist_tx", alias = "dist-tx", default_value_t = 1.5)]
     pub dist_tx: f32,
     /// Smallest --use_cc component kept as a cell.
     #[arg(
         long = "min_transcripts",
         alias = "min-transcripts",
-        default_value_t = 5
+        default_value_t = 10
     )]
     pub min_transcripts: usize,
     /// Backend: cpu, wgpu, cuda or auto (cuda when built in and present, else cpu).
@@ -99,6 +112,7 @@ pub fn run(a: PredictArgs) -> Result<(), CliError> {
     cfg.k_bd = a.k_bd;
     cfg.dist_bd = a.dist_bd;
     cfg.score_cut = a.score_cut;
+    cfg.distance_scale = a.distance_scale;
     cfg.use_cc = a.use_cc;
     cfg.k_tx = a.k_tx;
     cfg.dist_tx = a.dist_tx;

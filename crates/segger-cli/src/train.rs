@@ -9,6 +9,15 @@ use segger_train::{Accelerator, Precision, Strategy, TrainConfig};
 
 use crate::CliError;
 
+/// `segger train --architecture`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Architecture {
+    /// The reference's relations plus boundary-to-transcript messages.
+    Bidirectional,
+    /// The reference Segger's relations (parity-exact with it).
+    Reference,
+}
+
 /// Arguments of `segger train`. Flags use the seed's spelling (`--train_dir`); kebab-case
 /// aliases (`--train-dir`) are accepted too.
 #[derive(Debug, Args)]
@@ -59,6 +68,11 @@ pub struct TrainArgs {
     /// How outputs of relations reaching the same node type combine: sum, mean or max.
     #[arg(long, default_value = "sum")]
     pub aggr: String,
+    /// Message passing: `bidirectional` adds boundary-to-transcript messages (the
+    /// `tx__neighbors__bd` edges reversed) so that transcripts see their nearest nuclei;
+    /// `reference` is the reference Segger's (transcript-to-boundary only).
+    #[arg(long, value_enum, default_value = "bidirectional")]
+    pub architecture: Architecture,
     /// Backend: cpu, wgpu, cuda or auto (cuda when built in and present, else cpu).
     #[arg(long, default_value = "auto")]
     pub accelerator: String,
@@ -92,12 +106,13 @@ pub struct TrainArgs {
         default_value = "./models/segger"
     )]
     pub default_root_dir: PathBuf,
-    /// AdamW learning rate (the reference's LitSegger uses 1e-4).
+    /// AdamW learning rate (the reference's LitSegger hard-codes 1e-4, which after 20 epochs
+    /// still sits on the class prior: docs/accuracy.md).
     #[arg(
         long = "learning_rate",
         alias = "learning-rate",
         alias = "lr",
-        default_value_t = 1e-4
+        default_value_t = segger_train::run::DEFAULT_LEARNING_RATE
     )]
     pub learning_rate: f64,
     /// AdamW weight decay.
@@ -155,6 +170,9 @@ pub fn run(a: TrainArgs) -> Result<(), CliError> {
     model.heads = a.heads;
     model.num_mid_layers = a.mid_layers;
     model.aggr = aggr;
+    if a.architecture == Architecture::Bidirectional {
+        model = model.bidirectional();
+    }
     let cfg = TrainConfig {
         train_dir: a.train_dir,
         val_dir: a.val_dir,
@@ -237,6 +255,12 @@ pub fn run(a: TrainArgs) -> Result<(), CliError> {
         println!(
             "  16-mixed loss scale {} at the end, {} optimiser steps skipped for non-finite gradients",
             ls.scale, ls.skipped
+        );
+    }
+    if let Some(c) = &summary.calibration {
+        println!(
+            "  cut      {:.4} (validation: true-positive rate {:.3}, false-positive rate {:.3}; calibration.json)",
+            c.score_cut, c.tpr, c.fpr
         );
     }
     println!("  model    {}", summary.model_path.display());

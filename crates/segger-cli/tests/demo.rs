@@ -28,7 +28,9 @@ fn demo_beats_the_nucleus_only_baseline() {
         serde_json::from_str(&std::fs::read_to_string(out.join("evaluation.json")).unwrap())
             .unwrap();
     let seg = v["segmentation"]["truth"]["correct"].as_f64().unwrap();
-    let base = v["nucleus_baseline"]["truth"]["correct"].as_f64().unwrap();
+    let base = v["baselines"]["nucleus only"]["truth"]["correct"]
+        .as_f64()
+        .unwrap();
     assert!(
         seg > base,
         "segmentation {seg} vs nucleus only {base}\n{stdout}"
@@ -85,4 +87,31 @@ fn simulate_and_evaluate_commands() {
         err.contains("transcripts.parquet") && err.contains("segger_cell_id"),
         "{err}"
     );
+    // The geometric rules alone, without a prediction.
+    let out = d.path().join("rules.json");
+    let o = segger()
+        .args(["evaluate", "--json", "--baseline"])
+        .arg(&raw)
+        .arg("--truth")
+        .arg(raw.join("ground_truth.parquet"))
+        .arg("--output")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v.get("segmentation").is_none());
+    let nc = &v["baselines"]["nearest centroid"]["truth"];
+    let only = &v["baselines"]["nucleus only"]["truth"];
+    assert!(nc["correct_majority"].as_f64().unwrap() > 0.9, "{nc}");
+    assert!(only["unassigned"].as_f64().unwrap() > 0.5, "{only}");
+    assert!(out.is_file());
+    // Neither a prediction nor the pair --baseline + --truth: a usage error.
+    let o = segger()
+        .args(["evaluate", "--baseline"])
+        .arg(&raw)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--prediction"));
 }

@@ -283,6 +283,21 @@ fn bad_inputs_get_clear_errors_and_write_nothing() {
         predict(&good, &data, &out, &["--batch_size", "0"]),
         "--batch_size",
     );
+    for v in [
+        "--distance_scale=-1",
+        "--distance_scale=nan",
+        "--distance_scale=inf",
+    ] {
+        expect(predict(&good, &data, &out, &[v]), "--distance_scale");
+    }
+    // A model directory whose calibration.json is broken is refused, naming the file.
+    let broken = model_dir(
+        &tmp.path().join("broken_cal"),
+        &small_config(6),
+        Some(&sample.genes),
+    );
+    std::fs::write(broken.join("calibration.json"), "{\"score_cut\": 7}").unwrap();
+    expect(predict(&broken, &data, &out, &[]), "calibration.json");
 
     // The good model works on the same data, and on one split directory.
     let o = predict(&good, &data.join("test_tiles"), &out, &[]);

@@ -201,6 +201,9 @@ fn converted_lung_tiles_train() {
         "cpu",
         "--learning_rate",
         "0.003",
+        // The reference's tiles (k_bd 3, random negatives) with the reference's graph.
+        "--architecture",
+        "reference",
         "--default_root_dir",
         run.to_str().unwrap(),
     ]);

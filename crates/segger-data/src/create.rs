@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use segger_graph::knn::{knn_bipartite, knn_same, KnnParams};
-use segger_graph::negative::sample_labels;
+use segger_graph::negative::{competing_labels, sample_labels};
 use segger_graph::{
     EdgeStore, EdgeType, HeteroGraph, NodeFeatures, NodeIds, NodeStore, NodeType, BELONGS,
     NEIGHBORS_BD, NEIGHBORS_TX,
@@ -41,6 +41,8 @@ pub struct GraphParams {
     pub dist_bd: f32,
     /// Negatives per positive in the labels.
     pub neg_sampling_ratio: f64,
+    /// Which pairs are the negatives.
+    pub negatives: Negatives,
     /// Context margin around each tile's core (µm).
     pub margin: f64,
 }
@@ -50,16 +52,34 @@ impl Default for GraphParams {
         Self {
             k_tx: 3,
             dist_tx: 5.0,
-            k_bd: 3,
+            k_bd: 1,
             dist_bd: 15.0,
             neg_sampling_ratio: 5.0,
+            negatives: Negatives::Competing,
             margin: 10.0,
         }
     }
 }
 
+/// Boundaries per transcript among which competing negatives are drawn: the candidates
+/// `segger predict` compares by default (`--k_bd 4`).
+pub const COMPETITORS: usize = 4;
+
+/// How the negative `tx__belongs__bd` pairs of a tile are drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Negatives {
+    /// The boundaries a transcript competes between at prediction: the other boundaries among
+    /// its [`COMPETITORS`] nearest boundary centroids within `dist_bd`, nearest first, up to
+    /// `neg_sampling_ratio` (rounded up) per positive.
+    Competing,
+    /// The reference's: random non-positive pairs of the tile, `neg_sampling_ratio` per
+    /// positive, for transcripts with a positive.
+    Random,
+}
+
 /// Default tile side (µm) of the grid tiling.
-pub const DEFAULT_TILE_SIZE: f64 = 50.0;
+pub const DEFAULT_TILE_SIZE: f64 = 25.0;
 
 /// Everything `create_dataset` needs.
 #[derive(Debug, Clone, Serialize)]
@@ -373,7 +393,24 @@ pub fn build_tile(
     let mut belongs = EdgeStore::new(pos_src.clone(), pos_dst.clone());
     let mut negatives = 0;
     if !pos_src.is_empty() {
-        let labels = sample_labels(&pos_src, &pos_dst, bds.len(), p.neg_sampling_ratio, seed);
+        let labels = match p.negatives {
+            Negatives::Random => {
+                sample_labels(&pos_src, &pos_dst, bds.len(), p.neg_sampling_ratio, seed)
+            }
+            Negatives::Competing => {
+                // The candidates prediction compares, independent of the message-passing
+                // edges' `k_bd`.
+                let cand = knn_bipartite(&xy, &bd_pos, 2, KnnParams::new(COMPETITORS, p.dist_bd))
+                    .map_err(graph_err)?;
+                competing_labels(
+                    &pos_src,
+                    &pos_dst,
+                    &cand.src,
+                    &cand.dst,
+                    p.neg_sampling_ratio,
+                )
+            }
+        };
         negatives = labels.src.len() - pos_src.len();
         belongs.labels = Some(labels);
     }

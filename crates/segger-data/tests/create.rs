@@ -387,3 +387,62 @@ fn tile_metadata_recovers_core_edges_exactly() {
         assert_eq!(a + exact_span(a, b), b);
     }
 }
+
+#[test]
+fn competing_negatives_are_the_nearest_other_nuclei() {
+    let s = lung_sample();
+    let (tile, _) = busiest_tile(&s);
+    let g = &tile.graph;
+    let p = GraphParams::default();
+    assert_eq!(p.negatives, segger_data::create::Negatives::Competing);
+    let xy: Vec<f32> =
+        g.tx.pos
+            .chunks_exact(3)
+            .flat_map(|c| [c[0], c[1]])
+            .collect();
+    let near = brute_force(
+        &xy,
+        &g.bd.pos,
+        2,
+        KnnParams::new(segger_data::create::COMPETITORS, p.dist_bd),
+        false,
+    );
+    let mut cands: HashMap<i64, Vec<i64>> = HashMap::new();
+    for (&t, &b) in near.src.iter().zip(&near.dst) {
+        cands.entry(t).or_default().push(b);
+    }
+    let belongs = &g.edges[&segger_graph::EdgeType::parse(BELONGS).unwrap()];
+    let l = belongs.labels.as_ref().unwrap();
+    let own: HashMap<i64, i64> = belongs
+        .src
+        .iter()
+        .copied()
+        .zip(belongs.dst.iter().copied())
+        .collect();
+    let mut negatives = 0;
+    for i in 0..l.src.len() {
+        if l.label[i] == 1.0 {
+            continue;
+        }
+        negatives += 1;
+        let (t, b) = (l.src[i], l.dst[i]);
+        assert_ne!(own[&t], b, "a transcript's own nucleus is a negative");
+        assert!(
+            cands[&t].contains(&b),
+            "negative {b} of transcript {t} is not among its nearest nuclei {:?}",
+            cands[&t]
+        );
+    }
+    // Every positive gets each other candidate (at most the ratio's worth).
+    let want: usize = own
+        .iter()
+        .map(|(t, b)| {
+            cands
+                .get(t)
+                .map_or(0, |c| c.iter().filter(|&c| c != b).count())
+                .min(p.neg_sampling_ratio.ceil() as usize)
+        })
+        .sum();
+    assert!(negatives > 0);
+    assert_eq!(negatives, want);
+}

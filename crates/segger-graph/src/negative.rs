@@ -88,6 +88,56 @@ pub fn sample_labels(
     out
 }
 
+/// Labels whose negatives are the boundaries each transcript competes between at prediction:
+/// for every positive `(pos_src[i], pos_dst[i])`, the other boundaries among that transcript's
+/// candidates (`cand_src[k] -> cand_dst[k]`, the `tx__neighbors__bd` edges, nearest first per
+/// transcript), at most `ratio` per positive (rounded up), nearest first. A boundary that is a
+/// positive of the same transcript is never a negative. Deterministic.
+pub fn competing_labels(
+    pos_src: &[i64],
+    pos_dst: &[i64],
+    cand_src: &[i64],
+    cand_dst: &[i64],
+    ratio: f64,
+) -> LabelStore {
+    let per = if ratio > 0.0 {
+        ratio.ceil() as usize
+    } else {
+        0
+    };
+    let mut own: std::collections::HashMap<i64, Vec<i64>> = std::collections::HashMap::new();
+    for (&t, &b) in pos_src.iter().zip(pos_dst) {
+        own.entry(t).or_default().push(b);
+    }
+    // Candidates grouped per transcript, in edge order (nearest first).
+    let mut cands: std::collections::HashMap<i64, Vec<i64>> = std::collections::HashMap::new();
+    for (&t, &b) in cand_src.iter().zip(cand_dst) {
+        if own.contains_key(&t) {
+            cands.entry(t).or_default().push(b);
+        }
+    }
+    let mut out = LabelStore {
+        src: pos_src.to_vec(),
+        dst: pos_dst.to_vec(),
+        label: vec![1.0; pos_src.len()],
+    };
+    for &t in pos_src {
+        let mine = &own[&t];
+        let taken = cands
+            .get(&t)
+            .into_iter()
+            .flatten()
+            .filter(|b| !mine.contains(b))
+            .take(per);
+        for &b in taken {
+            out.src.push(t);
+            out.dst.push(b);
+            out.label.push(0.0);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
@@ -135,6 +185,26 @@ mod tests {
             out.label.push(0.0);
         }
         out
+    }
+
+    #[test]
+    fn competing_negatives_are_the_other_candidates_nearest_first() {
+        // Transcript 0 is in boundary 2, its candidates 1, 2, 3, 4; transcript 5 is in
+        // boundary 0 with no other candidate; transcript 7 (no positive) is ignored.
+        let l = competing_labels(
+            &[0, 5],
+            &[2, 0],
+            &[0, 0, 0, 0, 5, 7, 7],
+            &[1, 2, 3, 4, 0, 1, 2],
+            2.0,
+        );
+        assert_eq!(l.src, vec![0, 5, 0, 0]);
+        assert_eq!(l.dst, vec![2, 0, 1, 3]);
+        assert_eq!(l.label, vec![1.0, 1.0, 0.0, 0.0]);
+        let none = competing_labels(&[0], &[2], &[0, 0], &[1, 2], 0.0);
+        assert_eq!(none.len(), 1);
+        let one = competing_labels(&[0], &[2], &[0, 0, 0], &[1, 2, 3], 0.5);
+        assert_eq!(one.dst, vec![2, 1]);
     }
 
     #[test]

@@ -36,6 +36,10 @@ impl std::str::FromStr for Aggr {
 #[error("invalid model config: {0}")]
 pub struct ConfigError(pub String);
 
+/// The boundary-to-transcript relation of [`SeggerConfig::bidirectional`]: built from the
+/// graph's `tx__neighbors__bd` edges, reversed.
+pub const BD_TO_TX: &str = "bd__neighbors__tx";
+
 fn default_relations() -> Vec<String> {
     vec![NEIGHBORS_TX.to_string(), NEIGHBORS_BD.to_string()]
 }
@@ -110,6 +114,17 @@ impl SeggerConfig {
             tx_features: None,
             bd_features: default_bd_features(),
         }
+    }
+
+    /// This architecture with boundary-to-transcript messages added ([`BD_TO_TX`]: the
+    /// `tx__neighbors__bd` edges reversed), so that each transcript's embedding sees its
+    /// nearest nuclei. The reference has transcript-to-boundary messages only. A no-op when
+    /// the relation is already there.
+    pub fn bidirectional(mut self) -> Self {
+        if !self.relations.iter().any(|r| r == BD_TO_TX) {
+            self.relations.push(BD_TO_TX.to_string());
+        }
+        self
     }
 
     /// Parses the JSON config (as stored in weight-file metadata or `config.json`).

@@ -139,14 +139,24 @@ pub fn check_layout(g: &HeteroGraph, config: &SeggerConfig) -> Result<(), Config
         }
     }
     for et in config.edge_types() {
-        if !g.edges.contains_key(&et) {
-            return Err(ConfigError(format!(
-                "{}.edge_index: the graph lacks this relation of the model",
-                et.key()
-            )));
+        if !g.edges.contains_key(&et) && !g.edges.contains_key(&reverse(&et)) {
+            return Err(missing_relation(&et));
         }
     }
     Ok(())
+}
+
+/// The relation with source and destination swapped (`bd__neighbors__tx` for
+/// `tx__neighbors__bd`): a model relation that a graph lacks is built from its reverse.
+pub fn reverse(et: &EdgeType) -> EdgeType {
+    EdgeType::new(et.dst, &et.rel, et.src)
+}
+
+fn missing_relation(et: &EdgeType) -> ConfigError {
+    ConfigError(format!(
+        "{}.edge_index: the graph lacks this relation of the model (and its reverse)",
+        et.key()
+    ))
 }
 
 impl<B: GatBackend> GraphInput<B> {
@@ -220,15 +230,15 @@ impl<B: GatBackend> GraphInput<B> {
         };
         let mut relations = Vec::new();
         for et in config.edge_types() {
-            let es = g.edges.get(&et).ok_or_else(|| {
-                ConfigError(format!(
-                    "{}.edge_index: the graph lacks this relation of the model",
-                    et.key()
-                ))
-            })?;
             let nodes = |t: NodeType| if t == NodeType::Tx { rows } else { n_bd };
             let (ns, nd) = (nodes(et.src), nodes(et.dst));
-            relations.push(RelationGraph::new(et, &es.src, &es.dst, ns, nd, device));
+            let rel = match (g.edges.get(&et), g.edges.get(&reverse(&et))) {
+                (Some(es), _) => RelationGraph::new(et, &es.src, &es.dst, ns, nd, device),
+                // A reverse relation: the graph's edges with source and destination swapped.
+                (None, Some(es)) => RelationGraph::new(et, &es.dst, &es.src, ns, nd, device),
+                (None, None) => return Err(missing_relation(&et)),
+            };
+            relations.push(rel);
         }
         let (mut label_tx, mut label_bd, mut labels) = (None, None, None);
         if let Some(l) = g.labels() {

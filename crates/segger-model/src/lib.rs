@@ -16,6 +16,7 @@
 //!   autotune results.
 #![warn(missing_docs)]
 
+pub mod calibration;
 mod config;
 mod gat;
 mod input;
@@ -26,7 +27,7 @@ pub mod mp;
 pub mod optim;
 pub mod pyg;
 
-pub use config::{Aggr, ConfigError, SeggerConfig};
+pub use config::{Aggr, ConfigError, SeggerConfig, BD_TO_TX};
 pub use gat::GatConv;
 pub use input::{check_layout, GraphInput, RelationGraph};
 pub use model::{bce_with_logits, decode, Embeddings, NamedParam, Segger};

@@ -148,3 +148,38 @@ fn config_json_matches_the_reference_keys_and_weights_are_checked() {
         .any(|l| l.contains("unexpected tensor conv_first.extra")));
     assert!(p.iter().any(|l| l.contains("lin0.bd.weight: shape [4, 8]")));
 }
+
+#[test]
+fn bidirectional_builds_the_reversed_boundary_edges() {
+    let t = tile();
+    let mut cfg = SeggerConfig::new(500);
+    cfg.hidden_channels = 8;
+    cfg.out_channels = 4;
+    cfg.heads = 2;
+    let (tx_ref, _) = embed(&cfg, &t.graph);
+    let bi = cfg.clone().bidirectional();
+    assert_eq!(bi.relations.len(), 3);
+    assert_eq!(bi.clone().bidirectional(), bi, "adding it twice is a no-op");
+    // The relation is built from tx__neighbors__bd with source and destination swapped ...
+    let (tx_bi, bd_bi) = embed(&bi, &t.graph);
+    assert_ne!(
+        tx_bi, tx_ref,
+        "boundary messages had no effect on transcripts"
+    );
+    // ... which is what an explicit bd__neighbors__tx edge store gives.
+    let mut g = t.graph.clone();
+    let fwd = g.edges[&segger_graph::EdgeType::parse(NEIGHBORS_BD).unwrap()].clone();
+    g.edges.insert(
+        segger_graph::EdgeType::parse(segger_model::BD_TO_TX).unwrap(),
+        segger_graph::EdgeStore::new(fwd.dst.clone(), fwd.src.clone()),
+    );
+    let (tx_x, bd_x) = embed(&bi, &g);
+    assert_eq!(tx_x, tx_bi);
+    assert_eq!(bd_x, bd_bi);
+    // A graph without either direction is refused, naming the relation.
+    let mut g = t.graph.clone();
+    g.edges
+        .remove(&segger_graph::EdgeType::parse(NEIGHBORS_BD).unwrap());
+    let err = segger_model::check_layout(&g, &bi).unwrap_err().to_string();
+    assert!(err.contains("tx__neighbors__bd"), "{err}");
+}

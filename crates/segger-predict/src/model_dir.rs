@@ -34,6 +34,8 @@ pub struct ModelDir {
     /// The `settings` of the training dataset's `dataset.json`, when `run_config.json` leads
     /// to it: a raw `--input` is tiled with the same graph and filter settings.
     pub training_settings: Option<serde_json::Value>,
+    /// The assignment threshold picked on validation data at training (`calibration.json`).
+    pub calibration: Option<segger_model::calibration::Calibration>,
 }
 
 fn input(m: String) -> PredictError {
@@ -140,6 +142,8 @@ impl ModelDir {
                 )));
             }
         }
+        let calibration = segger_model::calibration::read_calibration(dir)
+            .map_err(|e| input(format!("--model: {e}")))?;
         Ok(Self {
             dir: dir.to_path_buf(),
             weights,
@@ -147,6 +151,7 @@ impl ModelDir {
             vocab,
             vocab_source,
             training_settings: training.map(|(i, _)| i.settings),
+            calibration,
         })
     }
 

@@ -257,7 +257,7 @@ pub fn write_all(
     dir: &Path,
     res: &Resolved,
     genes: &[String],
-    _cfg: &PredictConfig,
+    cfg: &PredictConfig,
     input: &ResolvedInput,
     backend: &str,
 ) -> Result<PredictSummary, PredictError> {
@@ -315,6 +315,8 @@ pub fn write_all(
         duplicates_resolved: res.duplicates,
         transcripts_per_second: 0.0,
         timings: Timings::default(),
+        score_cut: cfg.cut(),
+        score_cut_source: String::new(),
     })
 }
 

@@ -30,9 +30,15 @@ pub struct PredictConfig {
     pub k_bd: usize,
     /// Maximum transcript-to-boundary-centroid distance of a candidate (µm).
     pub dist_bd: f32,
-    /// Minimum score `sigmoid(z_tx · z_bd)` of an assignment; also the link threshold of
-    /// `use_cc`.
-    pub score_cut: f32,
+    /// Minimum score `sigmoid(z_tx · z_bd)` of an assignment (of the candidate chosen with the
+    /// distance term); also the link threshold of `use_cc`. `None`: the cut the model was
+    /// calibrated with at training (`calibration.json`), else [`DEFAULT_SCORE_CUT`].
+    pub score_cut: Option<f32>,
+    /// Distance term of the choice among a transcript's candidates (µm per logit unit): a
+    /// candidate whose centroid lies `d` µm beyond its equivalent radius (√(area/π)) ranks as
+    /// if its logit were `d / distance_scale` lower. 0 turns the term off (the reference's
+    /// choice: the highest score).
+    pub distance_scale: f32,
     /// Group unassigned transcripts into new cells by connected components.
     pub use_cc: bool,
     /// Neighbours per transcript considered for links (`use_cc`).
@@ -64,11 +70,12 @@ impl PredictConfig {
             output,
             k_bd: 4,
             dist_bd: 12.0,
-            score_cut: 0.5,
-            use_cc: false,
-            k_tx: 5,
-            dist_tx: 5.0,
-            min_transcripts: 5,
+            score_cut: None,
+            distance_scale: 0.5,
+            use_cc: true,
+            k_tx: 10,
+            dist_tx: 1.5,
+            min_transcripts: 10,
             accelerator: Accelerator::Auto,
             batch_size: 1,
             num_workers: 2,
@@ -76,6 +83,17 @@ impl PredictConfig {
             platform: None,
             float32_matmul_precision: MatmulPrecision::Highest,
         }
+    }
+}
+
+/// The score cut of a model without a calibration (the reference's).
+pub const DEFAULT_SCORE_CUT: f32 = 0.5;
+
+impl PredictConfig {
+    /// The score cut in force ([`PredictConfig::score_cut`], resolved when the model was
+    /// opened).
+    pub fn cut(&self) -> f32 {
+        self.score_cut.unwrap_or(DEFAULT_SCORE_CUT)
     }
 }
 
@@ -193,6 +211,10 @@ pub struct PredictSummary {
     pub transcripts_per_second: f64,
     /// Stage timings.
     pub timings: Timings,
+    /// The score cut used.
+    pub score_cut: f32,
+    /// Where it came from: `--score_cut`, `calibration.json` or `default`.
+    pub score_cut_source: String,
 }
 
 /// The checked inputs of a run.
@@ -284,11 +306,14 @@ fn check_flags(cfg: &PredictConfig) -> Result<(), PredictError> {
     if !(cfg.dist_bd.is_finite() && cfg.dist_bd > 0.0) {
         return bad(format!("--dist_bd must be positive, got {}", cfg.dist_bd));
     }
-    if !(0.0..=1.0).contains(&cfg.score_cut) {
+    if !(cfg.distance_scale.is_finite() && cfg.distance_scale >= 0.0) {
         return bad(format!(
-            "--score_cut must lie in [0, 1], got {}",
-            cfg.score_cut
+            "--distance_scale must be a finite number ≥ 0, got {}",
+            cfg.distance_scale
         ));
+    }
+    if let Some(c) = cfg.score_cut.filter(|c| !(0.0..=1.0).contains(c)) {
+        return bad(format!("--score_cut must lie in [0, 1], got {c}"));
     }
     if cfg.use_cc {
         if cfg.k_tx == 0 {
@@ -347,6 +372,18 @@ pub fn predict(cfg: &PredictConfig) -> Result<PredictSummary, PredictError> {
         )));
     }
     let model = ModelDir::open(&cfg.model)?;
+    // The cut in force: the flag, else the model's calibration, else the default.
+    let (cut, cut_source) = match (cfg.score_cut, &model.calibration) {
+        (Some(c), _) => (c, "--score_cut"),
+        (None, Some(c)) => (c.score_cut, "calibration.json"),
+        (None, None) => (DEFAULT_SCORE_CUT, "default"),
+    };
+    let resolved_cfg = PredictConfig {
+        score_cut: Some(cut),
+        ..cfg.clone()
+    };
+    let cfg = &resolved_cfg;
+    tracing::info!("score cut {cut:.4} ({cut_source})");
     let mut timings = Timings::default();
     let (resolved, _raw_tmp) = match resolve_tiles(&cfg.input)? {
         Some(r) => (r, None),
@@ -405,6 +442,8 @@ pub fn predict(cfg: &PredictConfig) -> Result<PredictSummary, PredictError> {
     summary.transcripts_per_second = summary.transcripts as f64 / timings.total_s.max(1e-9);
     summary.timings = timings;
     summary.output = cfg.output.clone();
+    summary.score_cut = cut;
+    summary.score_cut_source = cut_source.to_string();
     crate::outputs::write_log(&tmp.path, cfg, &ctx.model, &resolved, &summary)?;
     finish_output(tmp, &cfg.output)?;
     tracing::info!(
@@ -560,23 +599,38 @@ fn score_tile(
         .collect();
     let cand = knn_bipartite(&queries, &bd_xy, 2, KnnParams::new(cfg.k_bd, cfg.dist_bd))
         .map_err(|e| PredictError::Input(format!("{}: {e}", path.display())))?;
-    let mut best: Vec<(f32, u32)> = vec![(f32::NAN, NO_CELL); core.len()];
+    // Equivalent radius of each boundary, from its area feature (column 0 of bd.x).
+    let radius: Vec<f32> = match &g.bd.x {
+        NodeFeatures::Dense { values, width } if *width > 0 => (b0..b1)
+            .map(|j| (values[j * width].max(0.0) / std::f32::consts::PI).sqrt())
+            .collect(),
+        _ => vec![0.0; b1 - b0],
+    };
+    // Per transcript: (choice key, model score, boundary). The distance term only ranks the
+    // candidates; the cut applies to the chosen candidate's model score.
+    let mut best: Vec<(f32, f32, u32)> = vec![(f32::NAN, f32::NAN, NO_CELL); core.len()];
     for (q, b) in cand.src.iter().zip(&cand.dst) {
         let (q, b) = (*q as usize, *b as usize);
         let i = core[q] + t0;
         let j = b + b0;
-        let s = sigmoid(dot(&ztx[i * d..(i + 1) * d], &zbd[j * d..(j + 1) * d]));
+        let raw = dot(&ztx[i * d..(i + 1) * d], &zbd[j * d..(j + 1) * d]);
+        let mut logit = raw;
+        if cfg.distance_scale > 0.0 {
+            let dist = (queries[2 * q] - bd_xy[2 * b]).hypot(queries[2 * q + 1] - bd_xy[2 * b + 1]);
+            logit -= (dist - radius[b]).max(0.0) / cfg.distance_scale;
+        }
+        let s = sigmoid(logit);
         let cur = &mut best[q];
         if cur.0.is_nan() || s > cur.0 {
-            *cur = (s, b as u32);
+            *cur = (s, sigmoid(raw), b as u32);
         }
     }
     let mut records = Vec::with_capacity(core.len());
     let mut assigned_local = vec![false; n];
     let mut unassigned = Vec::new();
     for (q, &i) in core.iter().enumerate() {
-        let (score, b) = best[q];
-        let cell = if score >= cfg.score_cut { b } else { NO_CELL };
+        let (_, score, b) = best[q];
+        let cell = if score >= cfg.cut() { b } else { NO_CELL };
         if cell == NO_CELL {
             unassigned.push(i);
         } else {
@@ -594,16 +648,21 @@ fn score_tile(
     }
     let mut links = Vec::new();
     if cfg.use_cc && !unassigned.is_empty() {
+        // Links are found in the section's plane (x, y): z spans the section's thickness,
+        // which is of the order of a cell, and would keep most pairs beyond `dist_tx`.
+        let xy: Vec<f32> = (0..n)
+            .flat_map(|i| [pos[i * pd], pos[i * pd + 1]])
+            .collect();
         let q: Vec<f32> = unassigned
             .iter()
-            .flat_map(|&i| pos[i * pd..(i + 1) * pd].iter().copied())
+            .flat_map(|&i| [pos[i * pd], pos[i * pd + 1]])
             .collect();
         let params = KnnParams {
             k: cfg.k_tx + 1,
             radius: cfg.dist_tx,
             keep_self: true,
         };
-        let nb = knn_bipartite(&q, pos, pd, params)
+        let nb = knn_bipartite(&q, &xy, 2, params)
             .map_err(|e| PredictError::Input(format!("{}: {e}", path.display())))?;
         let mut taken = vec![0usize; unassigned.len()];
         for (qi, j) in nb.src.iter().zip(&nb.dst) {
@@ -620,7 +679,7 @@ fn score_tile(
                 &ztx[(t0 + i) * d..(t0 + i + 1) * d],
                 &ztx[(t0 + j) * d..(t0 + j + 1) * d],
             ));
-            if s >= cfg.score_cut {
+            if s >= cfg.cut() {
                 links.push((ids[i], ids[j]));
             }
         }

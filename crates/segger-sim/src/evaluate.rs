@@ -59,19 +59,19 @@ pub struct Truth {
     pub type_names: Vec<String>,
 }
 
-struct Interner {
+pub(crate) struct Interner {
     map: HashMap<String, u32>,
-    names: Vec<String>,
+    pub(crate) names: Vec<String>,
 }
 
 impl Interner {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             map: HashMap::new(),
             names: Vec::new(),
         }
     }
-    fn get(&mut self, s: String) -> u32 {
+    pub(crate) fn get(&mut self, s: String) -> u32 {
         if let Some(&i) = self.map.get(&s) {
             return i;
         }
@@ -82,7 +82,7 @@ impl Interner {
     }
 }
 
-fn col_strings(
+pub(crate) fn col_strings(
     path: &Path,
     name: &str,
     a: &dyn arrow_array::Array,
@@ -90,7 +90,11 @@ fn col_strings(
     strings_of(a).map_err(|_| wrong_type(path, name, a, "string"))
 }
 
-fn col_ids(path: &Path, name: &str, a: &dyn arrow_array::Array) -> Result<Vec<i64>, SimError> {
+pub(crate) fn col_ids(
+    path: &Path,
+    name: &str,
+    a: &dyn arrow_array::Array,
+) -> Result<Vec<i64>, SimError> {
     let v = ints_of(a).map_err(|_| wrong_type(path, name, a, "integer"))?;
     v.into_iter()
         .enumerate()
@@ -188,7 +192,10 @@ pub fn read_truth(path: &Path) -> Result<Truth, SimError> {
     let (mut cells, mut types) = (Interner::new(), Interner::new());
     let mut by_id = HashMap::with_capacity(ids.len());
     for ((id, c), t) in ids.into_iter().zip(cells_v).zip(types_v) {
-        let v = c.map(|c| (cells.get(c), types.get(t.unwrap_or_default())));
+        // An empty id is "no cell", as a null is.
+        let v = c
+            .filter(|c| !c.is_empty())
+            .map(|c| (cells.get(c), types.get(t.unwrap_or_default())));
         by_id.insert(id, v);
     }
     Ok(Truth {
@@ -196,58 +203,6 @@ pub fn read_truth(path: &Path) -> Result<Truth, SimError> {
         by_id,
         cell_names: cells.names,
         type_names: types.names,
-    })
-}
-
-/// The nucleus-only baseline for the transcripts of `like`: a transcript is assigned to the
-/// cell in its raw `cell_id` when its `overlaps_nucleus` flag is set, else unassigned.
-/// `raw_transcripts` is a Xenium `transcripts.parquet`.
-pub fn nucleus_baseline(
-    raw_transcripts: &Path,
-    like: &Assignments,
-) -> Result<Assignments, SimError> {
-    let cols = read_columns(
-        raw_transcripts,
-        &["transcript_id", "cell_id", "overlaps_nucleus"],
-        &[],
-    )?;
-    let get = |k: usize| {
-        cols[k].clone().ok_or_else(|| {
-            SimError::Invalid(format!(
-                "{}: columns were not read",
-                raw_transcripts.display()
-            ))
-        })
-    };
-    let ids = col_ids(raw_transcripts, "transcript_id", get(0)?.as_ref())?;
-    let cell_v = col_strings(raw_transcripts, "cell_id", get(1)?.as_ref())?;
-    let nuc_a = get(2)?;
-    let nuc = ints_of(nuc_a.as_ref()).map_err(|_| {
-        wrong_type(
-            raw_transcripts,
-            "overlaps_nucleus",
-            nuc_a.as_ref(),
-            "integer",
-        )
-    })?;
-    let mut raw: HashMap<i64, Option<String>> = HashMap::with_capacity(ids.len());
-    for ((id, c), n) in ids.into_iter().zip(cell_v).zip(nuc) {
-        let c = c.filter(|c| n == Some(1) && c != "UNASSIGNED" && !c.is_empty());
-        raw.insert(id, c);
-    }
-    let mut cells = Interner::new();
-    let cell = like
-        .ids
-        .iter()
-        .map(|id| raw.get(id).cloned().flatten().map(|c| cells.get(c)))
-        .collect();
-    Ok(Assignments {
-        path: raw_transcripts.to_path_buf(),
-        ids: like.ids.clone(),
-        cell,
-        cell_names: cells.names,
-        gene: like.gene.clone(),
-        gene_names: like.gene_names.clone(),
     })
 }
 
@@ -297,6 +252,12 @@ pub struct TruthMetrics {
     pub wrong: f64,
     /// Fraction left unassigned.
     pub unassigned: f64,
+    /// Fraction assigned to a predicted cell whose majority true cell is their true cell
+    /// (each predicted cell is matched to the true cell that holds most of its transcripts;
+    /// ties go to the lower true-cell index).
+    pub correct_majority: f64,
+    /// Fraction assigned to a predicted cell matched to another true cell.
+    pub wrong_majority: f64,
     /// Median purity over predicted cells with evaluated transcripts.
     pub purity_median: f64,
     /// Median completeness over true cells with evaluated transcripts.
@@ -534,6 +495,8 @@ pub fn evaluate(
             correct: 0.0,
             wrong: 0.0,
             unassigned: 0.0,
+            correct_majority: 0.0,
+            wrong_majority: 0.0,
             purity_median: f64::NAN,
             completeness_median: f64::NAN,
             ari: f64::NAN,
@@ -614,6 +577,23 @@ pub fn evaluate(
             e.1 += v;
             let f = true_max.entry(tc).or_default();
             *f = (*f).max(v);
+        }
+        // Majority matching: each predicted cell to the true cell holding most of it.
+        let mut matched: HashMap<u32, (u64, u32)> = HashMap::new();
+        for (&(tc, pc), &v) in &nij {
+            let e = matched.entry(pc).or_insert((v, tc));
+            if v > e.0 || (v == e.0 && tc < e.1) {
+                *e = (v, tc);
+            }
+        }
+        if ev > 0 {
+            let agree: u64 = nij
+                .iter()
+                .filter(|((tc, pc), _)| matched[pc].1 == *tc)
+                .map(|(_, &v)| v)
+                .sum();
+            m.correct_majority = agree as f64 / ev as f64;
+            m.wrong_majority = (correct + wrong) as f64 / ev as f64 - m.correct_majority;
         }
         m.purity_median = median(
             pred_max

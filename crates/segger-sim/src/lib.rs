@@ -7,6 +7,7 @@
 //!   purity, completeness, adjusted Rand index) and the mutually exclusive co-expression rate.
 //! - [`picture`]: a PNG of a tissue window, transcripts coloured by cell, nuclei outlined.
 
+pub mod baselines;
 pub mod error;
 pub mod evaluate;
 mod io;

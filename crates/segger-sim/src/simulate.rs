@@ -500,7 +500,7 @@ pub(crate) fn inside(poly: &[P], p: P) -> bool {
 }
 
 /// Distance from `p` to the ring of `poly`.
-fn ring_distance(poly: &[P], p: P) -> f64 {
+pub(crate) fn ring_distance(poly: &[P], p: P) -> f64 {
     let mut best = f64::INFINITY;
     for i in 0..poly.len() {
         let a = poly[i];

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use arrow_array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
+use segger_sim::baselines::standard_baselines;
 use segger_sim::evaluate::{
-    adjusted_rand_index, evaluate, nucleus_baseline, read_gene_pairs, read_prediction, read_truth,
-    Assignments,
+    adjusted_rand_index, evaluate, read_gene_pairs, read_prediction, read_truth, Assignments,
 };
 use segger_sim::picture::draw_segmentation;
 use segger_sim::simulate::{simulate, SimConfig};
@@ -323,22 +323,18 @@ fn create_dataset_reads_simulate_output_unchanged() {
 
 /// The perfect segmentation (every transcript in its true cell) as an assignment.
 fn perfect(raw: &Path) -> Assignments {
-    let pred = nucleus_baseline(&raw.join("transcripts.parquet"), &{
-        // The ids of the whole sample.
-        let tr = read_truth(&raw.join("ground_truth.parquet")).unwrap();
-        let mut ids: Vec<i64> = tr.by_id.keys().copied().collect();
-        ids.sort_unstable();
-        Assignments {
-            path: raw.to_path_buf(),
-            ids,
-            cell: Vec::new(),
-            cell_names: Vec::new(),
-            gene: None,
-            gene_names: Vec::new(),
-        }
-    })
-    .unwrap();
+    // The ids of the whole sample.
     let tr = read_truth(&raw.join("ground_truth.parquet")).unwrap();
+    let mut ids: Vec<i64> = tr.by_id.keys().copied().collect();
+    ids.sort_unstable();
+    let pred = Assignments {
+        path: raw.to_path_buf(),
+        ids,
+        cell: Vec::new(),
+        cell_names: Vec::new(),
+        gene: None,
+        gene_names: Vec::new(),
+    };
     let cell = pred
         .ids
         .iter()
@@ -361,7 +357,8 @@ fn baseline_and_perfect_segmentation_and_picture() {
     let e = evaluate(&best, Some(&tr), None);
     let m = e.truth.unwrap();
     assert!((m.correct - 1.0).abs() < 1e-12 && (m.ari - 1.0).abs() < 1e-12);
-    let base = nucleus_baseline(&raw.join("transcripts.parquet"), &best).unwrap();
+    let rules = standard_baselines(&raw, &best).unwrap();
+    let base = rules[0].1.clone();
     let b = evaluate(&base, Some(&tr), None).truth.unwrap();
     // Nuclei hold about 35 % of the transcripts, and only their own cell's.
     assert!(
@@ -378,4 +375,65 @@ fn baseline_and_perfect_segmentation_and_picture() {
     if let Some(keep) = std::env::var_os("SEGGER_KEEP_PNG") {
         std::fs::copy(&png, keep).unwrap();
     }
+}
+
+#[test]
+fn geometric_baselines_on_easy_tissue() {
+    let d = tempfile::tempdir().unwrap();
+    let raw = d.path().join("raw");
+    simulate(&SimConfig::new(300, 2), &raw).unwrap();
+    let tr = read_truth(&raw.join("ground_truth.parquet")).unwrap();
+    let best = perfect(&raw);
+    let rules = standard_baselines(&raw, &best).unwrap();
+    let m: Vec<_> = rules
+        .iter()
+        .map(|(n, a)| (n.clone(), evaluate(a, Some(&tr), None).truth.unwrap()))
+        .collect();
+    let names: Vec<&str> = m.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "nucleus only",
+            "expanded 5 µm",
+            "expanded 15 µm",
+            "nearest centroid",
+            "exp 3 + cc 1.5"
+        ]
+    );
+    // Packed convex cells with central nuclei: the nearest centroid is almost always right,
+    // and a wider expansion assigns more.
+    assert!(m[3].1.correct > 0.9, "nearest centroid {:?}", m[3].1);
+    assert!(m[3].1.unassigned == 0.0);
+    assert!(m[2].1.unassigned < m[1].1.unassigned);
+    assert!(
+        m[1].1.correct > m[0].1.correct + 0.3,
+        "expanded 5 {:?}",
+        m[1].1
+    );
+    // The cell ids of these rules are true cell ids, so both matchings agree; components get
+    // fresh ids, which only the majority matching can credit.
+    for (_, t) in &m[..4] {
+        assert!((t.correct - t.correct_majority).abs() < 0.02, "{t:?}");
+    }
+    assert!(m[4].1.correct_majority >= m[4].1.correct);
+    for (_, t) in &m {
+        let total = t.correct_majority + t.wrong_majority + t.unassigned;
+        assert!((total - 1.0).abs() < 1e-9, "{t:?}");
+    }
+}
+
+#[test]
+fn an_empty_truth_id_is_no_cell() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("gt.parquet");
+    truth(
+        &path,
+        &[Some("c1"), Some(""), None],
+        &[Some("t"), Some(""), None],
+    );
+    let tr = read_truth(&path).unwrap();
+    assert_eq!(tr.cell_names, vec!["c1".to_string()]);
+    assert_eq!(tr.by_id[&1], None);
+    assert_eq!(tr.by_id[&2], None);
+    assert!(tr.by_id[&0].is_some());
 }

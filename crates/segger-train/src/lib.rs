@@ -14,6 +14,7 @@
 //!   directory, checkpoints, resume, final `model.safetensors` + `config.json`, summary).
 #![warn(missing_docs)]
 
+pub mod calibrate;
 mod csv;
 mod lit;
 mod loader;

@@ -118,6 +118,10 @@ impl std::str::FromStr for Strategy {
     }
 }
 
+/// The default AdamW learning rate of `segger train` (the reference hard-codes 1e-4, which
+/// after 20 epochs still sits on the class prior: docs/accuracy.md).
+pub const DEFAULT_LEARNING_RATE: f64 = 3e-3;
+
 /// Everything `segger train` needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -208,6 +212,9 @@ pub struct TrainSummary {
     pub wall_seconds: f64,
     /// With `--precision 16-mixed`, where the loss scale ended (`None` otherwise).
     pub loss_scale: Option<LossScaleState>,
+    /// The assignment threshold picked on the validation pairs (`calibration.json`), when they
+    /// have both classes.
+    pub calibration: Option<segger_model::calibration::Calibration>,
 }
 
 /// A `metrics.csv` row in the summary.
@@ -570,16 +577,21 @@ where
         start_epoch,
         device.clone(),
     ));
-    let valid_loader = Arc::new(TileBatchLoader::<B::InnerBackend>::new(
-        ctx.val_ds.clone(),
-        cfg.model.clone(),
-        cfg.batch_size_val,
-        false,
-        cfg.seed,
-        cfg.num_workers,
-        start_epoch,
-        device.clone(),
-    ));
+    // The validation tiles, from epoch `first`: for burn-train's validation passes and for the
+    // calibration after training.
+    let val_loader = |first: u64| {
+        TileBatchLoader::<B::InnerBackend>::new(
+            ctx.val_ds.clone(),
+            cfg.model.clone(),
+            cfg.batch_size_val,
+            false,
+            cfg.seed,
+            cfg.num_workers,
+            first,
+            device.clone(),
+        )
+    };
+    let valid_loader = Arc::new(val_loader(start_epoch));
     let stats = Arc::clone(&train_loader.stats);
     let csv = CsvMetricLogger::new(
         root,
@@ -626,6 +638,11 @@ where
     }
     let learner = Learner::new(model, optim, cfg.learning_rate);
     let result = training.launch(learner);
+    // The assignment threshold, picked on the validation tiles with the final weights.
+    let calibration = crate::calibrate::calibrate(&result.model, &val_loader(0));
+    if let Some(c) = &calibration {
+        write_json_atomic(&root.join(segger_model::calibration::CALIBRATION_FILE), c)?;
+    }
     let trained = result.model.model;
     let model_path = root.join("model.safetensors");
     segger_model::pyg::save_pyg_state_dict(&trained, &model_path)
@@ -646,6 +663,7 @@ where
         model_path,
         wall_seconds: t0.elapsed().as_secs_f64(),
         loss_scale: loss_scale.map(|s| s.state()),
+        calibration,
     })
 }
 
