@@ -43,6 +43,10 @@ pub struct PredictArgs {
         default_value_t = 0.5
     )]
     pub distance_scale: f32,
+    /// Reach of a nucleus, in equivalent radii (√(area/π)): a transcript farther than that from
+    /// a boundary's centroid is not its candidate; 0 = no limit but --dist_bd (the reference).
+    #[arg(long, default_value_t = 2.5)]
+    pub reach: f32,
     /// Group unassigned transcripts into new cells (connected components of similar
     /// neighbours within --dist_tx in the x-y plane). On by default; `--use_cc false` turns it
     /// off (the reference's default). A bare flag, or a value as the reference spells it
@@ -66,7 +70,7 @@ pub struct PredictArgs {
     #[arg(
         long = "min_transcripts",
         alias = "min-transcripts",
-        default_value_t = 10
+        default_value_t = 5
     )]
     pub min_transcripts: usize,
     /// Backend: cpu, wgpu, cuda or auto (cuda when built in and present, else cpu).
@@ -113,6 +117,7 @@ pub fn run(a: PredictArgs) -> Result<(), CliError> {
     cfg.dist_bd = a.dist_bd;
     cfg.score_cut = a.score_cut;
     cfg.distance_scale = a.distance_scale;
+    cfg.reach = a.reach;
     cfg.use_cc = a.use_cc;
     cfg.k_tx = a.k_tx;
     cfg.dist_tx = a.dist_tx;

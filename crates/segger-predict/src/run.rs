@@ -39,6 +39,10 @@ pub struct PredictConfig {
     /// if its logit were `d / distance_scale` lower. 0 turns the term off (the reference's
     /// choice: the highest score).
     pub distance_scale: f32,
+    /// Reach of a boundary, in equivalent radii: a boundary whose centroid lies farther than
+    /// `reach × √(area/π)` from a transcript is not its candidate. 0 turns the limit off (the
+    /// reference: every boundary within `dist_bd`).
+    pub reach: f32,
     /// Group unassigned transcripts into new cells by connected components.
     pub use_cc: bool,
     /// Neighbours per transcript considered for links (`use_cc`).
@@ -72,10 +76,11 @@ impl PredictConfig {
             dist_bd: 12.0,
             score_cut: None,
             distance_scale: 0.5,
+            reach: 2.5,
             use_cc: true,
             k_tx: 10,
             dist_tx: 1.5,
-            min_transcripts: 10,
+            min_transcripts: 5,
             accelerator: Accelerator::Auto,
             batch_size: 1,
             num_workers: 2,
@@ -305,6 +310,12 @@ fn check_flags(cfg: &PredictConfig) -> Result<(), PredictError> {
     }
     if !(cfg.dist_bd.is_finite() && cfg.dist_bd > 0.0) {
         return bad(format!("--dist_bd must be positive, got {}", cfg.dist_bd));
+    }
+    if !(cfg.reach.is_finite() && cfg.reach >= 0.0) {
+        return bad(format!(
+            "--reach must be a finite number ≥ 0, got {}",
+            cfg.reach
+        ));
     }
     if !(cfg.distance_scale.is_finite() && cfg.distance_scale >= 0.0) {
         return bad(format!(
@@ -615,8 +626,11 @@ fn score_tile(
         let j = b + b0;
         let raw = dot(&ztx[i * d..(i + 1) * d], &zbd[j * d..(j + 1) * d]);
         let mut logit = raw;
+        let dist = (queries[2 * q] - bd_xy[2 * b]).hypot(queries[2 * q + 1] - bd_xy[2 * b + 1]);
+        if cfg.reach > 0.0 && radius[b] > 0.0 && dist > cfg.reach * radius[b] {
+            continue;
+        }
         if cfg.distance_scale > 0.0 {
-            let dist = (queries[2 * q] - bd_xy[2 * b]).hypot(queries[2 * q + 1] - bd_xy[2 * b + 1]);
             logit -= (dist - radius[b]).max(0.0) / cfg.distance_scale;
         }
         let s = sigmoid(logit);
