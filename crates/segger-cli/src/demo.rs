@@ -11,7 +11,7 @@ use segger_model::SeggerConfig;
 use segger_predict::{predict, PredictConfig};
 use segger_sim::baselines::standard_baselines;
 use segger_sim::evaluate::{evaluate, read_prediction, read_truth, Evaluation};
-use segger_sim::picture::draw_segmentation;
+use segger_sim::picture::draw_titled_segmentation;
 use segger_sim::simulate::{simulate, SimConfig};
 
 use crate::simulate::PresetArg;
@@ -186,7 +186,17 @@ pub fn run(a: DemoArgs) -> Result<(), CliError> {
     )
     .map_err(|err| CliError::runtime(anyhow::anyhow!("{}: {err}", eval_path.display())))?;
     let png = a.out.join("segmentation.png");
-    draw_segmentation(&png, &raw, &[base, &pred], 100.0).map_err(to_cli)?;
+    let title = |name: &str, e: &Evaluation| match &e.truth {
+        Some(t) => format!(
+            "{name}: {:.1} % correct, {:.1} % wrong",
+            100.0 * t.correct_majority,
+            100.0 * t.wrong_majority
+        ),
+        None => name.to_string(),
+    };
+    let (left, right) = (title("nucleus only", b), title("Segger", &e));
+    draw_titled_segmentation(&png, &raw, &[(&left, base), (&right, &pred)], 100.0)
+        .map_err(to_cli)?;
 
     println!();
     let mut cols: Vec<(&str, &Evaluation)> = vec![("segger", &e)];

@@ -4,8 +4,8 @@
 //! left and Segger on the right). In each panel: thin grey cell outlines (from
 //! `cell_boundaries.parquet` when the sample has one), transcripts as dots coloured by their
 //! cell (a colour derived from the cell id, so one cell has the same colour in every panel),
-//! unassigned transcripts as small grey dots, and nucleus outlines in black. No text is drawn
-//! (no font dependency).
+//! unassigned transcripts as small grey dots, and nucleus outlines in black. A title above each
+//! panel, in DejaVu Sans Mono (embedded: `assets/`, with its licence).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -20,6 +20,26 @@ use crate::SimError;
 const SCALE: f64 = 5.0;
 /// Gap between panels in pixels.
 const GAP: u32 = 12;
+/// Height of the title band in pixels (when a panel has a title).
+const TITLE: u32 = 30;
+/// The embedded font of the titles.
+const FONT: &[u8] = include_bytes!("../assets/DejaVuSansMono.ttf");
+/// The name the font is registered under with plotters.
+const FONT_NAME: &str = "segger-mono";
+
+/// Registers the embedded font with plotters (once per process).
+fn register_font() -> Result<(), SimError> {
+    static DONE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let ok = *DONE
+        .get_or_init(|| plotters::style::register_font(FONT_NAME, FontStyle::Normal, FONT).is_ok());
+    if ok {
+        Ok(())
+    } else {
+        Err(SimError::Invalid(
+            "the embedded title font could not be read".into(),
+        ))
+    }
+}
 
 type Ring = Vec<(f64, f64)>;
 
@@ -91,6 +111,25 @@ pub fn draw_segmentation(
     panels: &[&Assignments],
     side: f64,
 ) -> Result<(), SimError> {
+    let untitled: Vec<(&str, &Assignments)> = panels.iter().map(|a| ("", *a)).collect();
+    draw_titled_segmentation(out, raw_dir, &untitled, side)
+}
+
+/// [`draw_segmentation`] with a title above each panel (`(title, segmentation)`); no title band
+/// when every title is empty.
+pub fn draw_titled_segmentation(
+    out: &Path,
+    raw_dir: &Path,
+    titled: &[(&str, &Assignments)],
+    side: f64,
+) -> Result<(), SimError> {
+    let panels: Vec<&Assignments> = titled.iter().map(|(_, a)| *a).collect();
+    let band = if titled.iter().any(|(t, _)| !t.is_empty()) {
+        register_font()?;
+        TITLE
+    } else {
+        0
+    };
     if panels.is_empty() || !(side > 0.0 && side.is_finite()) {
         return Err(SimError::Invalid("nothing to draw".into()));
     }
@@ -142,9 +181,21 @@ pub fn draw_segmentation(
         Vec::new()
     };
     let width = panels.len() as u32 * px + (panels.len() as u32 - 1) * GAP;
-    let root = BitMapBackend::new(out, (width, px)).into_drawing_area();
-    root.fill(&RGBColor(235, 235, 235))
+    let full = BitMapBackend::new(out, (width, px + band)).into_drawing_area();
+    full.fill(&RGBColor(235, 235, 235))
         .map_err(|e| draw_err(out, e))?;
+    for (k, (title, _)) in titled.iter().enumerate() {
+        if !title.is_empty() {
+            let x = (k as u32 * (px + GAP)) as i32 + 6;
+            full.draw(&Text::new(
+                title.to_string(),
+                (x, 7),
+                (FONT_NAME, 16).into_font().color(&BLACK),
+            ))
+            .map_err(|e| draw_err(out, e))?;
+        }
+    }
+    let root = full.clone().shrink((0, band), (width, px));
     let in_win =
         |p: (f64, f64)| p.0 >= win.0 && p.0 <= win.0 + side && p.1 >= win.1 && p.1 <= win.1 + side;
     for (k, a) in panels.iter().enumerate() {
@@ -219,6 +270,6 @@ pub fn draw_segmentation(
             .map_err(|e| draw_err(out, e))?;
         }
     }
-    root.present().map_err(|e| draw_err(out, e))?;
+    full.present().map_err(|e| draw_err(out, e))?;
     Ok(())
 }

@@ -10,7 +10,7 @@ use segger_sim::baselines::standard_baselines;
 use segger_sim::evaluate::{
     adjusted_rand_index, evaluate, read_gene_pairs, read_prediction, read_truth, Assignments,
 };
-use segger_sim::picture::draw_segmentation;
+use segger_sim::picture::{draw_segmentation, draw_titled_segmentation};
 use segger_sim::simulate::{simulate, SimConfig};
 use segger_sim::SimError;
 
@@ -375,6 +375,23 @@ fn baseline_and_perfect_segmentation_and_picture() {
     if let Some(keep) = std::env::var_os("SEGGER_KEEP_PNG") {
         std::fs::copy(&png, keep).unwrap();
     }
+    // Titles add a band above the panels; the panels themselves are the same pixels.
+    let titled = d.path().join("t.png");
+    draw_titled_segmentation(
+        &titled,
+        &raw,
+        &[("nucleus only", &base), ("truth: 100 % correct", &best)],
+        80.0,
+    )
+    .unwrap();
+    let t = std::fs::read(&titled).unwrap();
+    let dims = |b: &[u8]| {
+        let u = |o: usize| u32::from_be_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+        (u(16), u(20))
+    };
+    let (w, h) = dims(&bytes);
+    assert_eq!(dims(&t), (w, h + 30));
+    assert_ne!(t, bytes);
 }
 
 #[test]
