@@ -132,8 +132,8 @@ pub struct CreateDatasetArgs {
     )]
     pub neg_sampling_ratio: f64,
     /// Which pairs are the negatives: `competing` = the other boundaries among each nuclear
-    /// transcript's `--k_bd` candidates (the choice prediction makes); `random` = random pairs
-    /// of the tile, as the reference Segger draws them.
+    /// transcript's 4 nearest within --dist_bd (the candidates `segger predict` compares);
+    /// `random` = random pairs of the tile, as the reference Segger draws them.
     #[arg(long, value_enum, default_value = "competing")]
     pub negatives: NegativesArg,
     /// Probability that a tile goes to validation.

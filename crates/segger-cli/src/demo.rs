@@ -13,12 +13,10 @@ use segger_sim::baselines::standard_baselines;
 use segger_sim::evaluate::{evaluate, read_prediction, read_truth, Evaluation};
 use segger_sim::picture::draw_titled_segmentation;
 use segger_sim::simulate::{simulate, SimConfig};
-
-use crate::simulate::PresetArg;
 use segger_train::{Accelerator, Precision, Strategy, TrainConfig};
 
-use crate::evaluate::{print_table, report_json};
-use crate::simulate::to_cli;
+use crate::evaluate::{evaluate_all, print_table, report_json};
+use crate::simulate::{to_cli, PresetArg};
 use crate::CliError;
 
 /// The sub-directories the demo writes (and replaces on a rerun).
@@ -171,10 +169,7 @@ pub fn run(a: DemoArgs) -> Result<(), CliError> {
     let truth = read_truth(&raw.join("ground_truth.parquet")).map_err(to_cli)?;
     let e = evaluate(&pred, Some(&truth), None);
     let base_assignments = standard_baselines(&raw, &pred).map_err(to_cli)?;
-    let bases: Vec<(String, Evaluation)> = base_assignments
-        .iter()
-        .map(|(n, b)| (n.clone(), evaluate(b, Some(&truth), None)))
-        .collect();
+    let bases = evaluate_all(&base_assignments, Some(&truth), None);
     let json = report_json(Some(&e), &bases);
     // The picture's left panel: the nucleus-only rule (the first standard rule).
     let base = &base_assignments[0].1;

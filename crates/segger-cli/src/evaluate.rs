@@ -113,18 +113,16 @@ pub fn print_table(cols: &[(&str, &Evaluation)]) {
     }
 }
 
-/// Evaluates the geometric baselines of the raw sample `raw` on the transcripts of `like`.
-pub fn baseline_evaluations(
-    raw: &std::path::Path,
-    like: &Assignments,
+/// Evaluates named segmentations (the geometric baselines), keeping their names.
+pub fn evaluate_all(
+    segmentations: &[(String, Assignments)],
     truth: Option<&Truth>,
     pairs: Option<(&[(String, String)], &str)>,
-) -> Result<Vec<(String, Evaluation)>, CliError> {
-    Ok(standard_baselines(raw, like)
-        .map_err(to_cli)?
-        .into_iter()
-        .map(|(name, b)| (name, evaluate(&b, truth, pairs)))
-        .collect())
+) -> Vec<(String, Evaluation)> {
+    segmentations
+        .iter()
+        .map(|(name, a)| (name.clone(), evaluate(a, truth, pairs)))
+        .collect()
 }
 
 /// The JSON report: the segmentation (when there is one) and each baseline by name.
@@ -148,6 +146,12 @@ pub fn report_json(
 
 /// Runs `segger evaluate`.
 pub fn run(a: EvaluateArgs) -> Result<(), CliError> {
+    if !a.min_qv.is_finite() {
+        return Err(CliError::input(anyhow::anyhow!(
+            "--min_qv must be a finite number, got {}",
+            a.min_qv
+        )));
+    }
     let truth = match &a.truth {
         Some(p) => Some(read_truth(p).map_err(to_cli)?),
         None => None,
@@ -171,12 +175,6 @@ pub fn run(a: EvaluateArgs) -> Result<(), CliError> {
             )))
         }
     };
-    if !(a.min_qv.is_finite()) {
-        return Err(CliError::input(anyhow::anyhow!(
-            "--min_qv must be a finite number, got {}",
-            a.min_qv
-        )));
-    }
     let e = pred
         .as_ref()
         .map(|p| evaluate(p, truth.as_ref(), pairs_arg));
@@ -186,7 +184,8 @@ pub fn run(a: EvaluateArgs) -> Result<(), CliError> {
                 Some(p) => p.clone(),
                 None => judged_transcripts(raw, a.min_qv).map_err(to_cli)?,
             };
-            baseline_evaluations(raw, &like, truth.as_ref(), pairs_arg)?
+            let rules = standard_baselines(raw, &like).map_err(to_cli)?;
+            evaluate_all(&rules, truth.as_ref(), pairs_arg)
         }
         None => Vec::new(),
     };

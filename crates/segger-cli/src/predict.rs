@@ -24,7 +24,7 @@ pub struct PredictArgs {
     #[arg(long, value_name = "DIR")]
     pub output: PathBuf,
     /// Candidate boundaries per transcript.
-    #[arg(long = "k_bd", alias = "k-bd", default_value_t = 4)]
+    #[arg(long = "k_bd", alias = "k-bd", default_value_t = segger_data::create::COMPETITORS)]
     pub k_bd: usize,
     /// Maximum distance (µm) from a transcript to a candidate boundary's centroid.
     #[arg(long = "dist_bd", alias = "dist-bd", default_value_t = 12.0)]

@@ -72,7 +72,7 @@ impl PredictConfig {
             model,
             input,
             output,
-            k_bd: 4,
+            k_bd: segger_data::create::COMPETITORS,
             dist_bd: 12.0,
             score_cut: None,
             distance_scale: 0.5,
@@ -89,18 +89,16 @@ impl PredictConfig {
             float32_matmul_precision: MatmulPrecision::Highest,
         }
     }
-}
 
-/// The score cut of a model without a calibration (the reference's).
-pub const DEFAULT_SCORE_CUT: f32 = 0.5;
-
-impl PredictConfig {
     /// The score cut in force ([`PredictConfig::score_cut`], resolved when the model was
     /// opened).
     pub fn cut(&self) -> f32 {
         self.score_cut.unwrap_or(DEFAULT_SCORE_CUT)
     }
 }
+
+/// The score cut of a model without a calibration (the reference's).
+pub const DEFAULT_SCORE_CUT: f32 = 0.5;
 
 /// Errors of `segger predict`.
 #[derive(Debug, Error)]
@@ -453,7 +451,6 @@ pub fn predict(cfg: &PredictConfig) -> Result<PredictSummary, PredictError> {
     summary.transcripts_per_second = summary.transcripts as f64 / timings.total_s.max(1e-9);
     summary.timings = timings;
     summary.output = cfg.output.clone();
-    summary.score_cut = cut;
     summary.score_cut_source = cut_source.to_string();
     crate::outputs::write_log(&tmp.path, cfg, &ctx.model, &resolved, &summary)?;
     finish_output(tmp, &cfg.output)?;

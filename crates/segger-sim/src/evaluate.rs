@@ -253,8 +253,7 @@ pub struct TruthMetrics {
     /// Fraction left unassigned.
     pub unassigned: f64,
     /// Fraction assigned to a predicted cell whose majority true cell is their true cell
-    /// (each predicted cell is matched to the true cell that holds most of its transcripts;
-    /// ties go to the lower true-cell index).
+    /// (each predicted cell is matched to the true cell that holds most of its transcripts).
     pub correct_majority: f64,
     /// Fraction assigned to a predicted cell matched to another true cell.
     pub wrong_majority: f64,
@@ -578,20 +577,10 @@ pub fn evaluate(
             let f = true_max.entry(tc).or_default();
             *f = (*f).max(v);
         }
-        // Majority matching: each predicted cell to the true cell holding most of it.
-        let mut matched: HashMap<u32, (u64, u32)> = HashMap::new();
-        for (&(tc, pc), &v) in &nij {
-            let e = matched.entry(pc).or_insert((v, tc));
-            if v > e.0 || (v == e.0 && tc < e.1) {
-                *e = (v, tc);
-            }
-        }
+        // Majority matching: each predicted cell counts as its dominant true cell, so the
+        // transcripts it gets right are its largest contingency count.
         if ev > 0 {
-            let agree: u64 = nij
-                .iter()
-                .filter(|((tc, pc), _)| matched[pc].1 == *tc)
-                .map(|(_, &v)| v)
-                .sum();
+            let agree: u64 = pred_max.values().map(|&(mx, _)| mx).sum();
             m.correct_majority = agree as f64 / ev as f64;
             m.wrong_majority = (correct + wrong) as f64 / ev as f64 - m.correct_majority;
         }
