@@ -31,6 +31,7 @@ pub struct ConvertArgs {
 pub(crate) fn classify(e: DataError, input: &std::path::Path) -> CliError {
     match &e {
         DataError::Io { path, .. } if !path.starts_with(input) => CliError::runtime(e),
+        DataError::Output(o) if o.exit_code() == 1 => CliError::runtime(e),
         _ => CliError::input(e),
     }
 }

@@ -223,6 +223,7 @@ impl CreateDatasetArgs {
 
 fn to_cli(e: DataError) -> CliError {
     match &e {
+        DataError::Output(o) if o.exit_code() == 1 => CliError::runtime(e),
         DataError::Io { source, .. } if source.kind() != std::io::ErrorKind::NotFound => {
             CliError::runtime(e)
         }

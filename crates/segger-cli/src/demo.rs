@@ -85,7 +85,7 @@ pub fn run(a: DemoArgs) -> Result<(), CliError> {
     step(1, "simulate a tissue with a known truth");
     let mut sim = SimConfig::preset(a.preset.into(), 0, a.seed);
     sim.cells = sim.cells_for_transcripts(a.transcripts);
-    let s = simulate(&sim, &raw).map_err(to_cli)?;
+    let s = simulate(&sim, &raw, false).map_err(to_cli)?;
     crate::simulate::print_summary(&s);
 
     step(

@@ -14,9 +14,13 @@ pub struct ImportCheckpointArgs {
     /// The Lightning checkpoint (.ckpt) or a torch.save'd state dict.
     #[arg(long)]
     pub ckpt: PathBuf,
-    /// Directory to write model.safetensors and config.json into (created if needed).
+    /// Directory to write model.safetensors and config.json into: missing or empty, or an
+    /// earlier import with --overwrite (a training run is never overwritten).
     #[arg(long)]
     pub output: PathBuf,
+    /// Replace an earlier import at --output.
+    #[arg(long)]
+    pub overwrite: bool,
     /// Gene vocabulary size, when the checkpoint's hyper-parameters lack it.
     #[arg(long = "num_tx_tokens", alias = "num-tx-tokens")]
     pub num_tx_tokens: Option<usize>,
@@ -47,7 +51,7 @@ pub fn run(args: ImportCheckpointArgs) -> Result<(), CliError> {
         heads: args.heads,
         num_mid_layers: args.mid_layers,
     };
-    let r = import_checkpoint(&args.ckpt, &args.output, &flags)
+    let r = import_checkpoint(&args.ckpt, &args.output, &flags, args.overwrite)
         .map_err(|e| crate::convert::classify(e, &args.ckpt))?;
     println!(
         "model         {}",

@@ -118,8 +118,22 @@ fn main() -> ExitCode {
     match res {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {:#}", e.error);
+            eprintln!("error: {}", render(&e.error));
             ExitCode::from(e.code)
         }
     }
+}
+
+/// The error and its causes on one line, each cause once: library errors often quote their
+/// source in their own message (`"{path}: {source}"`), and the cause is then left out.
+fn render(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !out.contains(&c) {
+            out.push_str(": ");
+            out.push_str(&c);
+        }
+    }
+    out
 }

@@ -30,9 +30,13 @@ impl From<PresetArg> for Preset {
 /// Arguments of `segger simulate`.
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
-    /// Output directory (created; its files are replaced).
+    /// Output directory: missing or empty, or an earlier simulated sample with --overwrite
+    /// (a folder without ground_truth.parquet is never replaced).
     #[arg(long)]
     pub out: PathBuf,
+    /// Replace an earlier simulated sample at --out.
+    #[arg(long)]
+    pub overwrite: bool,
     /// Number of cells (rounded to a full lattice).
     #[arg(long, default_value_t = 1000)]
     pub cells: usize,
@@ -112,6 +116,7 @@ pub struct SimulateArgs {
 pub fn to_cli(e: SimError) -> CliError {
     match e {
         SimError::Io { .. } | SimError::Parquet { .. } => CliError::runtime(e),
+        SimError::Output(ref o) if o.exit_code() == 1 => CliError::runtime(e),
         _ => CliError::input(e),
     }
 }
@@ -192,7 +197,7 @@ pub fn run(a: SimulateArgs) -> Result<(), CliError> {
             *field = v;
         }
     }
-    let s = simulate(&cfg, &a.out).map_err(to_cli)?;
+    let s = simulate(&cfg, &a.out, a.overwrite).map_err(to_cli)?;
     if a.json {
         println!(
             "{}",

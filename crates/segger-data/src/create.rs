@@ -6,7 +6,7 @@
 //! output is written into a temporary sibling directory that is renamed into place at the end.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -542,59 +542,13 @@ fn file_names(tiles: &[PlannedTile], margin: f64) -> Vec<String> {
         .collect()
 }
 
-fn temp_sibling(output: &Path, tag: &str) -> PathBuf {
-    let name = output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "dataset".into());
-    let parent = output
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    parent.join(format!(".{name}.{tag}-{}", std::process::id()))
-}
-
-/// Removes temporary siblings (`.NAME.tmp-PID`, `.NAME.old-PID`) left by killed runs whose
-/// process no longer exists (Linux: no `/proc/PID`). Elsewhere nothing is removed.
-fn remove_stale_temporaries(output: &Path) {
-    if !Path::new("/proc/self").exists() {
-        return;
-    }
-    let Some(name) = output.file_name().map(|n| n.to_string_lossy().into_owned()) else {
-        return;
-    };
-    let parent = output
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let Ok(entries) = std::fs::read_dir(parent) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let file = e.file_name().to_string_lossy().into_owned();
-        let pid = ["tmp", "old"].iter().find_map(|tag| {
-            file.strip_prefix(&format!(".{name}.{tag}-"))
-                .and_then(|p| p.parse::<u32>().ok())
-        });
-        if let Some(pid) = pid {
-            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-                tracing::info!("removing {} left by an interrupted run", e.path().display());
-                let _ = std::fs::remove_dir_all(e.path());
-            }
-        }
-    }
-}
-
-/// Removes a directory on drop unless disarmed.
-struct Cleanup(Option<PathBuf>);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            let _ = std::fs::remove_dir_all(p);
-        }
-    }
-}
+/// What `create_dataset` writes into its output folder (segger-fs's rules: an earlier
+/// dataset is replaced with `--overwrite`; any other non-empty folder is refused).
+pub const DATASET_OUTPUT: segger_fs::OutputSpec<'static> = segger_fs::OutputSpec {
+    command: "create_dataset",
+    writes: &["dataset.json", "train_tiles", "val_tiles", "test_tiles"],
+    signature: "dataset.json",
+};
 
 /// Builds a dataset from a raw sample. `progress` is called after every tile.
 pub fn create_dataset(
@@ -606,12 +560,13 @@ pub fn create_dataset(
         path: opts.output.clone(),
         problem,
     })?;
-    if opts.output.exists() && !opts.overwrite {
-        return Err(DataError::Dataset {
-            path: opts.output.clone(),
-            problem: "output already exists (pass --overwrite to replace it)".into(),
-        });
-    }
+    segger_fs::prepare_output(
+        &DATASET_OUTPUT,
+        "--output",
+        &opts.output,
+        &[("--input", &opts.input)],
+        opts.overwrite,
+    )?;
     if let Some(parent) = opts.output.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| DataError::io(parent, e))?;
     }
@@ -650,12 +605,9 @@ pub fn create_dataset(
         });
     }
 
-    remove_stale_temporaries(&opts.output);
-    let tmp = temp_sibling(&opts.output, "tmp");
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| DataError::io(&tmp, e))?;
-    }
-    let mut guard = Cleanup(Some(tmp.clone()));
+    segger_fs::remove_stale_siblings(&opts.output);
+    let guard = segger_fs::TempDir::next_to(&opts.output, "tmp")?;
+    let tmp = guard.path().to_path_buf();
     for s in Split::ALL {
         let d = tmp.join(s.dir_name()).join("processed");
         std::fs::create_dir_all(&d).map_err(|e| DataError::io(&d, e))?;
@@ -828,15 +780,8 @@ pub fn create_dataset(
     }
 
     // Move into place: the old dataset (with --overwrite) is moved aside first, then removed.
-    if opts.output.exists() {
-        let old = temp_sibling(&opts.output, "old");
-        std::fs::rename(&opts.output, &old).map_err(|e| DataError::io(&opts.output, e))?;
-        std::fs::rename(&tmp, &opts.output).map_err(|e| DataError::io(&opts.output, e))?;
-        let _ = std::fs::remove_dir_all(&old);
-    } else {
-        std::fs::rename(&tmp, &opts.output).map_err(|e| DataError::io(&opts.output, e))?;
-    }
-    guard.0 = None;
+    segger_fs::replace_dir(&tmp, &opts.output)?;
+    guard.keep();
     summary.timings.wall = t_start.elapsed().as_secs_f64();
     Ok(summary)
 }

@@ -45,6 +45,9 @@ pub enum DataError {
         /// What is wrong.
         problem: String,
     },
+    /// The output cannot be written where it was asked for (segger-fs's rules).
+    #[error(transparent)]
+    Output(#[from] segger_fs::OutputError),
     /// A dataset directory is unusable.
     #[error("{path}: {problem}")]
     Dataset {

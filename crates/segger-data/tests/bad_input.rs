@@ -372,18 +372,27 @@ fn output_exists_without_overwrite() {
     let out = d.path().join("out");
     std::fs::create_dir(&out).unwrap();
     std::fs::write(out.join("keep.txt"), b"x").unwrap();
-    // A temporary directory of a killed run (no such process) is cleaned up.
-    let stale = d.path().join(".out.tmp-4000000000");
-    std::fs::create_dir_all(stale.join("train_tiles")).unwrap();
+    // A folder of the user's is never replaced, with or without --overwrite.
     let opts = CreateOptions::new(input, out.clone(), xenium());
     let err = create_dataset(&opts, &|_| {}).unwrap_err().to_string();
-    assert_mentions(&err, &["out", "already exists", "--overwrite"]);
-    assert!(out.join("keep.txt").exists());
+    assert_mentions(&err, &["out", "not an earlier", "dataset.json"]);
     let mut o = opts.clone();
     o.overwrite = true;
-    let s = create_dataset(&o, &|_| {}).unwrap();
-    assert!(!out.join("keep.txt").exists());
+    let err = create_dataset(&o, &|_| {}).unwrap_err().to_string();
+    assert_mentions(&err, &["out", "not an earlier", "even with --overwrite"]);
+    assert_eq!(std::fs::read(out.join("keep.txt")).unwrap(), b"x");
+    // An empty folder is written; a temporary directory of a killed run (no such process)
+    // is cleaned up.
+    std::fs::remove_file(out.join("keep.txt")).unwrap();
+    let stale = d.path().join(".out.tmp-4000000000");
+    std::fs::create_dir_all(stale.join("train_tiles")).unwrap();
+    let s = create_dataset(&opts, &|_| {}).unwrap();
     assert!(!stale.exists());
+    // The earlier dataset: refused without --overwrite, replaced with it.
+    let err = create_dataset(&opts, &|_| {}).unwrap_err().to_string();
+    assert_mentions(&err, &["out", "already exists", "--overwrite"]);
+    let s2 = create_dataset(&o, &|_| {}).unwrap();
+    assert_eq!(s2.core_transcripts, s.core_transcripts);
     assert_eq!(s.core_transcripts, 9);
     // A single small tile with positives.
     assert_eq!(s.tiles.train + s.tiles.val + s.tiles.test, 1);
@@ -415,7 +424,9 @@ fn gene_embedding_gives_float_features_and_drops_unknown_genes() {
     );
     // The dataset stores F32 [N, 2] transcript features.
     std::fs::write(&emb, "gene,f0,f1\nG1,1,2\nG2,3,4\nG3,5,6\n").unwrap();
-    let out = d.path().join("ds");
+    // The output lies outside the input folder (an output inside an input is refused).
+    let od = tempfile::tempdir().unwrap();
+    let out = od.path().join("ds");
     let mut c = CreateOptions::new(d.path().to_path_buf(), out.clone(), o);
     c.val_prob = 0.0;
     c.test_prob = 0.0;
@@ -490,7 +501,9 @@ fn merscope_wkb_boundaries_and_point_in_polygon_positives() {
     assert!(s.report.nuclear_from_polygons && s.report.ids_from_rows);
     assert_eq!(s.report.cell_without_polygon, 1); // 9; -1 means unassigned
     assert_eq!(s.tx.id, [0, 1, 2, 4]);
-    let out = d.path().join("ds");
+    // The output lies outside the input folder (an output inside an input is refused).
+    let od = tempfile::tempdir().unwrap();
+    let out = od.path().join("ds");
     let s = create_dataset(&CreateOptions::new(d.path().to_path_buf(), out, o), &|_| {}).unwrap();
     // (1,1) in 7, (4.5,4.5) in the 5 × 5 square of 7, (11,2) in 8.
     assert_eq!(s.positives, 3);
@@ -557,7 +570,9 @@ fn cosmx_csv_gz_in_pixels() {
     assert_eq!(s.bd.features[0][0], 400.0); // (40 px × 0.5)²
     assert_eq!(s.tx.x, [5.0, 15.0, 40.0, 60.0]);
     assert_eq!(s.report.nuclear_without_polygon, 1); // 1_6 was skipped
-    let out = d.path().join("ds");
+                                                     // The output lies outside the input folder (an output inside an input is refused).
+    let od = tempfile::tempdir().unwrap();
+    let out = od.path().join("ds");
     let s = create_dataset(
         &CreateOptions::new(d.path().to_path_buf(), out, o.clone()),
         &|_| {},

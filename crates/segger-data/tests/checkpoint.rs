@@ -132,6 +132,14 @@ impl Pickler {
     }
 }
 
+/// Imports `ckpt` into the new folder `out` with no flags.
+fn import_fresh(
+    ckpt: &Path,
+    out: &Path,
+) -> Result<segger_data::torch::checkpoint::ImportReport, segger_data::DataError> {
+    import_checkpoint(ckpt, out, &ConfigOverrides::default(), false)
+}
+
 fn values(name: &str, n: usize) -> Vec<f32> {
     let seed = name
         .bytes()
@@ -358,7 +366,7 @@ fn checkpoint_imports_to_safetensors_and_config() {
     let ckpt = dir.path().join("epoch=2-step=120.ckpt");
     std::fs::write(&ckpt, write_ckpt(&opts(SMALL))).unwrap();
     let out = dir.path().join("model");
-    let rep = import_checkpoint(&ckpt, &out, &ConfigOverrides::default()).unwrap();
+    let rep = import_fresh(&ckpt, &out).unwrap();
     assert_eq!(rep.config, SMALL);
     assert!(
         rep.sources.values().all(|&s| s == "weights"),
@@ -441,7 +449,7 @@ fn hyper_parameters_win_and_contradictions_are_errors() {
     ]);
     o.attribute_dict = true;
     std::fs::write(&ckpt, write_ckpt(&o)).unwrap();
-    let rep = import_checkpoint(&ckpt, &dir.path().join("m"), &ConfigOverrides::default()).unwrap();
+    let rep = import_fresh(&ckpt, &dir.path().join("m")).unwrap();
     assert_eq!(rep.sources["heads"], "hyper_parameters");
     assert_eq!(rep.sources["init_emb"], "weights");
     let parsed = parse_checkpoint(&ckpt, &std::fs::read(&ckpt).unwrap()).unwrap();
@@ -457,7 +465,7 @@ fn hyper_parameters_win_and_contradictions_are_errors() {
         out_channels: Some(5),
         ..Default::default()
     };
-    let e = import_checkpoint(&ckpt, &dir.path().join("m2"), &flags)
+    let e = import_checkpoint(&ckpt, &dir.path().join("m2"), &flags, false)
         .unwrap_err()
         .to_string();
     assert!(
@@ -469,7 +477,7 @@ fn hyper_parameters_win_and_contradictions_are_errors() {
     // Hyper-parameters that contradict the weights.
     o.hparams = Some(vec![("heads", 4)]);
     std::fs::write(&ckpt, write_ckpt(&o)).unwrap();
-    let e = import_checkpoint(&ckpt, &dir.path().join("m3"), &ConfigOverrides::default())
+    let e = import_fresh(&ckpt, &dir.path().join("m3"))
         .unwrap_err()
         .to_string();
     assert!(
@@ -506,8 +514,7 @@ fn mid_layers_inferred_for_other_depths() {
         let dir = tempfile::tempdir().unwrap();
         let ckpt = dir.path().join("a.ckpt");
         std::fs::write(&ckpt, write_ckpt(&opts(cfg))).unwrap();
-        let rep =
-            import_checkpoint(&ckpt, &dir.path().join("m"), &ConfigOverrides::default()).unwrap();
+        let rep = import_fresh(&ckpt, &dir.path().join("m")).unwrap();
         assert_eq!(rep.config, cfg);
     }
 }
@@ -519,7 +526,7 @@ fn non_allowed_objects_in_the_weights_are_refused_by_name() {
     let mut o = opts(SMALL);
     o.poisoned = true;
     std::fs::write(&ckpt, write_ckpt(&o)).unwrap();
-    let e = import_checkpoint(&ckpt, &dir.path().join("m"), &ConfigOverrides::default())
+    let e = import_fresh(&ckpt, &dir.path().join("m"))
         .unwrap_err()
         .to_string();
     assert!(
@@ -553,7 +560,7 @@ fn missing_weights_are_named() {
     }
     p.op(b"uu");
     std::fs::write(&ckpt, p.archive("archive")).unwrap();
-    let e = import_checkpoint(&ckpt, &dir.path().join("m"), &ConfigOverrides::default())
+    let e = import_fresh(&ckpt, &dir.path().join("m"))
         .unwrap_err()
         .to_string();
     assert!(
@@ -579,7 +586,7 @@ fn missing_weights_are_named() {
         segger_data::torch::save::state_dict_bytes(&t, "archive").unwrap(),
     )
     .unwrap();
-    let e = import_checkpoint(&ckpt, &dir.path().join("m"), &ConfigOverrides::default())
+    let e = import_fresh(&ckpt, &dir.path().join("m"))
         .unwrap_err()
         .to_string();
     assert!(e.contains("conv_last.tx__neighbors__tx.res.weight"), "{e}");
@@ -676,7 +683,7 @@ fn parity_weights_round_trip_through_a_checkpoint() {
     let ckpt = dir.path().join("seed.ckpt");
     std::fs::write(&ckpt, p.archive("seed")).unwrap();
     let out = dir.path().join("model");
-    let rep = import_checkpoint(&ckpt, &out, &ConfigOverrides::default()).unwrap();
+    let rep = import_fresh(&ckpt, &out).unwrap();
     let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
     let want: SeggerConfig =
         serde_json::from_str(&meta.metadata().as_ref().unwrap()["config"]).unwrap();

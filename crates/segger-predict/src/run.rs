@@ -112,6 +112,10 @@ pub enum PredictError {
     /// Failure while running (I/O). Exit code 1.
     #[error("{0}")]
     Runtime(String),
+    /// `--output` cannot be written where it was asked for (segger-fs's rules). Exit code 2,
+    /// or 1 when the file system failed.
+    #[error(transparent)]
+    Output(#[from] segger_fs::OutputError),
 }
 
 impl PredictError {
@@ -120,6 +124,7 @@ impl PredictError {
         match self {
             PredictError::Input(_) | PredictError::Backend(_) => 2,
             PredictError::Runtime(_) => 1,
+            PredictError::Output(e) => e.exit_code(),
         }
     }
 }
@@ -335,37 +340,21 @@ fn check_flags(cfg: &PredictConfig) -> Result<(), PredictError> {
     Ok(())
 }
 
-/// A temporary directory next to `out` that is removed on drop unless kept.
-struct TempDir {
-    path: PathBuf,
-    keep: bool,
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if !self.keep {
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
-    }
-}
-
-fn temp_next_to(out: &Path, tag: &str) -> Result<TempDir, PredictError> {
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent)
-        .map_err(|e| PredictError::Runtime(format!("{}: {e}", parent.display())))?;
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "segger_output".into());
-    let path = parent.join(format!(".{name}.{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&path);
-    std::fs::create_dir_all(&path)
-        .map_err(|e| PredictError::Runtime(format!("{}: {e}", path.display())))?;
-    Ok(TempDir { path, keep: false })
-}
+/// What `predict` writes into its output folder (segger-fs's rules: an earlier prediction is
+/// replaced with `--overwrite`; any other non-empty folder is refused).
+pub const PREDICT_OUTPUT: segger_fs::OutputSpec<'static> = segger_fs::OutputSpec {
+    command: "predict",
+    writes: &[
+        crate::outputs::TRANSCRIPTS_FILE,
+        crate::outputs::CELLS_FILE,
+        crate::outputs::ADATA_FILE,
+        crate::outputs::BOUNDARIES_FILE,
+        crate::outputs::BAYSOR_CSV_FILE,
+        crate::outputs::BAYSOR_POLYGONS_FILE,
+        crate::outputs::LOG_FILE,
+    ],
+    signature: crate::outputs::LOG_FILE,
+};
 
 /// Checks the flags, the model and the input, then predicts and writes the outputs. Nothing
 /// is written to `--output` before every input check passes, and `--output` appears only
@@ -374,12 +363,14 @@ pub fn predict(cfg: &PredictConfig) -> Result<PredictSummary, PredictError> {
     segger_model::mp::set_float32_matmul_precision(cfg.float32_matmul_precision);
     let t0 = Instant::now();
     check_flags(cfg)?;
-    if cfg.output.exists() && !cfg.overwrite {
-        return Err(PredictError::Input(format!(
-            "--output: {} already exists; pass --overwrite to replace it",
-            cfg.output.display()
-        )));
-    }
+    segger_fs::prepare_output(
+        &PREDICT_OUTPUT,
+        "--output",
+        &cfg.output,
+        &[("--model", &cfg.model), ("--input", &cfg.input)],
+        cfg.overwrite,
+    )?;
+    segger_fs::remove_stale_siblings(&cfg.output);
     let model = ModelDir::open(&cfg.model)?;
     // The cut in force: the flag, else the model's calibration, else the default.
     let (cut, cut_source) = match (cfg.score_cut, &model.calibration) {
@@ -439,21 +430,22 @@ pub fn predict(cfg: &PredictConfig) -> Result<PredictSummary, PredictError> {
             collected.tiles
         )));
     }
-    let tmp = temp_next_to(&cfg.output, "tmp")?;
+    let tmp = segger_fs::TempDir::next_to(&cfg.output, "tmp")?;
     let t = Instant::now();
     let resolved_out = crate::outputs::resolve(collected, cfg);
     timings.resolve_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let mut summary =
-        crate::outputs::write_all(&tmp.path, &resolved_out, &genes, cfg, &resolved, &backend)?;
+        crate::outputs::write_all(tmp.path(), &resolved_out, &genes, cfg, &resolved, &backend)?;
     timings.write_s = t.elapsed().as_secs_f64();
     timings.total_s = t0.elapsed().as_secs_f64();
     summary.transcripts_per_second = summary.transcripts as f64 / timings.total_s.max(1e-9);
     summary.timings = timings;
     summary.output = cfg.output.clone();
     summary.score_cut_source = cut_source.to_string();
-    crate::outputs::write_log(&tmp.path, cfg, &ctx.model, &resolved, &summary)?;
-    finish_output(tmp, &cfg.output)?;
+    crate::outputs::write_log(tmp.path(), cfg, &ctx.model, &resolved, &summary)?;
+    segger_fs::replace_dir(tmp.path(), &cfg.output)?;
+    tmp.keep();
     tracing::info!(
         "predicted {} transcripts: {:.1}% in {} cells ({} from boundaries, {} components), median {} transcripts per cell, {:.0} transcripts/s",
         summary.transcripts,
@@ -465,23 +457,6 @@ pub fn predict(cfg: &PredictConfig) -> Result<PredictSummary, PredictError> {
         summary.transcripts_per_second
     );
     Ok(summary)
-}
-
-/// Moves the finished temporary directory to `out` (the old one, with `--overwrite`, is moved
-/// aside first and removed after).
-fn finish_output(mut tmp: TempDir, out: &Path) -> Result<(), PredictError> {
-    let rt = |e: std::io::Error, p: &Path| PredictError::Runtime(format!("{}: {e}", p.display()));
-    let mut aside = None;
-    if out.exists() {
-        let a = temp_next_to(out, "old")?;
-        std::fs::remove_dir_all(&a.path).map_err(|e| rt(e, &a.path))?;
-        std::fs::rename(out, &a.path).map_err(|e| rt(e, out))?;
-        aside = Some(a);
-    }
-    std::fs::rename(&tmp.path, out).map_err(|e| rt(e, out))?;
-    tmp.keep = true;
-    drop(aside);
-    Ok(())
 }
 
 fn dispatch(ctx: &Context<'_>) -> Result<(Collected, String), PredictError> {

@@ -62,4 +62,7 @@ pub enum SimError {
     /// Invalid parameters.
     #[error("{0}")]
     Invalid(String),
+    /// The output folder cannot be written (segger-fs's rules).
+    #[error(transparent)]
+    Output(#[from] segger_fs::OutputError),
 }

@@ -765,14 +765,39 @@ fn add_background(
     (n_noise, n_ctrl)
 }
 
-/// Writes the simulated sample into `out` (created if needed; existing files are replaced).
-pub fn simulate(cfg: &SimConfig, out: &Path) -> Result<SimSummary, SimError> {
+/// What `simulate` writes into its output folder (segger-fs's rules).
+pub const SIMULATE_OUTPUT: segger_fs::OutputSpec<'static> = segger_fs::OutputSpec {
+    command: "simulate",
+    writes: &[
+        "transcripts.parquet",
+        "ground_truth.parquet",
+        "nucleus_boundaries.parquet",
+        "cell_boundaries.parquet",
+    ],
+    signature: "ground_truth.parquet",
+};
+
+/// Writes the simulated sample into `out`. `out` must be missing or empty, or, with
+/// `overwrite`, an earlier simulated sample (it has `ground_truth.parquet` and nothing else
+/// than what a simulation writes): a real sample is never replaced. The files are written
+/// into a temporary sibling folder renamed into place at the end.
+pub fn simulate(cfg: &SimConfig, out: &Path, overwrite: bool) -> Result<SimSummary, SimError> {
     cfg.check()?;
     let t0 = Instant::now();
-    std::fs::create_dir_all(out).map_err(|source| SimError::Io {
-        path: out.to_path_buf(),
-        source,
-    })?;
+    segger_fs::prepare_output(&SIMULATE_OUTPUT, "--out", out, &[], overwrite)?;
+    segger_fs::remove_stale_siblings(out);
+    let tmp = segger_fs::TempDir::next_to(out, "tmp")?;
+    let summary = simulate_into(cfg, tmp.path(), t0)?;
+    segger_fs::replace_dir(tmp.path(), out)?;
+    tmp.keep();
+    Ok(SimSummary {
+        out: out.to_path_buf(),
+        seconds: t0.elapsed().as_secs_f64(),
+        ..summary
+    })
+}
+
+fn simulate_into(cfg: &SimConfig, out: &Path, t0: Instant) -> Result<SimSummary, SimError> {
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let tissue = if cfg.uses_regions() {
         hard::region_tissue(cfg, &mut rng)

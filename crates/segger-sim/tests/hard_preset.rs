@@ -236,7 +236,7 @@ fn read_sample(dir: &Path, summary: SimSummary) -> Sample {
 }
 
 fn hard_sample(dir: &Path, cells: usize, seed: u64) -> Sample {
-    let s = simulate(&SimConfig::hard(cells, seed), dir).unwrap();
+    let s = simulate(&SimConfig::hard(cells, seed), dir, false).unwrap();
     read_sample(dir, s)
 }
 
@@ -254,7 +254,7 @@ fn default_preset_output_is_unchanged() {
     let d = tempfile::tempdir().unwrap();
     for (cells, seed, content, bytes) in DEFAULT_HASHES {
         let dir = d.path().join(format!("{cells}-{seed}"));
-        let s = simulate(&SimConfig::preset(Preset::Easy, cells, seed), &dir).unwrap();
+        let s = simulate(&SimConfig::preset(Preset::Easy, cells, seed), &dir, false).unwrap();
         assert_eq!(
             content_hash(&dir),
             content,
@@ -275,8 +275,8 @@ fn diffusion_alone_keeps_the_default_geometry() {
     let d = tempfile::tempdir().unwrap();
     let mut cfg = SimConfig::new(300, 11);
     cfg.diffusion = 0.8;
-    simulate(&cfg, &d.path().join("diffused")).unwrap();
-    simulate(&SimConfig::new(300, 11), &d.path().join("plain")).unwrap();
+    simulate(&cfg, &d.path().join("diffused"), false).unwrap();
+    simulate(&SimConfig::new(300, 11), &d.path().join("plain"), false).unwrap();
     for f in ["cell_boundaries.parquet", "nucleus_boundaries.parquet"] {
         let a = std::fs::read(d.path().join("diffused").join(f)).unwrap();
         let b = std::fs::read(d.path().join("plain").join(f)).unwrap();
@@ -433,9 +433,9 @@ fn hard_preset_nuclear_flags_follow_the_written_polygons() {
 #[test]
 fn hard_preset_is_deterministic() {
     let d = tempfile::tempdir().unwrap();
-    let a = simulate(&SimConfig::hard(400, 5), &d.path().join("a")).unwrap();
-    let b = simulate(&SimConfig::hard(400, 5), &d.path().join("b")).unwrap();
-    simulate(&SimConfig::hard(400, 6), &d.path().join("c")).unwrap();
+    let a = simulate(&SimConfig::hard(400, 5), &d.path().join("a"), false).unwrap();
+    let b = simulate(&SimConfig::hard(400, 5), &d.path().join("b"), false).unwrap();
+    simulate(&SimConfig::hard(400, 6), &d.path().join("c"), false).unwrap();
     assert_eq!(a.transcripts, b.transcripts);
     assert_eq!(
         byte_hash(&d.path().join("a")),
@@ -468,7 +468,7 @@ fn bad_hard_options_name_the_flag() {
     for (flag, set) in cases {
         let mut cfg = SimConfig::hard(50, 0);
         set(&mut cfg);
-        match simulate(&cfg, &d.path().join("x")) {
+        match simulate(&cfg, &d.path().join("x"), false) {
             Err(SimError::Invalid(m)) => assert!(m.contains(flag), "{flag}: {m}"),
             other => panic!("{flag}: {other:?}"),
         }

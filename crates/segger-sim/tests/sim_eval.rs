@@ -238,9 +238,9 @@ fn column_types(path: &Path) -> Vec<(String, String)> {
 fn simulate_writes_the_xenium_schema_deterministically() {
     let d = tempfile::tempdir().unwrap();
     let cfg = SimConfig::new(400, 7);
-    let s = simulate(&cfg, &d.path().join("a")).unwrap();
-    simulate(&cfg, &d.path().join("b")).unwrap();
-    simulate(&SimConfig::new(400, 8), &d.path().join("c")).unwrap();
+    let s = simulate(&cfg, &d.path().join("a"), false).unwrap();
+    simulate(&cfg, &d.path().join("b"), false).unwrap();
+    simulate(&SimConfig::new(400, 8), &d.path().join("c"), false).unwrap();
     for f in [
         "transcripts.parquet",
         "ground_truth.parquet",
@@ -291,7 +291,7 @@ fn create_dataset_reads_simulate_output_unchanged() {
     use segger_data::create::{create_dataset, CreateOptions};
     use segger_data::raw::{Platform, RawOptions};
     let d = tempfile::tempdir().unwrap();
-    let s = simulate(&SimConfig::new(300, 3), &d.path().join("raw")).unwrap();
+    let s = simulate(&SimConfig::new(300, 3), &d.path().join("raw"), false).unwrap();
     let opts = CreateOptions::new(
         d.path().join("raw"),
         d.path().join("ds"),
@@ -351,7 +351,7 @@ fn perfect(raw: &Path) -> Assignments {
 fn baseline_and_perfect_segmentation_and_picture() {
     let d = tempfile::tempdir().unwrap();
     let raw = d.path().join("raw");
-    simulate(&SimConfig::new(300, 5), &raw).unwrap();
+    simulate(&SimConfig::new(300, 5), &raw, false).unwrap();
     let tr = read_truth(&raw.join("ground_truth.parquet")).unwrap();
     let best = perfect(&raw);
     let e = evaluate(&best, Some(&tr), None);
@@ -398,7 +398,7 @@ fn baseline_and_perfect_segmentation_and_picture() {
 fn geometric_baselines_on_easy_tissue() {
     let d = tempfile::tempdir().unwrap();
     let raw = d.path().join("raw");
-    simulate(&SimConfig::new(300, 2), &raw).unwrap();
+    simulate(&SimConfig::new(300, 2), &raw, false).unwrap();
     let tr = read_truth(&raw.join("ground_truth.parquet")).unwrap();
     let best = perfect(&raw);
     let rules = standard_baselines(&raw, &best).unwrap();

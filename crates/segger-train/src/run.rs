@@ -344,6 +344,12 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary, TrainError> {
     cfg.model
         .check()
         .map_err(|e| TrainError::Input(e.to_string()))?;
+    segger_fs::check_overlap(
+        "--default_root_dir",
+        &cfg.default_root_dir,
+        &[("--train_dir", &cfg.train_dir), ("--val_dir", &cfg.val_dir)],
+    )
+    .map_err(|e| TrainError::Input(e.to_string()))?;
     let (train_ds, train_tx) = open_split(&cfg.train_dir, "train_dir", &cfg.model)?;
     let (val_ds, _) = open_split(&cfg.val_dir, "val_dir", &cfg.model)?;
     let resume_epoch = if cfg.resume {
@@ -359,9 +365,19 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary, TrainError> {
     } else {
         if cfg.default_root_dir.join("metrics.csv").exists()
             || cfg.default_root_dir.join("checkpoint").exists()
+            || cfg.default_root_dir.join("run_config.json").exists()
         {
             return Err(TrainError::Input(format!(
                 "--default_root_dir: {} already holds a run; pass --resume to continue it or choose another directory",
+                cfg.default_root_dir.display()
+            )));
+        }
+        let non_empty = std::fs::read_dir(&cfg.default_root_dir)
+            .map(|mut r| r.next().is_some())
+            .unwrap_or(false);
+        if non_empty {
+            return Err(TrainError::Input(format!(
+                "--default_root_dir: {} is not empty and holds no run; choose a new or empty directory (a run writes config.json, model.safetensors and more there)",
                 cfg.default_root_dir.display()
             )));
         }

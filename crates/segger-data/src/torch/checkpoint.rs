@@ -526,22 +526,44 @@ pub struct ImportReport {
     pub parameters: usize,
 }
 
-/// Reads a checkpoint and writes `model.safetensors` and `config.json` into `out_dir`
-/// (created if needed; each file written atomically).
+/// What `import_checkpoint` writes into its output folder (segger-fs's rules).
+pub const IMPORT_OUTPUT: segger_fs::OutputSpec<'static> = segger_fs::OutputSpec {
+    command: "import_checkpoint",
+    writes: &["model.safetensors", "config.json"],
+    signature: "model.safetensors",
+};
+
+/// Reads a checkpoint and writes `model.safetensors` and `config.json` into `out_dir`. The
+/// folder must be missing or empty, or, with `overwrite`, an earlier import holding nothing
+/// else (a training run is never overwritten); both files appear together (written into a
+/// temporary sibling folder renamed into place).
 pub fn import_checkpoint(
     ckpt_path: &Path,
     out_dir: &Path,
     flags: &ConfigOverrides,
+    overwrite: bool,
 ) -> Result<ImportReport, DataError> {
+    segger_fs::prepare_output(
+        &IMPORT_OUTPUT,
+        "--output",
+        out_dir,
+        &[("--ckpt", ckpt_path)],
+        overwrite,
+    )?;
     let ckpt = read_checkpoint(ckpt_path)?;
     let w = model_weights(ckpt_path, &ckpt)?;
     let (config, sources) = resolve_config(ckpt_path, &ckpt, &w, flags)?;
     let bytes = weights_to_safetensors(&w, &config)
         .map_err(|e| DataError::format(out_dir.join("model.safetensors"), "tensors", e))?;
-    std::fs::create_dir_all(out_dir).map_err(|e| DataError::io(out_dir, e))?;
-    crate::tile::write_atomic(&out_dir.join("model.safetensors"), &bytes)?;
+    segger_fs::remove_stale_siblings(out_dir);
+    let tmp = segger_fs::TempDir::next_to(out_dir, "tmp")?;
+    let model_file = tmp.path().join("model.safetensors");
+    std::fs::write(&model_file, &bytes).map_err(|e| DataError::io(&model_file, e))?;
     let cfg_json = serde_json::to_string_pretty(&config).expect("config serialises") + "\n";
-    crate::tile::write_atomic(&out_dir.join("config.json"), cfg_json.as_bytes())?;
+    let cfg_file = tmp.path().join("config.json");
+    std::fs::write(&cfg_file, cfg_json).map_err(|e| DataError::io(&cfg_file, e))?;
+    segger_fs::replace_dir(tmp.path(), out_dir)?;
+    tmp.keep();
     Ok(ImportReport {
         config,
         sources,

@@ -20,6 +20,13 @@ use crate::dataset::{DatasetInfo, Split, SplitCounts, DATASET_FORMAT};
 use crate::error::DataError;
 use crate::tile::write_tile;
 
+/// What `convert` writes into its output folder: a dataset (segger-fs's rules).
+pub const CONVERT_OUTPUT: segger_fs::OutputSpec<'static> = segger_fs::OutputSpec {
+    command: "convert",
+    writes: &["dataset.json", "train_tiles", "val_tiles", "test_tiles"],
+    signature: "dataset.json",
+};
+
 /// Options of [`convert_dataset`].
 #[derive(Debug, Clone, Default)]
 pub struct ConvertOptions {
@@ -89,14 +96,6 @@ fn pt_files(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     Ok(v)
 }
 
-fn sibling(path: &Path, tag: &str) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "dataset".into());
-    path.with_file_name(format!(".{name}.{tag}-{}", std::process::id()))
-}
-
 /// Converts the Segger dataset at `input` into a `segger-tile/1` dataset at `output`.
 pub fn convert_dataset(
     input: &Path,
@@ -124,59 +123,19 @@ pub fn convert_dataset(
             "has no {train,val,test}_tiles/processed/*.pt files (not a Segger dataset)".into(),
         ));
     }
-    if output.exists() && !opts.overwrite {
-        return Err(dataset_err(
-            output,
-            "already exists (pass --overwrite to replace it)".into(),
-        ));
-    }
-    let in_abs = std::fs::canonicalize(input).map_err(|e| DataError::io(input, e))?;
-    let out_parent = output
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(out_parent).map_err(|e| DataError::io(out_parent, e))?;
-    let out_abs = std::fs::canonicalize(out_parent)
-        .map_err(|e| DataError::io(out_parent, e))?
-        .join(output.file_name().unwrap_or_default());
-    if out_abs.starts_with(&in_abs) || in_abs.starts_with(&out_abs) {
-        return Err(dataset_err(
-            output,
-            format!("must not overlap the input {}", input.display()),
-        ));
-    }
-
-    let tmp = sibling(output, "tmp");
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| DataError::io(&tmp, e))?;
-    }
-    let res = write_all(&tmp, input, &splits, opts);
-    let report = match res {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(e);
-        }
-    };
+    segger_fs::prepare_output(
+        &CONVERT_OUTPUT,
+        "--output",
+        output,
+        &[("--input", input)],
+        opts.overwrite,
+    )?;
+    segger_fs::remove_stale_siblings(output);
+    let tmp = segger_fs::TempDir::next_to(output, "tmp")?;
+    let report = write_all(tmp.path(), input, &splits, opts)?;
     // Move into place; an existing output is set aside first and removed afterwards.
-    let old = sibling(output, "old");
-    let had_old = output.exists();
-    if had_old {
-        if let Err(e) = std::fs::rename(output, &old) {
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(DataError::io(output, e));
-        }
-    }
-    if let Err(e) = std::fs::rename(&tmp, output) {
-        if had_old {
-            let _ = std::fs::rename(&old, output);
-        }
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(DataError::io(output, e));
-    }
-    if had_old {
-        std::fs::remove_dir_all(&old).map_err(|e| DataError::io(&old, e))?;
-    }
+    segger_fs::replace_dir(tmp.path(), output)?;
+    tmp.keep();
     Ok(report)
 }
 

@@ -1,0 +1,418 @@
+//! The rules every `segger` command follows when it writes to disk.
+//!
+//! - **An output never overlaps an input.** An output folder that is, contains or lies inside
+//!   one of the command's inputs (a raw sample, a dataset, a model) is refused, with or
+//!   without `--overwrite` ([`check_overlap`]).
+//! - **Only a command's own earlier output is replaced.** A missing or empty output folder is
+//!   written; a non-empty one is replaced only with `--overwrite`, and only when it is this
+//!   command's earlier output: it holds the command's signature file and nothing the command
+//!   does not write ([`OutputSpec`], [`prepare_output`]). Anything else is refused, so no user
+//!   file is ever deleted.
+//! - **Outputs appear whole.** A command writes into a temporary sibling (`.NAME.tmp-PID`) and
+//!   renames it into place at the end ([`temp_sibling`], [`replace_dir`]); siblings left by
+//!   killed runs are removed by the next run ([`remove_stale_siblings`]). Single files are
+//!   written the same way ([`write_atomic`]).
+//!
+//! Paths are compared after resolving symbolic links and `.`/`..` components, so two spellings
+//! of one folder are recognised as the same.
+
+use std::path::{Component, Path, PathBuf};
+
+/// Why an output cannot be written where it was asked for.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    /// The output is one of the inputs.
+    #[error("{name} {output}: is the same folder as {input_name} {input}; choose another output")]
+    SameAsInput {
+        /// How the user named the output (the CLI passes its flag).
+        name: String,
+        /// The output path as given.
+        output: PathBuf,
+        /// How the user named the input.
+        input_name: String,
+        /// The input path as given.
+        input: PathBuf,
+    },
+    /// The output lies inside an input.
+    #[error("{name} {output}: lies inside {input_name} {input}; choose an output outside it")]
+    InsideInput {
+        /// How the user named the output.
+        name: String,
+        /// The output path as given.
+        output: PathBuf,
+        /// How the user named the input.
+        input_name: String,
+        /// The input path as given.
+        input: PathBuf,
+    },
+    /// The output contains an input.
+    #[error("{name} {output}: contains {input_name} {input}; choose an output that does not hold the input")]
+    ContainsInput {
+        /// How the user named the output.
+        name: String,
+        /// The output path as given.
+        output: PathBuf,
+        /// How the user named the input.
+        input_name: String,
+        /// The input path as given.
+        input: PathBuf,
+    },
+    /// The output exists, is not empty, and `--overwrite` was not given.
+    #[error("{name} {output}: already exists and is not empty (pass --overwrite to replace an earlier `segger {command}` output)")]
+    Exists {
+        /// How the user named the output.
+        name: String,
+        /// The output path as given.
+        output: PathBuf,
+        /// The command that writes this output.
+        command: String,
+    },
+    /// The output is a non-empty folder that this command did not write.
+    #[error("{name} {output}: is not an earlier `segger {command}` output (it has no {signature}); refusing to replace it, even with --overwrite")]
+    NotOwn {
+        /// How the user named the output.
+        name: String,
+        /// The output path as given.
+        output: PathBuf,
+        /// The command that writes this output.
+        command: String,
+        /// The file that marks this command's output.
+        signature: String,
+    },
+    /// The output is this command's earlier output but also holds something else.
+    #[error("{name} {output}: holds {entry}, which `segger {command}` does not write; refusing to replace the folder (move that file out, or choose another output)")]
+    Foreign {
+        /// How the user named the output.
+        name: String,
+        /// The output path as given.
+        output: PathBuf,
+        /// The command that writes this output.
+        command: String,
+        /// The first entry the command does not write.
+        entry: String,
+    },
+    /// The output exists and is a file, not a folder.
+    #[error("{name} {output}: is a file, not a folder")]
+    NotADirectory {
+        /// How the user named the output.
+        name: String,
+        /// The output path as given.
+        output: PathBuf,
+    },
+    /// The file system refused an operation.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path the operation was on.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl OutputError {
+    /// The process exit code for this error: 2 (bad usage) for every refusal, 1 for a failure
+    /// of the file system.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            OutputError::Io { .. } => 1,
+            _ => 2,
+        }
+    }
+
+    fn io(path: &Path, source: std::io::Error) -> Self {
+        OutputError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// What a command writes into its output folder.
+#[derive(Debug, Clone, Copy)]
+pub struct OutputSpec<'a> {
+    /// The command's name, as the user types it (`create_dataset`).
+    pub command: &'a str,
+    /// The top-level entries (files and folders) the command may write.
+    pub writes: &'a [&'a str],
+    /// The entry whose presence marks a folder as this command's output; one of `writes`.
+    pub signature: &'a str,
+}
+
+/// What [`prepare_output`] found at the output path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prior {
+    /// Nothing there.
+    Absent,
+    /// An empty folder.
+    Empty,
+    /// This command's earlier output, to be replaced (`--overwrite` was given).
+    Earlier,
+}
+
+/// The absolute form of `path` with symbolic links and `.`/`..` resolved: its longest
+/// existing ancestor is canonicalised and the rest appended, so paths that do not exist yet
+/// compare correctly too.
+pub fn resolve(path: &Path) -> PathBuf {
+    let abs = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(path))
+            .unwrap_or_else(|_| path.to_path_buf())
+    };
+    let parts: Vec<Component<'_>> = abs.components().collect();
+    for i in (1..=parts.len()).rev() {
+        let prefix: PathBuf = parts[..i].iter().collect();
+        if let Ok(mut out) = prefix.canonicalize() {
+            let rest: PathBuf = parts[i..].iter().collect();
+            push_normalised(&mut out, &rest);
+            return out;
+        }
+    }
+    normalise(&abs)
+}
+
+fn push_normalised(out: &mut PathBuf, part: &Path) {
+    for c in part.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other.as_os_str()),
+        }
+    }
+}
+
+fn normalise(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    push_normalised(&mut out, p);
+    out
+}
+
+/// Refuses an output that is, contains or lies inside one of `inputs`. `name` and each
+/// input's name are how the user named the paths (the CLI passes its flags).
+pub fn check_overlap(
+    name: &str,
+    output: &Path,
+    inputs: &[(&str, &Path)],
+) -> Result<(), OutputError> {
+    let out = resolve(output);
+    for &(input_name, input) in inputs {
+        let inp = resolve(input);
+        let err = if out == inp {
+            OutputError::SameAsInput {
+                name: name.into(),
+                output: output.into(),
+                input_name: input_name.into(),
+                input: input.into(),
+            }
+        } else if out.starts_with(&inp) {
+            OutputError::InsideInput {
+                name: name.into(),
+                output: output.into(),
+                input_name: input_name.into(),
+                input: input.into(),
+            }
+        } else if inp.starts_with(&out) {
+            OutputError::ContainsInput {
+                name: name.into(),
+                output: output.into(),
+                input_name: input_name.into(),
+                input: input.into(),
+            }
+        } else {
+            continue;
+        };
+        return Err(err);
+    }
+    Ok(())
+}
+
+/// Checks that the command described by `spec` may write its output folder `output`: no
+/// overlap with `inputs` ([`check_overlap`]); a missing or empty folder is fine; a non-empty
+/// one needs `overwrite` and must be this command's earlier output (its signature present,
+/// nothing it does not write, hidden temporary siblings aside). Writes nothing.
+pub fn prepare_output(
+    spec: &OutputSpec<'_>,
+    name: &str,
+    output: &Path,
+    inputs: &[(&str, &Path)],
+    overwrite: bool,
+) -> Result<Prior, OutputError> {
+    check_overlap(name, output, inputs)?;
+    let meta = match std::fs::metadata(output) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Prior::Absent),
+        Err(e) => return Err(OutputError::io(output, e)),
+    };
+    if !meta.is_dir() {
+        return Err(OutputError::NotADirectory {
+            name: name.into(),
+            output: output.into(),
+        });
+    }
+    let mut entries = Vec::new();
+    for e in std::fs::read_dir(output).map_err(|e| OutputError::io(output, e))? {
+        let e = e.map_err(|e| OutputError::io(output, e))?;
+        entries.push(e.file_name());
+    }
+    if entries.is_empty() {
+        return Ok(Prior::Empty);
+    }
+    let own = entries.iter().any(|e| e == spec.signature);
+    if !own {
+        return Err(OutputError::NotOwn {
+            name: name.into(),
+            output: output.into(),
+            command: spec.command.into(),
+            signature: spec.signature.into(),
+        });
+    }
+    let mut foreign: Vec<String> = entries
+        .iter()
+        .filter(|e| !spec.writes.iter().any(|w| *e == *w))
+        .map(|e| e.to_string_lossy().into_owned())
+        .collect();
+    foreign.sort();
+    if let Some(entry) = foreign.into_iter().next() {
+        return Err(OutputError::Foreign {
+            name: name.into(),
+            output: output.into(),
+            command: spec.command.into(),
+            entry,
+        });
+    }
+    if !overwrite {
+        return Err(OutputError::Exists {
+            name: name.into(),
+            output: output.into(),
+            command: spec.command.into(),
+        });
+    }
+    Ok(Prior::Earlier)
+}
+
+/// The hidden sibling `.NAME.TAG-PID` of `out` that a run of this process uses while it writes
+/// (`tag` is `tmp` for the output being built, `old` for the one being replaced).
+pub fn temp_sibling(out: &Path, tag: &str) -> PathBuf {
+    let parent = parent_of(out);
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "segger_output".into());
+    parent.join(format!(".{name}.{tag}-{}", std::process::id()))
+}
+
+fn parent_of(out: &Path) -> &Path {
+    out.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// Removes the temporary siblings of `out` (`.NAME.TAG-PID`: `tmp`, `old`, ...) whose process
+/// no longer runs: what killed runs left behind. Only on systems with `/proc`; elsewhere it
+/// does nothing (a running process's folder is never removed).
+pub fn remove_stale_siblings(out: &Path) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Some(name) = out.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(parent_of(out)) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        // `.NAME.TAG-PID`, TAG a word (tmp, old, dataset, ...).
+        let pid = file
+            .strip_prefix(&format!(".{name}."))
+            .and_then(|rest| rest.rsplit_once('-'))
+            .filter(|(tag, _)| !tag.is_empty() && tag.bytes().all(|b| b.is_ascii_alphabetic()))
+            .and_then(|(_, pid)| pid.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+                tracing::info!("removing {} left by an interrupted run", e.path().display());
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}
+
+/// Moves the finished folder `tmp` to `out`. An existing `out` (checked by [`prepare_output`])
+/// is moved aside first and removed after, so `out` is at every moment either the old output
+/// or the new one.
+pub fn replace_dir(tmp: &Path, out: &Path) -> Result<(), OutputError> {
+    if out.exists() {
+        let old = temp_sibling(out, "old");
+        if old.exists() {
+            std::fs::remove_dir_all(&old).map_err(|e| OutputError::io(&old, e))?;
+        }
+        std::fs::rename(out, &old).map_err(|e| OutputError::io(out, e))?;
+        if let Err(e) = std::fs::rename(tmp, out) {
+            // Put the old output back rather than leave nothing.
+            let _ = std::fs::rename(&old, out);
+            return Err(OutputError::io(out, e));
+        }
+        let _ = std::fs::remove_dir_all(&old);
+    } else {
+        std::fs::rename(tmp, out).map_err(|e| OutputError::io(out, e))?;
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so that
+/// `path` holds either its old content or all of the new.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "file".into());
+    let tmp = parent_of(path).join(format!(".{name}.tmp-{}", std::process::id()));
+    std::fs::write(&tmp, bytes).map_err(|e| OutputError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        OutputError::io(path, e)
+    })
+}
+
+/// Removes a temporary folder when dropped, unless [`TempDir::keep`] was called: the cleanup
+/// of a run that fails half-way.
+#[derive(Debug)]
+pub struct TempDir {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl TempDir {
+    /// Creates the folder `.NAME.TAG-PID` next to `out` (removing what a previous attempt of
+    /// this process left there), and its parents.
+    pub fn next_to(out: &Path, tag: &str) -> Result<Self, OutputError> {
+        let path = temp_sibling(out, tag);
+        if path.exists() {
+            std::fs::remove_dir_all(&path).map_err(|e| OutputError::io(&path, e))?;
+        }
+        std::fs::create_dir_all(&path).map_err(|e| OutputError::io(&path, e))?;
+        Ok(Self { path, keep: false })
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Leaves the folder in place when dropped (it was renamed into place).
+    pub fn keep(mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
