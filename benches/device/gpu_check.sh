@@ -6,11 +6,10 @@
 #   export CUDARC_CUDA_VERSION=13000
 #   cargo build --release -p segger-benches --features cuda --bin gpu_bench
 #   cargo test --release -p segger-model --features wgpu,cuda --test parity --test wgpu --no-run
-#   mkdir -p target/device/bin target/device/parity
+#   mkdir -p target/device/bin
 #   cp <parity test binary> target/device/parity_test; cp <wgpu test binary> target/device/gpu_test
-#   cp target/release/gpu_bench target/device/bin/; cp ../shared/fixtures/parity/*.safetensors \
-#     target/device/parity/ (without the .f64 files); strip and gzip the three binaries
-# then carried with `target/device` (about 31 MB).
+#   cp target/release/gpu_bench target/device/bin/; strip and gzip the three binaries
+# then carried with `target/device` (about 31 MB). The parity fixtures are tests/data/parity.
 set -u
 OUT=${OUT:-/tmp/gpu_check}
 mkdir -p "$OUT"
@@ -23,7 +22,7 @@ echo "== fused op vs generic on CUDA"
 SEGGER_CUDA_TEST=1 timeout 100 target/device/gpu_test cuda --nocapture >"$OUT/op_test.txt" 2>&1
 grep -E "fused vs|test result|panicked" "$OUT/op_test.txt" | head -40
 echo "== parity on CUDA"
-SEGGER_CUDA_TEST=1 SEGGER_PARITY_DIR=$PWD/target/device/parity timeout 100 \
+SEGGER_CUDA_TEST=1 SEGGER_PARITY_DIR=$PWD/tests/data/parity timeout 100 \
   target/device/parity_test parity_cuda --nocapture >"$OUT/parity.txt" 2>&1
 grep -E "worst|test result" "$OUT/parity.txt" | head
 echo "== ops"

@@ -5,8 +5,7 @@
 # Prepared here with:
 #   CUDARC_CUDA_VERSION=13000 cargo build --release -p segger-benches --features cuda --bin gpu_bench
 #   CUDARC_CUDA_VERSION=13000 cargo test --release -p segger-model --features cuda --test parity --no-run
-#   mkdir -p target/device/parity && cp <parity test binary> target/device/parity_test &&
-#   cp ../shared/fixtures/parity/* target/device/parity/
+#   mkdir -p target/device && cp <parity test binary> target/device/parity_test
 # copied (stripped, gzipped) to target/device/bin/gpu_bench.gz and target/device/parity_test.gz, and
 #   target/device carried.
 set -u
@@ -20,7 +19,7 @@ rm -rf /tmp/cubecl-cache
 B=target/device/bin/gpu_bench
 
 echo "== parity on CUDA"
-SEGGER_CUDA_TEST=1 SEGGER_PARITY_DIR=$PWD/target/device/parity timeout 120 \
+SEGGER_CUDA_TEST=1 SEGGER_PARITY_DIR=$PWD/tests/data/parity timeout 120 \
   target/device/parity_test parity_cuda --nocapture >"$OUT/parity.txt" 2>&1
 grep -E "worst|exceeds|test result|panicked" "$OUT/parity.txt" | head -30
 

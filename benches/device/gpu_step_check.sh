@@ -18,8 +18,8 @@
 #   export CUDARC_CUDA_VERSION=13000
 #   cargo build --release -p segger-benches --features cuda --bin gpu_bench
 #   cargo test --release -p segger-model --features wgpu,cuda --test parity --test wgpu --test optim --no-run
-#   then benches/device/pack.sh (stripped, gzipped binaries and fixtures under target/device)
-# and carried with `target/device`.
+#   then benches/device/pack.sh (stripped, gzipped binaries under target/device)
+# and carried with `target/device`. The parity fixtures are tests/data/parity.
 # Sections run in order of priority (correctness, then the issue's targets, then diagnostics)
 # within BUDGET seconds (default 540, for one 600 s device call): each command's timeout is cut
 # to what is left, and a section with less than 20 s left is skipped and says so.
@@ -44,7 +44,7 @@ echo "== kernels vs generic on CUDA (unit matmul, column sums, norms, AdamW, GAT
 SEGGER_CUDA_TEST=1 t 120 target/device/gpu_test cuda --skip half --nocapture >"$OUT/op_test.txt" 2>&1
 grep -E "^test |test result|panicked|step 3|unit matmul" "$OUT/op_test.txt" | head -30
 echo "== parity on CUDA (unit matmul and elementwise linear)"
-SEGGER_CUDA_TEST=1 SEGGER_PARITY_DIR=$PWD/target/device/parity t 150 \
+SEGGER_CUDA_TEST=1 SEGGER_PARITY_DIR=$PWD/tests/data/parity t 150 \
   target/device/parity_test parity_cuda --nocapture >"$OUT/parity.txt" 2>&1
 grep -E "worst|exceeds|test result|panicked" "$OUT/parity.txt" | head -30
 echo "== step: plain-f32 matmuls (default, unit kernel) vs TF32, alternating"
@@ -71,7 +71,7 @@ for p in f16 bf16; do
   grep -E "^test |panicked|half" "$OUT/half_$p.txt" | head -24
 done
 echo "== clip inside AdamW vs clip then AdamW on CUDA"
-SEGGER_CUDA_TEST=1 SEGGER_PARITY_DIR=$PWD/target/device/parity t 60 target/device/optim_test cuda \
+SEGGER_CUDA_TEST=1 SEGGER_PARITY_DIR=$PWD/tests/data/parity t 60 target/device/optim_test cuda \
   >"$OUT/optim.txt" 2>&1
 grep -E "^test |panicked|test result" "$OUT/optim.txt" | head
 echo "== step: multi-tensor optimiser step, per parameter, Burn AdamW + host clip, multi again"

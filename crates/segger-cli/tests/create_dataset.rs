@@ -1,11 +1,12 @@
 //! `segger create_dataset` then `segger inspect` on the Xenium lung preview.
 
-use std::path::Path;
+mod common;
+
 use std::process::Command;
 
 #[test]
 fn create_dataset_then_inspect_shows_all_three_splits() {
-    let input = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/xenium_lung_10k");
+    let input = common::test_data("xenium_lung_10k");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("lung");
     let bin = env!("CARGO_BIN_EXE_segger");

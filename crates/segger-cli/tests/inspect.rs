@@ -1,10 +1,12 @@
 //! `segger inspect` through the binary.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::PathBuf;
 use std::process::Command;
 
 fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/parity/tile.safetensors")
+    common::test_data("parity/tile.safetensors")
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! Acceptance of `segger predict` on the Xenium lung preview (10k transcripts):
 //! create the dataset, train 10 epochs, predict, and check the segmentation against the input.
-//! Skipped (with a message) when `../shared/data/xenium_lung_10k` is absent.
+//! The sample is `tests/data/xenium_lung_10k`.
+
+mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -19,7 +21,7 @@ fn bin() -> Command {
 }
 
 fn sample_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/xenium_lung_10k")
+    common::test_data("xenium_lung_10k")
 }
 
 fn run_ok(c: &mut Command) -> Output {
@@ -157,12 +159,8 @@ struct Run {
 }
 
 /// create_dataset + train `epochs` + predict into `root/pred`.
-fn pipeline(epochs: usize) -> Option<Run> {
+fn pipeline(epochs: usize) -> Run {
     let raw = sample_dir();
-    if !raw.join("transcripts.parquet").is_file() {
-        eprintln!("skipping: {} is absent", raw.display());
-        return None;
-    }
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().to_path_buf();
     let ds = root.join("ds");
@@ -217,17 +215,17 @@ fn pipeline(epochs: usize) -> Option<Run> {
             .arg("--output")
             .arg(root.join("pred")),
     );
-    Some(Run {
+    Run {
         input: filtered_input(&raw.join("transcripts.parquet")),
         nuclei: nucleus_ids(&raw.join("nucleus_boundaries.parquet")),
         _tmp: tmp,
         root,
-    })
+    }
 }
 
 #[test]
 fn xenium_lung_create_train_predict() {
-    let Some(run) = pipeline(10) else { return };
+    let run = pipeline(10);
     let out = run.root.join("pred");
     let (ids, pred) = predictions(&out.join("segger_transcripts.parquet"));
 

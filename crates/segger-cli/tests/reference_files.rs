@@ -1,10 +1,12 @@
 //! The `segger` binary on the reference implementation's own files: `.pt` tiles and datasets.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::PathBuf;
 use std::process::Command;
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/pyg")
+    common::test_data("pyg")
 }
 
 fn segger(args: &[&str]) -> (i32, String, String) {
@@ -121,8 +123,7 @@ fn import_checkpoint_reports_bad_inputs() {
 fn imported_checkpoint_loads_as_segger_model_weights() {
     // The parity seed weights, saved as a bare torch state dict with `model.` prefixes, go
     // through `segger import_checkpoint` and come out loadable by segger-model.
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/fixtures/parity/seed.weights.safetensors");
+    let fixture = common::test_data("parity/seed.weights.safetensors");
     let (tensors, meta) = segger_model::pyg::read_safetensors(&fixture).unwrap();
     let mut sd: Vec<(String, Vec<usize>, Vec<f32>)> = tensors
         .iter()

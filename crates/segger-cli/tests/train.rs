@@ -1,5 +1,7 @@
 //! `segger train` end to end, through the binary.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,7 +13,7 @@ fn bin() -> Command {
 }
 
 fn fixture_tile() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/parity/tile.safetensors")
+    common::test_data("parity/tile.safetensors")
 }
 
 /// A dataset of `n_train` copies of the parity tile for training and one for validation.
@@ -284,7 +286,7 @@ fn bad_input_exits_2_and_writes_nothing() {
 fn lung_dataset_trains_loss_falls_30_percent_in_20_epochs() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("lung");
-    let raw = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/xenium_lung_10k");
+    let raw = common::test_data("xenium_lung_10k");
     let out = bin()
         .args(["create_dataset", "--platform", "xenium", "--input"])
         .arg(&raw)

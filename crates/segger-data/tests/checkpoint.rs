@@ -1,6 +1,8 @@
 //! Lightning checkpoints: a small `.ckpt` is written here by hand (zip + protocol-2 pickle, as
 //! `torch.save` lays it out) and imported.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -412,8 +414,7 @@ fn checkpoint_imports_to_safetensors_and_config() {
 #[test]
 fn parity_fixture_config_keys_match() {
     // The config metadata of the parity weights parses as SeggerConfig, with nothing extra.
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/fixtures/parity/seed.weights.safetensors");
+    let p = common::test_data("parity/seed.weights.safetensors");
     let bytes = std::fs::read(p).unwrap();
     let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
     let text = &meta.metadata().as_ref().unwrap()["config"];
@@ -655,8 +656,7 @@ fn mutated_checkpoints_give_errors_not_panics() {
 fn parity_weights_round_trip_through_a_checkpoint() {
     // A checkpoint holding the parity fixture's seed weights (as `model.*`) imports back to
     // exactly those tensors, with the fixture's config inferred from the shapes alone.
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/fixtures/parity/seed.weights.safetensors");
+    let fixture = common::test_data("parity/seed.weights.safetensors");
     let bytes = std::fs::read(&fixture).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let mut p = Pickler::default();

@@ -1,12 +1,14 @@
 //! `convert_dataset`: a reference Segger dataset of `.pt` tiles to `segger-tile/1`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use segger_data::torch::convert::{convert_dataset, read_vocab_file, ConvertOptions};
 use segger_data::{read_tile, DatasetInfo, Split, TileDataset};
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/pyg")
+    common::test_data("pyg")
 }
 
 /// A Segger dataset of links to the fixtures: two train tiles, one test tile.

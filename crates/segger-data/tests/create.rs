@@ -1,5 +1,7 @@
 //! `create_dataset` on the real Xenium lung preview and on small synthetic inputs.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
@@ -11,7 +13,7 @@ use segger_graph::knn::{brute_force, KnnParams};
 use segger_graph::{NodeFeatures, NodeIds, BELONGS, NEIGHBORS_BD, NEIGHBORS_TX};
 
 fn lung() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/xenium_lung_10k")
+    common::test_data("xenium_lung_10k")
 }
 
 fn quiet(_: segger_data::create::Progress) {}

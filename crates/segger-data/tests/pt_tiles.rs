@@ -1,5 +1,7 @@
 //! The PyG `.pt` tile reader against the reference's own files and their manifests.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -13,7 +15,7 @@ use segger_graph::{NodeFeatures, NodeIds, NodeType};
 use serde_json::Value as Json;
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/pyg")
+    common::test_data("pyg")
 }
 
 /// The directory of `.pt` + `.json` pairs to check: `SEGGER_PYG_DIR`, or the fixtures.

@@ -1,3 +1,5 @@
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use segger_data::tile::{parse_tile, write_atomic};
@@ -5,7 +7,7 @@ use segger_data::*;
 use segger_graph::{NodeFeatures, NodeIds, NodeType, NEIGHBORS_BD, NEIGHBORS_TX};
 
 fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/parity/tile.safetensors")
+    common::test_data("parity/tile.safetensors")
 }
 
 #[test]

@@ -1,8 +1,9 @@
 //! Architecture variants: relation lists (incl. the reference's old `tx__belongs__bd` message
 //! passing), aggregation modes, dense transcript features, config JSON and weight checks.
 
+mod common;
+
 use std::collections::HashMap;
-use std::path::Path;
 
 use burn::backend::Flex;
 use segger_graph::{NodeFeatures, BELONGS, NEIGHBORS_BD, NEIGHBORS_TX};
@@ -10,12 +11,7 @@ use segger_model::pyg::{check_names, tensor_values, HostTensor};
 use segger_model::{Aggr, GraphInput, Segger, SeggerConfig};
 
 fn tile() -> segger_data::Tile {
-    segger_data::read_tile(
-        &Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../../shared/fixtures/parity/tile.safetensors"),
-        None,
-    )
-    .unwrap()
+    segger_data::read_tile(&common::test_data("parity/tile.safetensors"), None).unwrap()
 }
 
 /// Weights that depend on the parameter's name only, so that models of different relation

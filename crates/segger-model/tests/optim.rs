@@ -5,7 +5,7 @@
 #[macro_use]
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use burn::backend::{Autodiff, Flex};
 use burn::optim::{GradientsParams, Optimizer};
@@ -19,9 +19,7 @@ use segger_model::{bce_with_logits, decode, GatBackend, GraphInput, Segger};
 fn parity_dir() -> PathBuf {
     std::env::var_os("SEGGER_PARITY_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/parity")
-        })
+        .unwrap_or_else(|| common::test_data("parity"))
 }
 
 /// Clip norm far under the fixture's gradient norm (0.37), so the clip scales by about 0.03.

@@ -1,5 +1,5 @@
 //! Parity with the reference (PyTorch Geometric) on every fixture in `SEGGER_PARITY_DIR`
-//! (default `../shared/fixtures/parity`): for each `{name}.weights.safetensors`, build the model
+//! (default `tests/data/parity`): for each `{name}.weights.safetensors`, build the model
 //! from its `config` metadata, load the weights, run the directory's `tile.safetensors`, and
 //! compare embeddings, logits, loss, gradients and the parameters after one clipped AdamW step
 //! with `{name}.expected.safetensors`.
@@ -20,9 +20,7 @@ use segger_model::{
 fn parity_dir() -> PathBuf {
     std::env::var_os("SEGGER_PARITY_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/parity")
-        })
+        .unwrap_or_else(|| common::test_data("parity"))
 }
 
 /// max |a - b| / max |b|, or the absolute error when b is all zero.

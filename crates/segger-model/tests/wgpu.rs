@@ -735,9 +735,7 @@ fn padded_batch_on_wgpu_matches_the_cpu() {
     use segger_model::{bce_with_logits, decode, GraphInput, NamedParam};
     let dir = std::env::var_os("SEGGER_PARITY_DIR")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/parity")
-        });
+        .unwrap_or_else(|| common::test_data("parity"));
     let weights = dir.join("small.weights.safetensors");
     let tile = segger_data::read_tile(&dir.join("tile.safetensors"), None).expect("tile");
     let batch = segger_graph::Batch::collate(&[&tile.graph, &tile.graph, &tile.graph]).unwrap();

@@ -1,4 +1,13 @@
-//! Opt-in switches of the GPU tests, shared by the test files that run on wgpu or CUDA.
+//! Helpers shared by the test files: the test data, and the opt-in switches of the GPU tests.
+
+/// `rel` under the workspace's `tests/data` (origin and licence: `tests/data/README.md`).
+#[allow(dead_code)]
+pub fn test_data(rel: &str) -> std::path::PathBuf {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/data");
+    let p = std::path::Path::new(root).join(rel);
+    assert!(p.exists(), "test data {} is missing", p.display());
+    p
+}
 
 /// Whether the wgpu tests run (`SEGGER_WGPU_TEST=1`, with a Vulkan adapter present: CI installs
 /// Mesa's lavapipe); says so on stderr when they are skipped.

@@ -1,0 +1,10 @@
+//! Helpers shared by this crate's test files.
+
+/// `rel` under the workspace's `tests/data` (origin and licence: `tests/data/README.md`).
+#[allow(dead_code)]
+pub fn test_data(rel: &str) -> std::path::PathBuf {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/data");
+    let p = std::path::Path::new(root).join(rel);
+    assert!(p.exists(), "test data {} is missing", p.display());
+    p
+}
