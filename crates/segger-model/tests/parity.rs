@@ -338,14 +338,12 @@ fn parity_ndarray_fused() {
     }
 }
 
-/// The same on CUDA with the fused GPU kernels: opt in with `SEGGER_CUDA_TEST=1` on a machine
-/// with an NVIDIA GPU (the `cuda` feature; see docs/benchmarks.md for the device script).
+/// The same on CUDA with the fused GPU kernels, on a machine with an NVIDIA GPU (the `cuda`
+/// feature, `--ignored parity_cuda`; see docs/benchmarks.md for the device script).
 #[cfg(feature = "cuda")]
 #[test]
+#[ignore = "needs a GPU: an NVIDIA GPU with its CUDA driver"]
 fn parity_cuda_fused() {
-    if !common::cuda_test() {
-        return;
-    }
     let fixtures: Vec<_> = fixtures()
         .into_iter()
         .map(|(w, exp)| {
@@ -389,14 +387,11 @@ fn parity_cuda_fused() {
     assert!(failed.is_empty(), "over tolerance: {failed:?}");
 }
 
-/// The same on wgpu with the fused GPU kernels (CI runs it on Mesa's lavapipe): opt in with
-/// `SEGGER_WGPU_TEST=1`.
+/// The same on wgpu with the fused GPU kernels (CI runs it on Mesa's lavapipe).
 #[cfg(feature = "wgpu")]
 #[test]
+#[ignore = "needs a GPU: a Vulkan adapter for wgpu (CI: Mesa's lavapipe)"]
 fn parity_wgpu_fused() {
-    if !common::wgpu_test() {
-        return;
-    }
     for (w, exp) in fixtures() {
         run_fixture::<Autodiff<burn::backend::Wgpu>>(&w, &exp, true)
             .assert_ok(&format!("{} wgpu fused", w.display()));
@@ -488,34 +483,29 @@ fn mixed_f16<G: GatBackend>(what: &str) {
     }
 }
 
-/// f16 mixed precision on wgpu (CI runs it on Mesa's lavapipe): opt in with
-/// `SEGGER_WGPU_TEST=1`.
+/// f16 mixed precision on wgpu (CI runs it on Mesa's lavapipe).
 #[cfg(feature = "wgpu")]
 #[test]
+#[ignore = "needs a GPU: a Vulkan adapter for wgpu (CI: Mesa's lavapipe)"]
 fn parity_wgpu_mixed_f16() {
-    if common::wgpu_test() {
-        mixed_f16::<burn::backend::Wgpu>("wgpu");
-    }
+    mixed_f16::<burn::backend::Wgpu>("wgpu");
 }
 
-/// f16 mixed precision on CUDA: opt in with `SEGGER_CUDA_TEST=1`.
+/// f16 mixed precision on CUDA.
 #[cfg(feature = "cuda")]
 #[test]
+#[ignore = "needs a GPU: an NVIDIA GPU with its CUDA driver"]
 fn parity_cuda_mixed_f16() {
-    if common::cuda_test() {
-        mixed_f16::<burn::backend::Cuda>("cuda");
-    }
+    mixed_f16::<burn::backend::Cuda>("cuda");
 }
 
-/// bf16 mixed precision on CUDA (wgpu has no bf16): opt in with `SEGGER_CUDA_TEST=1`. No loss
-/// scale (bf16 has f32's exponent range); tolerances eight times f16's, the ratio of the two
-/// types' unit roundoffs (not yet measured on a device).
+/// bf16 mixed precision on CUDA (wgpu has no bf16). No loss scale (bf16 has f32's exponent
+/// range); tolerances eight times f16's, the ratio of the two types' unit roundoffs (not yet
+/// measured on a device).
 #[cfg(feature = "cuda")]
 #[test]
+#[ignore = "needs a GPU: an NVIDIA GPU with its CUDA driver"]
 fn parity_cuda_mixed_bf16() {
-    if !common::cuda_test() {
-        return;
-    }
     for (w, exp) in fixtures() {
         mixed_report::<Autodiff<burn::backend::Cuda>>(
             &w,

@@ -1,7 +1,7 @@
 //! The model's message passing on wgpu (run in CI on Mesa's lavapipe software Vulkan): the
 //! fused CubeCL GATv2 kernels against the generic-op reference, on wgpu and on the CPU.
-//! Needs the `wgpu` feature and a Vulkan adapter; opt in with `SEGGER_WGPU_TEST=1`
-//! (`.ci/run` sets it after installing `mesa-vulkan-drivers`).
+//! Needs the `wgpu` feature and a Vulkan adapter: the tests are ignored unless asked for
+//! (`--ignored wgpu`; `.ci/run` runs them after installing `mesa-vulkan-drivers`).
 #![cfg(feature = "wgpu")]
 
 #[macro_use]
@@ -204,22 +204,18 @@ fn compare_with_generic<G: AutodiffBackend + GatBackend>(cases: Vec<Case>) {
 }
 
 #[test]
+#[ignore = "needs a GPU: a Vulkan adapter for wgpu (CI: Mesa's lavapipe)"]
 fn fused_gatv2_on_wgpu_matches_the_generic_ops() {
-    if !common::wgpu_test() {
-        return;
-    }
     let mut all = cases();
     all.extend(fixture_cases());
     compare_with_generic::<Autodiff<Wgpu>>(all);
 }
 
-/// The same on CUDA: opt in with `SEGGER_CUDA_TEST=1` on a machine with an NVIDIA GPU.
+/// The same on CUDA, on a machine with an NVIDIA GPU (`--ignored cuda`).
 #[cfg(feature = "cuda")]
 #[test]
+#[ignore = "needs a GPU: an NVIDIA GPU with its CUDA driver"]
 fn fused_gatv2_on_cuda_matches_the_generic_ops() {
-    if !common::cuda_test() {
-        return;
-    }
     let mut all = cases();
     all.extend(fixture_cases());
     compare_with_generic::<Autodiff<burn::backend::Cuda>>(all);
@@ -272,10 +268,8 @@ fn edge_lanes_match_generic<G: GatBackend>() {
 /// The kernel itself, without autodiff: `Wgpu::fused_forward` must give the fused result
 /// (not `None`) and agree with the generic ops.
 #[test]
+#[ignore = "needs a GPU: a Vulkan adapter for wgpu (CI: Mesa's lavapipe)"]
 fn wgpu_has_a_fused_forward_kernel() {
-    if !common::wgpu_test() {
-        return;
-    }
     let case = &cases()[0];
     let (h, c) = (case.h, case.c);
     let dev = Default::default();
@@ -312,10 +306,8 @@ fn wgpu_has_a_fused_forward_kernel() {
 /// The grouped gather (embedding lookup, `decode`), the split linear and the chunked bias on wgpu: values and
 /// gradients against the generic ops on the CPU.
 #[test]
+#[ignore = "needs a GPU: a Vulkan adapter for wgpu (CI: Mesa's lavapipe)"]
 fn grouped_gather_and_split_linear_on_wgpu_match_the_cpu() {
-    if !common::wgpu_test() {
-        return;
-    }
     fn run<B: AutodiffBackend + GatBackend>(
         (split, exact): (bool, bool),
         idx: &[i64],
@@ -726,10 +718,8 @@ fn adamw_matches_generic<G: GatBackend>() {
 /// still match the unpadded CPU run. Three copies of the parity tile (3,423 transcripts, padded
 /// to 4,096), the `small` parity weights.
 #[test]
+#[ignore = "needs a GPU: a Vulkan adapter for wgpu (CI: Mesa's lavapipe)"]
 fn padded_batch_on_wgpu_matches_the_cpu() {
-    if !common::wgpu_test() {
-        return;
-    }
     use burn::optim::GradientsParams;
     use segger_model::pyg::load_pyg_state_dict;
     use segger_model::{bce_with_logits, decode, GraphInput, NamedParam};
@@ -919,33 +909,24 @@ fn half_matches_f32<H: GatBackend>(what: &str, tol: f64) {
 /// `cargo test -p segger-model --features wgpu --test wgpu -- --ignored --exact
 /// fused_gatv2_half_f16_on_wgpu_matches_f32` (see [`half_matches_f32`]).
 #[test]
-#[ignore = "run alone: the f16 backend sets the GPU device's default float type"]
+#[ignore = "needs a GPU (a Vulkan adapter); run it alone: f16 sets the device's float type"]
 fn fused_gatv2_half_f16_on_wgpu_matches_f32() {
-    if !common::wgpu_test() {
-        return;
-    }
     half_matches_f32::<Wgpu<burn::tensor::f16>>("wgpu f16", 2e-3);
 }
 
-/// f16 on CUDA against f32 on the CPU: opt in with `SEGGER_CUDA_TEST=1`; run it alone.
+/// f16 on CUDA against f32 on the CPU; run it alone.
 #[cfg(feature = "cuda")]
 #[test]
-#[ignore = "run alone: the f16 backend sets the GPU device's default float type"]
+#[ignore = "needs a GPU (NVIDIA, CUDA); run it alone: f16 sets the device's float type"]
 fn fused_gatv2_half_f16_on_cuda_matches_f32() {
-    if !common::cuda_test() {
-        return;
-    }
     half_matches_f32::<burn::backend::Cuda<burn::tensor::f16>>("cuda f16", 2e-3);
 }
 
-/// bf16 on CUDA against f32 on the CPU: opt in with `SEGGER_CUDA_TEST=1`; run it alone.
+/// bf16 on CUDA against f32 on the CPU; run it alone.
 #[cfg(feature = "cuda")]
 #[test]
-#[ignore = "run alone: the bf16 backend sets the GPU device's default float type"]
+#[ignore = "needs a GPU (NVIDIA, CUDA); run it alone: bf16 sets the device's float type"]
 fn fused_gatv2_half_bf16_on_cuda_matches_f32() {
-    if !common::cuda_test() {
-        return;
-    }
     half_matches_f32::<burn::backend::Cuda<burn::tensor::bf16>>("cuda bf16", 1e-2);
 }
 
