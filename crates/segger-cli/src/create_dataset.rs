@@ -110,13 +110,13 @@ pub struct CreateDatasetArgs {
     #[arg(long, default_value_t = 10.0)]
     pub margin: f64,
 
-    /// Transcript neighbours per transcript.
+    /// Transcript neighbours per transcript (1–1024).
     #[arg(long = "k_tx", alias = "k-tx", default_value_t = 3)]
     pub k_tx: usize,
     /// Transcript neighbour radius in µm.
     #[arg(long = "dist_tx", alias = "dist-tx", default_value_t = 5.0)]
     pub dist_tx: f32,
-    /// Boundary neighbours per transcript (message-passing edges; the reference uses 3: with
+    /// Boundary neighbours per transcript, 1–1024 (message-passing edges; the reference uses 3: with
     /// more than one, neighbouring nuclei receive the same transcripts and the model cannot
     /// tell them apart, docs/accuracy.md).
     #[arg(long = "k_bd", alias = "k-bd", default_value_t = 1)]
@@ -145,10 +145,10 @@ pub struct CreateDatasetArgs {
     /// Seed of the split draw and of negative sampling.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Replace an existing output directory.
+    /// Replace an earlier dataset at --output (never another folder: docs/reliability.md).
     #[arg(long)]
     pub overwrite: bool,
-    /// Worker threads (default: all cores).
+    /// Worker threads, 1–1024 (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
     /// Print the summary as JSON.
@@ -318,6 +318,11 @@ fn print_summary(s: &Summary) {
 /// Runs `segger create_dataset`.
 pub fn run(args: CreateDatasetArgs) -> Result<(), CliError> {
     if let Some(n) = args.threads {
+        if !(1..=1024).contains(&n) {
+            return Err(CliError::input(anyhow::anyhow!(
+                "--threads must be between 1 and 1024, got {n}"
+            )));
+        }
         rayon::ThreadPoolBuilder::new()
             .num_threads(n.max(1))
             .build_global()

@@ -43,6 +43,20 @@ pub struct ImportCheckpointArgs {
 
 /// Runs `segger import_checkpoint`.
 pub fn run(args: ImportCheckpointArgs) -> Result<(), CliError> {
+    for (flag, v, min, max) in [
+        ("--num_tx_tokens", args.num_tx_tokens, 1, 10_000_000),
+        ("--init_emb", args.init_emb, 1, 4096),
+        ("--hidden_channels", args.hidden_channels, 1, 4096),
+        ("--out_channels", args.out_channels, 1, 4096),
+        ("--heads", args.heads, 1, 64),
+        ("--mid_layers", args.mid_layers, 0, 64),
+    ] {
+        if let Some(v) = v.filter(|v| !(min..=max).contains(v)) {
+            return Err(CliError::input(anyhow::anyhow!(
+                "{flag} must be between {min} and {max}, got {v}"
+            )));
+        }
+    }
     let flags = ConfigOverrides {
         num_tx_tokens: args.num_tx_tokens,
         init_emb: args.init_emb,

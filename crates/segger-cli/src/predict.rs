@@ -23,7 +23,7 @@ pub struct PredictArgs {
     /// Output directory; it must not exist unless --overwrite.
     #[arg(long, value_name = "DIR")]
     pub output: PathBuf,
-    /// Candidate boundaries per transcript.
+    /// Candidate boundaries per transcript (1–1024).
     #[arg(long = "k_bd", alias = "k-bd", default_value_t = segger_data::create::COMPETITORS)]
     pub k_bd: usize,
     /// Maximum distance (µm) from a transcript to a candidate boundary's centroid.
@@ -60,7 +60,7 @@ pub struct PredictArgs {
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub use_cc: bool,
-    /// Neighbours per transcript considered for --use_cc links.
+    /// Neighbours per transcript considered for --use_cc links (1–1024).
     #[arg(long = "k_tx", alias = "k-tx", default_value_t = 10)]
     pub k_tx: usize,
     /// Maximum distance (µm, in the x-y plane) of a --use_cc link.
@@ -84,10 +84,10 @@ pub struct PredictArgs {
         default_value = "highest"
     )]
     pub float32_matmul_precision: String,
-    /// Tiles per forward pass.
+    /// Tiles per forward pass (1–4096).
     #[arg(long = "batch_size", alias = "batch-size", default_value_t = 1)]
     pub batch_size: usize,
-    /// Background threads reading tiles.
+    /// Background threads reading tiles (0–256).
     #[arg(long = "num_workers", alias = "num-workers", default_value_t = 2)]
     pub num_workers: usize,
     /// Raw input only: xenium, merscope or cosmx.

@@ -28,36 +28,36 @@ pub struct TrainArgs {
     /// Validation split directory (holds processed/ with the tiles).
     #[arg(long = "val_dir", alias = "val-dir", value_name = "DIR")]
     pub val_dir: PathBuf,
-    /// Tiles per training batch.
+    /// Tiles per training batch (1–4096).
     #[arg(
         long = "batch_size_train",
         alias = "batch-size-train",
         default_value_t = 4
     )]
     pub batch_size_train: usize,
-    /// Tiles per validation batch.
+    /// Tiles per validation batch (1–4096).
     #[arg(long = "batch_size_val", alias = "batch-size-val", default_value_t = 4)]
     pub batch_size_val: usize,
-    /// Number of gene tokens (the dataset's vocabulary size or more).
+    /// Number of gene tokens (the dataset's vocabulary size or more; at most 10,000,000).
     #[arg(long = "num_tx_tokens", alias = "num-tx-tokens", default_value_t = 500)]
     pub num_tx_tokens: usize,
-    /// Width of the input embeddings.
+    /// Width of the input embeddings (1–4096).
     #[arg(long = "init_emb", alias = "init-emb", default_value_t = 8)]
     pub init_emb: usize,
-    /// Per-head width of the hidden GATv2 layers.
+    /// Per-head width of the hidden GATv2 layers (1–4096).
     #[arg(
         long = "hidden_channels",
         alias = "hidden-channels",
         default_value_t = 64
     )]
     pub hidden_channels: usize,
-    /// Per-head width of the last GATv2 layer.
+    /// Per-head width of the last GATv2 layer (1–4096).
     #[arg(long = "out_channels", alias = "out-channels", default_value_t = 16)]
     pub out_channels: usize,
-    /// Attention heads.
+    /// Attention heads (1–64).
     #[arg(long, default_value_t = 4)]
     pub heads: usize,
-    /// Middle GATv2 layers.
+    /// Middle GATv2 layers (0–64).
     #[arg(
         long = "mid_layers",
         alias = "mid-layers",
@@ -93,10 +93,10 @@ pub struct TrainArgs {
         default_value = "highest"
     )]
     pub float32_matmul_precision: String,
-    /// Number of devices (GPUs); the CPU is one device.
+    /// Number of devices (GPUs, 1–64); the CPU is one device.
     #[arg(long, default_value_t = 1)]
     pub devices: usize,
-    /// Number of epochs.
+    /// Number of epochs (at least 1).
     #[arg(long, default_value_t = 100)]
     pub epochs: usize,
     /// Run directory: metrics.csv, run_config.json, checkpoint/, model.safetensors, config.json.
@@ -106,7 +106,7 @@ pub struct TrainArgs {
         default_value = "./models/segger"
     )]
     pub default_root_dir: PathBuf,
-    /// AdamW learning rate (the reference's LitSegger hard-codes 1e-4, which after 20 epochs
+    /// AdamW learning rate, in (0, 1] (the reference's LitSegger hard-codes 1e-4, which after 20 epochs
     /// still sits on the class prior: docs/accuracy.md).
     #[arg(
         long = "learning_rate",
@@ -115,10 +115,10 @@ pub struct TrainArgs {
         default_value_t = segger_train::run::DEFAULT_LEARNING_RATE
     )]
     pub learning_rate: f64,
-    /// AdamW weight decay.
+    /// AdamW weight decay, in [0, 1].
     #[arg(long = "weight_decay", alias = "weight-decay", default_value_t = 1e-4)]
     pub weight_decay: f32,
-    /// Maximum global gradient norm before each step (0 disables clipping).
+    /// Maximum global gradient norm before each step (≥ 0; 0 disables clipping).
     #[arg(
         long = "gradient_clip_val",
         alias = "gradient-clip-val",
@@ -128,7 +128,7 @@ pub struct TrainArgs {
     /// Seed of the initial weights and the data order.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Background threads reading and collating tiles.
+    /// Background threads reading and collating tiles (0–256).
     #[arg(long = "num_workers", alias = "num-workers", default_value_t = 2)]
     pub num_workers: usize,
     /// Continue the run in --default_root_dir from its last checkpoint (epoch, weights,

@@ -127,30 +127,64 @@ impl CreateOptions {
     fn check(&self) -> Result<(), String> {
         let g = &self.graph;
         let pos = |v: f64| v.is_finite() && v > 0.0;
-        if !pos(g.dist_tx as f64) || !pos(g.dist_bd as f64) {
-            return Err("dist_tx and dist_bd must be positive".into());
+        for (flag, v) in [
+            ("--dist_tx", g.dist_tx as f64),
+            ("--dist_bd", g.dist_bd as f64),
+        ] {
+            if !pos(v) {
+                return Err(format!("{flag} must be a positive distance in µm, got {v}"));
+            }
+        }
+        for (flag, k) in [("--k_tx", g.k_tx), ("--k_bd", g.k_bd)] {
+            if !(1..=MAX_NEIGHBOURS).contains(&k) {
+                return Err(format!(
+                    "{flag} must be between 1 and {MAX_NEIGHBOURS}, got {k}"
+                ));
+            }
+        }
+        if let Some(sc) = self.raw.scale {
+            if !(sc > 0.0 && sc <= 1000.0) {
+                return Err(format!(
+                    "--scale must be in (0, 1000] µm per input unit, got {sc}"
+                ));
+            }
+        }
+        if let Some(q) = self.raw.min_qv {
+            if !q.is_finite() {
+                return Err(format!("--min_qv must be a finite number, got {q}"));
+            }
         }
         if !(g.margin.is_finite() && g.margin >= 0.0) {
-            return Err("margin must be ≥ 0".into());
+            return Err(format!("--margin must be ≥ 0 µm, got {}", g.margin));
         }
-        if !(g.neg_sampling_ratio.is_finite() && g.neg_sampling_ratio >= 0.0) {
-            return Err("neg_sampling_ratio must be ≥ 0".into());
+        if !(g.neg_sampling_ratio.is_finite() && (0.0..=100.0).contains(&g.neg_sampling_ratio)) {
+            return Err(format!(
+                "--neg_sampling_ratio must be between 0 and 100, got {}",
+                g.neg_sampling_ratio
+            ));
         }
         let prob = |p: f64| (0.0..=1.0).contains(&p);
         if !prob(self.val_prob) || !prob(self.test_prob) || self.val_prob + self.test_prob > 1.0 {
-            return Err("val_prob and test_prob must lie in [0, 1] and add up to at most 1".into());
+            return Err(format!(
+                "--val_prob and --test_prob must lie in [0, 1] and add up to at most 1, got {} and {}",
+                self.val_prob, self.test_prob
+            ));
         }
         match self.tiling {
-            TileMode::Grid { width, height } if !pos(width) || !pos(height) => {
-                Err("tile_width and tile_height must be positive".into())
-            }
+            TileMode::Grid { width, height } if !pos(width) || !pos(height) => Err(format!(
+                "--tile_size (or --tile_width and --tile_height) must be positive µm, got {width} × {height}"
+            )),
             TileMode::Balanced { max_transcripts: 0 } => {
-                Err("max_transcripts_per_tile must be positive".into())
+                Err("--max_transcripts_per_tile must be positive".into())
             }
             _ => Ok(()),
         }
     }
 }
+
+/// The largest `--k_tx` and `--k_bd`: every transcript stores this many edges at most, so the
+/// bound keeps a typo from asking for more memory than a machine has.
+pub const MAX_NEIGHBOURS: usize = 1024;
 
 /// Progress of the tile phase, for a progress bar.
 #[derive(Debug, Clone, Copy)]

@@ -128,6 +128,18 @@ impl OutputError {
     }
 }
 
+/// Refuses a path that is not valid UTF-8, for commands that record their paths in a JSON
+/// file (`record`), which holds UTF-8 text only: the message names the flag and the file.
+pub fn require_utf8(paths: &[(&str, &Path)], record: &str) -> Result<(), String> {
+    match paths.iter().find(|(_, p)| p.to_str().is_none()) {
+        Some((flag, p)) => Err(format!(
+            "{flag} {}: the path is not valid UTF-8 (it is recorded in {record}); rename it",
+            p.display()
+        )),
+        None => Ok(()),
+    }
+}
+
 /// What a command writes into its output folder.
 #[derive(Debug, Clone, Copy)]
 pub struct OutputSpec<'a> {

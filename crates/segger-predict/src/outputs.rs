@@ -700,8 +700,9 @@ pub fn write_log(
             BAYSOR_POLYGONS_FILE,
         ],
     };
-    let text = serde_json::to_string_pretty(&log).expect("log serialises");
     let path = dir.join(LOG_FILE);
+    let text = serde_json::to_string_pretty(&log)
+        .map_err(|e| PredictError::Runtime(format!("{}: {e}", path.display())))?;
     std::fs::write(&path, text).map_err(|e| rt(&path, e))
 }
 

@@ -305,11 +305,30 @@ fn vocab_plan(
 
 fn check_flags(cfg: &PredictConfig) -> Result<(), PredictError> {
     let bad = |m: String| Err(PredictError::Input(m));
-    if cfg.batch_size == 0 {
-        return bad("--batch_size must be at least 1".into());
+    segger_fs::require_utf8(
+        &[
+            ("--model", &cfg.model),
+            ("--input", &cfg.input),
+            ("--output", &cfg.output),
+        ],
+        crate::outputs::LOG_FILE,
+    )
+    .map_err(PredictError::Input)?;
+    let max_k = segger_data::create::MAX_NEIGHBOURS;
+    for (flag, v, max) in [
+        ("--batch_size", cfg.batch_size, 4096),
+        ("--k_bd", cfg.k_bd, max_k),
+        ("--k_tx", cfg.k_tx, max_k),
+    ] {
+        if !(1..=max).contains(&v) {
+            return bad(format!("{flag} must be between 1 and {max}, got {v}"));
+        }
     }
-    if cfg.k_bd == 0 {
-        return bad("--k_bd must be at least 1".into());
+    if cfg.num_workers > 256 {
+        return bad(format!(
+            "--num_workers must be at most 256, got {}",
+            cfg.num_workers
+        ));
     }
     if !(cfg.dist_bd.is_finite() && cfg.dist_bd > 0.0) {
         return bad(format!("--dist_bd must be positive, got {}", cfg.dist_bd));
@@ -329,13 +348,8 @@ fn check_flags(cfg: &PredictConfig) -> Result<(), PredictError> {
     if let Some(c) = cfg.score_cut.filter(|c| !(0.0..=1.0).contains(c)) {
         return bad(format!("--score_cut must lie in [0, 1], got {c}"));
     }
-    if cfg.use_cc {
-        if cfg.k_tx == 0 {
-            return bad("--k_tx must be at least 1".into());
-        }
-        if !(cfg.dist_tx.is_finite() && cfg.dist_tx > 0.0) {
-            return bad(format!("--dist_tx must be positive, got {}", cfg.dist_tx));
-        }
+    if cfg.use_cc && !(cfg.dist_tx.is_finite() && cfg.dist_tx > 0.0) {
+        return bad(format!("--dist_tx must be positive, got {}", cfg.dist_tx));
     }
     Ok(())
 }

@@ -187,22 +187,26 @@ impl SimConfig {
             return bad("--cell_types must be between 1 and --genes");
         }
         if !(self.transcripts_per_cell > 0.0 && self.transcripts_per_cell <= 100_000.0) {
-            return bad("transcripts per cell must be in (0, 100000]");
+            return bad("--transcripts_per_cell must be in (0, 100000]");
         }
-        if !(self.density > 0.0 && self.density.is_finite()) {
-            return bad("density must be positive");
+        if !(self.density > 0.0 && self.density <= 1000.0) {
+            return bad("--density must be in (0, 1000] transcripts per µm²");
         }
-        let fracs = [
-            self.nuclear_fraction,
-            self.noise_fraction,
-            self.control_fraction,
-            self.low_qv_fraction,
-            self.patchiness,
-        ];
-        if fracs.iter().any(|f| !(0.0..=1.0).contains(f))
-            || self.noise_fraction + self.control_fraction >= 1.0
-        {
-            return bad("fractions must be in [0, 1] and noise + controls below 1");
+        for (flag, f) in [
+            ("--nuclear_fraction", self.nuclear_fraction),
+            ("--noise_fraction", self.noise_fraction),
+            ("--control_fraction", self.control_fraction),
+            ("low_qv_fraction", self.low_qv_fraction),
+            ("--patchiness", self.patchiness),
+        ] {
+            if !(0.0..=1.0).contains(&f) {
+                return Err(SimError::Invalid(format!(
+                    "{flag} must be in [0, 1], got {f}"
+                )));
+            }
+        }
+        if self.noise_fraction + self.control_fraction >= 1.0 {
+            return bad("--noise_fraction + --control_fraction must be below 1");
         }
         self.check_hard()
     }

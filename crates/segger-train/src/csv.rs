@@ -9,7 +9,7 @@ use burn::train::metric::{MetricDefinition, MetricId, NumericEntry};
 use crate::loader::LoaderStats;
 
 /// One row of `metrics.csv`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct EpochRow {
     /// Epoch number (1-based).
     pub epoch: usize,

@@ -321,6 +321,78 @@ pub fn last_checkpoint(root: &Path) -> Option<usize> {
     epochs.pop()
 }
 
+/// The numeric flags outside the model configuration, each against the range that makes
+/// sense (stated in `segger train --help`).
+fn check_ranges(cfg: &TrainConfig) -> Result<(), TrainError> {
+    let bad = |m: String| Err(TrainError::Input(m));
+    segger_fs::require_utf8(
+        &[
+            ("--train_dir", &cfg.train_dir),
+            ("--val_dir", &cfg.val_dir),
+            ("--default_root_dir", &cfg.default_root_dir),
+        ],
+        "run_config.json",
+    )
+    .map_err(TrainError::Input)?;
+    if !(cfg.learning_rate > 0.0 && cfg.learning_rate <= 1.0) {
+        return bad(format!(
+            "--learning_rate must be in (0, 1], got {}",
+            cfg.learning_rate
+        ));
+    }
+    if !(0.0..=1.0).contains(&cfg.weight_decay) {
+        return bad(format!(
+            "--weight_decay must be in [0, 1], got {}",
+            cfg.weight_decay
+        ));
+    }
+    if !(cfg.gradient_clip_val.is_finite() && cfg.gradient_clip_val >= 0.0) {
+        return bad(format!(
+            "--gradient_clip_val must be ≥ 0 (0 disables clipping), got {}",
+            cfg.gradient_clip_val
+        ));
+    }
+    let m = &cfg.model;
+    for (flag, v, max) in [
+        ("--num_tx_tokens", m.num_tx_tokens, 10_000_000),
+        ("--init_emb", m.init_emb, MAX_WIDTH),
+        ("--hidden_channels", m.hidden_channels, MAX_WIDTH),
+        ("--out_channels", m.out_channels, MAX_WIDTH),
+        ("--heads", m.heads, 64),
+    ] {
+        if !(1..=max).contains(&v) {
+            return bad(format!("{flag} must be between 1 and {max}, got {v}"));
+        }
+    }
+    if m.num_mid_layers > 64 {
+        return bad(format!(
+            "--mid_layers must be at most 64, got {}",
+            m.num_mid_layers
+        ));
+    }
+    for (flag, v, max) in [
+        ("--num_workers", cfg.num_workers, MAX_WORKERS),
+        ("--batch_size_train", cfg.batch_size_train, MAX_BATCH),
+        ("--batch_size_val", cfg.batch_size_val, MAX_BATCH),
+        ("--devices", cfg.devices, MAX_DEVICES),
+    ] {
+        if v > max {
+            return bad(format!("{flag} must be at most {max}, got {v}"));
+        }
+    }
+    Ok(())
+}
+
+/// The widest embedding a flag may ask for (`--init_emb`, `--hidden_channels`,
+/// `--out_channels`).
+pub const MAX_WIDTH: usize = 4096;
+/// The most background threads `--num_workers` may ask for.
+pub const MAX_WORKERS: usize = 256;
+/// The most tiles per batch.
+pub const MAX_BATCH: usize = 4096;
+/// The most devices.
+pub const MAX_DEVICES: usize = 64;
+
 /// Checks the flags and data, then trains. Nothing is written before every input check passes.
 pub fn train(cfg: &TrainConfig) -> Result<TrainSummary, TrainError> {
     segger_model::mp::set_float32_matmul_precision(cfg.float32_matmul_precision);
@@ -335,12 +407,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary, TrainError> {
             "--batch_size_train and --batch_size_val must be at least 1".into(),
         ));
     }
-    if !(cfg.learning_rate > 0.0 && cfg.learning_rate.is_finite()) {
-        return Err(TrainError::Input(format!(
-            "--learning_rate must be positive, got {}",
-            cfg.learning_rate
-        )));
-    }
+    check_ranges(cfg)?;
     cfg.model
         .check()
         .map_err(|e| TrainError::Input(e.to_string()))?;
@@ -537,8 +604,15 @@ pub fn training_vocab(train_dir: &Path) -> Option<Vec<String>> {
         .find(|v| !v.is_empty())
 }
 
+/// The first epoch whose training or validation loss is not a finite number.
+fn first_non_finite(rows: &[EpochRow]) -> Option<&EpochRow> {
+    rows.iter()
+        .find(|r| !(r.train_loss.is_finite() && r.validation_loss.is_finite()))
+}
+
 fn write_json_atomic(path: &Path, value: &impl Serialize) -> Result<(), TrainError> {
-    let text = serde_json::to_string_pretty(value).expect("serialisable");
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| TrainError::Runtime(format!("{}: {e}", path.display())))?;
     segger_data::tile::write_atomic(path, text.as_bytes())
         .map_err(|e| TrainError::Runtime(e.to_string()))
 }
@@ -654,6 +728,15 @@ where
     }
     let learner = Learner::new(model, optim, cfg.learning_rate);
     let result = training.launch(learner);
+    // A run whose loss left the finite numbers has nothing worth keeping: no model, no
+    // calibration, an error naming the first such epoch.
+    let rows = read_metrics_csv(&root.join("metrics.csv"));
+    if let Some(r) = first_non_finite(&rows) {
+        return Err(TrainError::Runtime(format!(
+            "training diverged: the loss of epoch {} is not finite (train {}, validation {}); no model was written (lower --learning_rate, or --gradient_clip_val)",
+            r.epoch, r.train_loss, r.validation_loss
+        )));
+    }
     // The assignment threshold, picked on the validation tiles with the final weights.
     let calibration = crate::calibrate::calibrate(&result.model, &val_loader(0));
     if let Some(c) = &calibration {
@@ -667,7 +750,6 @@ where
     if let Some(vocab) = training_vocab(&cfg.train_dir) {
         write_json_atomic(&root.join("vocab.json"), &vocab)?;
     }
-    let rows = read_metrics_csv(&root.join("metrics.csv"));
     Ok(TrainSummary {
         root: root.clone(),
         backend: backend.to_string(),
@@ -689,4 +771,32 @@ fn _assert_optimizer<B: AutodiffBackend + GatBackend, O: Optimizer<LitSegger<B>,
 where
     B::InnerBackend: GatBackend,
 {
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(epoch: usize, train_loss: f64, validation_loss: f64) -> EpochRow {
+        EpochRow {
+            epoch,
+            train_loss,
+            validation_loss,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_diverged_epoch_is_found() {
+        let ok = [row(1, 0.7, 0.6), row(2, 0.5, 0.5)];
+        assert!(first_non_finite(&ok).is_none());
+        let bad = [
+            row(1, 0.7, 0.6),
+            row(2, f64::NAN, 0.5),
+            row(3, 0.5, f64::INFINITY),
+        ];
+        assert_eq!(first_non_finite(&bad).map(|r| r.epoch), Some(2));
+        let late = [row(1, 0.7, 0.6), row(2, 0.5, f64::INFINITY)];
+        assert_eq!(first_non_finite(&late).map(|r| r.epoch), Some(2));
+    }
 }

@@ -825,10 +825,12 @@ pub(crate) fn merge_chunks(
             column: ctx.cols.gene.clone(),
             problem: format!(
                 "zero transcripts after filtering ({} rows read: {} dropped by control-probe \
-                 prefixes, {} by the quality filter, {} without a gene embedding)",
+                 prefixes (--drop_prefixes), {} by the quality filter (--min_qv{}), {} without \
+                 a gene embedding)",
                 report.rows,
                 report.dropped_prefix.values().sum::<u64>(),
                 report.dropped_qv,
+                ctx.min_qv.map(|q| format!(" {q}")).unwrap_or_default(),
                 report.dropped_no_embedding
             ),
         });
