@@ -206,6 +206,92 @@ fn killed_run_resumes_at_the_next_epoch() {
 }
 
 #[test]
+fn resume_refuses_a_changed_model_and_skips_empty_checkpoints() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (train, val) = dataset(tmp.path(), 2);
+    let run = tmp.path().join("run");
+    let args = train_args(&train, &val, &run);
+    let out = bin().args(&args).args(["--epochs", "2"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let snapshot = |d: &Path| -> Vec<(PathBuf, Vec<u8>)> {
+        let mut v: Vec<_> = walk(d)
+            .into_iter()
+            .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+            .collect();
+        v.sort();
+        v
+    };
+    // Another number of heads: refused before anything is written, naming the setting.
+    let before = snapshot(&run);
+    let out = bin()
+        .args(&args)
+        .args(["--epochs", "3", "--resume", "--heads", "2"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--resume") && err.contains("heads 2"), "{err}");
+    assert_eq!(snapshot(&run), before, "the run changed");
+    // A checkpoint cut to zero bytes by a kill is not resumed from: the one before it is.
+    std::fs::write(run.join("checkpoint/model-2.mpk"), b"").unwrap();
+    let out = bin()
+        .args(&args)
+        .args(["--epochs", "3", "--resume"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("resuming after epoch 1"), "{err}");
+    let epochs: Vec<String> = rows(&run).iter().map(|r| r[0].clone()).collect();
+    assert_eq!(epochs, vec!["1", "2", "3"], "one row per epoch");
+}
+
+#[test]
+fn tiles_mixing_2d_and_3d_positions_are_refused_before_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (train, val) = dataset(tmp.path(), 2);
+    // One more training tile, the same one without its z column.
+    let mut tile = segger_data::tile::read_tile(&fixture_tile(), None).unwrap();
+    let tx = &mut tile.graph.tx;
+    assert_eq!(tx.pos_dim, 3, "the fixture is 3-D");
+    tx.pos = tx.pos.chunks(3).flat_map(|p| [p[0], p[1]]).collect();
+    tx.pos_dim = 2;
+    let odd = train.join("processed/z.safetensors");
+    segger_data::tile::write_tile(&odd, &tile).unwrap();
+    let run = tmp.path().join("run");
+    let out = bin()
+        .args(train_args(&train, &val, &run))
+        .args(["--epochs", "1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("z.safetensors") && err.contains("3-D"),
+        "{err}"
+    );
+    assert!(!run.exists(), "nothing is written");
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
 fn bad_input_exits_2_and_writes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let (train, val) = dataset(tmp.path(), 1);

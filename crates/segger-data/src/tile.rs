@@ -276,6 +276,22 @@ pub fn parse_tile(path: &Path, bytes: &[u8], vocab: Option<usize>) -> Result<Til
             )
         })?),
     };
+    if let Some(b) = &bounds {
+        // Prediction keeps the transcripts inside the core: a core of no extent would drop
+        // every transcript of the tile.
+        let finite = [b.x, b.y, b.width, b.height, b.margin]
+            .iter()
+            .all(|v| v.is_finite());
+        if !finite || b.width <= 0.0 || b.height <= 0.0 || b.margin < 0.0 {
+            return Err(r.err(
+                "tile",
+                format!(
+                    "the core must have a positive, finite width and height and a margin ≥ 0, got x {} y {} width {} height {} margin {}",
+                    b.x, b.y, b.width, b.height, b.margin
+                ),
+            ));
+        }
+    }
 
     // Relations.
     let mut edges = BTreeMap::new();

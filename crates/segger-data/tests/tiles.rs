@@ -216,6 +216,15 @@ fn bad_tiles_are_rejected_with_named_errors() {
     // `tile` metadata that is not JSON.
     let e = err_of(&with_tensor("", None, Some(("tile", "{x: 1"))));
     assert!(e.contains("tile") && e.contains("JSON"), "{e}");
+    // A core of no extent (prediction would keep none of the tile's transcripts).
+    for core in [
+        r#"{"x": 0, "y": 0, "width": -5, "height": 10}"#,
+        r#"{"x": 0, "y": 0, "width": 5, "height": 0}"#,
+        r#"{"x": 0, "y": 0, "width": 5, "height": 5, "margin": -1}"#,
+    ] {
+        let e = err_of(&with_tensor("", None, Some(("tile", core))));
+        assert!(e.contains("tile") && e.contains("positive"), "{core}: {e}");
+    }
     let e = err_of(&with_tensor("", None, Some(("bd.id", "[1, 2"))));
     assert!(e.contains("bd.id"), "{e}");
     let e = err_of(&with_tensor("", None, Some(("format", "segger-tile/9"))));

@@ -274,6 +274,7 @@ fn open_split(
     let ds =
         TileDataset::open(dir, vocab).map_err(|e| TrainError::Input(format!("--{what}: {e}")))?;
     let mut tx = 0;
+    let mut first_layout = None;
     for i in 0..ds.len() {
         let t = ds.get(i).map_err(|e| {
             let hint = if e.to_string().contains("vocabulary") {
@@ -292,15 +293,44 @@ fn open_split(
         segger_model::check_layout(&t.graph, cfg).map_err(|e| {
             TrainError::Input(format!("--{what}: {}: {e}", ds.paths()[i].display()))
         })?;
+        // Tiles of one batch are collated: they must share positions' and features' layout.
+        let layout = (
+            t.graph.tx.pos_dim,
+            t.graph.bd.pos_dim,
+            feature_width(&t.graph.tx.x),
+            feature_width(&t.graph.bd.x),
+        );
+        match first_layout {
+            None => first_layout = Some((layout, i)),
+            Some((l, j)) if l != layout => {
+                return Err(TrainError::Input(format!(
+                    "--{what}: {}: tile layout (transcript positions {}-D, boundary positions {}-D, feature widths {:?} / {:?}) differs from {} ({}-D, {}-D, {:?} / {:?}): a dataset's tiles must all be 2-D or all 3-D, with one feature layout",
+                    ds.paths()[i].display(),
+                    layout.0, layout.1, layout.2, layout.3,
+                    ds.paths()[j].display(),
+                    l.0, l.1, l.2, l.3,
+                )));
+            }
+            Some(_) => {}
+        }
         tx += t.graph.tx.num_nodes();
     }
     Ok((ds, tx))
 }
 
+/// Token features (`None`) or the width of dense ones.
+fn feature_width(x: &segger_graph::NodeFeatures) -> Option<usize> {
+    match x {
+        segger_graph::NodeFeatures::Tokens(_) => None,
+        segger_graph::NodeFeatures::Dense { width, .. } => Some(*width),
+    }
+}
+
 /// The epoch of the newest complete checkpoint in `root/checkpoint` (model, optimiser and
-/// scheduler files all present).
+/// scheduler files all present and not empty: a file cut short by a kill is zero bytes).
 pub fn last_checkpoint(root: &Path) -> Option<usize> {
     let dir = root.join("checkpoint");
+    let non_empty = |p: PathBuf| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.len() > 0);
     let mut epochs: Vec<usize> = std::fs::read_dir(&dir)
         .ok()?
         .filter_map(|e| e.ok())
@@ -312,9 +342,9 @@ pub fn last_checkpoint(root: &Path) -> Option<usize> {
                 .ok()
         })
         .filter(|ep| {
-            ["optim", "scheduler"]
+            ["model", "optim", "scheduler"]
                 .iter()
-                .all(|p| dir.join(format!("{p}-{ep}.mpk")).is_file())
+                .all(|p| non_empty(dir.join(format!("{p}-{ep}.mpk"))))
         })
         .collect();
     epochs.sort_unstable();
@@ -420,6 +450,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary, TrainError> {
     let (train_ds, train_tx) = open_split(&cfg.train_dir, "train_dir", &cfg.model)?;
     let (val_ds, _) = open_split(&cfg.val_dir, "val_dir", &cfg.model)?;
     let resume_epoch = if cfg.resume {
+        check_same_model(cfg)?;
         match last_checkpoint(&cfg.default_root_dir) {
             Some(e) => Some(e),
             None => {
@@ -602,6 +633,48 @@ pub fn training_vocab(train_dir: &Path) -> Option<Vec<String>> {
         .filter_map(|r| segger_data::DatasetInfo::read(r).ok())
         .map(|i| i.vocab)
         .find(|v| !v.is_empty())
+}
+
+/// With `--resume`: the model configuration of this call must be the one the run was started
+/// with (its `run_config.json`), or the checkpoint's weights would not fit; refused before
+/// anything is written, naming the settings that differ.
+fn check_same_model(cfg: &TrainConfig) -> Result<(), TrainError> {
+    let path = cfg.default_root_dir.join("run_config.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        TrainError::Input(format!(
+            "--resume: {}: {e} (a run folder has it from its first epoch)",
+            path.display()
+        ))
+    })?;
+    let stored: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| TrainError::Input(format!("--resume: {}: {e}", path.display())))?;
+    let now = serde_json::to_value(&cfg.model).map_err(|e| TrainError::Runtime(e.to_string()))?;
+    let (Some(old), Some(new)) = (
+        stored.get("model").and_then(|m| m.as_object()),
+        now.as_object(),
+    ) else {
+        return Err(TrainError::Input(format!(
+            "--resume: {}: field `model`: missing",
+            path.display()
+        )));
+    };
+    let mut changed: Vec<String> = new
+        .iter()
+        .filter(|(k, v)| old.get(*k) != Some(*v))
+        .map(|(k, v)| {
+            let was = old.get(k).map_or("nothing".to_string(), |o| o.to_string());
+            format!("{k} {v} (the run has {was})")
+        })
+        .collect();
+    changed.sort();
+    if changed.is_empty() {
+        Ok(())
+    } else {
+        Err(TrainError::Input(format!(
+            "--resume: this call's model differs from the run's in {}: pass the run's settings",
+            changed.join(", ")
+        )))
+    }
 }
 
 /// The first epoch whose training or validation loss is not a finite number.
