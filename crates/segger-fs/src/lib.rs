@@ -10,8 +10,7 @@
 //!   file is ever deleted.
 //! - **Outputs appear whole.** A command writes into a temporary sibling (`.NAME.tmp-PID`) and
 //!   renames it into place at the end ([`temp_sibling`], [`replace_dir`]); siblings left by
-//!   killed runs are removed by the next run ([`remove_stale_siblings`]). Single files are
-//!   written the same way ([`write_atomic`]).
+//!   killed runs are removed by the next run ([`remove_stale_siblings`]).
 //!
 //! Paths are compared after resolving symbolic links and `.`/`..` components, so two spellings
 //! of one folder are recognised as the same.
@@ -373,21 +372,6 @@ pub fn replace_dir(tmp: &Path, out: &Path) -> Result<(), OutputError> {
         std::fs::rename(tmp, out).map_err(|e| OutputError::io(out, e))?;
     }
     Ok(())
-}
-
-/// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so that
-/// `path` holds either its old content or all of the new.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "file".into());
-    let tmp = parent_of(path).join(format!(".{name}.tmp-{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(|e| OutputError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        OutputError::io(path, e)
-    })
 }
 
 /// Removes a temporary folder when dropped, unless [`TempDir::keep`] was called: the cleanup

@@ -3,8 +3,7 @@
 use std::path::Path;
 
 use segger_fs::{
-    check_overlap, prepare_output, replace_dir, resolve, write_atomic, OutputError, OutputSpec,
-    Prior, TempDir,
+    check_overlap, prepare_output, replace_dir, resolve, OutputError, OutputSpec, Prior, TempDir,
 };
 
 const SPEC: OutputSpec<'static> = OutputSpec {
@@ -130,14 +129,4 @@ fn a_dropped_temp_dir_is_removed() {
         tmp.path().to_path_buf()
     };
     assert!(!p.exists());
-}
-
-#[test]
-fn write_atomic_replaces_the_content() {
-    let d = tempfile::tempdir().unwrap();
-    let f = d.path().join("a.json");
-    write_atomic(&f, b"one").unwrap();
-    write_atomic(&f, b"two").unwrap();
-    assert_eq!(std::fs::read(&f).unwrap(), b"two");
-    assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
 }
