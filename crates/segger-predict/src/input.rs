@@ -89,26 +89,16 @@ pub fn resolve_tiles(dir: &Path) -> Result<Option<ResolvedInput>, PredictError> 
 /// Raw sample directories: tiles are built with the dataset-creation code into a temporary
 /// directory that lives as long as the returned guard.
 pub(crate) mod raw {
-    use std::path::PathBuf;
 
     use super::ResolvedInput;
     use crate::run::{PredictConfig, PredictError};
-
-    /// Removes the temporary dataset on drop.
-    pub(crate) struct RawTemp(pub PathBuf);
-
-    impl Drop for RawTemp {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 
     /// Builds tiles from the raw sample at `cfg.input` with the dataset-creation defaults
     /// (`segger create_dataset`'s) into a temporary directory next to `--output`.
     pub(crate) fn build(
         cfg: &PredictConfig,
         training: Option<&serde_json::Value>,
-    ) -> Result<(ResolvedInput, RawTemp), PredictError> {
+    ) -> Result<(ResolvedInput, segger_fs::TempDir), PredictError> {
         use segger_data::create::{create_dataset, CreateOptions};
         use segger_data::raw::{Platform, RawOptions};
         let platform: Platform = cfg
@@ -117,21 +107,9 @@ pub(crate) mod raw {
             .unwrap_or("xenium")
             .parse()
             .map_err(|e| PredictError::Input(format!("--platform: {e}")))?;
-        let parent = cfg
-            .output
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(std::path::Path::new("."));
-        let name = cfg
-            .output
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "segger_output".into());
-        let dir = parent.join(format!(".{name}.dataset-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(parent)
-            .map_err(|e| PredictError::Runtime(format!("{}: {e}", parent.display())))?;
-        let guard = RawTemp(dir.clone());
+        // `.NAME.dataset-PID` next to `--output`, removed on drop.
+        let guard = segger_fs::TempDir::next_to(&cfg.output, "dataset")?;
+        let dir = guard.path().to_path_buf();
         let mut opts =
             CreateOptions::new(cfg.input.clone(), dir.clone(), RawOptions::new(platform));
         opts.overwrite = true;
