@@ -99,6 +99,8 @@ fn inspect_dir(path: &Path) -> Result<Value, CliError> {
     let mut out_splits = serde_json::Map::new();
     let mut errors = Vec::new();
     let mut totals = [0usize; 5];
+    // Every tile of a dataset is batched with the others and read by one model: one layout.
+    let mut first_layout: Option<(segger_graph::Layout, PathBuf)> = None;
     for (name, dir) in splits {
         let ds = match TileDataset::open(&dir, vocab) {
             Ok(ds) => ds,
@@ -113,6 +115,19 @@ fn inspect_dir(path: &Path) -> Result<Value, CliError> {
             match ds.get(i) {
                 Ok(t) => {
                     let g = &t.graph;
+                    let layout = g.layout();
+                    match &first_layout {
+                        None => first_layout = Some((layout, ds.paths()[i].clone())),
+                        Some((l, first)) if *l != layout => {
+                            errors.push(format!(
+                                "{}: tile layout ({layout}) differs from {} ({l}): a dataset's tiles must all be 2-D or all 3-D, with one feature layout",
+                                ds.paths()[i].display(),
+                                first.display()
+                            ));
+                            continue;
+                        }
+                        Some(_) => {}
+                    }
                     s[0] += 1;
                     s[1] += g.num_nodes(NodeType::Tx);
                     s[2] += g.num_nodes(NodeType::Bd);

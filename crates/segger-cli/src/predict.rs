@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use clap::Args;
-use segger_predict::{Accelerator, PredictConfig};
+use clap::{Args, ValueEnum};
+use segger_predict::{Accelerator, DuplicateIds, PredictConfig};
 
 use crate::CliError;
 
@@ -93,12 +93,31 @@ pub struct PredictArgs {
     /// Raw input only: xenium, merscope or cosmx.
     #[arg(long, default_value = "xenium")]
     pub platform: String,
+    /// A transcript id that names different transcripts (another position or gene) in different
+    /// tiles: error (refuse the input) or merge (keep the one with the higher score and count
+    /// the others in the summary). One transcript seen by two tiles is always kept once.
+    #[arg(
+        long = "duplicate_ids",
+        alias = "duplicate-ids",
+        value_enum,
+        default_value_t = DuplicateIdsArg::Error
+    )]
+    pub duplicate_ids: DuplicateIdsArg,
     /// Replace an existing output directory.
     #[arg(long)]
     pub overwrite: bool,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--duplicate_ids`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DuplicateIdsArg {
+    /// Refuse the input.
+    Error,
+    /// Keep one transcript per id.
+    Merge,
 }
 
 /// Runs `segger predict`.
@@ -126,6 +145,10 @@ pub fn run(a: PredictArgs) -> Result<(), CliError> {
     cfg.batch_size = a.batch_size;
     cfg.num_workers = a.num_workers;
     cfg.overwrite = a.overwrite;
+    cfg.duplicate_ids = match a.duplicate_ids {
+        DuplicateIdsArg::Error => DuplicateIds::Error,
+        DuplicateIdsArg::Merge => DuplicateIds::Merge,
+    };
     cfg.platform = Some(a.platform);
     let s = segger_predict::predict(&cfg).map_err(|e| CliError {
         code: e.exit_code(),
@@ -154,6 +177,12 @@ pub fn run(a: PredictArgs) -> Result<(), CliError> {
         "  per cell   median {} transcripts (quartiles {} / {})",
         s.transcripts_per_cell.median, s.transcripts_per_cell.q1, s.transcripts_per_cell.q3
     );
+    if s.ids_merged > 0 {
+        println!(
+            "  merged     {} transcripts shared their id with another (--duplicate_ids merge) and are not in the output",
+            s.ids_merged
+        );
+    }
     println!("  output     {}", s.output.display());
     Ok(())
 }

@@ -114,10 +114,9 @@ pub struct SimulateArgs {
 
 /// Maps a library error to an exit code: bad parameters and input are 2, I/O failures 1.
 pub fn to_cli(e: SimError) -> CliError {
-    match e {
-        SimError::Io { .. } | SimError::Parquet { .. } => CliError::runtime(e),
-        SimError::Output(ref o) if o.exit_code() == 1 => CliError::runtime(e),
-        _ => CliError::input(e),
+    CliError {
+        code: e.exit_code(),
+        error: anyhow::anyhow!(e),
     }
 }
 

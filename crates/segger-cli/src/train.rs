@@ -131,8 +131,9 @@ pub struct TrainArgs {
     /// Background threads reading and collating tiles (0–256).
     #[arg(long = "num_workers", alias = "num-workers", default_value_t = 2)]
     pub num_workers: usize,
-    /// Continue the run in --default_root_dir from its last checkpoint (epoch, weights,
-    /// optimiser state; the data order is a function of seed and epoch).
+    /// Continue the run in --default_root_dir from its last committed epoch (checkpoint and
+    /// metrics row; weights, optimiser state; the data order is a function of seed and epoch),
+    /// or start it again when it has none.
     #[arg(long)]
     pub resume: bool,
     /// Print the summary as JSON.

@@ -87,6 +87,33 @@ fn simulate_and_evaluate_commands() {
         err.contains("transcripts.parquet") && err.contains("segger_cell_id"),
         "{err}"
     );
+    // A file that is not parquet, and one cut short: bad input (2), naming the file.
+    for (name, bytes) in [
+        (
+            "random.parquet",
+            (0..3000u32)
+                .map(|i| (i * 7919 % 251) as u8)
+                .collect::<Vec<u8>>(),
+        ),
+        (
+            "cut.parquet",
+            std::fs::read(raw.join("transcripts.parquet")).unwrap()[..500].to_vec(),
+        ),
+    ] {
+        let p = d.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        let o = segger()
+            .args(["evaluate", "--prediction"])
+            .arg(&p)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains(name) && err.contains("not a readable parquet file"),
+            "{err}"
+        );
+    }
     // The geometric rules alone, without a prediction.
     let out = d.path().join("rules.json");
     let o = segger()

@@ -214,6 +214,59 @@ fn predicts_every_transcript_once_and_writes_every_output() {
 }
 
 #[test]
+fn an_id_shared_by_different_transcripts_is_refused_unless_merged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let sample = segger_predict::synthetic::write_dataset(&data, 1500, 6, 40.0, 3).unwrap();
+    assert!(sample.tiles >= 2);
+    let model = model_dir(
+        &tmp.path().join("model"),
+        &small_config(6),
+        Some(&sample.genes),
+    );
+    // Give the transcripts of one tile the ids of another's: the same ids now name
+    // transcripts at other positions, as when tiles of two samples are mixed.
+    let mut tiles: Vec<PathBuf> = std::fs::read_dir(data.join("test_tiles/processed"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    tiles.sort();
+    let ids = |t: &segger_data::Tile| match &t.graph.tx.ids {
+        segger_graph::NodeIds::Int(v) => v.clone(),
+        other => panic!("integer ids expected, got {other:?}"),
+    };
+    let donor = ids(&segger_data::read_tile(&tiles[0], None).unwrap());
+    let mut victim = segger_data::read_tile(&tiles[1], None).unwrap();
+    let mut v = ids(&victim);
+    let shared = v.len().min(donor.len()).min(50);
+    v[..shared].copy_from_slice(&donor[..shared]);
+    victim.graph.tx.ids = segger_graph::NodeIds::Int(v);
+    segger_data::write_tile(&tiles[1], &victim).unwrap();
+
+    let out = tmp.path().join("out");
+    let o = predict(&model, &data, &out, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    // Only the transcripts in the victim's core are decided by it (the rest are its margin).
+    let n: usize = err
+        .split(" transcript ids name more than one transcript")
+        .next()
+        .and_then(|head| head.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in: {err}"));
+    assert!(n > 0 && n <= shared, "{err}");
+    assert!(err.contains("--duplicate_ids merge"), "{err}");
+    assert!(!out.exists(), "nothing is written");
+
+    let o = predict(&model, &data, &out, &["--duplicate_ids", "merge", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(s["ids_merged"], n);
+    let t = read_transcripts(&out.join("segger_transcripts.parquet"));
+    assert_eq!(t.ids.len(), sample.transcripts - n);
+}
+
+#[test]
 fn bad_inputs_get_clear_errors_and_write_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");

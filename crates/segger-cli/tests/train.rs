@@ -41,6 +41,20 @@ fn rows(run: &Path) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// A finished two-epoch run on two training tiles in `root/run`, and the arguments that made it.
+fn two_epoch_run(root: &Path) -> (PathBuf, Vec<String>) {
+    let (train, val) = dataset(root, 2);
+    let run = root.join("run");
+    let args = train_args(&train, &val, &run);
+    let out = bin().args(&args).args(["--epochs", "2"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (run, args)
+}
+
 fn train_args(train: &Path, val: &Path, run: &Path) -> Vec<String> {
     vec![
         "train".into(),
@@ -208,15 +222,7 @@ fn killed_run_resumes_at_the_next_epoch() {
 #[test]
 fn resume_refuses_a_changed_model_and_skips_empty_checkpoints() {
     let tmp = tempfile::tempdir().unwrap();
-    let (train, val) = dataset(tmp.path(), 2);
-    let run = tmp.path().join("run");
-    let args = train_args(&train, &val, &run);
-    let out = bin().args(&args).args(["--epochs", "2"]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (run, args) = two_epoch_run(tmp.path());
     let snapshot = |d: &Path| -> Vec<(PathBuf, Vec<u8>)> {
         let mut v: Vec<_> = walk(d)
             .into_iter()
@@ -251,6 +257,42 @@ fn resume_refuses_a_changed_model_and_skips_empty_checkpoints() {
 }
 
 #[test]
+fn a_run_killed_in_its_first_epoch_starts_again_with_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (run, args) = two_epoch_run(tmp.path());
+    // What a kill during epoch 1 leaves: the run's configuration, a metrics.csv without rows,
+    // no checkpoint, a half-written temporary file of a process that is gone.
+    for f in ["model.safetensors", "config.json", "calibration.json"] {
+        std::fs::remove_file(run.join(f)).unwrap();
+    }
+    std::fs::remove_dir_all(run.join("checkpoint")).unwrap();
+    std::fs::create_dir(run.join("checkpoint")).unwrap();
+    std::fs::write(run.join("checkpoint/.model-1.mpk.mpk"), b"cut short").unwrap();
+    let header = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    std::fs::write(run.join("metrics.csv"), header.lines().next().unwrap()).unwrap();
+    let stale = run.join(".metrics.csv.tmp-4194999");
+    std::fs::write(&stale, b"epoch,step").unwrap();
+
+    let out = bin().args(&args).args(["--epochs", "2"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--resume"), "{err}");
+    let out = bin()
+        .args(&args)
+        .args(["--epochs", "2", "--resume"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("starting the run from epoch 1"), "{err}");
+    let epochs: Vec<String> = rows(&run).iter().map(|r| r[0].clone()).collect();
+    assert_eq!(epochs, vec!["1", "2"]);
+    assert!(run.join("model.safetensors").is_file());
+    assert!(!stale.exists(), "the dead run's temporary file is removed");
+    assert!(!run.join("checkpoint/.model-1.mpk.mpk").exists());
+}
+
+#[test]
 fn tiles_mixing_2d_and_3d_positions_are_refused_before_training() {
     let tmp = tempfile::tempdir().unwrap();
     let (train, val) = dataset(tmp.path(), 2);
@@ -275,6 +317,18 @@ fn tiles_mixing_2d_and_3d_positions_are_refused_before_training() {
         "{err}"
     );
     assert!(!run.exists(), "nothing is written");
+    // `inspect` names the odd tile too.
+    let out = bin().arg("inspect").arg(&train).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("z.safetensors") && text.contains("transcripts 2-D"),
+        "{text}"
+    );
 }
 
 /// Every file under `dir`.

@@ -481,7 +481,18 @@ pub fn tile_to_bytes(tile: &Tile) -> Result<Vec<u8>, String> {
             )
         })
         .collect();
-    safetensors::serialize(views, Some(md)).map_err(|e| e.to_string())
+    serialize_safetensors(views, md)
+}
+
+/// `safetensors::serialize`, its header made byte-reproducible by
+/// [`segger_fs::sorted_safetensors_header`]. Every safetensors file segger writes (tiles, model
+/// weights) goes through this or that.
+pub fn serialize_safetensors(
+    views: Vec<(String, TensorView<'_>)>,
+    metadata: HashMap<String, String>,
+) -> Result<Vec<u8>, String> {
+    let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| e.to_string())?;
+    segger_fs::sorted_safetensors_header(&bytes)
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory, then a rename.

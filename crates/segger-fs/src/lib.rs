@@ -10,7 +10,10 @@
 //!   file is ever deleted.
 //! - **Outputs appear whole.** A command writes into a temporary sibling (`.NAME.tmp-PID`) and
 //!   renames it into place at the end ([`temp_sibling`], [`replace_dir`]); siblings left by
-//!   killed runs are removed by the next run ([`remove_stale_siblings`]).
+//!   killed runs are removed by the next run ([`remove_stale_siblings`],
+//!   [`remove_stale_temps_in`]).
+//! - **The same result, the same bytes.** Safetensors headers are written with sorted keys
+//!   ([`sorted_safetensors_header`]).
 //!
 //! Paths are compared after resolving symbolic links and `.`/`..` components, so two spellings
 //! of one folder are recognised as the same.
@@ -326,27 +329,51 @@ fn parent_of(out: &Path) -> &Path {
 /// no longer runs: what killed runs left behind. Only on systems with `/proc`; elsewhere it
 /// does nothing (a running process's folder is never removed).
 pub fn remove_stale_siblings(out: &Path) {
-    if !Path::new("/proc/self").exists() {
-        return;
-    }
     let Some(name) = out.file_name().map(|n| n.to_string_lossy().into_owned()) else {
         return;
     };
-    let Ok(entries) = std::fs::read_dir(parent_of(out)) else {
+    remove_stale(parent_of(out), |file| {
+        file.strip_prefix(&format!(".{name}.")).map(str::to_string)
+    });
+}
+
+/// Removes, inside `dir`, every temporary file or folder `.NAME.TAG-PID` (any `NAME`) whose
+/// process no longer runs: the half-written files a killed run left in its own folder. Only on
+/// systems with `/proc`; elsewhere it does nothing.
+pub fn remove_stale_temps_in(dir: &Path) {
+    remove_stale(dir, |file| {
+        let rest = file.strip_prefix('.')?;
+        let (_, tail) = rest.rsplit_once('.')?;
+        Some(tail.to_string())
+    });
+}
+
+/// Removes the entries of `dir` whose name, after `tail_of`, reads `TAG-PID` with a dead PID.
+fn remove_stale(dir: &Path, tail_of: impl Fn(&str) -> Option<String>) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for e in entries.flatten() {
         let file = e.file_name().to_string_lossy().into_owned();
-        // `.NAME.TAG-PID`, TAG a word (tmp, old, dataset, ...).
-        let pid = file
-            .strip_prefix(&format!(".{name}."))
-            .and_then(|rest| rest.rsplit_once('-'))
-            .filter(|(tag, _)| !tag.is_empty() && tag.bytes().all(|b| b.is_ascii_alphabetic()))
-            .and_then(|(_, pid)| pid.parse::<u32>().ok());
+        // `TAG-PID`, TAG a word (tmp, old, dataset, ...).
+        let pid = tail_of(&file).and_then(|rest| {
+            let (tag, pid) = rest.rsplit_once('-')?;
+            (!tag.is_empty() && tag.bytes().all(|b| b.is_ascii_alphabetic()))
+                .then(|| pid.parse::<u32>().ok())
+                .flatten()
+        });
         if let Some(pid) = pid {
             if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
                 tracing::info!("removing {} left by an interrupted run", e.path().display());
-                let _ = std::fs::remove_dir_all(e.path());
+                let path = e.path();
+                let _ = if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
             }
         }
     }
@@ -411,4 +438,40 @@ impl Drop for TempDir {
             let _ = std::fs::remove_dir_all(&self.path);
         }
     }
+}
+
+/// The safetensors file `bytes` with its JSON header rewritten with every key sorted, the
+/// `__metadata__` entries included. The `safetensors` crate writes its metadata from a
+/// `HashMap`, in an order that changes from one process to the next, so that the same tensors
+/// gave files that differ in their bytes; segger's outputs are reproducible to the byte.
+pub fn sorted_safetensors_header(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    use std::collections::BTreeMap;
+    let n = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+        .ok_or("safetensors: shorter than its header size")?;
+    let head = bytes
+        .get(8..8usize.saturating_add(n))
+        .ok_or("safetensors: header longer than the file")?;
+    let header: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(head).map_err(|e| format!("safetensors header: {e}"))?;
+    let mut sorted = BTreeMap::new();
+    for (k, v) in header {
+        let v = if k == "__metadata__" {
+            let m: BTreeMap<String, String> =
+                serde_json::from_value(v).map_err(|e| format!("safetensors metadata: {e}"))?;
+            serde_json::to_value(m).map_err(|e| e.to_string())?
+        } else {
+            v
+        };
+        sorted.insert(k, v);
+    }
+    let mut head = serde_json::to_vec(&sorted).map_err(|e| e.to_string())?;
+    head.resize(head.len().next_multiple_of(8), b' ');
+    let data = &bytes[8 + n..];
+    let mut out = Vec::with_capacity(8 + head.len() + data.len());
+    out.extend_from_slice(&(head.len() as u64).to_le_bytes());
+    out.extend_from_slice(&head);
+    out.extend_from_slice(data);
+    Ok(out)
 }

@@ -130,3 +130,37 @@ fn a_dropped_temp_dir_is_removed() {
     };
     assert!(!p.exists());
 }
+
+/// A safetensors file of `header` (JSON) and 4 data bytes.
+fn st_file(header: &str) -> Vec<u8> {
+    let mut b = (header.len() as u64).to_le_bytes().to_vec();
+    b.extend_from_slice(header.as_bytes());
+    b.extend_from_slice(&[1, 2, 3, 4]);
+    b
+}
+
+#[test]
+fn safetensors_headers_are_sorted_to_the_byte() {
+    let t = r#""t":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}"#;
+    let a = st_file(&format!(
+        r#"{{"__metadata__":{{"format":"f","config":"c"}},{t}}}"#
+    ));
+    let b = st_file(&format!(
+        r#"{{{t},"__metadata__":{{"config":"c","format":"f"}}}}  "#
+    ));
+    let (sa, sb) = (
+        segger_fs::sorted_safetensors_header(&a).unwrap(),
+        segger_fs::sorted_safetensors_header(&b).unwrap(),
+    );
+    assert_eq!(sa, sb);
+    let n = u64::from_le_bytes(sa[..8].try_into().unwrap()) as usize;
+    assert_eq!(n % 8, 0, "the header is padded to 8 bytes");
+    let head = std::str::from_utf8(&sa[8..8 + n]).unwrap().trim_end();
+    assert_eq!(
+        head,
+        r#"{"__metadata__":{"config":"c","format":"f"},"t":{"data_offsets":[0,4],"dtype":"F32","shape":[1]}}"#
+    );
+    assert_eq!(&sa[8 + n..], &[1, 2, 3, 4], "the data is unchanged");
+    assert!(segger_fs::sorted_safetensors_header(&a[..5]).is_err());
+    assert!(segger_fs::sorted_safetensors_header(&st_file("{not json")).is_err());
+}

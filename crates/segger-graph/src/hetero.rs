@@ -255,7 +255,49 @@ pub struct HeteroGraph {
     pub edges: BTreeMap<EdgeType, EdgeStore>,
 }
 
+/// What graphs must share to be batched together: the dimension of the positions and the
+/// kind of features of both node types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    /// Transcript positions: 2 or 3 coordinates.
+    pub tx_pos_dim: usize,
+    /// Boundary positions: 2 or 3 coordinates.
+    pub bd_pos_dim: usize,
+    /// Transcript features: `None` for gene tokens, else the width of dense features.
+    pub tx_width: Option<usize>,
+    /// Boundary features: `None` for tokens, else the width of dense features.
+    pub bd_width: Option<usize>,
+}
+
+impl std::fmt::Display for Layout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let feat = |w: Option<usize>| w.map_or("tokens".to_string(), |w| format!("{w} features"));
+        write!(
+            f,
+            "transcripts {}-D with {}, boundaries {}-D with {}",
+            self.tx_pos_dim,
+            feat(self.tx_width),
+            self.bd_pos_dim,
+            feat(self.bd_width)
+        )
+    }
+}
+
 impl HeteroGraph {
+    /// The layout of this graph's nodes ([`Layout`]).
+    pub fn layout(&self) -> Layout {
+        let width = |x: &NodeFeatures| match x {
+            NodeFeatures::Tokens(_) => None,
+            NodeFeatures::Dense { width, .. } => Some(*width),
+        };
+        Layout {
+            tx_pos_dim: self.tx.pos_dim,
+            bd_pos_dim: self.bd.pos_dim,
+            tx_width: width(&self.tx.x),
+            bd_width: width(&self.bd.x),
+        }
+    }
+
     /// The node store of a type.
     pub fn node(&self, t: NodeType) -> &NodeStore {
         match t {

@@ -23,6 +23,6 @@ pub mod negative;
 pub use batch::{Batch, NodeOrigin};
 pub use error::GraphError;
 pub use hetero::{
-    EdgeStore, EdgeType, HeteroGraph, LabelStore, NodeFeatures, NodeIds, NodeStore, NodeType,
-    BELONGS, NEIGHBORS_BD, NEIGHBORS_TX,
+    EdgeStore, EdgeType, HeteroGraph, LabelStore, Layout, NodeFeatures, NodeIds, NodeStore,
+    NodeType, BELONGS, NEIGHBORS_BD, NEIGHBORS_TX,
 };

@@ -258,7 +258,8 @@ pub fn to_safetensors_bytes<B: GatBackend>(model: &Segger<B>) -> Vec<u8> {
         serde_json::to_string(&model.config).expect("config serialises"),
     );
     md.insert("format".to_string(), "segger-weights/1".to_string());
-    safetensors::serialize(views, Some(md)).expect("serialise weights")
+    let bytes = safetensors::serialize(views, Some(md)).expect("serialise weights");
+    segger_fs::sorted_safetensors_header(&bytes).expect("a header safetensors wrote")
 }
 
 /// Writes the model to `path` in PyG naming, atomically (temporary file, then rename).

@@ -26,6 +26,8 @@ pub mod synthetic;
 
 pub use input::{InputKind, ResolvedInput};
 pub use model_dir::{ModelDir, VocabSource};
-pub use run::{predict, PredictConfig, PredictError, PredictSummary, Quartiles, Timings};
+pub use run::{
+    predict, DuplicateIds, PredictConfig, PredictError, PredictSummary, Quartiles, Timings,
+};
 pub use segger_train::Accelerator;
 pub use state::{CellKind, TxRecord, NO_CELL, NO_GENE};

@@ -27,7 +27,7 @@ use serde::Serialize;
 use crate::geometry::{cell_polygon, polygon_area};
 use crate::input::ResolvedInput;
 use crate::model_dir::ModelDir;
-use crate::run::{PredictConfig, PredictError, PredictSummary, Quartiles, Timings};
+use crate::run::{DuplicateIds, PredictConfig, PredictError, PredictSummary, Quartiles, Timings};
 use crate::state::{CellKind, Collected, TxRecord, UnionFind, NO_CELL, NO_GENE};
 
 /// Name of the transcript table.
@@ -77,8 +77,10 @@ pub struct Resolved {
     pub cell_kinds: Vec<CellKind>,
     /// Cell aggregates.
     pub aggs: Vec<CellAgg>,
-    /// Duplicate decisions removed.
+    /// Duplicate decisions removed (one transcript decided by more than one tile).
     pub duplicates: usize,
+    /// Transcripts merged into another with the same id ([`DuplicateIds::Merge`]).
+    pub merged: usize,
     /// Components below `min_transcripts`.
     pub components_dropped: usize,
     /// Tiles predicted.
@@ -94,9 +96,35 @@ fn component_prefix(boundary_ids: &HashSet<String>) -> String {
     prefix
 }
 
+/// Whether two records with one id are the same transcript (seen by two tiles): same position
+/// and gene.
+fn same_transcript(a: &TxRecord, b: &TxRecord) -> bool {
+    let same = |p: f32, q: f32| p == q || (p.is_nan() && q.is_nan());
+    same(a.x, b.x) && same(a.y, b.y) && same(a.z, b.z) && a.gene == b.gene
+}
+
+/// The ids that name more than one transcript (different positions or genes) in `records`,
+/// sorted by id: the number of such ids, and the first one with two of its records.
+fn shared_ids(records: &[TxRecord]) -> (usize, Option<(TxRecord, TxRecord)>) {
+    let mut n = 0;
+    let mut first = None;
+    for group in records.chunk_by(|a, b| a.id == b.id) {
+        if let Some(other) = group[1..].iter().find(|r| !same_transcript(&group[0], r)) {
+            n += 1;
+            first.get_or_insert((group[0], *other));
+        }
+    }
+    (n, first)
+}
+
 /// De-duplicates (higher score wins), groups unassigned transcripts into components
 /// (`use_cc`), drops empty cells and computes every cell's aggregates.
-pub fn resolve(col: Collected, cfg: &PredictConfig) -> Resolved {
+///
+/// A transcript that two tiles decided (tiles without core bounds overlap) is kept once, with
+/// its higher score. An id shared by different transcripts (another position or gene) is an
+/// error unless `cfg.duplicate_ids` is [`DuplicateIds::Merge`], which keeps the record with the
+/// higher score and counts the others in [`Resolved::merged`].
+pub fn resolve(col: Collected, cfg: &PredictConfig) -> Result<Resolved, PredictError> {
     let Collected {
         mut records,
         mut cells,
@@ -107,9 +135,32 @@ pub fn resolve(col: Collected, cfg: &PredictConfig) -> Resolved {
     } = col;
     let key = |r: &TxRecord| if r.score.is_nan() { -1.0 } else { r.score };
     records.par_sort_unstable_by(|a, b| a.id.cmp(&b.id).then(key(b).total_cmp(&key(a))));
+    let (shared, example) = shared_ids(&records);
+    if shared > 0 && cfg.duplicate_ids == DuplicateIds::Error {
+        let (a, b) = example.expect("one example per shared id");
+        return Err(PredictError::Input(format!(
+            "--input: {shared} transcript ids name more than one transcript across the tiles, e.g. id {} at ({}, {}) gene {} and at ({}, {}) gene {}; the tiles come from different samples or were not made by one dataset creation (pass --duplicate_ids merge to keep one transcript per id, the higher score)",
+            a.id, a.x, a.y, a.gene, b.x, b.y, b.gene
+        )));
+    }
+    let merged = {
+        let mut m = 0;
+        for group in records.chunk_by(|a, b| a.id == b.id) {
+            m += group[1..]
+                .iter()
+                .filter(|r| !same_transcript(&group[0], r))
+                .count();
+        }
+        m
+    };
+    if merged > 0 {
+        tracing::warn!(
+            "--duplicate_ids merge: {merged} transcripts share their id with another and were merged into it ({shared} ids)"
+        );
+    }
     let before = records.len();
     records.dedup_by_key(|r| r.id);
-    let duplicates = before - records.len();
+    let duplicates = before - records.len() - merged;
     if duplicates > 0 {
         tracing::warn!(
             "{duplicates} transcripts were decided by more than one tile (no core bounds, or overlapping cores): the higher score was kept"
@@ -236,15 +287,16 @@ pub fn resolve(col: Collected, cfg: &PredictConfig) -> Resolved {
             }
         })
         .collect();
-    Resolved {
+    Ok(Resolved {
         records,
         cell_ids,
         cell_kinds,
         aggs,
         duplicates,
+        merged,
         components_dropped,
         tiles,
-    }
+    })
 }
 
 fn rt(path: &Path, e: impl std::fmt::Display) -> PredictError {
@@ -313,6 +365,7 @@ pub fn write_all(
         components_dropped: res.components_dropped,
         transcripts_per_cell: Quartiles::of_sorted(&per_cell),
         duplicates_resolved: res.duplicates,
+        ids_merged: res.merged,
         transcripts_per_second: 0.0,
         timings: Timings::default(),
         score_cut: cfg.cut(),
@@ -688,6 +741,7 @@ pub fn write_log(
             "components_dropped": s.components_dropped,
             "transcripts_per_cell": s.transcripts_per_cell,
             "duplicates_resolved": s.duplicates_resolved,
+            "ids_merged": s.ids_merged,
         }),
         timings: &s.timings,
         transcripts_per_second: s.transcripts_per_second,
@@ -742,7 +796,7 @@ mod tests {
             rec(7, 3.0, NO_CELL, 0.2),
             rec(3, 2.0, NO_CELL, 0.1),
         ];
-        let r = resolve(col, &cfg(false, 5));
+        let r = resolve(col, &cfg(false, 5)).unwrap();
         assert_eq!(r.duplicates, 2);
         let ids: Vec<i64> = r.records.iter().map(|r| r.id).collect();
         assert_eq!(ids, [3, 5, 7]);
@@ -750,6 +804,44 @@ mod tests {
         assert_eq!(r.cell_ids, ["B"], "A lost its only transcript");
         assert_eq!(r.records[1].cell, 0);
         assert_eq!(r.aggs[0].count, 1);
+    }
+
+    #[test]
+    fn an_id_shared_by_two_transcripts_is_an_error_unless_merged() {
+        let records = || {
+            vec![
+                rec(5, 1.0, NO_CELL, 0.6),
+                rec(5, 1.0, NO_CELL, 0.7), // the same transcript, seen by another tile
+                rec(6, 2.0, NO_CELL, 0.2),
+                rec(6, 4.0, NO_CELL, 0.3), // another transcript with id 6
+                rec(7, 3.0, NO_CELL, 0.2),
+            ]
+        };
+        let col = Collected {
+            records: records(),
+            ..Default::default()
+        };
+        let err = resolve(col, &cfg(false, 5)).unwrap_err().to_string();
+        assert!(
+            err.contains("1 transcript ids")
+                && err.contains("id 6")
+                && err.contains("--duplicate_ids"),
+            "{err}"
+        );
+        let col = Collected {
+            records: records(),
+            ..Default::default()
+        };
+        let mut c = cfg(false, 5);
+        c.duplicate_ids = DuplicateIds::Merge;
+        let r = resolve(col, &c).unwrap();
+        assert_eq!((r.duplicates, r.merged), (1, 1));
+        let kept: Vec<(i64, f32)> = r.records.iter().map(|r| (r.id, r.x)).collect();
+        assert_eq!(
+            kept,
+            [(5, 1.0), (6, 4.0), (7, 3.0)],
+            "the higher score is kept"
+        );
     }
 
     #[test]
@@ -762,7 +854,7 @@ mod tests {
             .collect();
         // 0-1-2 (size 3), 4-5 (size 2), 8-9 where 9 is assigned (no link), 6 and 7 alone.
         col.links = vec![(0, 1), (2, 1), (4, 5), (8, 9), (42, 0)];
-        let r = resolve(col, &cfg(true, 3));
+        let r = resolve(col, &cfg(true, 3)).unwrap();
         let cell_of = |id: usize| {
             let c = r.records[id].cell;
             (c != NO_CELL).then(|| r.cell_ids[c as usize].clone())

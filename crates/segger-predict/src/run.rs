@@ -63,6 +63,23 @@ pub struct PredictConfig {
     pub platform: Option<String>,
     /// Float32 matmuls on the GPU: plain f32 (`Highest`, as trained) or TF32 (`High`).
     pub float32_matmul_precision: MatmulPrecision,
+    /// What to do with a transcript id that names different transcripts in different tiles.
+    pub duplicate_ids: DuplicateIds,
+}
+
+/// What `predict` does with a transcript id shared by different transcripts (another position
+/// or gene) across the input tiles. One transcript decided by two tiles (overlapping tiles
+/// without core bounds) is always kept once, with its higher score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DuplicateIds {
+    /// Refuse the input, naming an example (the default: such tiles come from different samples
+    /// or were edited, and their output could not be joined back to the transcripts).
+    #[default]
+    Error,
+    /// Keep one transcript per id, the one with the higher score; the others are counted in
+    /// the summary (`ids_merged`) and are not in the output.
+    Merge,
 }
 
 impl PredictConfig {
@@ -87,6 +104,7 @@ impl PredictConfig {
             overwrite: false,
             platform: None,
             float32_matmul_precision: MatmulPrecision::Highest,
+            duplicate_ids: DuplicateIds::Error,
         }
     }
 
@@ -215,6 +233,8 @@ pub struct PredictSummary {
     /// Transcripts that more than one tile decided (tiles without core bounds, or overlapping
     /// cores); the higher score was kept.
     pub duplicates_resolved: usize,
+    /// Transcripts merged into another transcript with the same id (`--duplicate_ids merge`).
+    pub ids_merged: usize,
     /// Transcripts per second over the whole run.
     pub transcripts_per_second: f64,
     /// Stage timings.
@@ -446,7 +466,7 @@ pub fn predict(cfg: &PredictConfig) -> Result<PredictSummary, PredictError> {
     }
     let tmp = segger_fs::TempDir::next_to(&cfg.output, "tmp")?;
     let t = Instant::now();
-    let resolved_out = crate::outputs::resolve(collected, cfg);
+    let resolved_out = crate::outputs::resolve(collected, cfg)?;
     timings.resolve_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let mut summary =

@@ -43,7 +43,15 @@ pub enum SimError {
         /// What is wrong.
         message: String,
     },
-    /// A parquet or arrow failure while reading or writing a file.
+    /// A file that is not readable as parquet (corrupt, truncated, another format).
+    #[error("{path}: not a readable parquet file: {message}")]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        message: String,
+    },
+    /// A parquet or arrow failure while writing a file.
     #[error("{path}: {message}")]
     Parquet {
         /// The file.
@@ -65,4 +73,16 @@ pub enum SimError {
     /// The output folder cannot be written (segger-fs's rules).
     #[error(transparent)]
     Output(#[from] segger_fs::OutputError),
+}
+
+impl SimError {
+    /// The process exit code for this error: 2 for bad parameters or input (the files that were
+    /// read), 1 for a failure of the machine (I/O, writing).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            SimError::Io { .. } | SimError::Parquet { .. } => 1,
+            SimError::Output(o) => o.exit_code(),
+            _ => 2,
+        }
+    }
 }

@@ -25,6 +25,14 @@ fn pq_err(path: &Path, e: impl std::fmt::Display) -> SimError {
     }
 }
 
+/// A file that could not be read as parquet: bad input.
+fn corrupt(path: &Path, e: impl std::fmt::Display) -> SimError {
+    SimError::Unreadable {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
 /// Writer properties like pyarrow's defaults: snappy, row groups of 2^20 rows.
 fn props() -> WriterProperties {
     WriterProperties::builder()
@@ -62,7 +70,7 @@ pub(crate) fn read_columns(
         path: path.to_path_buf(),
         source,
     })?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| pq_err(path, e))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| corrupt(path, e))?;
     let schema = builder.schema().clone();
     let mut wanted: Vec<(&str, Option<usize>)> = Vec::new();
     for &c in required {
@@ -86,10 +94,10 @@ pub(crate) fn read_columns(
     let reader = builder
         .with_projection(mask)
         .build()
-        .map_err(|e| pq_err(path, e))?;
+        .map_err(|e| corrupt(path, e))?;
     let mut parts: Vec<Vec<ArrayRef>> = vec![Vec::new(); roots.len()];
     for batch in reader {
-        let batch = batch.map_err(|e| pq_err(path, e))?;
+        let batch = batch.map_err(|e| corrupt(path, e))?;
         for (k, part) in parts.iter_mut().enumerate() {
             part.push(batch.column(k).clone());
         }
@@ -101,7 +109,7 @@ pub(crate) fn read_columns(
             merged.push(arrow_array::new_empty_array(&dt));
         } else {
             let refs: Vec<&dyn Array> = part.iter().map(|a| a.as_ref()).collect();
-            merged.push(arrow_select_concat(&refs).map_err(|e| pq_err(path, e))?);
+            merged.push(arrow_select_concat(&refs).map_err(|e| corrupt(path, e))?);
         }
     }
     Ok(wanted

@@ -70,6 +70,9 @@ impl EpochRow {
     }
 }
 
+/// How long a row waits for its epoch's checkpoint (see [`CsvMetricLogger::after_checkpoints`]).
+pub const CHECKPOINT_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Reads the rows of a `metrics.csv`.
 pub fn read_metrics_csv(path: &Path) -> Vec<EpochRow> {
     std::fs::read_to_string(path)
@@ -78,8 +81,8 @@ pub fn read_metrics_csv(path: &Path) -> Vec<EpochRow> {
 }
 
 /// A burn-train metric logger that writes `metrics.csv` (one row per epoch, rewritten
-/// atomically after each epoch) and logs each epoch through `tracing`. Register it after
-/// burn's `FileMetricLogger`, which answers the metric queries of checkpointing.
+/// atomically after each epoch) and logs each epoch through `tracing`. It keeps no per-batch
+/// history, so it cannot serve burn-train's metric-based checkpointing or early stopping.
 pub struct CsvMetricLogger {
     path: PathBuf,
     rows: Vec<EpochRow>,
@@ -89,6 +92,7 @@ pub struct CsvMetricLogger {
     valid_stats: Arc<LoaderStats>,
     step_offset: u64,
     epochs: usize,
+    checkpoints: Option<PathBuf>,
 }
 
 impl CsvMetricLogger {
@@ -121,9 +125,45 @@ impl CsvMetricLogger {
             valid_stats,
             step_offset,
             epochs,
+            checkpoints: None,
         };
         me.write();
         me
+    }
+
+    /// Writes each epoch's row only once that epoch's checkpoint (`model-E.mpk`, `optim-E.mpk`
+    /// and `scheduler-E.mpk` in `dir`, written by burn-train's checkpointer on its own thread)
+    /// is complete, so that a row in `metrics.csv` always has its checkpoint: the row commits
+    /// the epoch. A checkpoint that has not appeared after [`CHECKPOINT_WAIT`] is reported and
+    /// the row written anyway.
+    pub fn after_checkpoints(mut self, dir: &Path) -> Self {
+        self.checkpoints = Some(dir.to_path_buf());
+        self
+    }
+
+    /// Waits until the checkpoint of `epoch` is complete (see [`Self::after_checkpoints`]).
+    fn wait_for_checkpoint(&self, epoch: usize) {
+        let Some(dir) = &self.checkpoints else {
+            return;
+        };
+        let complete = || {
+            ["model", "optim", "scheduler"].iter().all(|p| {
+                std::fs::metadata(dir.join(format!("{p}-{epoch}.mpk")))
+                    .is_ok_and(|m| m.is_file() && m.len() > 0)
+            })
+        };
+        let t0 = std::time::Instant::now();
+        while !complete() {
+            if t0.elapsed() > CHECKPOINT_WAIT {
+                tracing::warn!(
+                    "the checkpoint of epoch {epoch} is not in {} after {} s; writing its metrics row without it",
+                    dir.display(),
+                    CHECKPOINT_WAIT.as_secs()
+                );
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 
     /// The rows written so far.
@@ -241,9 +281,10 @@ impl MetricLogger for CsvMetricLogger {
                     row.wall_seconds,
                     row.loader_wait_seconds
                 );
+                self.running.clear();
+                self.wait_for_checkpoint(row.epoch);
                 self.rows.retain(|r| r.epoch != row.epoch);
                 self.rows.push(row);
-                self.running.clear();
                 self.write();
             }
             Split::Test(_) => {}

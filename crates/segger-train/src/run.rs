@@ -8,7 +8,6 @@ use burn::optim::Optimizer;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{DType, FloatDType};
-use burn::train::logger::FileMetricLogger;
 use burn::train::metric::{FBetaScoreMetric, LossMetric};
 use burn::train::{ExecutionStrategy, Learner, MultiDeviceOptim, SupervisedTraining};
 use segger_data::TileDataset;
@@ -161,7 +160,8 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Background threads reading tiles.
     pub num_workers: usize,
-    /// Continue from the last checkpoint in `default_root_dir`.
+    /// Continue from the last committed epoch in `default_root_dir` ([`committed_epoch`]), or
+    /// start the run there again when it has none.
     pub resume: bool,
 }
 
@@ -294,21 +294,14 @@ fn open_split(
             TrainError::Input(format!("--{what}: {}: {e}", ds.paths()[i].display()))
         })?;
         // Tiles of one batch are collated: they must share positions' and features' layout.
-        let layout = (
-            t.graph.tx.pos_dim,
-            t.graph.bd.pos_dim,
-            feature_width(&t.graph.tx.x),
-            feature_width(&t.graph.bd.x),
-        );
+        let layout = t.graph.layout();
         match first_layout {
             None => first_layout = Some((layout, i)),
             Some((l, j)) if l != layout => {
                 return Err(TrainError::Input(format!(
-                    "--{what}: {}: tile layout (transcript positions {}-D, boundary positions {}-D, feature widths {:?} / {:?}) differs from {} ({}-D, {}-D, {:?} / {:?}): a dataset's tiles must all be 2-D or all 3-D, with one feature layout",
+                    "--{what}: {}: tile layout ({layout}) differs from {} ({l}): a dataset's tiles must all be 2-D or all 3-D, with one feature layout",
                     ds.paths()[i].display(),
-                    layout.0, layout.1, layout.2, layout.3,
                     ds.paths()[j].display(),
-                    l.0, l.1, l.2, l.3,
                 )));
             }
             Some(_) => {}
@@ -318,37 +311,78 @@ fn open_split(
     Ok((ds, tx))
 }
 
-/// Token features (`None`) or the width of dense ones.
-fn feature_width(x: &segger_graph::NodeFeatures) -> Option<usize> {
-    match x {
-        segger_graph::NodeFeatures::Tokens(_) => None,
-        segger_graph::NodeFeatures::Dense { width, .. } => Some(*width),
-    }
+/// The epochs with a complete checkpoint in `root/checkpoint` (model, optimiser and scheduler
+/// files all present and not empty), oldest first.
+pub fn complete_checkpoints(root: &Path) -> Vec<usize> {
+    let dir = root.join("checkpoint");
+    let non_empty = |p: PathBuf| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.len() > 0);
+    let mut epochs: Vec<usize> = std::fs::read_dir(&dir)
+        .map(|r| {
+            r.filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.strip_prefix("model-")?
+                        .strip_suffix(".mpk")?
+                        .parse()
+                        .ok()
+                })
+                .filter(|ep| {
+                    ["model", "optim", "scheduler"]
+                        .iter()
+                        .all(|p| non_empty(dir.join(format!("{p}-{ep}.mpk"))))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    epochs.sort_unstable();
+    epochs
 }
 
 /// The epoch of the newest complete checkpoint in `root/checkpoint` (model, optimiser and
 /// scheduler files all present and not empty: a file cut short by a kill is zero bytes).
 pub fn last_checkpoint(root: &Path) -> Option<usize> {
+    complete_checkpoints(root).pop()
+}
+
+/// The newest committed epoch of the run in `root`: the newest epoch that has both a complete
+/// checkpoint and its row in `metrics.csv`. An epoch is committed in two steps (the checkpoint,
+/// then the row, which [`CsvMetricLogger`] writes only once the checkpoint is complete), so an
+/// epoch with one and not the other was cut short by a kill and is trained again on resume.
+pub fn committed_epoch(root: &Path) -> Option<usize> {
+    let rows = read_metrics_csv(&root.join("metrics.csv"));
+    complete_checkpoints(root)
+        .into_iter()
+        .rev()
+        .find(|e| rows.iter().any(|r| r.epoch == *e))
+}
+
+/// Brings a run folder to the state of its committed epoch `keep` (`None`: a fresh start)
+/// before training writes to it: removes the temporary files killed runs left (`.NAME.tmp-PID`
+/// in the folder, the recorder's hidden part-files in `checkpoint/`) and every checkpoint but
+/// `keep`'s. `metrics.csv` is rewritten to the committed rows by [`CsvMetricLogger::new`].
+fn tidy_run_dir(root: &Path, keep: Option<usize>) -> Result<(), TrainError> {
+    segger_fs::remove_stale_temps_in(root);
     let dir = root.join("checkpoint");
-    let non_empty = |p: PathBuf| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.len() > 0);
-    let mut epochs: Vec<usize> = std::fs::read_dir(&dir)
-        .ok()?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            name.strip_prefix("model-")?
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let epoch = ["model-", "optim-", "scheduler-"].iter().find_map(|p| {
+            name.strip_prefix(p)?
                 .strip_suffix(".mpk")?
-                .parse()
+                .parse::<usize>()
                 .ok()
-        })
-        .filter(|ep| {
-            ["model", "optim", "scheduler"]
-                .iter()
-                .all(|p| non_empty(dir.join(format!("{p}-{ep}.mpk"))))
-        })
-        .collect();
-    epochs.sort_unstable();
-    epochs.pop()
+        });
+        let part_file = name.starts_with('.') && name.ends_with(".mpk");
+        let stale = part_file || epoch.is_some_and(|ep| Some(ep) != keep);
+        if stale && e.path().is_file() {
+            tracing::debug!("removing {}", e.path().display());
+            std::fs::remove_file(e.path())
+                .map_err(|err| TrainError::Runtime(format!("{}: {err}", e.path().display())))?;
+        }
+    }
+    Ok(())
 }
 
 /// The numeric flags outside the model configuration, each against the range that makes
@@ -451,22 +485,23 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary, TrainError> {
     let (val_ds, _) = open_split(&cfg.val_dir, "val_dir", &cfg.model)?;
     let resume_epoch = if cfg.resume {
         check_same_model(cfg)?;
-        match last_checkpoint(&cfg.default_root_dir) {
-            Some(e) => Some(e),
-            None => {
-                return Err(TrainError::Input(format!(
-                    "--resume: {} has no complete checkpoint to resume from",
-                    cfg.default_root_dir.join("checkpoint").display()
-                )))
-            }
+        let committed = committed_epoch(&cfg.default_root_dir);
+        if committed.is_none() {
+            tracing::info!(
+                "--resume: {} holds no completed epoch; starting the run from epoch 1",
+                cfg.default_root_dir.display()
+            );
         }
+        committed
     } else {
+        // What a run killed while writing its first file left is not the user's.
+        segger_fs::remove_stale_temps_in(&cfg.default_root_dir);
         if cfg.default_root_dir.join("metrics.csv").exists()
             || cfg.default_root_dir.join("checkpoint").exists()
             || cfg.default_root_dir.join("run_config.json").exists()
         {
             return Err(TrainError::Input(format!(
-                "--default_root_dir: {} already holds a run; pass --resume to continue it or choose another directory",
+                "--default_root_dir: {} already holds a run; pass --resume to continue it (a run stopped before its first epoch ended starts again) or choose another directory",
                 cfg.default_root_dir.display()
             )));
         }
@@ -482,9 +517,14 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary, TrainError> {
         None
     };
     if let Some(e) = resume_epoch {
-        if e >= cfg.epochs {
+        // A run killed after its last epoch but before its model was written finishes now.
+        let finished = cfg.default_root_dir.join("model.safetensors").exists();
+        if e > cfg.epochs || (e == cfg.epochs && finished) {
             return Err(TrainError::Input(format!("--resume: the checkpoint is at epoch {e}, and --epochs is {}: nothing left to train", cfg.epochs)));
         }
+    }
+    if cfg.resume {
+        tidy_run_dir(&cfg.default_root_dir, resume_epoch)?;
     }
     let ctx = RunContext {
         cfg,
@@ -762,7 +802,8 @@ where
         Arc::clone(&valid_loader.stats),
         ctx.resume_epoch,
         cfg.epochs,
-    );
+    )
+    .after_checkpoints(&root.join("checkpoint"));
     let recorder = AtomicRecorder::new(NamedMpkFileRecorder::<FullPrecisionSettings>::new());
     let strategy = if devices.len() == 1 {
         ExecutionStrategy::SingleDevice(device.clone())
@@ -785,7 +826,11 @@ where
         .metric_valid_numeric(crate::metrics::LinkAurocMetric::default())
         .metric_valid_numeric(FBetaScoreMetric::binary(1.0, 0.5))
         .with_file_checkpointer(recorder)
-        .with_metric_logger(FileMetricLogger::new(root))
+        // The last three epochs (the default also keeps the lowest validation loss, a choice
+        // whose bookkeeping a resumed run loses, so that those checkpoints were never removed).
+        // Resume needs only the newest committed one; the older two cover a row still on its
+        // way when the next checkpoint is written.
+        .with_checkpointing_strategy(burn::train::checkpoint::KeepLastNCheckpoints::new(3))
         .with_metric_logger(csv)
         .with_application_logger(None)
         .with_training_strategy(strategy.into())

@@ -510,7 +510,7 @@ pub fn weights_to_safetensors(w: &ModelWeights, cfg: &SeggerConfig) -> Result<Ve
         serde_json::to_string(cfg).map_err(|e| e.to_string())?,
     );
     md.insert("format".to_string(), WEIGHTS_FORMAT.to_string());
-    safetensors::serialize(views, Some(md)).map_err(|e| e.to_string())
+    crate::tile::serialize_safetensors(views, md)
 }
 
 /// What [`import_checkpoint`] wrote.
