@@ -16,6 +16,7 @@
 //!   autotune results.
 #![warn(missing_docs)]
 
+pub mod backend;
 pub mod calibration;
 mod config;
 mod gat;

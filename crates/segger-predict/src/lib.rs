@@ -29,5 +29,5 @@ pub use model_dir::{ModelDir, VocabSource};
 pub use run::{
     predict, DuplicateIds, PredictConfig, PredictError, PredictSummary, Quartiles, Timings,
 };
-pub use segger_train::Accelerator;
+pub use segger_model::backend::Accelerator;
 pub use state::{CellKind, TxRecord, NO_CELL, NO_GENE};

@@ -494,17 +494,7 @@ pub fn predict(cfg: &PredictConfig) -> Result<PredictSummary, PredictError> {
 }
 
 fn dispatch(ctx: &Context<'_>) -> Result<(Collected, String), PredictError> {
-    let acc = match ctx.cfg.accelerator {
-        Accelerator::Auto => {
-            if cfg!(feature = "cuda") && segger_train::run::cuda_available() {
-                Accelerator::Cuda
-            } else {
-                Accelerator::Cpu
-            }
-        }
-        a => a,
-    };
-    match acc {
+    match ctx.cfg.accelerator.resolve() {
         Accelerator::Cpu => {
             #[cfg(feature = "flex")]
             {
@@ -524,7 +514,7 @@ fn dispatch(ctx: &Context<'_>) -> Result<(Collected, String), PredictError> {
         Accelerator::Wgpu => {
             #[cfg(feature = "wgpu")]
             {
-                segger_train::run::kernel_cache();
+                segger_model::backend::kernel_cache();
                 collect::<burn::backend::Wgpu>(ctx, &burn::backend::wgpu::WgpuDevice::DefaultDevice)
                     .map(|c| (c, "wgpu".to_string()))
             }
@@ -536,10 +526,10 @@ fn dispatch(ctx: &Context<'_>) -> Result<(Collected, String), PredictError> {
         Accelerator::Cuda => {
             #[cfg(feature = "cuda")]
             {
-                if !segger_train::run::cuda_available() {
+                if !segger_model::backend::cuda_available() {
                     return Err(PredictError::Backend("--accelerator cuda: no CUDA driver or device found (libcuda could not be loaded or reports no device)".into()));
                 }
-                segger_train::run::kernel_cache();
+                segger_model::backend::kernel_cache();
                 collect::<burn::backend::Cuda>(ctx, &burn::backend::cuda::CudaDevice::new(0))
                     .map(|c| (c, "cuda".to_string()))
             }

@@ -22,34 +22,9 @@ use crate::lit::LitSegger;
 use crate::loader::TileBatchLoader;
 use crate::recorder::AtomicRecorder;
 
-/// Where training runs (`--accelerator`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Accelerator {
-    /// The CPU backend (`flex`, or `ndarray` when built with that feature only).
-    Cpu,
-    /// A GPU through wgpu (Vulkan, Metal, DX12); cargo feature `wgpu`.
-    Wgpu,
-    /// An NVIDIA GPU through CUDA; cargo feature `cuda`.
-    Cuda,
-    /// CUDA when built in and a device answers, else wgpu when built in, else the CPU.
-    Auto,
-}
-
-impl std::str::FromStr for Accelerator {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "cpu" => Ok(Self::Cpu),
-            "wgpu" | "gpu-wgpu" | "vulkan" => Ok(Self::Wgpu),
-            "cuda" | "gpu" => Ok(Self::Cuda),
-            "auto" => Ok(Self::Auto),
-            other => Err(format!(
-                "unknown accelerator {other:?}: expected cpu, wgpu, cuda or auto"
-            )),
-        }
-    }
-}
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub use segger_model::backend::kernel_cache;
+pub use segger_model::backend::{cuda_available, Accelerator};
 
 /// Numeric precision (`--precision`), spelled as Lightning spells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -545,17 +520,7 @@ struct RunContext<'a> {
 }
 
 fn dispatch(ctx: RunContext<'_>) -> Result<TrainSummary, TrainError> {
-    let acc = match ctx.cfg.accelerator {
-        Accelerator::Auto => {
-            if cfg!(feature = "cuda") && crate::run::cuda_available() {
-                Accelerator::Cuda
-            } else {
-                Accelerator::Cpu
-            }
-        }
-        a => a,
-    };
-    match acc {
+    match ctx.cfg.accelerator.resolve() {
         Accelerator::Cpu => {
             if let Some(flag) = ctx.cfg.precision.flag_if_mixed() {
                 return Err(TrainError::Input(format!(
@@ -625,36 +590,6 @@ fn dispatch(ctx: RunContext<'_>) -> Result<TrainSummary, TrainError> {
             }
         }
         Accelerator::Auto => unreachable!("resolved above"),
-    }
-}
-
-/// Turns on the on-disk caches of compiled GPU kernels and autotune results
-/// ([`segger_model::kernel_cache`]) before the first GPU device is used, and logs where they are
-/// (once). CubeCL reads its configuration when the first device starts, so this runs before any
-/// device is touched, [`cuda_available`]'s probe included.
-#[cfg(any(feature = "wgpu", feature = "cuda"))]
-pub fn kernel_cache() {
-    static LOGGED: std::sync::Once = std::sync::Once::new();
-    let cache = segger_model::kernel_cache::configure_kernel_cache();
-    LOGGED.call_once(|| tracing::info!("GPU: {cache}"));
-}
-
-/// Whether a CUDA device can be initialised (the driver library loads and device 0 answers).
-pub fn cuda_available() -> bool {
-    #[cfg(feature = "cuda")]
-    {
-        // Probing starts the device, which fixes CubeCL's configuration: caches first.
-        kernel_cache();
-        std::panic::catch_unwind(|| {
-            let d = burn::backend::cuda::CudaDevice::new(0);
-            let t = burn::tensor::Tensor::<burn::backend::Cuda, 1>::ones([1], &d);
-            t.into_data();
-        })
-        .is_ok()
-    }
-    #[cfg(not(feature = "cuda"))]
-    {
-        false
     }
 }
 
