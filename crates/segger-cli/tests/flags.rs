@@ -51,6 +51,7 @@ const PREDICT: &[&str] = &[
     "dist_bd",
     "score_cut",
     "distance_scale",
+    "expression_weight",
     "reach",
     "k_tx",
     "dist_tx",

@@ -43,6 +43,11 @@ pub struct PredictConfig {
     /// `reach × √(area/π)` from a transcript is not its candidate. 0 turns the limit off (the
     /// reference: every boundary within `dist_bd`).
     pub reach: f32,
+    /// Weight of the expression term in the choice among a transcript's candidates and in the
+    /// score the cut applies to: `weight · ln(p_b(g) / p(g))`, the log-ratio of the transcript's
+    /// gene under the boundary's expression profile (from a first assignment within the tile)
+    /// and under the tile's. 0 turns it off.
+    pub expression_weight: f32,
     /// Group unassigned transcripts into new cells by connected components.
     pub use_cc: bool,
     /// Neighbours per transcript considered for links (`use_cc`).
@@ -94,6 +99,7 @@ impl PredictConfig {
             score_cut: None,
             distance_scale: 0.5,
             reach: 2.5,
+            expression_weight: 4.0,
             use_cc: true,
             k_tx: 10,
             dist_tx: 1.5,
@@ -365,6 +371,12 @@ fn check_flags(cfg: &PredictConfig) -> Result<(), PredictError> {
             cfg.distance_scale
         ));
     }
+    if !(cfg.expression_weight.is_finite() && (0.0..=100.0).contains(&cfg.expression_weight)) {
+        return bad(format!(
+            "--expression_weight must lie in [0, 100], got {}",
+            cfg.expression_weight
+        ));
+    }
     if let Some(c) = cfg.score_cut.filter(|c| !(0.0..=1.0).contains(c)) {
         return bad(format!("--score_cut must lie in [0, 1], got {c}"));
     }
@@ -563,6 +575,97 @@ fn in_core(b: &TileBounds, x: f32, y: f32) -> bool {
     x >= b.x && x < b.x + b.width && y >= b.y && y < b.y + b.height
 }
 
+/// Pseudo-transcripts of the tile's gene distribution added to each boundary's expression
+/// profile (`--expression_weight`).
+pub const PROFILE_PRIOR: f32 = 30.0;
+/// A transcript first assigned to a boundary counts towards the boundary's profile when it lies
+/// within this many equivalent radii of the boundary's centroid (the nucleus and its rim: the
+/// transcripts least likely to belong to another cell).
+pub const PROFILE_REACH: f32 = 1.5;
+/// The neighbourhood whose genes weigh a transcript's candidates: the transcript and its
+/// nearest neighbours, at most this many in all...
+pub const NEIGHBOURHOOD_SIZE: usize = 10;
+/// ...within this distance (µm, in the x-y plane).
+pub const NEIGHBOURHOOD_RADIUS: f32 = 3.0;
+
+/// The boundaries' expression profiles within one tile, from a first assignment, and the term
+/// they add to a candidate: `weight × mean over the transcript's neighbourhood of
+/// ln(p_b(g) / p(g))`, where `p_b` is the gene distribution of the profile's transcripts
+/// ([`PROFILE_REACH`]; smoothed towards `p` by [`PROFILE_PRIOR`] pseudo-transcripts, each
+/// neighbour left out of the profile it belongs to) and `p` that of the whole tile.
+struct ExpressionProfiles<'a> {
+    genes: &'a [i64],
+    n_genes: usize,
+    counts: Vec<f32>,
+    totals: Vec<f32>,
+    background: Vec<f32>,
+    /// `ln(p_b(g) / p(g))` by boundary and gene, nobody left out.
+    log_ratio: Vec<f32>,
+    /// The boundary each transcript's count went to, or [`NO_CELL`].
+    member: Vec<u32>,
+}
+
+impl<'a> ExpressionProfiles<'a> {
+    /// Profiles of `boundaries` boundaries from `member` (per transcript of the tile: the
+    /// boundary whose profile it counts towards, or [`NO_CELL`]).
+    fn new(genes: &'a [i64], member: Vec<u32>, boundaries: usize) -> Self {
+        let gene = |g: i64| g.max(0) as usize;
+        let n_genes = genes.iter().map(|&g| gene(g) + 1).max().unwrap_or(1);
+        let mut background = vec![1.0f32; n_genes];
+        for &g in genes {
+            background[gene(g)] += 1.0;
+        }
+        let total: f32 = background.iter().sum();
+        background.iter_mut().for_each(|p| *p /= total);
+        let mut counts = vec![0.0f32; boundaries * n_genes];
+        let mut totals = vec![0.0f32; boundaries];
+        for (i, &b) in member.iter().enumerate() {
+            if b != NO_CELL {
+                counts[b as usize * n_genes + gene(genes[i])] += 1.0;
+                totals[b as usize] += 1.0;
+            }
+        }
+        let mut me = Self {
+            genes,
+            n_genes,
+            counts,
+            totals,
+            background,
+            log_ratio: Vec::new(),
+            member,
+        };
+        me.log_ratio = (0..boundaries * n_genes)
+            .map(|k| me.ratio(k / n_genes, k % n_genes, 0.0))
+            .collect();
+        me
+    }
+
+    /// `ln(p_b(g) / p(g))` with `out` transcripts of gene `g` left out of `b`'s profile.
+    fn ratio(&self, b: usize, g: usize, out: f32) -> f32 {
+        let count = (self.counts[b * self.n_genes + g] - out).max(0.0);
+        let total = (self.totals[b] - out).max(0.0);
+        let p0 = self.background[g];
+        ((count + PROFILE_PRIOR * p0) / (total + PROFILE_PRIOR) / p0).ln()
+    }
+
+    /// The mean log-ratio of the genes of `hood` (tile-local transcripts, `me` among them)
+    /// under boundary `b`; `me` is left out of `b`'s profile when it is `b`'s member.
+    fn mean_log_ratio(&self, hood: &[u32], me: usize, b: usize) -> f32 {
+        let sum: f32 = hood
+            .iter()
+            .map(|&j| {
+                let g = self.genes[j as usize].max(0) as usize;
+                if j as usize == me && self.member[me] as usize == b {
+                    self.ratio(b, g, 1.0)
+                } else {
+                    self.log_ratio[b * self.n_genes + g]
+                }
+            })
+            .sum();
+        sum / hood.len().max(1) as f32
+    }
+}
+
 /// Scores tile `t` of a batch: each transcript of its core against its `k_bd` nearest
 /// boundaries within `dist_bd`, and (with `use_cc`) links from unassigned transcripts to
 /// similar neighbours.
@@ -597,7 +700,16 @@ fn score_tile(
     let core: Vec<usize> = (0..n)
         .filter(|&i| bounds.is_none_or(|b| in_core(b, pos[i * pd], pos[i * pd + 1])))
         .collect();
-    let queries: Vec<f32> = core
+    // With the expression term, every transcript of the tile (its margin too) is scored, so
+    // that the boundaries' expression profiles can be estimated; otherwise the core only.
+    let genes = tokens.map(|tk| &tk[t0..t1]);
+    let expression = cfg.expression_weight > 0.0 && genes.is_some();
+    let scored: Vec<usize> = if expression {
+        (0..n).collect()
+    } else {
+        core.clone()
+    };
+    let queries: Vec<f32> = scored
         .iter()
         .flat_map(|&i| [pos[i * pd], pos[i * pd + 1]])
         .collect();
@@ -613,12 +725,15 @@ fn score_tile(
             .collect(),
         _ => vec![0.0; b1 - b0],
     };
-    // Per transcript: (choice key, model score, boundary). The distance term only ranks the
-    // candidates; the cut applies to the chosen candidate's model score.
-    let mut best: Vec<(f32, f32, u32)> = vec![(f32::NAN, f32::NAN, NO_CELL); core.len()];
+    // The candidates within reach: (scored index, boundary, ranking logit, model logit). The
+    // distance term only ranks the candidates; the cut applies to the model's score.
+    let mut pairs: Vec<(usize, usize, f32, f32)> = Vec::with_capacity(cand.src.len());
+    // (scored index, boundary) pairs close enough for the transcript to count towards the
+    // boundary's expression profile.
+    let mut inner: Vec<(usize, u32)> = Vec::new();
     for (q, b) in cand.src.iter().zip(&cand.dst) {
         let (q, b) = (*q as usize, *b as usize);
-        let i = core[q] + t0;
+        let i = scored[q] + t0;
         let j = b + b0;
         let raw = dot(&ztx[i * d..(i + 1) * d], &zbd[j * d..(j + 1) * d]);
         let mut logit = raw;
@@ -629,12 +744,70 @@ fn score_tile(
         if cfg.distance_scale > 0.0 {
             logit -= (dist - radius[b]).max(0.0) / cfg.distance_scale;
         }
-        let s = sigmoid(logit);
-        let cur = &mut best[q];
-        if cur.0.is_nan() || s > cur.0 {
-            *cur = (s, sigmoid(raw), b as u32);
+        if dist <= PROFILE_REACH * radius[b] {
+            inner.push((q, b as u32));
+        }
+        pairs.push((q, b, logit, raw));
+    }
+    // Per scored transcript: (choice key, model score, boundary).
+    let choose = |bonus: &dyn Fn(usize, usize) -> f32| {
+        let mut best: Vec<(f32, f32, u32)> = vec![(f32::NAN, f32::NAN, NO_CELL); scored.len()];
+        for &(q, b, logit, raw) in &pairs {
+            let e = bonus(q, b);
+            let key = logit + e;
+            let cur = &mut best[q];
+            if cur.0.is_nan() || key > cur.0 {
+                *cur = (key, sigmoid(raw + e), b as u32);
+            }
+        }
+        best
+    };
+    let mut best = choose(&|_, _| 0.0);
+    // Per scored transcript: the boundary its profile membership may go to (the first choice,
+    // when it lies within PROFILE_REACH radii of it).
+    let mut profile_member = vec![NO_CELL; scored.len()];
+    for &(q, b) in &inner {
+        if best[q].2 == b {
+            profile_member[q] = b;
         }
     }
+    if let (true, Some(genes)) = (expression, genes) {
+        // Every transcript of the tile is scored here (`scored[q] == q`).
+        let member: Vec<u32> = best
+            .iter()
+            .zip(&profile_member)
+            .map(|(&(_, score, b), &inner)| {
+                if b != NO_CELL && score >= cfg.cut() && inner == b {
+                    b
+                } else {
+                    NO_CELL
+                }
+            })
+            .collect();
+        let profiles = ExpressionProfiles::new(genes, member, b1 - b0);
+        let xy: Vec<f32> = (0..n)
+            .flat_map(|i| [pos[i * pd], pos[i * pd + 1]])
+            .collect();
+        let params = KnnParams {
+            k: NEIGHBOURHOOD_SIZE,
+            radius: NEIGHBOURHOOD_RADIUS,
+            keep_self: true,
+        };
+        let nb = knn_bipartite(&xy, &xy, 2, params)
+            .map_err(|e| PredictError::Input(format!("{}: {e}", path.display())))?;
+        let mut hood: Vec<Vec<u32>> = vec![Vec::new(); n];
+        for (q, j) in nb.src.iter().zip(&nb.dst) {
+            hood[*q as usize].push(*j as u32);
+        }
+        let w = cfg.expression_weight;
+        best = choose(&|q, b| w * profiles.mean_log_ratio(&hood[q], q, b));
+    }
+    // Back to the core's transcripts.
+    let best: Vec<(f32, f32, u32)> = if expression {
+        core.iter().map(|&i| best[i]).collect()
+    } else {
+        best
+    };
     let mut records = Vec::with_capacity(core.len());
     let mut assigned_local = vec![false; n];
     let mut unassigned = Vec::new();
@@ -818,5 +991,29 @@ mod tests {
         assert_eq!(q.median, 2.5);
         assert_eq!(q.q3, 3.25);
         assert_eq!(Quartiles::of_sorted(&[]).median, 0.0);
+    }
+
+    #[test]
+    fn expression_profiles_favour_the_boundary_whose_genes_a_neighbourhood_shares() {
+        // Boundary 0 holds five transcripts of gene 0, boundary 1 five of gene 1; transcript 10
+        // (gene 0) belongs to neither.
+        let genes: Vec<i64> = [0; 5].into_iter().chain([1; 5]).chain([0]).collect();
+        let member: Vec<u32> = [0; 5].into_iter().chain([1; 5]).chain([NO_CELL]).collect();
+        let p = ExpressionProfiles::new(&genes, member, 2);
+        // Tile: gene 0 six of 11 (+1 pseudo-count each): p(0) = 7/13.
+        let p0 = 7.0f32 / 13.0;
+        let expect = |count: f32, total: f32| {
+            ((count + PROFILE_PRIOR * p0) / (total + PROFILE_PRIOR) / p0).ln()
+        };
+        let hood = [10u32, 0, 1];
+        let to0 = p.mean_log_ratio(&hood, 10, 0);
+        let to1 = p.mean_log_ratio(&hood, 10, 1);
+        assert!((to0 - expect(5.0, 5.0)).abs() < 1e-5, "{to0}");
+        assert!((to1 - expect(0.0, 5.0)).abs() < 1e-5, "{to1}");
+        assert!(to0 > 0.0 && to1 < 0.0);
+        // A member is left out of its own boundary's profile: weaker evidence.
+        let own = p.mean_log_ratio(&[0], 0, 0);
+        assert!((own - expect(4.0, 4.0)).abs() < 1e-5, "{own}");
+        assert!(own < to0);
     }
 }
