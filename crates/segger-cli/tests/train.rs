@@ -293,6 +293,42 @@ fn a_run_killed_in_its_first_epoch_starts_again_with_resume() {
 }
 
 #[test]
+fn a_diverging_run_stops_at_the_first_non_finite_epoch_and_writes_no_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (train, val) = dataset(tmp.path(), 4);
+    // Boundary features near the largest float: the first layer overflows, the loss is NaN.
+    for dir in [&train, &val] {
+        for e in std::fs::read_dir(dir.join("processed")).unwrap() {
+            let p = e.unwrap().path();
+            let mut tile = segger_data::tile::read_tile(&p, None).unwrap();
+            if let segger_graph::NodeFeatures::Dense { values, .. } = &mut tile.graph.bd.x {
+                values.iter_mut().for_each(|v| *v = 3.0e38);
+            }
+            segger_data::tile::write_tile(&p, &tile).unwrap();
+        }
+    }
+    let run = tmp.path().join("run");
+    let out = bin()
+        .args(train_args(&train, &val, &run))
+        .args(["--epochs", "5"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("training diverged") && err.contains("epoch 1 (step 1)"),
+        "{err}"
+    );
+    assert!(
+        rows(&run).len() < 5,
+        "the run went on after the loss left the numbers"
+    );
+    for f in ["model.safetensors", "config.json", "calibration.json"] {
+        assert!(!run.join(f).exists(), "{f} written from a diverged run");
+    }
+}
+
+#[test]
 fn tiles_mixing_2d_and_3d_positions_are_refused_before_training() {
     let tmp = tempfile::tempdir().unwrap();
     let (train, val) = dataset(tmp.path(), 2);

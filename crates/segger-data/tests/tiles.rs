@@ -361,3 +361,81 @@ fn dataset_info_round_trips() {
         .to_string()
         .contains("dataset.json"));
 }
+
+/// The stable-toolchain harness of the `tile` fuzz target (`fuzz/fuzz_targets/tile.rs`):
+/// mutations of a real tile (truncations, byte changes biased toward the JSON header, edits of
+/// the header's numbers) are each read without a panic, as a tile or as an error naming the
+/// file, quickly. `SEGGER_FUZZ_SCALE` multiplies the iterations (and varies the seed).
+#[test]
+fn mutated_safetensors_tiles_give_errors_not_panics() {
+    use rand::{Rng, SeedableRng};
+    let scale: u64 = std::env::var("SEGGER_FUZZ_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x7113 + scale - 1);
+    let path = common::test_data("parity/tile.safetensors");
+    let orig = std::fs::read(&path).unwrap();
+    let header_len = u64::from_le_bytes(orig[..8].try_into().unwrap()) as usize;
+    let (mut runs, mut errors) = (0usize, 0usize);
+    let mut slowest = std::time::Duration::ZERO;
+    let mut run = |bytes: &[u8]| {
+        let t = std::time::Instant::now();
+        let r = parse_tile(&path, bytes, Some(500));
+        slowest = slowest.max(t.elapsed());
+        if let Err(e) = r {
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&*path.to_string_lossy()),
+                "error does not name the file: {msg}"
+            );
+            errors += 1;
+        }
+        runs += 1;
+    };
+    for len in (0..80).chain(orig.len() - 40..orig.len()) {
+        run(&orig[..len]);
+    }
+    for _ in 0..200 * scale {
+        run(&orig[..rng.random_range(0..orig.len())]);
+    }
+    for i in 0..1500 * scale {
+        let mut b = orig.clone();
+        match i % 3 {
+            // Random bytes anywhere (the size prefix, the header, the tensors).
+            0 => {
+                for _ in 0..rng.random_range(1..6) {
+                    let at = rng.random_range(0..b.len());
+                    b[at] = rng.random();
+                }
+            }
+            // A digit of the JSON header changed: shapes, offsets, core bounds.
+            1 => {
+                let digits: Vec<usize> = (8..8 + header_len)
+                    .filter(|&k| b[k].is_ascii_digit())
+                    .collect();
+                for _ in 0..rng.random_range(1..3) {
+                    let at = digits[rng.random_range(0..digits.len())];
+                    b[at] = b"0123456789-9"[rng.random_range(0..12)];
+                }
+            }
+            // The size prefix set to extreme values.
+            _ => {
+                let v: u64 =
+                    [0, 1, 7, u64::MAX, header_len as u64 + 8, 1 << 40][rng.random_range(0..6)];
+                b[..8].copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        run(&b);
+    }
+    assert!(runs > 1500, "{runs} runs");
+    assert!(
+        errors > runs / 2,
+        "only {errors} of {runs} mutated tiles failed"
+    );
+    assert!(
+        slowest < std::time::Duration::from_secs(2),
+        "slowest read took {slowest:?}"
+    );
+}

@@ -93,6 +93,7 @@ pub struct CsvMetricLogger {
     step_offset: u64,
     epochs: usize,
     checkpoints: Option<PathBuf>,
+    interrupter: Option<burn::train::Interrupter>,
 }
 
 impl CsvMetricLogger {
@@ -126,6 +127,7 @@ impl CsvMetricLogger {
             step_offset,
             epochs,
             checkpoints: None,
+            interrupter: None,
         };
         me.write();
         me
@@ -138,6 +140,13 @@ impl CsvMetricLogger {
     /// the row written anyway.
     pub fn after_checkpoints(mut self, dir: &Path) -> Self {
         self.checkpoints = Some(dir.to_path_buf());
+        self
+    }
+
+    /// Stops the training through `interrupter` (the one given to burn-train) at the first epoch
+    /// whose training or validation loss is not a finite number: the next epoch does not run.
+    pub fn stop_on_divergence(mut self, interrupter: burn::train::Interrupter) -> Self {
+        self.interrupter = Some(interrupter);
         self
     }
 
@@ -282,6 +291,16 @@ impl MetricLogger for CsvMetricLogger {
                     row.loader_wait_seconds
                 );
                 self.running.clear();
+                if !(row.train_loss.is_finite() && row.validation_loss.is_finite()) {
+                    if let Some(i) = &self.interrupter {
+                        tracing::error!(
+                            "epoch {} (step {}): the loss is not finite; stopping",
+                            row.epoch,
+                            row.step
+                        );
+                        i.stop(Some("the loss is not finite"));
+                    }
+                }
                 self.wait_for_checkpoint(row.epoch);
                 self.rows.retain(|r| r.epoch != row.epoch);
                 self.rows.push(row);

@@ -731,6 +731,7 @@ where
     };
     let valid_loader = Arc::new(val_loader(start_epoch));
     let stats = Arc::clone(&train_loader.stats);
+    let interrupter = burn::train::Interrupter::new();
     let csv = CsvMetricLogger::new(
         root,
         Arc::clone(&stats),
@@ -738,7 +739,8 @@ where
         ctx.resume_epoch,
         cfg.epochs,
     )
-    .after_checkpoints(&root.join("checkpoint"));
+    .after_checkpoints(&root.join("checkpoint"))
+    .stop_on_divergence(interrupter.clone());
     let recorder = AtomicRecorder::new(NamedMpkFileRecorder::<FullPrecisionSettings>::new());
     let strategy = if devices.len() == 1 {
         ExecutionStrategy::SingleDevice(device.clone())
@@ -768,6 +770,7 @@ where
         .with_checkpointing_strategy(burn::train::checkpoint::KeepLastNCheckpoints::new(3))
         .with_metric_logger(csv)
         .with_application_logger(None)
+        .with_interrupter(interrupter)
         .with_training_strategy(strategy.into())
         .num_epochs(cfg.epochs);
     if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
@@ -786,8 +789,8 @@ where
     let rows = read_metrics_csv(&root.join("metrics.csv"));
     if let Some(r) = first_non_finite(&rows) {
         return Err(TrainError::Runtime(format!(
-            "training diverged: the loss of epoch {} is not finite (train {}, validation {}); no model was written (lower --learning_rate, or --gradient_clip_val)",
-            r.epoch, r.train_loss, r.validation_loss
+            "training diverged: the loss of epoch {} (step {}) is not finite (train {}, validation {}); training stopped there and no model was written (lower --learning_rate, or set --gradient_clip_val)",
+            r.epoch, r.step, r.train_loss, r.validation_loss
         )));
     }
     // The assignment threshold, picked on the validation tiles with the final weights.
