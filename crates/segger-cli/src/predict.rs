@@ -54,6 +54,11 @@ pub struct PredictArgs {
         default_value_t = 4.0
     )]
     pub expression_weight: f32,
+    /// A transcript within inner_reach equivalent radii (√(area/π)) of its chosen boundary's
+    /// centroid is assigned to it whatever its score (the nucleus and its rim); 0 = off (the
+    /// reference: the cut decides alone), 0–100.
+    #[arg(long = "inner_reach", alias = "inner-reach", default_value_t = 1.5)]
+    pub inner_reach: f32,
     /// Reach of a nucleus, in equivalent radii (√(area/π)): a transcript farther than that from
     /// a boundary's centroid is not its candidate; 0 = no limit but --dist_bd (the reference).
     #[arg(long, default_value_t = 2.5)]
@@ -148,6 +153,7 @@ pub fn run(a: PredictArgs) -> Result<(), CliError> {
     cfg.score_cut = a.score_cut;
     cfg.distance_scale = a.distance_scale;
     cfg.expression_weight = a.expression_weight;
+    cfg.inner_reach = a.inner_reach;
     cfg.reach = a.reach;
     cfg.use_cc = a.use_cc;
     cfg.k_tx = a.k_tx;

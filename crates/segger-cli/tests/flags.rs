@@ -52,6 +52,7 @@ const PREDICT: &[&str] = &[
     "score_cut",
     "distance_scale",
     "expression_weight",
+    "inner_reach",
     "reach",
     "k_tx",
     "dist_tx",

@@ -214,6 +214,32 @@ fn predicts_every_transcript_once_and_writes_every_output() {
 }
 
 #[test]
+fn the_inner_reach_assigns_transcripts_near_a_nucleus_whatever_their_score() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let sample = segger_predict::synthetic::write_dataset(&data, 1500, 6, 40.0, 4).unwrap();
+    let model = model_dir(
+        &tmp.path().join("model"),
+        &small_config(6),
+        Some(&sample.genes),
+    );
+    let on_boundaries = |extra: &[&str], name: &str| -> u64 {
+        let out = tmp.path().join(name);
+        let mut args = vec!["--score_cut", "1", "--use_cc", "false", "--json"];
+        args.extend_from_slice(extra);
+        let o = predict(&model, &data, &out, &args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        s["assigned_to_boundary"].as_u64().unwrap()
+    };
+    // A cut of 1 passes no score: only the inner reach assigns.
+    assert_eq!(on_boundaries(&["--inner_reach", "0"], "off"), 0);
+    let near = on_boundaries(&[], "default");
+    let nearer = on_boundaries(&["--inner_reach", "0.5"], "half");
+    assert!(near > 0 && nearer > 0 && nearer < near, "{nearer} / {near}");
+}
+
+#[test]
 fn an_id_shared_by_different_transcripts_is_refused_unless_merged() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");

@@ -48,6 +48,10 @@ pub struct PredictConfig {
     /// gene under the boundary's expression profile (from a first assignment within the tile)
     /// and under the tile's. 0 turns it off.
     pub expression_weight: f32,
+    /// A transcript within `inner_reach` equivalent radii (√(area/π)) of its chosen boundary's
+    /// centroid is assigned to it whatever its score (the nucleus and its rim); 0 turns this
+    /// off (the reference: the cut decides alone).
+    pub inner_reach: f32,
     /// Group unassigned transcripts into new cells by connected components.
     pub use_cc: bool,
     /// Neighbours per transcript considered for links (`use_cc`).
@@ -100,6 +104,7 @@ impl PredictConfig {
             distance_scale: 0.5,
             reach: 2.5,
             expression_weight: 4.0,
+            inner_reach: 1.5,
             use_cc: true,
             k_tx: 10,
             dist_tx: 1.5,
@@ -369,6 +374,12 @@ fn check_flags(cfg: &PredictConfig) -> Result<(), PredictError> {
         return bad(format!(
             "--distance_scale must be a finite number ≥ 0, got {}",
             cfg.distance_scale
+        ));
+    }
+    if !(cfg.inner_reach.is_finite() && (0.0..=100.0).contains(&cfg.inner_reach)) {
+        return bad(format!(
+            "--inner_reach must lie in [0, 100], got {}",
+            cfg.inner_reach
         ));
     }
     if !(cfg.expression_weight.is_finite() && (0.0..=100.0).contains(&cfg.expression_weight)) {
@@ -731,6 +742,8 @@ fn score_tile(
     // (scored index, boundary) pairs close enough for the transcript to count towards the
     // boundary's expression profile.
     let mut inner: Vec<(usize, u32)> = Vec::new();
+    // (scored index, boundary) pairs within `inner_reach` radii: assigned whatever the score.
+    let mut inside: Vec<(usize, u32)> = Vec::new();
     for (q, b) in cand.src.iter().zip(&cand.dst) {
         let (q, b) = (*q as usize, *b as usize);
         let i = scored[q] + t0;
@@ -746,6 +759,9 @@ fn score_tile(
         }
         if dist <= PROFILE_REACH * radius[b] {
             inner.push((q, b as u32));
+        }
+        if dist <= cfg.inner_reach * radius[b] {
+            inside.push((q, b as u32));
         }
         pairs.push((q, b, logit, raw));
     }
@@ -802,6 +818,18 @@ fn score_tile(
         let w = cfg.expression_weight;
         best = choose(&|q, b| w * profiles.mean_log_ratio(&hood[q], q, b));
     }
+    // Whether each scored transcript lies within `inner_reach` radii of its chosen boundary.
+    let mut near_chosen = vec![false; scored.len()];
+    for &(q, b) in &inside {
+        if best[q].2 == b {
+            near_chosen[q] = true;
+        }
+    }
+    let inside_core: Vec<bool> = if expression {
+        core.iter().map(|&i| near_chosen[i]).collect()
+    } else {
+        near_chosen
+    };
     // Back to the core's transcripts.
     let best: Vec<(f32, f32, u32)> = if expression {
         core.iter().map(|&i| best[i]).collect()
@@ -813,7 +841,11 @@ fn score_tile(
     let mut unassigned = Vec::new();
     for (q, &i) in core.iter().enumerate() {
         let (_, score, b) = best[q];
-        let cell = if score >= cfg.cut() { b } else { NO_CELL };
+        let cell = if score >= cfg.cut() || (b != NO_CELL && inside_core[q]) {
+            b
+        } else {
+            NO_CELL
+        };
         if cell == NO_CELL {
             unassigned.push(i);
         } else {
