@@ -104,17 +104,20 @@ fn same_transcript(a: &TxRecord, b: &TxRecord) -> bool {
 }
 
 /// The ids that name more than one transcript (different positions or genes) in `records`,
-/// sorted by id: the number of such ids, and the first one with two of its records.
-fn shared_ids(records: &[TxRecord]) -> (usize, Option<(TxRecord, TxRecord)>) {
-    let mut n = 0;
+/// sorted by id: how many such ids, how many records differ from their id's first, and the
+/// first such id with two of its records.
+fn shared_ids(records: &[TxRecord]) -> (usize, usize, Option<(TxRecord, TxRecord)>) {
+    let (mut ids, mut others) = (0, 0);
     let mut first = None;
     for group in records.chunk_by(|a, b| a.id == b.id) {
-        if let Some(other) = group[1..].iter().find(|r| !same_transcript(&group[0], r)) {
-            n += 1;
+        let mut differ = group[1..].iter().filter(|r| !same_transcript(&group[0], r));
+        if let Some(other) = differ.next() {
+            ids += 1;
+            others += 1 + differ.count();
             first.get_or_insert((group[0], *other));
         }
     }
-    (n, first)
+    (ids, others, first)
 }
 
 /// De-duplicates (higher score wins), groups unassigned transcripts into components
@@ -135,7 +138,7 @@ pub fn resolve(col: Collected, cfg: &PredictConfig) -> Result<Resolved, PredictE
     } = col;
     let key = |r: &TxRecord| if r.score.is_nan() { -1.0 } else { r.score };
     records.par_sort_unstable_by(|a, b| a.id.cmp(&b.id).then(key(b).total_cmp(&key(a))));
-    let (shared, example) = shared_ids(&records);
+    let (shared, merged, example) = shared_ids(&records);
     if shared > 0 && cfg.duplicate_ids == DuplicateIds::Error {
         let (a, b) = example.expect("one example per shared id");
         return Err(PredictError::Input(format!(
@@ -143,16 +146,6 @@ pub fn resolve(col: Collected, cfg: &PredictConfig) -> Result<Resolved, PredictE
             a.id, a.x, a.y, a.gene, b.x, b.y, b.gene
         )));
     }
-    let merged = {
-        let mut m = 0;
-        for group in records.chunk_by(|a, b| a.id == b.id) {
-            m += group[1..]
-                .iter()
-                .filter(|r| !same_transcript(&group[0], r))
-                .count();
-        }
-        m
-    };
     if merged > 0 {
         tracing::warn!(
             "--duplicate_ids merge: {merged} transcripts share their id with another and were merged into it ({shared} ids)"

@@ -70,6 +70,30 @@ impl EpochRow {
     }
 }
 
+/// The files of one epoch's checkpoint in a run's `checkpoint/` folder, as burn-train names
+/// them: `{model,optim,scheduler}-EPOCH.mpk`.
+pub const CHECKPOINT_PARTS: [&str; 3] = ["model", "optim", "scheduler"];
+
+/// The epoch of a checkpoint file named `PART-EPOCH.mpk` ([`CHECKPOINT_PARTS`]).
+pub fn checkpoint_file_epoch(name: &str) -> Option<usize> {
+    CHECKPOINT_PARTS.iter().find_map(|p| {
+        name.strip_prefix(p)?
+            .strip_prefix('-')?
+            .strip_suffix(".mpk")?
+            .parse()
+            .ok()
+    })
+}
+
+/// Whether the checkpoint of `epoch` in `dir` is complete: its three files present and not
+/// empty (they are renamed into place whole; an empty one was cut short by a kill).
+pub fn checkpoint_complete(dir: &Path, epoch: usize) -> bool {
+    CHECKPOINT_PARTS.iter().all(|p| {
+        std::fs::metadata(dir.join(format!("{p}-{epoch}.mpk")))
+            .is_ok_and(|m| m.is_file() && m.len() > 0)
+    })
+}
+
 /// How long a row waits for its epoch's checkpoint (see [`CsvMetricLogger::after_checkpoints`]).
 pub const CHECKPOINT_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
 
@@ -155,14 +179,8 @@ impl CsvMetricLogger {
         let Some(dir) = &self.checkpoints else {
             return;
         };
-        let complete = || {
-            ["model", "optim", "scheduler"].iter().all(|p| {
-                std::fs::metadata(dir.join(format!("{p}-{epoch}.mpk")))
-                    .is_ok_and(|m| m.is_file() && m.len() > 0)
-            })
-        };
         let t0 = std::time::Instant::now();
-        while !complete() {
+        while !checkpoint_complete(dir, epoch) {
             if t0.elapsed() > CHECKPOINT_WAIT {
                 tracing::warn!(
                     "the checkpoint of epoch {epoch} is not in {} after {} s; writing its metrics row without it",

@@ -17,7 +17,9 @@ use segger_model::{GatBackend, Segger, SeggerConfig};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::csv::{read_metrics_csv, CsvMetricLogger, EpochRow};
+use crate::csv::{
+    checkpoint_complete, checkpoint_file_epoch, read_metrics_csv, CsvMetricLogger, EpochRow,
+};
 use crate::lit::LitSegger;
 use crate::loader::TileBatchLoader;
 use crate::recorder::AtomicRecorder;
@@ -290,26 +292,16 @@ fn open_split(
 /// files all present and not empty), oldest first.
 pub fn complete_checkpoints(root: &Path) -> Vec<usize> {
     let dir = root.join("checkpoint");
-    let non_empty = |p: PathBuf| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.len() > 0);
     let mut epochs: Vec<usize> = std::fs::read_dir(&dir)
         .map(|r| {
             r.filter_map(|e| e.ok())
-                .filter_map(|e| {
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    name.strip_prefix("model-")?
-                        .strip_suffix(".mpk")?
-                        .parse()
-                        .ok()
-                })
-                .filter(|ep| {
-                    ["model", "optim", "scheduler"]
-                        .iter()
-                        .all(|p| non_empty(dir.join(format!("{p}-{ep}.mpk"))))
-                })
+                .filter_map(|e| checkpoint_file_epoch(&e.file_name().to_string_lossy()))
+                .filter(|&ep| checkpoint_complete(&dir, ep))
                 .collect()
         })
         .unwrap_or_default();
     epochs.sort_unstable();
+    epochs.dedup();
     epochs
 }
 
@@ -343,12 +335,7 @@ fn tidy_run_dir(root: &Path, keep: Option<usize>) -> Result<(), TrainError> {
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let epoch = ["model-", "optim-", "scheduler-"].iter().find_map(|p| {
-            name.strip_prefix(p)?
-                .strip_suffix(".mpk")?
-                .parse::<usize>()
-                .ok()
-        });
+        let epoch = checkpoint_file_epoch(&name);
         let part_file = name.starts_with('.') && name.ends_with(".mpk");
         let stale = part_file || epoch.is_some_and(|ep| Some(ep) != keep);
         if stale && e.path().is_file() {
