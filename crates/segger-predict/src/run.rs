@@ -757,7 +757,7 @@ fn score_tile(
         if cfg.distance_scale > 0.0 {
             logit -= (dist - radius[b]).max(0.0) / cfg.distance_scale;
         }
-        if dist <= PROFILE_REACH * radius[b] {
+        if expression && dist <= PROFILE_REACH * radius[b] {
             inner.push((q, b as u32));
         }
         if dist <= cfg.inner_reach * radius[b] {
@@ -779,15 +779,15 @@ fn score_tile(
         best
     };
     let mut best = choose(&|_, _| 0.0);
-    // Per scored transcript: the boundary its profile membership may go to (the first choice,
-    // when it lies within PROFILE_REACH radii of it).
-    let mut profile_member = vec![NO_CELL; scored.len()];
-    for &(q, b) in &inner {
-        if best[q].2 == b {
-            profile_member[q] = b;
-        }
-    }
     if let (true, Some(genes)) = (expression, genes) {
+        // Per transcript: the boundary its profile membership may go to (the first choice,
+        // when it lies within PROFILE_REACH radii of it).
+        let mut profile_member = vec![NO_CELL; scored.len()];
+        for &(q, b) in &inner {
+            if best[q].2 == b {
+                profile_member[q] = b;
+            }
+        }
         // Every transcript of the tile is scored here (`scored[q] == q`).
         let member: Vec<u32> = best
             .iter()
