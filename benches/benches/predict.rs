@@ -52,6 +52,13 @@ fn main() {
     let mut pc = PredictConfig::new(model, data, dir.path().join("out"));
     pc.accelerator = Accelerator::Cpu;
     pc.use_cc = use_cc;
+    // The expression term (`--expression_weight`, on by default); 0 turns it off.
+    if let Some(w) = std::env::var("SEGGER_PREDICT_EXPRESSION")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        pc.expression_weight = w;
+    }
     if let Some(b) = std::env::var("SEGGER_PREDICT_BATCH")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -60,11 +67,12 @@ fn main() {
     }
     let s = segger_predict::predict(&pc).unwrap();
     println!(
-        "predict: {} transcripts, {} tiles of {} µm, use_cc={}: {:.1} s, {:.0} transcripts/s (tiles {:.1} s = wait {:.1} + model {:.1} + scoring {:.1}, resolve {:.2} s, write {:.2} s); {} cells, {:.1}% assigned",
+        "predict: {} transcripts, {} tiles of {} µm, use_cc={}, expression_weight={}: {:.1} s, {:.0} transcripts/s (tiles {:.1} s = wait {:.1} + model {:.1} + scoring {:.1}, resolve {:.2} s, write {:.2} s); {} cells, {:.1}% assigned",
         s.transcripts,
         s.tiles,
         tile,
         use_cc,
+        pc.expression_weight,
         s.timings.total_s,
         s.transcripts_per_second,
         s.timings.tiles_s,
