@@ -28,6 +28,7 @@ pub use input::{InputKind, ResolvedInput};
 pub use model_dir::{ModelDir, VocabSource};
 pub use run::{
     predict, DuplicateIds, PredictConfig, PredictError, PredictSummary, Quartiles, Timings,
+    DEFAULT_SCORE_CUT, NEIGHBOURHOOD_RADIUS, NEIGHBOURHOOD_SIZE,
 };
 pub use segger_model::backend::Accelerator;
 pub use state::{CellKind, TxRecord, NO_CELL, NO_GENE};

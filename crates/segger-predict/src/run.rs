@@ -44,9 +44,10 @@ pub struct PredictConfig {
     /// reference: every boundary within `dist_bd`).
     pub reach: f32,
     /// Weight of the expression term in the choice among a transcript's candidates and in the
-    /// score the cut applies to: `weight · ln(p_b(g) / p(g))`, the log-ratio of the transcript's
-    /// gene under the boundary's expression profile (from a first assignment within the tile)
-    /// and under the tile's. 0 turns it off.
+    /// score the cut applies to: `weight · mean ln(p_b(g) / p(g))` over the genes of the
+    /// transcript and its nearest neighbours ([`NEIGHBOURHOOD_SIZE`] within
+    /// [`NEIGHBOURHOOD_RADIUS`]), the log-ratio under the boundary's expression profile (from a
+    /// first assignment within the tile) and under the tile's. 0 turns it off.
     pub expression_weight: f32,
     /// A transcript within `inner_reach` equivalent radii (√(area/π)) of its chosen boundary's
     /// centroid is assigned to it whatever its score (the nucleus and its rim); 0 turns this
@@ -602,8 +603,8 @@ pub const NEIGHBOURHOOD_RADIUS: f32 = 3.0;
 /// The boundaries' expression profiles within one tile, from a first assignment, and the term
 /// they add to a candidate: `weight × mean over the transcript's neighbourhood of
 /// ln(p_b(g) / p(g))`, where `p_b` is the gene distribution of the profile's transcripts
-/// ([`PROFILE_REACH`]; smoothed towards `p` by [`PROFILE_PRIOR`] pseudo-transcripts, each
-/// neighbour left out of the profile it belongs to) and `p` that of the whole tile.
+/// ([`PROFILE_REACH`]; smoothed towards `p` by [`PROFILE_PRIOR`] pseudo-transcripts, the
+/// transcript itself left out of the profile it belongs to) and `p` that of the whole tile.
 struct ExpressionProfiles<'a> {
     genes: &'a [i64],
     n_genes: usize,
@@ -780,36 +781,22 @@ fn score_tile(
     };
     let mut best = choose(&|_, _| 0.0);
     if let (true, Some(genes)) = (expression, genes) {
-        // Per transcript: the boundary its profile membership may go to (the first choice,
-        // when it lies within PROFILE_REACH radii of it).
-        let mut profile_member = vec![NO_CELL; scored.len()];
+        // Every transcript of the tile is scored here (`scored[q] == q`, `queries` holds the
+        // x-y of all of them). A transcript counts towards its first choice's profile when it
+        // passed the cut and lies within PROFILE_REACH radii of it.
+        let mut member = vec![NO_CELL; n];
         for &(q, b) in &inner {
-            if best[q].2 == b {
-                profile_member[q] = b;
+            if best[q].2 == b && best[q].1 >= cfg.cut() {
+                member[q] = b;
             }
         }
-        // Every transcript of the tile is scored here (`scored[q] == q`).
-        let member: Vec<u32> = best
-            .iter()
-            .zip(&profile_member)
-            .map(|(&(_, score, b), &inner)| {
-                if b != NO_CELL && score >= cfg.cut() && inner == b {
-                    b
-                } else {
-                    NO_CELL
-                }
-            })
-            .collect();
         let profiles = ExpressionProfiles::new(genes, member, b1 - b0);
-        let xy: Vec<f32> = (0..n)
-            .flat_map(|i| [pos[i * pd], pos[i * pd + 1]])
-            .collect();
         let params = KnnParams {
             k: NEIGHBOURHOOD_SIZE,
             radius: NEIGHBOURHOOD_RADIUS,
             keep_self: true,
         };
-        let nb = knn_bipartite(&xy, &xy, 2, params)
+        let nb = knn_bipartite(&queries, &queries, 2, params)
             .map_err(|e| PredictError::Input(format!("{}: {e}", path.display())))?;
         let mut hood: Vec<Vec<u32>> = vec![Vec::new(); n];
         for (q, j) in nb.src.iter().zip(&nb.dst) {
