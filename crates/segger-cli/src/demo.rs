@@ -106,6 +106,35 @@ pub fn run(a: DemoArgs) -> Result<(), CliError> {
         ds.genes, ds.tiles.train, ds.tiles.val, ds.positives
     );
 
+    train_model(&a, &dataset, ds.genes, &model, accelerator)?;
+
+    step(4, "predict: assign every transcript to a cell");
+    let mut pc = PredictConfig::new(model.clone(), dataset.clone(), prediction.clone());
+    pc.accelerator = accelerator;
+    pc.overwrite = true;
+    pc.score_cut = a.score_cut;
+    let ps = predict(&pc).map_err(|e| CliError {
+        code: e.exit_code(),
+        error: anyhow::anyhow!(e),
+    })?;
+    println!(
+        "prediction    {} transcripts, {:.1} % assigned, {} cells",
+        ps.transcripts, ps.assigned_percent, ps.cells
+    );
+
+    evaluate_step(&a.out, &raw, &prediction)?;
+    println!("total         {:.1} s", t0.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Step 3 of the demo: trains the bidirectional model on `dataset` into `model`.
+fn train_model(
+    a: &DemoArgs,
+    dataset: &Path,
+    genes: usize,
+    model: &Path,
+    accelerator: Accelerator,
+) -> Result<(), CliError> {
     step(3, "train the model");
     let train_dir = dataset.join("train_tiles");
     let val_dir = ["val_tiles", "test_tiles", "train_tiles"]
@@ -118,14 +147,14 @@ pub fn run(a: DemoArgs) -> Result<(), CliError> {
         val_dir,
         batch_size_train: 4,
         batch_size_val: 4,
-        model: SeggerConfig::new(ds.genes.max(1)).bidirectional(),
+        model: SeggerConfig::new(genes.max(1)).bidirectional(),
         accelerator,
         strategy: Strategy::Auto,
         precision: Precision::F32,
         float32_matmul_precision: Default::default(),
         devices: 1,
         epochs: a.epochs,
-        default_root_dir: model.clone(),
+        default_root_dir: model.to_path_buf(),
         learning_rate: segger_train::run::DEFAULT_LEARNING_RATE,
         weight_decay: 1e-4,
         gradient_clip_val: 1.0,
@@ -147,40 +176,32 @@ pub fn run(a: DemoArgs) -> Result<(), CliError> {
         );
     }
 
-    step(4, "predict: assign every transcript to a cell");
-    let mut pc = PredictConfig::new(model.clone(), dataset.clone(), prediction.clone());
-    pc.accelerator = accelerator;
-    pc.overwrite = true;
-    pc.score_cut = a.score_cut;
-    let ps = predict(&pc).map_err(|e| CliError {
-        code: e.exit_code(),
-        error: anyhow::anyhow!(e),
-    })?;
-    println!(
-        "prediction    {} transcripts, {:.1} % assigned, {} cells",
-        ps.transcripts, ps.assigned_percent, ps.cells
-    );
+    Ok(())
+}
 
+/// Step 5 of the demo: evaluates the prediction and the geometric rules against the truth,
+/// writes `evaluation.json` and `segmentation.png` into `out` and prints the table.
+fn evaluate_step(out: &Path, raw: &Path, prediction: &Path) -> Result<(), CliError> {
     step(
         5,
         "evaluate against the truth, next to the nucleus-only baseline",
     );
-    let pred = read_prediction(&prediction).map_err(to_cli)?;
+    let pred = read_prediction(prediction).map_err(to_cli)?;
     let truth = read_truth(&raw.join("ground_truth.parquet")).map_err(to_cli)?;
     let e = evaluate(&pred, Some(&truth), None);
-    let base_assignments = standard_baselines(&raw, &pred).map_err(to_cli)?;
+    let base_assignments = standard_baselines(raw, &pred).map_err(to_cli)?;
     let bases = evaluate_all(&base_assignments, Some(&truth), None);
     let json = report_json(Some(&e), &bases);
     // The picture's left panel: the nucleus-only rule (the first standard rule).
     let base = &base_assignments[0].1;
     let b = &bases[0].1;
-    let eval_path = a.out.join("evaluation.json");
+    let eval_path = out.join("evaluation.json");
     std::fs::write(
         &eval_path,
         serde_json::to_string_pretty(&json).map_err(CliError::runtime)?,
     )
     .map_err(|err| CliError::runtime(anyhow::anyhow!("{}: {err}", eval_path.display())))?;
-    let png = a.out.join("segmentation.png");
+    let png = out.join("segmentation.png");
     let title = |name: &str, e: &Evaluation| match &e.truth {
         Some(t) => format!(
             "{name}: {:.1} % correct, {:.1} % wrong",
@@ -190,7 +211,7 @@ pub fn run(a: DemoArgs) -> Result<(), CliError> {
         None => name.to_string(),
     };
     let (left, right) = (title("nucleus only", b), title("Segger", &e));
-    draw_titled_segmentation(&png, &raw, &[(&left, base), (&right, &pred)], 100.0)
+    draw_titled_segmentation(&png, raw, &[(&left, base), (&right, &pred)], 100.0)
         .map_err(to_cli)?;
 
     println!();
@@ -223,6 +244,5 @@ pub fn run(a: DemoArgs) -> Result<(), CliError> {
         png.display()
     );
     println!("evaluation    {}", eval_path.display());
-    println!("total         {:.1} s", t0.elapsed().as_secs_f64());
     Ok(())
 }

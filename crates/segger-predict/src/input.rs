@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use segger_data::{DatasetInfo, Split};
 
-use crate::run::PredictError;
+use crate::PredictError;
 
 /// The kind of `--input`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -91,7 +91,7 @@ pub fn resolve_tiles(dir: &Path) -> Result<Option<ResolvedInput>, PredictError> 
 pub(crate) mod raw {
 
     use super::ResolvedInput;
-    use crate::run::{PredictConfig, PredictError};
+    use crate::{PredictConfig, PredictError};
 
     /// Builds tiles from the raw sample at `cfg.input` with the dataset-creation defaults
     /// (`segger create_dataset`'s) into a temporary directory next to `--output`.

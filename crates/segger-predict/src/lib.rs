@@ -16,19 +16,22 @@
 //! graphs and embeddings live for one batch.
 #![warn(missing_docs)]
 
+mod config;
 pub mod geometry;
 mod input;
 mod model_dir;
 pub mod outputs;
 mod run;
+mod score;
 mod state;
+mod summary;
 pub mod synthetic;
 
+pub use config::{DuplicateIds, PredictConfig, PredictError, DEFAULT_SCORE_CUT};
 pub use input::{InputKind, ResolvedInput};
 pub use model_dir::{ModelDir, VocabSource};
-pub use run::{
-    predict, DuplicateIds, PredictConfig, PredictError, PredictSummary, Quartiles, Timings,
-    DEFAULT_SCORE_CUT, NEIGHBOURHOOD_RADIUS, NEIGHBOURHOOD_SIZE,
-};
+pub use run::{predict, PREDICT_OUTPUT};
+pub use score::{NEIGHBOURHOOD_RADIUS, NEIGHBOURHOOD_SIZE, PROFILE_PRIOR, PROFILE_REACH};
 pub use segger_model::backend::Accelerator;
 pub use state::{CellKind, TxRecord, NO_CELL, NO_GENE};
+pub use summary::{PredictSummary, Quartiles, Timings};

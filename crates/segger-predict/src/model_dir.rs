@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use segger_model::SeggerConfig;
 
-use crate::run::PredictError;
+use crate::PredictError;
 
 /// Where the model's gene vocabulary came from.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

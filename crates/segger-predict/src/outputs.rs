@@ -27,8 +27,8 @@ use serde::Serialize;
 use crate::geometry::{cell_polygon, polygon_area};
 use crate::input::ResolvedInput;
 use crate::model_dir::ModelDir;
-use crate::run::{DuplicateIds, PredictConfig, PredictError, PredictSummary, Quartiles, Timings};
-use crate::state::{CellKind, Collected, TxRecord, UnionFind, NO_CELL, NO_GENE};
+use crate::state::{CellKind, CellTable, Collected, TxRecord, UnionFind, NO_CELL, NO_GENE};
+use crate::{DuplicateIds, PredictConfig, PredictError, PredictSummary, Quartiles, Timings};
 
 /// Name of the transcript table.
 pub const TRANSCRIPTS_FILE: &str = "segger_transcripts.parquet";
@@ -160,46 +160,81 @@ pub fn resolve(col: Collected, cfg: &PredictConfig) -> Result<Resolved, PredictE
         );
     }
 
-    let mut components_dropped = 0;
-    if cfg.use_cc && !links.is_empty() {
-        let n = records.len();
-        let find = |id: i64| records.binary_search_by_key(&id, |r| r.id).ok();
-        let mut uf = UnionFind::new(n);
-        let mut linked = vec![false; n];
-        for (a, b) in links {
-            if let (Some(ia), Some(ib)) = (find(a), find(b)) {
-                if records[ia].cell == NO_CELL && records[ib].cell == NO_CELL {
-                    uf.union(ia as u32, ib as u32);
-                    linked[ia] = true;
-                    linked[ib] = true;
-                }
-            }
-        }
-        let prefix = component_prefix(&boundary_ids);
-        let mut comp: HashMap<u32, u32> = HashMap::new();
-        let mut dropped: HashSet<u32> = HashSet::new();
-        let mut next = 0usize;
-        for i in 0..n {
-            if !linked[i] {
-                continue;
-            }
-            let r = uf.find(i as u32);
-            if (uf.set_size(r) as usize) < cfg.min_transcripts {
-                dropped.insert(r);
-                continue;
-            }
-            let c = *comp.entry(r).or_insert_with(|| {
-                next += 1;
-                cells.push_component(format!("{prefix}{next}"))
-            });
-            records[i].cell = c;
-        }
-        components_dropped = dropped.len();
-    }
+    let components_dropped = if cfg.use_cc && !links.is_empty() {
+        join_components(
+            &mut records,
+            &links,
+            &mut cells,
+            &boundary_ids,
+            cfg.min_transcripts,
+        )
+    } else {
+        0
+    };
+    let (cell_ids, cell_kinds) = keep_used_cells(&mut records, cells);
+    let aggs = aggregate_cells(&records, cell_ids.len());
+    Ok(Resolved {
+        records,
+        cell_ids,
+        cell_kinds,
+        aggs,
+        duplicates,
+        merged,
+        components_dropped,
+        tiles,
+    })
+}
 
-    // Keep cells with transcripts, in order of first appearance in the table.
+/// Joins the unassigned transcripts of `records` (sorted by id) along `links` into connected
+/// components; components of at least `min_transcripts` become cells of `cells` (named after
+/// the boundaries' id style, [`component_prefix`]). Returns how many were dropped as too small.
+fn join_components(
+    records: &mut [TxRecord],
+    links: &[(i64, i64)],
+    cells: &mut CellTable,
+    boundary_ids: &HashSet<String>,
+    min_transcripts: usize,
+) -> usize {
+    let n = records.len();
+    let find = |id: i64| records.binary_search_by_key(&id, |r| r.id).ok();
+    let mut uf = UnionFind::new(n);
+    let mut linked = vec![false; n];
+    for &(a, b) in links {
+        if let (Some(ia), Some(ib)) = (find(a), find(b)) {
+            if records[ia].cell == NO_CELL && records[ib].cell == NO_CELL {
+                uf.union(ia as u32, ib as u32);
+                linked[ia] = true;
+                linked[ib] = true;
+            }
+        }
+    }
+    let prefix = component_prefix(boundary_ids);
+    let mut comp: HashMap<u32, u32> = HashMap::new();
+    let mut dropped: HashSet<u32> = HashSet::new();
+    let mut next = 0usize;
+    for i in 0..n {
+        if !linked[i] {
+            continue;
+        }
+        let r = uf.find(i as u32);
+        if (uf.set_size(r) as usize) < min_transcripts {
+            dropped.insert(r);
+            continue;
+        }
+        let c = *comp.entry(r).or_insert_with(|| {
+            next += 1;
+            cells.push_component(format!("{prefix}{next}"))
+        });
+        records[i].cell = c;
+    }
+    dropped.len()
+}
+
+/// Keeps the cells of `cells` that hold transcripts, in the table's order, and renumbers the
+/// records' cells to match: the kept cells' ids and kinds.
+fn keep_used_cells(records: &mut [TxRecord], mut cells: CellTable) -> (Vec<String>, Vec<CellKind>) {
     let mut counts = vec![0u32; cells.len()];
-    for r in &records {
+    for r in records.iter() {
         if r.cell != NO_CELL {
             counts[r.cell as usize] += 1;
         }
@@ -214,16 +249,20 @@ pub fn resolve(col: Collected, cfg: &PredictConfig) -> Result<Resolved, PredictE
             cell_kinds.push(cells.kinds[i]);
         }
     }
-    for r in &mut records {
+    for r in records.iter_mut() {
         if r.cell != NO_CELL {
             r.cell = remap[r.cell as usize];
         }
     }
 
-    // Group transcripts by cell (counting sort), then aggregate each cell in parallel.
-    let nc = cell_ids.len();
+    (cell_ids, cell_kinds)
+}
+
+/// Every cell's aggregates (centroid, count, hull area, polygon, gene counts), from the
+/// records' cells `0..nc`: transcripts grouped by cell (counting sort), each cell in parallel.
+fn aggregate_cells(records: &[TxRecord], nc: usize) -> Vec<CellAgg> {
     let mut offsets = vec![0usize; nc + 1];
-    for r in &records {
+    for r in records.iter() {
         if r.cell != NO_CELL {
             offsets[r.cell as usize + 1] += 1;
         }
@@ -240,7 +279,7 @@ pub fn resolve(col: Collected, cfg: &PredictConfig) -> Result<Resolved, PredictE
             fill[c] += 1;
         }
     }
-    let aggs: Vec<CellAgg> = (0..nc)
+    (0..nc)
         .into_par_iter()
         .map(|c| {
             let members = &order[offsets[c]..offsets[c + 1]];
@@ -279,17 +318,7 @@ pub fn resolve(col: Collected, cfg: &PredictConfig) -> Result<Resolved, PredictE
                 genes,
             }
         })
-        .collect();
-    Ok(Resolved {
-        records,
-        cell_ids,
-        cell_kinds,
-        aggs,
-        duplicates,
-        merged,
-        components_dropped,
-        tiles,
-    })
+        .collect()
 }
 
 fn rt(path: &Path, e: impl std::fmt::Display) -> PredictError {

@@ -28,4 +28,4 @@ pub use lit::{LinkOutput, LitSegger};
 pub use loader::{LoaderStats, SeggerBatch, TileBatchLoader};
 pub use progress::LogRenderer;
 pub use recorder::AtomicRecorder;
-pub use run::{Accelerator, Precision, Strategy, TrainConfig, TrainError, TrainSummary};
+pub use run::{train, Accelerator, Precision, Strategy, TrainConfig, TrainError, TrainSummary};

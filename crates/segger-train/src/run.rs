@@ -142,6 +142,35 @@ pub struct TrainConfig {
     pub resume: bool,
 }
 
+impl TrainConfig {
+    /// The defaults of `segger train` for the given directories and architecture: batches of
+    /// 4 tiles, backend chosen automatically, f32, one device, 100 epochs,
+    /// [`DEFAULT_LEARNING_RATE`], weight decay 1e-4, gradients clipped at norm 1, seed 0, 2
+    /// tile-reading threads, a fresh run.
+    pub fn new(train_dir: PathBuf, val_dir: PathBuf, root: PathBuf, model: SeggerConfig) -> Self {
+        Self {
+            train_dir,
+            val_dir,
+            batch_size_train: 4,
+            batch_size_val: 4,
+            model,
+            accelerator: Accelerator::Auto,
+            strategy: Strategy::Auto,
+            precision: Precision::F32,
+            float32_matmul_precision: MatmulPrecision::Highest,
+            devices: 1,
+            epochs: 100,
+            default_root_dir: root,
+            learning_rate: DEFAULT_LEARNING_RATE,
+            weight_decay: 1e-4,
+            gradient_clip_val: 1.0,
+            seed: 0,
+            num_workers: 2,
+            resume: false,
+        }
+    }
+}
+
 /// Errors of `segger train`.
 #[derive(Debug, Error)]
 pub enum TrainError {
@@ -652,6 +681,45 @@ fn write_json_atomic(path: &Path, value: &impl Serialize) -> Result<(), TrainErr
         .map_err(|e| TrainError::Runtime(e.to_string()))
 }
 
+/// Refuses a mixed precision that one of `devices` cannot compute in.
+fn check_precision<B: AutodiffBackend>(
+    precision: Precision,
+    devices: &[B::Device],
+    backend: &str,
+) -> Result<(), TrainError> {
+    if let (Some(dtype), Some(flag)) = (precision.compute_dtype(), precision.flag_if_mixed()) {
+        if let Some(d) = devices
+            .iter()
+            .find(|d| !B::supports_dtype(d, DType::from(dtype)))
+        {
+            return Err(TrainError::Backend(format!(
+                "--precision {flag}: {backend} device {d:?} has no {dtype:?} arithmetic; use --precision 32{}",
+                if dtype == FloatDType::BF16 { " (or 16-mixed)" } else { "" }
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Writes the trained model (`model.safetensors`), its configuration and the training
+/// vocabulary into the run directory; returns the model's path.
+fn save_trained<B: GatBackend>(
+    cfg: &TrainConfig,
+    trained: &Segger<B>,
+) -> Result<PathBuf, TrainError> {
+    let root = &cfg.default_root_dir;
+    let model_path = root.join("model.safetensors");
+    segger_model::pyg::save_pyg_state_dict(trained, &model_path)
+        .map_err(|e| TrainError::Runtime(e.to_string()))?;
+    write_json_atomic(&root.join("config.json"), &cfg.model)?;
+    if let Some(vocab) = training_vocab(&cfg.train_dir) {
+        write_json_atomic(&root.join("vocab.json"), &vocab)?;
+    }
+    Ok(model_path)
+}
+
+/// Trains on backend `B` (autodiff over a [`GatBackend`]) on `devices`: the whole run of
+/// [`train`] once its inputs are checked.
 fn run_backend<B>(
     ctx: &RunContext<'_>,
     devices: Vec<B::Device>,
@@ -664,17 +732,7 @@ where
     let cfg = ctx.cfg;
     let t0 = Instant::now();
     let compute = cfg.precision.compute_dtype();
-    if let (Some(dtype), Some(flag)) = (compute, cfg.precision.flag_if_mixed()) {
-        if let Some(d) = devices
-            .iter()
-            .find(|d| !B::supports_dtype(d, DType::from(dtype)))
-        {
-            return Err(TrainError::Backend(format!(
-                "--precision {flag}: {backend} device {d:?} has no {dtype:?} arithmetic; use --precision 32{}",
-                if dtype == FloatDType::BF16 { " (or 16-mixed)" } else { "" }
-            )));
-        }
-    }
+    check_precision::<B>(cfg.precision, &devices, backend)?;
     let root = &cfg.default_root_dir;
     std::fs::create_dir_all(root)
         .map_err(|e| TrainError::Runtime(format!("{}: {e}", root.display())))?;
@@ -785,14 +843,7 @@ where
     if let Some(c) = &calibration {
         write_json_atomic(&root.join(segger_model::calibration::CALIBRATION_FILE), c)?;
     }
-    let trained = result.model.model;
-    let model_path = root.join("model.safetensors");
-    segger_model::pyg::save_pyg_state_dict(&trained, &model_path)
-        .map_err(|e| TrainError::Runtime(e.to_string()))?;
-    write_json_atomic(&root.join("config.json"), &cfg.model)?;
-    if let Some(vocab) = training_vocab(&cfg.train_dir) {
-        write_json_atomic(&root.join("vocab.json"), &vocab)?;
-    }
+    let model_path = save_trained(cfg, &result.model.model)?;
     Ok(TrainSummary {
         root: root.clone(),
         backend: backend.to_string(),

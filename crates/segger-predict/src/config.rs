@@ -1,0 +1,151 @@
+//! What `segger predict` is asked to do ([`PredictConfig`]) and how it fails ([`PredictError`]).
+
+use std::path::PathBuf;
+
+use segger_model::mp::MatmulPrecision;
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::Accelerator;
+
+/// Everything `segger predict` needs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PredictConfig {
+    /// A trained run's directory (`model.safetensors`, `config.json`).
+    pub model: PathBuf,
+    /// A dataset directory, one split of it, or a raw sample directory.
+    pub input: PathBuf,
+    /// Output directory (must not exist unless `overwrite`).
+    pub output: PathBuf,
+    /// Candidate boundaries per transcript.
+    pub k_bd: usize,
+    /// Maximum transcript-to-boundary-centroid distance of a candidate (µm).
+    pub dist_bd: f32,
+    /// Minimum score `sigmoid(z_tx · z_bd)` of an assignment (of the candidate chosen with the
+    /// distance term); also the link threshold of `use_cc`. `None`: the cut the model was
+    /// calibrated with at training (`calibration.json`), else [`DEFAULT_SCORE_CUT`].
+    pub score_cut: Option<f32>,
+    /// Distance term of the choice among a transcript's candidates (µm per logit unit): a
+    /// candidate whose centroid lies `d` µm beyond its equivalent radius (√(area/π)) ranks as
+    /// if its logit were `d / distance_scale` lower. 0 turns the term off (the reference's
+    /// choice: the highest score).
+    pub distance_scale: f32,
+    /// Reach of a boundary, in equivalent radii: a boundary whose centroid lies farther than
+    /// `reach × √(area/π)` from a transcript is not its candidate. 0 turns the limit off (the
+    /// reference: every boundary within `dist_bd`).
+    pub reach: f32,
+    /// Weight of the expression term in the choice among a transcript's candidates and in the
+    /// score the cut applies to: `weight · mean ln(p_b(g) / p(g))` over the genes of the
+    /// transcript and its nearest neighbours ([`NEIGHBOURHOOD_SIZE`] within
+    /// [`NEIGHBOURHOOD_RADIUS`]), the log-ratio under the boundary's expression profile (from a
+    /// first assignment within the tile) and under the tile's. 0 turns it off.
+    pub expression_weight: f32,
+    /// A transcript within `inner_reach` equivalent radii (√(area/π)) of its chosen boundary's
+    /// centroid is assigned to it whatever its score (the nucleus and its rim); 0 turns this
+    /// off (the reference: the cut decides alone).
+    pub inner_reach: f32,
+    /// Group unassigned transcripts into new cells by connected components.
+    pub use_cc: bool,
+    /// Neighbours per transcript considered for links (`use_cc`).
+    pub k_tx: usize,
+    /// Maximum distance of a link (µm, `use_cc`).
+    pub dist_tx: f32,
+    /// Smallest component kept as a cell (`use_cc`).
+    pub min_transcripts: usize,
+    /// Backend.
+    pub accelerator: Accelerator,
+    /// Tiles per forward pass.
+    pub batch_size: usize,
+    /// Background threads reading tiles.
+    pub num_workers: usize,
+    /// Replace an existing output directory.
+    pub overwrite: bool,
+    /// Raw input only: the platform (`xenium`, `merscope`, `cosmx`).
+    pub platform: Option<String>,
+    /// Float32 matmuls on the GPU: plain f32 (`Highest`, as trained) or TF32 (`High`).
+    pub float32_matmul_precision: MatmulPrecision,
+    /// What to do with a transcript id that names different transcripts in different tiles.
+    pub duplicate_ids: DuplicateIds,
+}
+
+/// What `predict` does with a transcript id shared by different transcripts (another position
+/// or gene) across the input tiles. One transcript decided by two tiles (overlapping tiles
+/// without core bounds) is always kept once, with its higher score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DuplicateIds {
+    /// Refuse the input, naming an example (the default: such tiles come from different samples
+    /// or were edited, and their output could not be joined back to the transcripts).
+    #[default]
+    Error,
+    /// Keep one transcript per id, the one with the higher score; the others are counted in
+    /// the summary (`ids_merged`) and are not in the output.
+    Merge,
+}
+
+impl PredictConfig {
+    /// The defaults of `segger predict` for the given directories.
+    pub fn new(model: PathBuf, input: PathBuf, output: PathBuf) -> Self {
+        Self {
+            model,
+            input,
+            output,
+            k_bd: segger_data::create::COMPETITORS,
+            dist_bd: 12.0,
+            score_cut: None,
+            distance_scale: 0.5,
+            reach: 2.5,
+            expression_weight: 4.0,
+            inner_reach: 1.5,
+            use_cc: true,
+            k_tx: 10,
+            dist_tx: 1.5,
+            min_transcripts: 5,
+            accelerator: Accelerator::Auto,
+            batch_size: 1,
+            num_workers: 2,
+            overwrite: false,
+            platform: None,
+            float32_matmul_precision: MatmulPrecision::Highest,
+            duplicate_ids: DuplicateIds::Error,
+        }
+    }
+
+    /// The score cut in force ([`PredictConfig::score_cut`], resolved when the model was
+    /// opened).
+    pub fn cut(&self) -> f32 {
+        self.score_cut.unwrap_or(DEFAULT_SCORE_CUT)
+    }
+}
+
+/// The score cut of a model without a calibration (the reference's).
+pub const DEFAULT_SCORE_CUT: f32 = 0.5;
+
+/// Errors of `segger predict`.
+#[derive(Debug, Error)]
+pub enum PredictError {
+    /// Bad input (flags, model, data): nothing was written. Exit code 2.
+    #[error("{0}")]
+    Input(String),
+    /// The requested backend is not available. Exit code 2.
+    #[error("{0}")]
+    Backend(String),
+    /// Failure while running (I/O). Exit code 1.
+    #[error("{0}")]
+    Runtime(String),
+    /// `--output` cannot be written where it was asked for (segger-fs's rules). Exit code 2,
+    /// or 1 when the file system failed.
+    #[error(transparent)]
+    Output(#[from] segger_fs::OutputError),
+}
+
+impl PredictError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            PredictError::Input(_) | PredictError::Backend(_) => 2,
+            PredictError::Runtime(_) => 1,
+            PredictError::Output(e) => e.exit_code(),
+        }
+    }
+}
