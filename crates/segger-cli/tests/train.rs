@@ -398,7 +398,7 @@ fn bad_input_exits_2_and_writes_nothing() {
                 vec!["--num_tx_tokens".into(), "100".into()],
             ]
             .concat(),
-            "vocabulary of 100",
+            "vocabulary of 100 tokens (raise --num_tx_tokens",
         ),
         (
             train_args(&train, &tmp.path().join("nope"), &tmp.path().join("r3")),

@@ -7,6 +7,7 @@
 //! reference's `get_kdtree_edge_index`.
 
 use std::num::NonZeroUsize;
+use std::ops::Range;
 
 use kiddo::immutable::float::kdtree::ImmutableKdTree;
 use kiddo::SquaredEuclidean;
@@ -146,154 +147,205 @@ fn floor(v: f64) -> f64 {
 /// Query sets larger than this are processed in grid-cell order (better cache use).
 const LARGE_QUERY_SET: usize = 32 * 1024;
 
+/// Queries per parallel task of the grid engine.
+const GRID_CHUNK: usize = 2048;
+
 /// Average number of data points per grid cell above which the grid engine gives way to the
 /// kd-tree (the radius is then large compared with the point spacing).
 const GRID_MAX_PER_CELL: f64 = 48.0;
 
-/// kNN within a radius on a uniform grid over the first two coordinates, with cells of side
-/// `radius`: a query only looks at the 3 × 3 cells around it. The neighbours are ordered by
-/// (squared distance, index), exactly as [`brute_force`] orders them, and the distances are
-/// computed with the same expression. Returns `None` when the grid would be too coarse.
-fn grid_query<const D: usize>(
-    queries: &[f32],
-    data: &[f32],
-    params: KnnParams,
-    same_set: bool,
-) -> Option<EdgeList> {
-    let nd = data.len() / D;
-    let nq = queries.len() / D;
-    let r = params.radius;
-    if nd == 0 || nq == 0 || params.k == 0 {
-        return Some(EdgeList::default());
+/// The data points of [`grid_query`], counting-sorted by the cell of a uniform grid over their
+/// first two coordinates (cells of half the radius) that holds them.
+struct Grid<const D: usize> {
+    /// Lower x bound of the data (the left edge of column 0).
+    x0: f32,
+    /// Lower y bound of the data (the bottom edge of row 0).
+    y0: f32,
+    /// Columns of cells.
+    nx: usize,
+    /// Rows of cells.
+    ny: usize,
+    /// Side of a cell.
+    cell: f64,
+    /// `1 / cell`: data cells and query ranges use the same monotone expression (a
+    /// multiplication).
+    inv: f64,
+    /// Cell `c`'s points are `start[c]..start[c + 1]` of `order` and `sorted`.
+    start: Vec<u32>,
+    /// Data indices in cell order.
+    order: Vec<u32>,
+    /// Data coordinates in cell order.
+    sorted: Vec<[f32; D]>,
+}
+
+impl<const D: usize> Grid<D> {
+    /// The grid over `data` (at least one point) for radius `r` (positive), or `None` when it
+    /// would have far more cells than points, or too many points per cell.
+    fn new(data: &[f32], r: f32) -> Option<Self> {
+        let nd = data.len() / D;
+        let (mut x0, mut y0, mut x1, mut y1) = (
+            f32::INFINITY,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NEG_INFINITY,
+        );
+        for p in data.chunks_exact(D) {
+            x0 = x0.min(p[0]);
+            y0 = y0.min(p[1]);
+            x1 = x1.max(p[0]);
+            y1 = y1.max(p[1]);
+        }
+        // Cells of half the radius; each query scans only the cells that meet its disc.
+        let cell = r as f64 / 2.0;
+        let nx = ((x1 - x0) as f64 / cell).floor() + 1.0;
+        let ny = ((y1 - y0) as f64 / cell).floor() + 1.0;
+        if nx * ny > 4.0 * nd as f64 + 256.0 || (nd as f64) / (nx * ny) > GRID_MAX_PER_CELL {
+            return None;
+        }
+        let mut grid = Self {
+            x0,
+            y0,
+            nx: nx as usize,
+            ny: ny as usize,
+            cell,
+            inv: 1.0 / cell,
+            start: Vec::new(),
+            order: Vec::new(),
+            sorted: Vec::new(),
+        };
+        grid.sort_points(data);
+        Some(grid)
     }
-    if r.is_nan() || r <= 0.0 {
-        return None;
+
+    /// Counting sort of the data points by cell: fills `start`, `order` and `sorted` (the
+    /// coordinates copied in cell order).
+    fn sort_points(&mut self, data: &[f32]) {
+        let nd = data.len() / D;
+        let mut start = vec![0u32; self.nx * self.ny + 1];
+        let cells: Vec<usize> = data.chunks_exact(D).map(|p| self.cell_index(p)).collect();
+        for &c in &cells {
+            start[c + 1] += 1;
+        }
+        for i in 1..start.len() {
+            start[i] += start[i - 1];
+        }
+        let mut fill = start.clone();
+        let mut order = vec![0u32; nd];
+        let mut sorted = vec![[0f32; D]; nd];
+        for (i, &c) in cells.iter().enumerate() {
+            let at = fill[c] as usize;
+            order[at] = i as u32;
+            sorted[at].copy_from_slice(&data[i * D..(i + 1) * D]);
+            fill[c] += 1;
+        }
+        self.start = start;
+        self.order = order;
+        self.sorted = sorted;
     }
-    let (mut x0, mut y0, mut x1, mut y1) = (
-        f32::INFINITY,
-        f32::INFINITY,
-        f32::NEG_INFINITY,
-        f32::NEG_INFINITY,
-    );
-    for p in data.chunks_exact(D) {
-        x0 = x0.min(p[0]);
-        y0 = y0.min(p[1]);
-        x1 = x1.max(p[0]);
-        y1 = y1.max(p[1]);
+
+    /// The row (`o = y0`, `n = ny`) or column (`o = x0`, `n = nx`) of coordinate `v`, clamped to
+    /// the grid. Data points lie inside the grid; the same f64 expression places queries' disc
+    /// bounds, so a point within reach is never in a cell outside the scanned range.
+    fn cell_of(&self, v: f32, o: f32, n: usize) -> usize {
+        (floor((v as f64 - o as f64) * self.inv).max(0.0) as usize).min(n - 1)
     }
-    // Cells of half the radius; each query scans only the cells that meet its disc.
-    let cell = r as f64 / 2.0;
-    let nx = ((x1 - x0) as f64 / cell).floor() + 1.0;
-    let ny = ((y1 - y0) as f64 / cell).floor() + 1.0;
-    if nx * ny > 4.0 * nd as f64 + 256.0 || (nd as f64) / (nx * ny) > GRID_MAX_PER_CELL {
-        return None;
+
+    /// The index (`row · nx + column`) of the cell of point `p`.
+    fn cell_index(&self, p: &[f32]) -> usize {
+        self.cell_of(p[1], self.y0, self.ny) * self.nx + self.cell_of(p[0], self.x0, self.nx)
     }
-    let (nx, ny) = (nx as usize, ny as usize);
-    // Data cells and query ranges use the same monotone expression (a multiplication).
-    let inv = 1.0 / cell;
-    // Data points lie inside the grid; the same f64 expression places queries' disc bounds,
-    // so a point within reach is never in a cell outside the scanned range.
-    let cell_of = |v: f32, o: f32, n: usize| -> usize {
-        (floor((v as f64 - o as f64) * inv).max(0.0) as usize).min(n - 1)
-    };
-    // Counting sort of the data points by cell; coordinates copied in cell order.
-    let mut start = vec![0u32; nx * ny + 1];
-    let cells: Vec<usize> = data
-        .chunks_exact(D)
-        .map(|p| cell_of(p[1], y0, ny) * nx + cell_of(p[0], x0, nx))
-        .collect();
-    for &c in &cells {
-        start[c + 1] += 1;
-    }
-    for i in 1..start.len() {
-        start[i] += start[i - 1];
-    }
-    let mut fill = start.clone();
-    let mut order = vec![0u32; nd];
-    let mut sorted = vec![[0f32; D]; nd];
-    for (i, &c) in cells.iter().enumerate() {
-        let at = fill[c] as usize;
-        order[at] = i as u32;
-        sorted[at].copy_from_slice(&data[i * D..(i + 1) * D]);
-        fill[c] += 1;
-    }
-    let r2 = r * r;
-    let k = params.k;
-    let drop_self = same_set && !params.keep_self;
-    let run = |qi: usize, out: &mut Vec<(f32, u32)>| {
+}
+
+/// One grid-engine query: the grid, the query points and what a neighbour must satisfy.
+struct GridSearch<'a, const D: usize> {
+    grid: Grid<D>,
+    /// Query points, row-major with `D` columns.
+    queries: &'a [f32],
+    /// Search radius (inclusive).
+    r: f32,
+    /// Most neighbours per query.
+    k: usize,
+    /// Skip the data point with the query's own index (same-set queries).
+    drop_self: bool,
+}
+
+impl<const D: usize> GridSearch<'_, D> {
+    /// The neighbours of query `qi` into `out` (cleared first), at most `k`, ordered by
+    /// (squared distance, index): the rows of cells that meet its disc, each over the columns
+    /// that meet the disc in that row.
+    fn neighbours(&self, qi: usize, out: &mut Vec<(f32, u32)>) {
         out.clear();
-        let q = &queries[qi * D..(qi + 1) * D];
+        let g = &self.grid;
+        let q = &self.queries[qi * D..(qi + 1) * D];
         // The disc, slightly enlarged so that float rounding can only add candidates.
         let (qx, qy) = (q[0] as f64, q[1] as f64);
-        let reach = r as f64 * (1.0 + 1e-5) + 1e-6;
-        let row_of = |v: f64| floor((v - y0 as f64) * inv);
-        let col_of = |v: f64| floor((v - x0 as f64) * inv);
+        let reach = self.r as f64 * (1.0 + 1e-5) + 1e-6;
+        let row_of = |v: f64| floor((v - g.y0 as f64) * g.inv);
+        let col_of = |v: f64| floor((v - g.x0 as f64) * g.inv);
         let gy0 = row_of(qy - reach).max(0.0);
-        let gy1 = row_of(qy + reach).min(ny as f64 - 1.0);
+        let gy1 = row_of(qy + reach).min(g.ny as f64 - 1.0);
         if gy0 > gy1 {
             return;
         }
         for gy in gy0 as usize..=gy1 as usize {
-            let ry0 = y0 as f64 + gy as f64 * cell;
-            let dy = (ry0 - qy).max(qy - (ry0 + cell)).max(0.0);
+            let ry0 = g.y0 as f64 + gy as f64 * g.cell;
+            let dy = (ry0 - qy).max(qy - (ry0 + g.cell)).max(0.0);
             if dy > reach {
                 continue;
             }
             let dx = (reach * reach - dy * dy).sqrt();
             let gx0 = col_of(qx - dx).max(0.0);
-            let gx1 = col_of(qx + dx).min(nx as f64 - 1.0);
+            let gx1 = col_of(qx + dx).min(g.nx as f64 - 1.0);
             if gx0 > gx1 {
                 continue;
             }
-            let row = gy * nx;
-            let a = start[row + gx0 as usize] as usize;
-            let b = start[row + gx1 as usize + 1] as usize;
-            for (p, &di) in sorted[a..b].iter().zip(&order[a..b]) {
-                let mut d2 = 0f32;
-                for j in 0..D {
-                    d2 += (q[j] - p[j]) * (q[j] - p[j]);
-                }
-                if d2 > r2 {
-                    continue;
-                }
-                if drop_self && di as usize == qi {
-                    continue;
-                }
-                // Keep the k best by (distance, index), sorted.
-                let worse = |e: &(f32, u32)| e.0.total_cmp(&d2).then(e.1.cmp(&di)).is_gt();
-                if out.len() == k {
-                    if !worse(&out[k - 1]) {
-                        continue;
-                    }
-                    out.pop();
-                }
-                let at = out.iter().position(worse).unwrap_or(out.len());
-                out.insert(at, (d2, di));
-            }
+            let row = gy * g.nx;
+            let a = g.start[row + gx0 as usize] as usize;
+            let b = g.start[row + gx1 as usize + 1] as usize;
+            self.scan(q, qi, a..b, out);
         }
-    };
-    let chunk = 2048;
-    if nq > LARGE_QUERY_SET {
-        // Large sets: visit the queries in grid-cell order so that neighbouring queries scan
-        // the same (cached) cells, keep each query's neighbours in fixed slots, then emit them
-        // in query order.
+    }
+
+    /// Offers the data points `range` (in cell order) within the radius of query `q` (index
+    /// `qi`) to `out`, the `k` best by (squared distance, index) so far.
+    fn scan(&self, q: &[f32], qi: usize, range: Range<usize>, out: &mut Vec<(f32, u32)>) {
+        let r2 = self.r * self.r;
+        let g = &self.grid;
+        for (p, &di) in g.sorted[range.clone()].iter().zip(&g.order[range]) {
+            let mut d2 = 0f32;
+            for j in 0..D {
+                d2 += (q[j] - p[j]) * (q[j] - p[j]);
+            }
+            if d2 > r2 {
+                continue;
+            }
+            if self.drop_self && di as usize == qi {
+                continue;
+            }
+            keep_best(out, self.k, d2, di);
+        }
+    }
+
+    /// All queries, visited in grid-cell order so that neighbouring queries scan the same
+    /// (cached) cells; each query's neighbours are kept in fixed slots, then emitted in query
+    /// order.
+    fn query_in_cell_order(&self) -> EdgeList {
+        let nq = self.queries.len() / D;
+        let k = self.k;
         let qcells: Vec<usize> = (0..nq)
-            .map(|qi| {
-                let q = &queries[qi * D..(qi + 1) * D];
-                cell_of(q[1], y0, ny) * nx + cell_of(q[0], x0, nx)
-            })
+            .map(|qi| self.grid.cell_index(&self.queries[qi * D..(qi + 1) * D]))
             .collect();
         let mut qorder: Vec<u32> = (0..nq as u32).collect();
         qorder.sort_unstable_by_key(|&qi| qcells[qi as usize]);
         drop(qcells);
         let found: Vec<Vec<u32>> = qorder
-            .par_chunks(chunk)
+            .par_chunks(GRID_CHUNK)
             .map(|qs| {
                 // Per query: its index, its neighbour count, then the neighbours.
                 let mut flat = Vec::with_capacity(qs.len() * (k + 2));
                 let mut buf = Vec::with_capacity(k + 1);
                 for &qi in qs {
-                    run(qi as usize, &mut buf);
+                    self.neighbours(qi as usize, &mut buf);
                     flat.push(qi);
                     flat.push(buf.len() as u32);
                     flat.extend(buf.iter().map(|&(_, di)| di));
@@ -325,38 +377,92 @@ fn grid_query<const D: usize>(
                 edges.dst.push(di as i64);
             }
         }
-        return Some(edges);
+        edges
     }
-    let parts: Vec<(Vec<i64>, Vec<i64>)> = (0..nq.div_ceil(chunk))
-        .into_par_iter()
-        .map(|c| {
-            let mut src = Vec::with_capacity(chunk * k);
-            let mut dst = Vec::with_capacity(chunk * k);
-            let mut buf = Vec::with_capacity(k + 1);
-            for qi in c * chunk..((c + 1) * chunk).min(nq) {
-                run(qi, &mut buf);
-                for &(_, di) in &buf {
-                    src.push(qi as i64);
-                    dst.push(di as i64);
+
+    /// All queries in index order, in parallel chunks of [`GRID_CHUNK`] whose edge lists are
+    /// then concatenated.
+    fn query_in_index_order(&self) -> EdgeList {
+        let nq = self.queries.len() / D;
+        let (k, chunk) = (self.k, GRID_CHUNK);
+        let parts: Vec<(Vec<i64>, Vec<i64>)> = (0..nq.div_ceil(chunk))
+            .into_par_iter()
+            .map(|c| {
+                let mut src = Vec::with_capacity(chunk * k);
+                let mut dst = Vec::with_capacity(chunk * k);
+                let mut buf = Vec::with_capacity(k + 1);
+                for qi in c * chunk..((c + 1) * chunk).min(nq) {
+                    self.neighbours(qi, &mut buf);
+                    for &(_, di) in &buf {
+                        src.push(qi as i64);
+                        dst.push(di as i64);
+                    }
                 }
-            }
-            (src, dst)
-        })
-        .collect();
-    if parts.len() == 1 {
-        let (src, dst) = parts.into_iter().next().expect("one part");
-        return Some(EdgeList { src, dst });
+                (src, dst)
+            })
+            .collect();
+        if parts.len() == 1 {
+            let (src, dst) = parts.into_iter().next().expect("one part");
+            return EdgeList { src, dst };
+        }
+        let total = parts.iter().map(|p| p.0.len()).sum();
+        let mut edges = EdgeList {
+            src: Vec::with_capacity(total),
+            dst: Vec::with_capacity(total),
+        };
+        for (s, d) in parts {
+            edges.src.extend(s);
+            edges.dst.extend(d);
+        }
+        edges
     }
-    let total = parts.iter().map(|p| p.0.len()).sum();
-    let mut edges = EdgeList {
-        src: Vec::with_capacity(total),
-        dst: Vec::with_capacity(total),
+}
+
+/// Inserts the candidate `(d2, di)` into `out`, which holds the best (at most `k`, `k ≥ 1`)
+/// candidates so far sorted by (squared distance, index), if it is among the `k` best.
+fn keep_best(out: &mut Vec<(f32, u32)>, k: usize, d2: f32, di: u32) {
+    let worse = |e: &(f32, u32)| e.0.total_cmp(&d2).then(e.1.cmp(&di)).is_gt();
+    if out.len() == k {
+        if !worse(&out[k - 1]) {
+            return;
+        }
+        out.pop();
+    }
+    let at = out.iter().position(worse).unwrap_or(out.len());
+    out.insert(at, (d2, di));
+}
+
+/// kNN within a radius on a uniform grid over the first two coordinates, with cells of side
+/// `radius / 2`: a query only looks at the cells that meet its disc. The neighbours are ordered by
+/// (squared distance, index), exactly as [`brute_force`] orders them, and the distances are
+/// computed with the same expression. Returns `None` when the grid would be too coarse.
+fn grid_query<const D: usize>(
+    queries: &[f32],
+    data: &[f32],
+    params: KnnParams,
+    same_set: bool,
+) -> Option<EdgeList> {
+    let nd = data.len() / D;
+    let nq = queries.len() / D;
+    let r = params.radius;
+    if nd == 0 || nq == 0 || params.k == 0 {
+        return Some(EdgeList::default());
+    }
+    if r.is_nan() || r <= 0.0 {
+        return None;
+    }
+    let search = GridSearch {
+        grid: Grid::<D>::new(data, r)?,
+        queries,
+        r,
+        k: params.k,
+        drop_self: same_set && !params.keep_self,
     };
-    for (s, d) in parts {
-        edges.src.extend(s);
-        edges.dst.extend(d);
-    }
-    Some(edges)
+    Some(if nq > LARGE_QUERY_SET {
+        search.query_in_cell_order()
+    } else {
+        search.query_in_index_order()
+    })
 }
 
 fn query<const D: usize>(

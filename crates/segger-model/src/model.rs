@@ -219,7 +219,8 @@ impl<B: GatBackend> Segger<B> {
         })
     }
 
-    /// Every parameter with its PyG `state_dict` name, in [`pyg_shapes`] order.
+    /// Every parameter with its PyG `state_dict` name, in the order of `pyg_shapes` (the
+    /// reference's `state_dict` order).
     pub fn named_params(&self) -> Vec<(String, NamedParam<B>)> {
         let mut out = vec![
             (

@@ -18,6 +18,7 @@
 
 mod config;
 pub mod geometry;
+mod h5ad;
 mod input;
 mod model_dir;
 pub mod outputs;

@@ -174,7 +174,8 @@ pub const PREDICT_OUTPUT: segger_fs::OutputSpec<'static> = segger_fs::OutputSpec
 /// is written to `--output` before every input check passes, and `--output` appears only
 /// complete (written to a temporary directory, then renamed).
 pub fn predict(cfg: &PredictConfig) -> Result<PredictSummary, PredictError> {
-    segger_model::mp::set_float32_matmul_precision(cfg.float32_matmul_precision);
+    let _precision =
+        segger_model::mp::scoped_float32_matmul_precision(cfg.float32_matmul_precision);
     let t0 = Instant::now();
     check_flags(cfg)?;
     segger_fs::prepare_output(

@@ -15,6 +15,7 @@
 #![warn(missing_docs)]
 
 pub mod calibrate;
+mod config;
 mod csv;
 mod lit;
 mod loader;

@@ -303,6 +303,28 @@ pub fn set_float32_matmul_precision(p: MatmulPrecision) {
     );
 }
 
+/// Sets the float32 matmul precision for as long as the returned guard lives; dropping it
+/// restores the precision that was set before. `train` and `predict` hold one for their run, so
+/// a program that embeds them keeps its own setting afterwards.
+pub fn scoped_float32_matmul_precision(p: MatmulPrecision) -> MatmulPrecisionGuard {
+    let previous = float32_matmul_precision();
+    set_float32_matmul_precision(p);
+    MatmulPrecisionGuard { previous }
+}
+
+/// Restores the float32 matmul precision when dropped ([`scoped_float32_matmul_precision`]).
+#[must_use = "the precision is restored when the guard is dropped"]
+#[derive(Debug)]
+pub struct MatmulPrecisionGuard {
+    previous: MatmulPrecision,
+}
+
+impl Drop for MatmulPrecisionGuard {
+    fn drop(&mut self) {
+        set_float32_matmul_precision(self.previous);
+    }
+}
+
 /// The float32 matmul precision set by [`set_float32_matmul_precision`].
 pub fn float32_matmul_precision() -> MatmulPrecision {
     if MATMUL_TF32.load(std::sync::atomic::Ordering::Relaxed) {
@@ -714,93 +736,5 @@ macro_rules! cpu_gat_backend {
 cpu_gat_backend!(burn::backend::Flex);
 #[cfg(feature = "ndarray")]
 cpu_gat_backend!(burn::backend::NdArray);
-/// The CubeCL backends (CUDA, wgpu) run the fused GPU kernels of `cube`.
-#[cfg(any(feature = "wgpu", feature = "cuda"))]
-impl<R, F, I, BT> GatBackend for burn_cubecl::CubeBackend<R, F, I, BT>
-where
-    R: burn_cubecl::CubeRuntime,
-    F: burn_cubecl::FloatElement,
-    I: burn_cubecl::IntElement,
-    BT: burn_cubecl::BoolElement,
-{
-    const SPLIT_K: bool = true;
-
-    fn scatter_grouped(values: Tensor<Self, 2>, idx: &RowIndex<Self>) -> Tensor<Self, 2> {
-        cube::scatter_grouped(values, idx)
-    }
-
-    fn adamw_step(
-        p: Tensor<Self, 1>,
-        g: Tensor<Self, 1>,
-        moments: Option<(Tensor<Self, 1>, Tensor<Self, 1>)>,
-        grad_scale: Option<Tensor<Self, 1>>,
-        s: &AdamWStep,
-    ) -> (Tensor<Self, 1>, Tensor<Self, 1>, Tensor<Self, 1>) {
-        cube::adamw_step(p, g, moments, grad_scale, s)
-    }
-
-    fn sum_squares(xs: Vec<FloatTensor<Self>>) -> Tensor<Self, 1> {
-        cube::sum_squares::<R, F, I, BT>(xs)
-    }
-
-    fn adamw_multi(
-        params: Vec<AdamWParam<Self>>,
-        grad_scale: Option<Tensor<Self, 1>>,
-    ) -> Vec<(Tensor<Self, 1>, Tensor<Self, 1>, Tensor<Self, 1>)> {
-        cube::adamw_multi(params, grad_scale)
-    }
-
-    fn col_sum(x: Tensor<Self, 2>) -> Tensor<Self, 1> {
-        cube::col_sum(x)
-    }
-
-    fn relu_keep_output(x: Tensor<Self, 2>) -> Tensor<Self, 2> {
-        Tensor::from_primitive(TensorPrimitive::Float(cube::relu(
-            x.into_primitive().tensor(),
-            None,
-        )))
-    }
-
-    fn relu_grad(y: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
-        cube::relu(y, Some(grad))
-    }
-
-    fn matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
-        if lhs.dtype == burn::tensor::DType::F32
-            && float32_matmul_precision() == MatmulPrecision::Highest
-        {
-            cube::matmul_f32(lhs, rhs)
-        } else {
-            <Self as burn::tensor::ops::FloatTensorOps<Self>>::float_matmul(lhs, rhs)
-        }
-    }
-
-    fn fused_forward(
-        xl: Tensor<Self, 3>,
-        xr: Tensor<Self, 3>,
-        att: Tensor<Self, 2>,
-        g: &FusedGraph<Self>,
-    ) -> Option<(Tensor<Self, 3>, Tensor<Self, 2>)> {
-        fused_enabled().then(|| cube::forward(xl, xr, att, &cube::CubeGraph::new(g)))
-    }
-
-    fn fused_backward(
-        grad: Tensor<Self, 3>,
-        xl: Tensor<Self, 3>,
-        xr: Tensor<Self, 3>,
-        att: Tensor<Self, 2>,
-        alpha: Tensor<Self, 2>,
-        g: &FusedGraph<Self>,
-    ) -> Option<(Tensor<Self, 3>, Tensor<Self, 3>, Tensor<Self, 2>)> {
-        Some(cube::backward(
-            grad,
-            xl,
-            xr,
-            att,
-            alpha,
-            &cube::CubeGraph::new(g),
-        ))
-    }
-}
 
 mod autodiff;
