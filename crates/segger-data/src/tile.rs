@@ -157,6 +157,175 @@ impl<'a> Reader<'a> {
         let e = shape[1];
         Ok(Some((all[..e].to_vec(), all[e..].to_vec())))
     }
+
+    /// The transcript node store: `tx.pos`, `tx.x` (I64 tokens `[N]` or F32 embeddings
+    /// `[N, F]`) and the optional `tx.id`.
+    fn tx_store(&self) -> Result<NodeStore, DataError> {
+        let (tx_pos, tx_dim) = self.matrix_f32("tx.pos", Some(&[2, 3]))?;
+        let txv = self.require("tx.x")?;
+        let tx_x = match (txv.dtype(), txv.shape().len()) {
+            (Dtype::I64, 1) => NodeFeatures::Tokens(self.i64s("tx.x", &txv)?),
+            (Dtype::F32, 2) => NodeFeatures::Dense {
+                width: txv.shape()[1],
+                values: self.f32s("tx.x", &txv)?,
+            },
+            (Dtype::I64, n) | (Dtype::F32, n) => {
+                return Err(self.err(
+                    "tx.x",
+                    format!(
+                        "rank {n} (shape {:?}) does not fit its dtype {:?}: expected I64 [N] or F32 [N, F]",
+                        txv.shape(),
+                        txv.dtype()
+                    ),
+                ))
+            }
+            (d, _) => {
+                return Err(self.err(
+                    "tx.x",
+                    format!("dtype is {d:?}, expected I64 tokens or F32 embeddings"),
+                ))
+            }
+        };
+        let tx_ids = match self.get("tx.id") {
+            None => NodeIds::None,
+            Some(v) => {
+                if v.shape().len() != 1 {
+                    return Err(self.err(
+                        "tx.id",
+                        format!(
+                            "rank is {} (shape {:?}), expected 1",
+                            v.shape().len(),
+                            v.shape()
+                        ),
+                    ));
+                }
+                NodeIds::Int(self.i64s("tx.id", &v)?)
+            }
+        };
+        Ok(NodeStore {
+            x: tx_x,
+            pos: tx_pos,
+            pos_dim: tx_dim,
+            ids: tx_ids,
+        })
+    }
+
+    /// The boundary node store: `bd.pos`, `bd.x` and the ids from the `bd.id` metadata key
+    /// (`md`).
+    fn bd_store(&self, md: &HashMap<String, String>) -> Result<NodeStore, DataError> {
+        let (bd_pos, bd_dim) = self.matrix_f32("bd.pos", Some(&[2, 3]))?;
+        let (bd_x, bd_w) = self.matrix_f32("bd.x", None)?;
+        let bd_ids = match md.get("bd.id") {
+            None => NodeIds::None,
+            Some(s) => NodeIds::Str(serde_json::from_str::<Vec<String>>(s).map_err(|e| {
+                self.err(
+                    "bd.id",
+                    format!("metadata is not a JSON array of strings ({e})"),
+                )
+            })?),
+        };
+        Ok(NodeStore {
+            x: NodeFeatures::Dense {
+                values: bd_x,
+                width: bd_w,
+            },
+            pos: bd_pos,
+            pos_dim: bd_dim,
+            ids: bd_ids,
+        })
+    }
+
+    /// The tile's bounds from the `tile` metadata key (`md`), when present, checked to have a
+    /// core of positive, finite extent.
+    fn bounds(&self, md: &HashMap<String, String>) -> Result<Option<TileBounds>, DataError> {
+        let bounds = match md.get("tile") {
+            None => None,
+            Some(s) => Some(serde_json::from_str::<TileBounds>(s).map_err(|e| {
+                self.err(
+                    "tile",
+                    format!("metadata is not a valid JSON tile object ({e})"),
+                )
+            })?),
+        };
+        if let Some(b) = &bounds {
+            // Prediction keeps the transcripts inside the core: a core of no extent would drop
+            // every transcript of the tile.
+            let finite = [b.x, b.y, b.width, b.height, b.margin]
+                .iter()
+                .all(|v| v.is_finite());
+            if !finite || b.width <= 0.0 || b.height <= 0.0 || b.margin < 0.0 {
+                return Err(self.err(
+                    "tile",
+                    format!(
+                        "the core must have a positive, finite width and height and a margin ≥ 0, got x {} y {} width {} height {} margin {}",
+                        b.x, b.y, b.width, b.height, b.margin
+                    ),
+                ));
+            }
+        }
+        Ok(bounds)
+    }
+
+    /// The relations among the (sorted) tensor `names`: the two neighbour relations are
+    /// required; each relation has an edge index and optionally both label tensors.
+    fn relations(&self, names: &[&str]) -> Result<BTreeMap<EdgeType, EdgeStore>, DataError> {
+        let mut edges = BTreeMap::new();
+        let rels: Vec<String> = names
+            .iter()
+            .filter_map(|n| n.rsplit_once('.').map(|(rel, _)| rel))
+            .filter(|rel| EdgeType::parse(rel).is_some())
+            .map(str::to_string)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        for rel in [NEIGHBORS_TX, NEIGHBORS_BD] {
+            self.require(&format!("{rel}.edge_index"))?;
+        }
+        for rel in rels {
+            let et = EdgeType::parse(&rel).expect("filtered above");
+            let ei = format!("{rel}.edge_index");
+            let (src, dst) = self.pair_rows(&ei)?.ok_or_else(|| {
+                self.err(
+                    &ei,
+                    "required tensor is missing (the relation has label tensors)",
+                )
+            })?;
+            let mut es = EdgeStore::new(src, dst);
+            let li = format!("{rel}.edge_label_index");
+            let ln = format!("{rel}.edge_label");
+            match (self.pair_rows(&li)?, self.get(&ln)) {
+                (None, None) => {}
+                (Some((ls, ld)), Some(v)) => {
+                    if v.shape().len() != 1 {
+                        return Err(self.err(
+                            &ln,
+                            format!(
+                                "rank is {} (shape {:?}), expected 1",
+                                v.shape().len(),
+                                v.shape()
+                            ),
+                        ));
+                    }
+                    es.labels = Some(LabelStore {
+                        src: ls,
+                        dst: ld,
+                        label: self.f32s(&ln, &v)?,
+                    });
+                }
+                (Some(_), None) => {
+                    return Err(self.err(
+                        &ln,
+                        "required tensor is missing (edge_label_index is present)",
+                    ))
+                }
+                (None, Some(_)) => {
+                    return Err(self.err(&li, "required tensor is missing (edge_label is present)"))
+                }
+            }
+            edges.insert(et, es);
+        }
+        Ok(edges)
+    }
 }
 
 fn tensor_names_known(name: &str) -> bool {
@@ -212,162 +381,11 @@ pub fn parse_tile(path: &Path, bytes: &[u8], vocab: Option<usize>) -> Result<Til
         return Err(r.err(unknown, "unknown tensor name for segger-tile/1"));
     }
 
-    // Transcripts.
-    let (tx_pos, tx_dim) = r.matrix_f32("tx.pos", Some(&[2, 3]))?;
-    let txv = r.require("tx.x")?;
-    let tx_x = match (txv.dtype(), txv.shape().len()) {
-        (Dtype::I64, 1) => NodeFeatures::Tokens(r.i64s("tx.x", &txv)?),
-        (Dtype::F32, 2) => NodeFeatures::Dense {
-            width: txv.shape()[1],
-            values: r.f32s("tx.x", &txv)?,
-        },
-        (Dtype::I64, n) | (Dtype::F32, n) => {
-            return Err(r.err(
-                "tx.x",
-                format!(
-                "rank {n} (shape {:?}) does not fit its dtype {:?}: expected I64 [N] or F32 [N, F]",
-                txv.shape(),
-                txv.dtype()
-            ),
-            ))
-        }
-        (d, _) => {
-            return Err(r.err(
-                "tx.x",
-                format!("dtype is {d:?}, expected I64 tokens or F32 embeddings"),
-            ))
-        }
-    };
-    let tx_ids = match r.get("tx.id") {
-        None => NodeIds::None,
-        Some(v) => {
-            if v.shape().len() != 1 {
-                return Err(r.err(
-                    "tx.id",
-                    format!(
-                        "rank is {} (shape {:?}), expected 1",
-                        v.shape().len(),
-                        v.shape()
-                    ),
-                ));
-            }
-            NodeIds::Int(r.i64s("tx.id", &v)?)
-        }
-    };
-
-    // Boundaries.
-    let (bd_pos, bd_dim) = r.matrix_f32("bd.pos", Some(&[2, 3]))?;
-    let (bd_x, bd_w) = r.matrix_f32("bd.x", None)?;
-    let bd_ids = match md.get("bd.id") {
-        None => NodeIds::None,
-        Some(s) => NodeIds::Str(serde_json::from_str::<Vec<String>>(s).map_err(|e| {
-            r.err(
-                "bd.id",
-                format!("metadata is not a JSON array of strings ({e})"),
-            )
-        })?),
-    };
-    let bounds = match md.get("tile") {
-        None => None,
-        Some(s) => Some(serde_json::from_str::<TileBounds>(s).map_err(|e| {
-            r.err(
-                "tile",
-                format!("metadata is not a valid JSON tile object ({e})"),
-            )
-        })?),
-    };
-    if let Some(b) = &bounds {
-        // Prediction keeps the transcripts inside the core: a core of no extent would drop
-        // every transcript of the tile.
-        let finite = [b.x, b.y, b.width, b.height, b.margin]
-            .iter()
-            .all(|v| v.is_finite());
-        if !finite || b.width <= 0.0 || b.height <= 0.0 || b.margin < 0.0 {
-            return Err(r.err(
-                "tile",
-                format!(
-                    "the core must have a positive, finite width and height and a margin ≥ 0, got x {} y {} width {} height {} margin {}",
-                    b.x, b.y, b.width, b.height, b.margin
-                ),
-            ));
-        }
-    }
-
-    // Relations.
-    let mut edges = BTreeMap::new();
-    let rels: Vec<String> = names
-        .iter()
-        .filter_map(|n| n.rsplit_once('.').map(|(rel, _)| rel))
-        .filter(|rel| EdgeType::parse(rel).is_some())
-        .map(str::to_string)
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    for rel in [NEIGHBORS_TX, NEIGHBORS_BD] {
-        r.require(&format!("{rel}.edge_index"))?;
-    }
-    for rel in rels {
-        let et = EdgeType::parse(&rel).expect("filtered above");
-        let ei = format!("{rel}.edge_index");
-        let (src, dst) = r.pair_rows(&ei)?.ok_or_else(|| {
-            r.err(
-                &ei,
-                "required tensor is missing (the relation has label tensors)",
-            )
-        })?;
-        let mut es = EdgeStore::new(src, dst);
-        let li = format!("{rel}.edge_label_index");
-        let ln = format!("{rel}.edge_label");
-        match (r.pair_rows(&li)?, r.get(&ln)) {
-            (None, None) => {}
-            (Some((ls, ld)), Some(v)) => {
-                if v.shape().len() != 1 {
-                    return Err(r.err(
-                        &ln,
-                        format!(
-                            "rank is {} (shape {:?}), expected 1",
-                            v.shape().len(),
-                            v.shape()
-                        ),
-                    ));
-                }
-                es.labels = Some(LabelStore {
-                    src: ls,
-                    dst: ld,
-                    label: r.f32s(&ln, &v)?,
-                });
-            }
-            (Some(_), None) => {
-                return Err(r.err(
-                    &ln,
-                    "required tensor is missing (edge_label_index is present)",
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(r.err(&li, "required tensor is missing (edge_label is present)"))
-            }
-        }
-        edges.insert(et, es);
-    }
-
-    let graph = HeteroGraph {
-        tx: NodeStore {
-            x: tx_x,
-            pos: tx_pos,
-            pos_dim: tx_dim,
-            ids: tx_ids,
-        },
-        bd: NodeStore {
-            x: NodeFeatures::Dense {
-                values: bd_x,
-                width: bd_w,
-            },
-            pos: bd_pos,
-            pos_dim: bd_dim,
-            ids: bd_ids,
-        },
-        edges,
-    };
+    let tx = r.tx_store()?;
+    let bd = r.bd_store(&md)?;
+    let bounds = r.bounds(&md)?;
+    let edges = r.relations(&names)?;
+    let graph = HeteroGraph { tx, bd, edges };
     graph.validate(vocab).map_err(|source| DataError::Graph {
         path: path.to_path_buf(),
         source,

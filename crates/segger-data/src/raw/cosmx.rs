@@ -10,11 +10,12 @@
 
 use std::path::Path;
 
+use super::boundaries::{build_boundaries, read_vertex_rings};
 use super::columns::col_err;
-use super::{
-    build_boundaries, file_columns, find_file, load_transcripts, read_vertex_rings, split_names,
-    Defaults, LoadReport, RawOptions, Sample,
-};
+use super::files::{file_columns, find_file};
+use super::transcripts::load_transcripts;
+use super::tx_columns::{split_names, Defaults};
+use super::{LoadReport, RawOptions, Sample};
 use crate::error::DataError;
 
 /// CosMx pixel size in micrometres (CosMx SMI, 0.12028 µm per pixel).

@@ -15,11 +15,12 @@ use arrow_array::cast::AsArray;
 use arrow_array::Array;
 use arrow_schema::DataType;
 
+use super::boundaries::{build_boundaries, RingGroups};
 use super::columns::{self, col_err};
-use super::{
-    build_boundaries, find_file, for_each_batch, load_transcripts, split_names, wkb, BoundaryKind,
-    Defaults, LoadReport, RawOptions, RingGroups, Sample,
-};
+use super::files::{find_file, for_each_batch};
+use super::transcripts::load_transcripts;
+use super::tx_columns::{split_names, Defaults};
+use super::{wkb, BoundaryKind, LoadReport, RawOptions, Sample};
 use crate::error::DataError;
 
 /// The MERSCOPE column names.

@@ -11,7 +11,7 @@ use parquet::arrow::ProjectionMask;
 use rayon::prelude::*;
 
 use super::columns::{self, col_err};
-use super::{Chunk, TxContext};
+use super::transcripts::{Chunk, TxContext};
 use crate::error::DataError;
 
 /// Rows per decoded batch.

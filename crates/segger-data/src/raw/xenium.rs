@@ -5,10 +5,11 @@
 
 use std::path::Path;
 
-use super::{
-    build_boundaries, find_file, load_transcripts, read_vertex_rings, split_names, BoundaryKind,
-    Defaults, LoadReport, RawOptions, Sample,
-};
+use super::boundaries::{build_boundaries, read_vertex_rings};
+use super::files::find_file;
+use super::transcripts::load_transcripts;
+use super::tx_columns::{split_names, Defaults};
+use super::{BoundaryKind, LoadReport, RawOptions, Sample};
 use crate::error::DataError;
 
 /// The Xenium column names.

@@ -345,6 +345,182 @@ impl Conv<'_> {
             )),
         }
     }
+
+    /// The transcript node store: `tx.pos`, `tx.x` (int tokens `[N]` or float embeddings
+    /// `[N, F]`) and the optional `tx.id`.
+    fn tx_store(&self) -> Result<NodeStore, DataError> {
+        let tpos = self.require("tx.pos")?;
+        let (tx_pos, tx_dim) = self.matrix("tx.pos", tpos)?;
+        let tx = self.require("tx.x")?;
+        let tx_x = match (tx.dtype.is_float(), tx.shape.len()) {
+            (false, 1) => NodeFeatures::Tokens(tx.to_i64()),
+            (true, 2) => NodeFeatures::Dense {
+                width: tx.shape[1],
+                values: tx.to_f32(),
+            },
+            _ => {
+                return Err(self.err(
+                    "tx.x",
+                    format!(
+                        "{} {:?} is neither int tokens [N] nor float embeddings [N, F]",
+                        tx.dtype.name(),
+                        tx.shape
+                    ),
+                ))
+            }
+        };
+        let tx_ids = match self.h.entries.get("tx.id") {
+            None => NodeIds::None,
+            Some(PygValue::Tensor(t)) if t.shape.len() == 1 => NodeIds::Int(self.ints("tx.id", t)?),
+            Some(other) => {
+                return Err(self.err(
+                    "tx.id",
+                    format!("is {}, expected an integer tensor [N]", short(other)),
+                ))
+            }
+        };
+        Ok(NodeStore {
+            x: tx_x,
+            pos: tx_pos,
+            pos_dim: tx_dim,
+            ids: tx_ids,
+        })
+    }
+
+    /// The boundary node store, and whether `bd.x` was replaced. The node count comes from
+    /// `bd.pos`, like PyG.
+    fn bd_store(&self) -> Result<(NodeStore, bool), DataError> {
+        let bpos = self.require("bd.pos")?;
+        let (bd_pos, bd_dim) = self.matrix("bd.pos", bpos)?;
+        let n_bd = bpos.shape[0];
+        let (bd_x, bd_w, bd_x_replaced) = self.bd_features(n_bd)?;
+        let bd_ids = match self.h.entries.get("bd.id") {
+            None => NodeIds::None,
+            Some(PygValue::Strings(s)) => NodeIds::Str(s.clone()),
+            Some(other) => {
+                return Err(self.err(
+                    "bd.id",
+                    format!("is {}, expected an array of strings", short(other)),
+                ))
+            }
+        };
+        let store = NodeStore {
+            x: NodeFeatures::Dense {
+                values: bd_x,
+                width: bd_w,
+            },
+            pos: bd_pos,
+            pos_dim: bd_dim,
+            ids: bd_ids,
+        };
+        Ok((store, bd_x_replaced))
+    }
+
+    /// The boundary features `bd.x` of `n_bd` boundaries as (values, width, replaced): zeros
+    /// when it is missing or has the wrong row count (the reference's one-row-per-vertex bug),
+    /// and non-finite values replaced by 0.
+    fn bd_features(&self, n_bd: usize) -> Result<(Vec<f32>, usize, bool), DataError> {
+        let path = self.path;
+        let mut bd_x_replaced = false;
+        let (mut bd_x, bd_w) = match self.tensor("bd.x")? {
+            None => {
+                tracing::warn!(
+                    "{}: bd.x is missing; using zero boundary features [{n_bd}, {BD_FEATURES}]",
+                    path.display()
+                );
+                bd_x_replaced = true;
+                (vec![0.0; n_bd * BD_FEATURES], BD_FEATURES)
+            }
+            Some(t) => {
+                let (v, w) = self.matrix("bd.x", t)?;
+                if w == 0 {
+                    return Err(self.err("bd.x", format!("shape {:?} has no columns", t.shape)));
+                }
+                if t.shape[0] != n_bd && w > MAX_BD_FEATURES {
+                    return Err(self.err(
+                        "bd.x",
+                        format!(
+                            "shape {:?}: {w} feature columns is not plausible (at most \
+                             {MAX_BD_FEATURES})",
+                            t.shape
+                        ),
+                    ));
+                }
+                if t.shape[0] != n_bd {
+                    let nan = v.iter().filter(|x| x.is_nan()).count();
+                    quirk_warning(format_args!(
+                        "{}: bd.x has {} rows ({nan} NaN values) but bd.pos has {n_bd} boundaries \
+                         (the reference's one-row-per-polygon-vertex bug); the features are \
+                         unusable and are replaced by zeros, as the reference model's nan_to_num \
+                         effectively does",
+                        path.display(),
+                        t.shape[0]
+                    ));
+                    bd_x_replaced = true;
+                    (vec![0.0; n_bd * w], w)
+                } else {
+                    (v, w)
+                }
+            }
+        };
+        let nan = bd_x.iter().filter(|x| !x.is_finite()).count();
+        if nan > 0 {
+            quirk_warning(format_args!(
+                "{}: bd.x has {nan} non-finite values; replaced by 0 (as nan_to_num would)",
+                path.display()
+            ));
+            bd_x_replaced = true;
+            for x in bd_x.iter_mut().filter(|x| !x.is_finite()) {
+                *x = 0.0;
+            }
+        }
+        Ok((bd_x, bd_w, bd_x_replaced))
+    }
+
+    /// The edges of relation `key`: its `edge_index` and, when present, its
+    /// `edge_label_index` and `edge_label` (both or neither). Their names are added to `used`.
+    fn relation(
+        &self,
+        key: &str,
+        used: &mut BTreeSet<String>,
+    ) -> Result<(EdgeType, EdgeStore), DataError> {
+        let Some(et) = EdgeType::parse(key) else {
+            return Err(self.err(
+                key,
+                "relation is not a Segger src__rel__dst over node types tx and bd",
+            ));
+        };
+        let ei = format!("{key}.edge_index");
+        let li = format!("{key}.edge_label_index");
+        let ln = format!("{key}.edge_label");
+        let (src, dst) = self.pairs(&ei, self.require(&ei)?)?;
+        let mut es = EdgeStore::new(src, dst);
+        match (self.tensor(&li)?, self.tensor(&ln)?) {
+            (None, None) => {}
+            (Some(lt), Some(l)) => {
+                let (ls, ld) = self.pairs(&li, lt)?;
+                if l.shape.len() > 1 {
+                    return Err(self.err(&ln, format!("shape is {:?}, expected [L]", l.shape)));
+                }
+                es.labels = Some(LabelStore {
+                    src: ls,
+                    dst: ld,
+                    label: l.to_f32(),
+                });
+            }
+            (Some(_), None) => {
+                return Err(self.err(
+                    &ln,
+                    "required tensor is missing (edge_label_index is present)",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(self.err(&li, "required tensor is missing (edge_label is present)"))
+            }
+        }
+        used.extend([ei, li, ln]);
+        Ok((et, es))
+    }
 }
 
 /// Converts a `HeteroData` to a [`Tile`], repairing the quirks listed in the module docs, and
@@ -357,146 +533,15 @@ pub fn pyg_to_tile(
     let c = Conv { path, h };
     let mut used: BTreeSet<String> = BTreeSet::new();
 
-    // Transcripts.
-    let tpos = c.require("tx.pos")?;
-    let (tx_pos, tx_dim) = c.matrix("tx.pos", tpos)?;
-    let tx = c.require("tx.x")?;
-    let tx_x = match (tx.dtype.is_float(), tx.shape.len()) {
-        (false, 1) => NodeFeatures::Tokens(tx.to_i64()),
-        (true, 2) => NodeFeatures::Dense {
-            width: tx.shape[1],
-            values: tx.to_f32(),
-        },
-        _ => {
-            return Err(c.err(
-                "tx.x",
-                format!(
-                    "{} {:?} is neither int tokens [N] nor float embeddings [N, F]",
-                    tx.dtype.name(),
-                    tx.shape
-                ),
-            ))
-        }
-    };
-    let tx_ids = match h.entries.get("tx.id") {
-        None => NodeIds::None,
-        Some(PygValue::Tensor(t)) if t.shape.len() == 1 => NodeIds::Int(c.ints("tx.id", t)?),
-        Some(other) => {
-            return Err(c.err(
-                "tx.id",
-                format!("is {}, expected an integer tensor [N]", short(other)),
-            ))
-        }
-    };
+    let tx = c.tx_store()?;
     used.extend(["tx.pos", "tx.x", "tx.id"].map(String::from));
-
-    // Boundaries: the node count comes from bd.pos, like PyG.
-    let bpos = c.require("bd.pos")?;
-    let (bd_pos, bd_dim) = c.matrix("bd.pos", bpos)?;
-    let n_bd = bpos.shape[0];
-    let mut bd_x_replaced = false;
-    let (mut bd_x, bd_w) = match c.tensor("bd.x")? {
-        None => {
-            tracing::warn!(
-                "{}: bd.x is missing; using zero boundary features [{n_bd}, {BD_FEATURES}]",
-                path.display()
-            );
-            bd_x_replaced = true;
-            (vec![0.0; n_bd * BD_FEATURES], BD_FEATURES)
-        }
-        Some(t) => {
-            let (v, w) = c.matrix("bd.x", t)?;
-            if w == 0 {
-                return Err(c.err("bd.x", format!("shape {:?} has no columns", t.shape)));
-            }
-            if t.shape[0] != n_bd && w > MAX_BD_FEATURES {
-                return Err(c.err(
-                    "bd.x",
-                    format!(
-                        "shape {:?}: {w} feature columns is not plausible (at most \
-                         {MAX_BD_FEATURES})",
-                        t.shape
-                    ),
-                ));
-            }
-            if t.shape[0] != n_bd {
-                let nan = v.iter().filter(|x| x.is_nan()).count();
-                quirk_warning(format_args!(
-                    "{}: bd.x has {} rows ({nan} NaN values) but bd.pos has {n_bd} boundaries \
-                     (the reference's one-row-per-polygon-vertex bug); the features are \
-                     unusable and are replaced by zeros, as the reference model's nan_to_num \
-                     effectively does",
-                    path.display(),
-                    t.shape[0]
-                ));
-                bd_x_replaced = true;
-                (vec![0.0; n_bd * w], w)
-            } else {
-                (v, w)
-            }
-        }
-    };
-    let nan = bd_x.iter().filter(|x| !x.is_finite()).count();
-    if nan > 0 {
-        quirk_warning(format_args!(
-            "{}: bd.x has {nan} non-finite values; replaced by 0 (as nan_to_num would)",
-            path.display()
-        ));
-        bd_x_replaced = true;
-        for x in bd_x.iter_mut().filter(|x| !x.is_finite()) {
-            *x = 0.0;
-        }
-    }
-    let bd_ids = match h.entries.get("bd.id") {
-        None => NodeIds::None,
-        Some(PygValue::Strings(s)) => NodeIds::Str(s.clone()),
-        Some(other) => {
-            return Err(c.err(
-                "bd.id",
-                format!("is {}, expected an array of strings", short(other)),
-            ))
-        }
-    };
+    let (bd, bd_x_replaced) = c.bd_store()?;
     used.extend(["bd.pos", "bd.x", "bd.id"].map(String::from));
 
     // Relations.
     let mut edges = BTreeMap::new();
     for key in &h.edge_types {
-        let Some(et) = EdgeType::parse(key) else {
-            return Err(c.err(
-                key,
-                "relation is not a Segger src__rel__dst over node types tx and bd",
-            ));
-        };
-        let ei = format!("{key}.edge_index");
-        let li = format!("{key}.edge_label_index");
-        let ln = format!("{key}.edge_label");
-        let (src, dst) = c.pairs(&ei, c.require(&ei)?)?;
-        let mut es = EdgeStore::new(src, dst);
-        match (c.tensor(&li)?, c.tensor(&ln)?) {
-            (None, None) => {}
-            (Some(lt), Some(l)) => {
-                let (ls, ld) = c.pairs(&li, lt)?;
-                if l.shape.len() > 1 {
-                    return Err(c.err(&ln, format!("shape is {:?}, expected [L]", l.shape)));
-                }
-                es.labels = Some(LabelStore {
-                    src: ls,
-                    dst: ld,
-                    label: l.to_f32(),
-                });
-            }
-            (Some(_), None) => {
-                return Err(c.err(
-                    &ln,
-                    "required tensor is missing (edge_label_index is present)",
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(c.err(&li, "required tensor is missing (edge_label is present)"))
-            }
-        }
-        used.extend([ei, li, ln]);
+        let (et, es) = c.relation(key, &mut used)?;
         edges.insert(et, es);
     }
     let ignored: Vec<String> = h
@@ -509,24 +554,7 @@ pub fn pyg_to_tile(
         tracing::debug!("{}: ignoring attributes {ignored:?}", path.display());
     }
 
-    let graph = HeteroGraph {
-        tx: NodeStore {
-            x: tx_x,
-            pos: tx_pos,
-            pos_dim: tx_dim,
-            ids: tx_ids,
-        },
-        bd: NodeStore {
-            x: NodeFeatures::Dense {
-                values: bd_x,
-                width: bd_w,
-            },
-            pos: bd_pos,
-            pos_dim: bd_dim,
-            ids: bd_ids,
-        },
-        edges,
-    };
+    let graph = HeteroGraph { tx, bd, edges };
     graph.validate(vocab).map_err(|source| DataError::Graph {
         path: path.to_path_buf(),
         source,

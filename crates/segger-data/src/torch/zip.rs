@@ -109,48 +109,8 @@ impl<'a> ZipArchive<'a> {
                 "{len} bytes is too short for a zip archive (torch.save files are zip archives)"
             ));
         }
-        // The end-of-central-directory record: 22 bytes plus a comment of up to 65535 bytes.
-        let lowest = len.saturating_sub(22 + 0xFFFF);
-        let mut eocd = None;
-        let mut at = len - 22;
-        loop {
-            if u32_at(bytes, at)? == EOCD_SIG {
-                let comment = u16_at(bytes, at + 20)? as usize;
-                if at + 22 + comment == len {
-                    eocd = Some(at);
-                    break;
-                }
-            }
-            if at == lowest {
-                break;
-            }
-            at -= 1;
-        }
-        let Some(eocd) = eocd else {
-            return err("no end-of-central-directory record: not a zip archive, or truncated");
-        };
-        let mut count = u16_at(bytes, eocd + 10)? as u64;
-        let mut cd_size = u32_at(bytes, eocd + 12)? as u64;
-        let mut cd_offset = u32_at(bytes, eocd + 16)? as u64;
-        if count == 0xFFFF || cd_size == 0xFFFF_FFFF || cd_offset == 0xFFFF_FFFF {
-            // zip64: a locator sits right before the record and points at the zip64 record.
-            let loc = eocd
-                .checked_sub(20)
-                .ok_or_else(|| ZipError("zip64 locator is missing".into()))?;
-            if u32_at(bytes, loc)? != ZIP64_LOCATOR_SIG {
-                return err("zip64 fields are set but the zip64 locator is missing");
-            }
-            let rec = usize::try_from(u64_at(bytes, loc + 8)?)
-                .map_err(|_| ZipError("zip64 record offset is out of range".into()))?;
-            if u32_at(bytes, rec)? != ZIP64_EOCD_SIG {
-                return err(format!(
-                    "no zip64 end-of-central-directory record at byte {rec}"
-                ));
-            }
-            count = u64_at(bytes, rec + 32)?;
-            cd_size = u64_at(bytes, rec + 40)?;
-            cd_offset = u64_at(bytes, rec + 48)?;
-        }
+        let eocd = find_eocd(bytes)?;
+        let (count, cd_size, cd_offset) = directory_extent(bytes, eocd)?;
         let cd_start = usize::try_from(cd_offset).unwrap_or(usize::MAX);
         let cd_end = cd_start.saturating_add(usize::try_from(cd_size).unwrap_or(usize::MAX));
         if cd_end > len {
@@ -168,89 +128,11 @@ impl<'a> ZipArchive<'a> {
         let mut by_name = HashMap::with_capacity(count as usize);
         let mut p = cd_start;
         for i in 0..count {
-            if p.saturating_add(46) > cd_end || u32_at(bytes, p)? != CENTRAL_SIG {
-                return err(format!(
-                    "central directory record {i} is damaged (byte {p})"
-                ));
+            let (entry, next) = central_record(bytes, p, i, cd_end)?;
+            if by_name.insert(entry.name.clone(), entries.len()).is_some() {
+                return err(format!("member {:?} appears twice", entry.name));
             }
-            let flags = u16_at(bytes, p + 8)?;
-            let method = u16_at(bytes, p + 10)?;
-            let crc = u32_at(bytes, p + 16)?;
-            let mut csize = u32_at(bytes, p + 20)? as u64;
-            let mut usize_ = u32_at(bytes, p + 24)? as u64;
-            let name_len = u16_at(bytes, p + 28)? as usize;
-            let extra_len = u16_at(bytes, p + 30)? as usize;
-            let comment_len = u16_at(bytes, p + 32)? as usize;
-            let mut local = u32_at(bytes, p + 42)? as u64;
-            let name_start = p + 46;
-            let extra_start = name_start + name_len;
-            let next = extra_start + extra_len + comment_len;
-            if next > cd_end {
-                return err(format!(
-                    "central directory record {i} runs past the directory"
-                ));
-            }
-            let name = String::from_utf8_lossy(&bytes[name_start..extra_start]).into_owned();
-            // zip64 extended information: the 0xFFFFFFFF fields follow in order.
-            let mut e = extra_start;
-            let extra_end = extra_start + extra_len;
-            while e + 4 <= extra_end {
-                let id = u16_at(bytes, e)?;
-                let sz = u16_at(bytes, e + 2)? as usize;
-                let body = e + 4;
-                if body + sz > extra_end {
-                    return err(format!("member {name:?}: extra field runs past its record"));
-                }
-                if id == 0x0001 {
-                    let mut q = body;
-                    for field in [&mut usize_, &mut csize, &mut local] {
-                        if *field == 0xFFFF_FFFF {
-                            if q + 8 > body + sz {
-                                return err(format!("member {name:?}: zip64 field is too short"));
-                            }
-                            *field = u64_at(bytes, q)?;
-                            q += 8;
-                        }
-                    }
-                }
-                e = body + sz;
-            }
-            if flags & 0x1 != 0 {
-                return err(format!("member {name:?} is encrypted"));
-            }
-            if method != 0 {
-                return err(format!(
-                    "member {name:?} is compressed (method {method}); torch.save stores members \
-                     uncompressed and only that is supported"
-                ));
-            }
-            if csize != usize_ {
-                return err(format!(
-                    "member {name:?}: stored size {csize} differs from its size {usize_}"
-                ));
-            }
-            let local = usize::try_from(local).unwrap_or(usize::MAX);
-            if local.saturating_add(30) > len || u32_at(bytes, local)? != LOCAL_SIG {
-                return err(format!("member {name:?}: no local header at byte {local}"));
-            }
-            let lname = u16_at(bytes, local + 26)? as usize;
-            let lextra = u16_at(bytes, local + 28)? as usize;
-            let start = local + 30 + lname + lextra;
-            let end = start.saturating_add(usize::try_from(csize).unwrap_or(usize::MAX));
-            if end > len {
-                return err(format!(
-                    "member {name:?}: its {csize} bytes at byte {start} run past the end of the \
-                     {len}-byte file"
-                ));
-            }
-            if by_name.insert(name.clone(), entries.len()).is_some() {
-                return err(format!("member {name:?} appears twice"));
-            }
-            entries.push(ZipEntry {
-                name,
-                data: start..end,
-                crc,
-            });
+            entries.push(entry);
             p = next;
         }
         Ok(Self {
@@ -286,6 +168,171 @@ impl<'a> ZipArchive<'a> {
         }
         Ok(Some(data))
     }
+}
+
+/// The offset of the end-of-central-directory record: 22 bytes plus a comment of up to 65535
+/// bytes, which must end the file. `bytes` holds at least 22 bytes.
+fn find_eocd(bytes: &[u8]) -> Result<usize, ZipError> {
+    let len = bytes.len();
+    let lowest = len.saturating_sub(22 + 0xFFFF);
+    let mut eocd = None;
+    let mut at = len - 22;
+    loop {
+        if u32_at(bytes, at)? == EOCD_SIG {
+            let comment = u16_at(bytes, at + 20)? as usize;
+            if at + 22 + comment == len {
+                eocd = Some(at);
+                break;
+            }
+        }
+        if at == lowest {
+            break;
+        }
+        at -= 1;
+    }
+    let Some(eocd) = eocd else {
+        return err("no end-of-central-directory record: not a zip archive, or truncated");
+    };
+    Ok(eocd)
+}
+
+/// The member count, size and offset of the central directory, from the record at `eocd` or,
+/// when its fields are saturated, from the zip64 record its locator points at.
+fn directory_extent(bytes: &[u8], eocd: usize) -> Result<(u64, u64, u64), ZipError> {
+    let mut count = u16_at(bytes, eocd + 10)? as u64;
+    let mut cd_size = u32_at(bytes, eocd + 12)? as u64;
+    let mut cd_offset = u32_at(bytes, eocd + 16)? as u64;
+    if count == 0xFFFF || cd_size == 0xFFFF_FFFF || cd_offset == 0xFFFF_FFFF {
+        // zip64: a locator sits right before the record and points at the zip64 record.
+        let loc = eocd
+            .checked_sub(20)
+            .ok_or_else(|| ZipError("zip64 locator is missing".into()))?;
+        if u32_at(bytes, loc)? != ZIP64_LOCATOR_SIG {
+            return err("zip64 fields are set but the zip64 locator is missing");
+        }
+        let rec = usize::try_from(u64_at(bytes, loc + 8)?)
+            .map_err(|_| ZipError("zip64 record offset is out of range".into()))?;
+        if u32_at(bytes, rec)? != ZIP64_EOCD_SIG {
+            return err(format!(
+                "no zip64 end-of-central-directory record at byte {rec}"
+            ));
+        }
+        count = u64_at(bytes, rec + 32)?;
+        cd_size = u64_at(bytes, rec + 40)?;
+        cd_offset = u64_at(bytes, rec + 48)?;
+    }
+    Ok((count, cd_size, cd_offset))
+}
+
+/// Parses central directory record `i` at byte `p` (the directory ends at `cd_end`) and
+/// locates its member's bytes through the local header; returns the entry and the offset of
+/// the next record.
+fn central_record(
+    bytes: &[u8],
+    p: usize,
+    i: u64,
+    cd_end: usize,
+) -> Result<(ZipEntry, usize), ZipError> {
+    let len = bytes.len();
+    if p.saturating_add(46) > cd_end || u32_at(bytes, p)? != CENTRAL_SIG {
+        return err(format!(
+            "central directory record {i} is damaged (byte {p})"
+        ));
+    }
+    let flags = u16_at(bytes, p + 8)?;
+    let method = u16_at(bytes, p + 10)?;
+    let crc = u32_at(bytes, p + 16)?;
+    let mut csize = u32_at(bytes, p + 20)? as u64;
+    let mut usize_ = u32_at(bytes, p + 24)? as u64;
+    let name_len = u16_at(bytes, p + 28)? as usize;
+    let extra_len = u16_at(bytes, p + 30)? as usize;
+    let comment_len = u16_at(bytes, p + 32)? as usize;
+    let mut local = u32_at(bytes, p + 42)? as u64;
+    let name_start = p + 46;
+    let extra_start = name_start + name_len;
+    let next = extra_start + extra_len + comment_len;
+    if next > cd_end {
+        return err(format!(
+            "central directory record {i} runs past the directory"
+        ));
+    }
+    let name = String::from_utf8_lossy(&bytes[name_start..extra_start]).into_owned();
+    zip64_extra(
+        bytes,
+        &name,
+        extra_start..extra_start + extra_len,
+        [&mut usize_, &mut csize, &mut local],
+    )?;
+    if flags & 0x1 != 0 {
+        return err(format!("member {name:?} is encrypted"));
+    }
+    if method != 0 {
+        return err(format!(
+            "member {name:?} is compressed (method {method}); torch.save stores members \
+             uncompressed and only that is supported"
+        ));
+    }
+    if csize != usize_ {
+        return err(format!(
+            "member {name:?}: stored size {csize} differs from its size {usize_}"
+        ));
+    }
+    let local = usize::try_from(local).unwrap_or(usize::MAX);
+    if local.saturating_add(30) > len || u32_at(bytes, local)? != LOCAL_SIG {
+        return err(format!("member {name:?}: no local header at byte {local}"));
+    }
+    let lname = u16_at(bytes, local + 26)? as usize;
+    let lextra = u16_at(bytes, local + 28)? as usize;
+    let start = local + 30 + lname + lextra;
+    let end = start.saturating_add(usize::try_from(csize).unwrap_or(usize::MAX));
+    if end > len {
+        return err(format!(
+            "member {name:?}: its {csize} bytes at byte {start} run past the end of the \
+             {len}-byte file"
+        ));
+    }
+    let entry = ZipEntry {
+        name,
+        data: start..end,
+        crc,
+    };
+    Ok((entry, next))
+}
+
+/// Applies the zip64 extended information of member `name`'s extra fields (`extra`, a range
+/// of `bytes`): each of `fields` (size, stored size, local header offset) that is saturated
+/// at 0xFFFFFFFF is replaced, in order, by the next 64-bit value.
+fn zip64_extra(
+    bytes: &[u8],
+    name: &str,
+    extra: Range<usize>,
+    mut fields: [&mut u64; 3],
+) -> Result<(), ZipError> {
+    // zip64 extended information: the 0xFFFFFFFF fields follow in order.
+    let mut e = extra.start;
+    let extra_end = extra.end;
+    while e + 4 <= extra_end {
+        let id = u16_at(bytes, e)?;
+        let sz = u16_at(bytes, e + 2)? as usize;
+        let body = e + 4;
+        if body + sz > extra_end {
+            return err(format!("member {name:?}: extra field runs past its record"));
+        }
+        if id == 0x0001 {
+            let mut q = body;
+            for field in fields.iter_mut() {
+                if **field == 0xFFFF_FFFF {
+                    if q + 8 > body + sz {
+                        return err(format!("member {name:?}: zip64 field is too short"));
+                    }
+                    **field = u64_at(bytes, q)?;
+                    q += 8;
+                }
+            }
+        }
+        e = body + sz;
+    }
+    Ok(())
 }
 
 /// Builds a stored-only zip archive in memory, with member data aligned to 64 bytes as

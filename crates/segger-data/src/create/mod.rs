@@ -5,8 +5,10 @@
 //! writes it straight away, so memory holds the sample plus one tile per worker thread. The
 //! output is written into a temporary sibling directory that is renamed into place at the end.
 
+mod graph;
+
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -14,19 +16,14 @@ use std::time::Instant;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
-use segger_graph::knn::{knn_bipartite, knn_same, KnnParams};
-use segger_graph::negative::{competing_labels, sample_labels};
-use segger_graph::{
-    EdgeStore, EdgeType, HeteroGraph, NodeFeatures, NodeIds, NodeStore, NodeType, BELONGS,
-    NEIGHBORS_BD, NEIGHBORS_TX,
-};
 use serde::Serialize;
 
 use crate::dataset::{DatasetInfo, Split, SplitCounts, DATASET_FORMAT};
 use crate::error::DataError;
-use crate::raw::{self, RawOptions, Sample, NO_CELL};
-use crate::tile::{tile_to_bytes, Tile, TileBounds};
-use crate::tiling::{self, BucketIndex, PlannedTile, Rect, TileMode};
+use crate::raw::{self, RawOptions, Sample};
+use crate::tile::{tile_to_bytes, TileBounds};
+use crate::tiling::{self, PlannedTile, TileMode};
+pub use graph::{build_tile, exact_span, SampleIndex};
 
 /// Graph construction parameters of a tile.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -284,245 +281,6 @@ pub struct Summary {
     pub timings: Timings,
 }
 
-/// Spatial indexes shared by all tiles of a sample.
-pub struct SampleIndex {
-    tx: BucketIndex,
-    bd: BucketIndex,
-    /// The largest distance from a boundary's centroid to its envelope's edge.
-    bd_reach: f64,
-}
-
-impl SampleIndex {
-    /// Indexes a sample's transcripts and boundary centroids.
-    pub fn new(s: &Sample) -> Self {
-        let tx = BucketIndex::new(&s.tx.x, &s.tx.y, 32);
-        let cx: Vec<f32> = s.bd.centroid.iter().map(|c| c[0]).collect();
-        let cy: Vec<f32> = s.bd.centroid.iter().map(|c| c[1]).collect();
-        let bd = BucketIndex::new(&cx, &cy, 4);
-        let bd_reach =
-            s.bd.bbox
-                .iter()
-                .zip(&s.bd.centroid)
-                .map(|(b, c)| {
-                    [c[0] - b[0], b[2] - c[0], c[1] - b[1], b[3] - c[1]]
-                        .into_iter()
-                        .fold(0.0f32, f32::max) as f64
-                })
-                .fold(0.0, f64::max);
-        Self { tx, bd, bd_reach }
-    }
-}
-
-/// Builds the graph of the tile with core `rect`. Transcript nodes are those within `margin`
-/// of the core, in input order; boundary nodes are those whose envelope meets that region, in
-/// input order. Returns `None` when the core holds no transcript.
-pub fn build_tile(
-    s: &Sample,
-    index: &SampleIndex,
-    rect: &Rect,
-    p: &GraphParams,
-    seed: u64,
-) -> Result<Option<(Tile, TileStats)>, DataError> {
-    let t0 = Instant::now();
-    let outer = rect.grow(p.margin);
-    let nodes = tiling::points_in(&index.tx, &s.tx.x, &s.tx.y, &outer);
-    let core = nodes
-        .iter()
-        .filter(|&&i| rect.contains(s.tx.x[i as usize] as f64, s.tx.y[i as usize] as f64))
-        .count();
-    if core == 0 {
-        return Ok(None);
-    }
-    let reach = outer.grow(index.bd_reach);
-    let mut bds: Vec<u32> = Vec::new();
-    index.bd.candidates(&reach, |b| {
-        let e = s.bd.bbox[b as usize];
-        let (x0, y0, x1, y1) = (e[0] as f64, e[1] as f64, e[2] as f64, e[3] as f64);
-        if x1 >= outer.x0 && x0 < outer.x1 && y1 >= outer.y0 && y0 < outer.y1 {
-            bds.push(b);
-        }
-    });
-    bds.sort_unstable();
-
-    let dim = if s.tx.z.is_some() { 3 } else { 2 };
-    let n = nodes.len();
-    let mut pos = Vec::with_capacity(n * dim);
-    let mut xy = Vec::with_capacity(n * 2);
-    for &i in &nodes {
-        let i = i as usize;
-        pos.push(s.tx.x[i]);
-        pos.push(s.tx.y[i]);
-        xy.push(s.tx.x[i]);
-        xy.push(s.tx.y[i]);
-        if let Some(z) = &s.tx.z {
-            pos.push(z[i]);
-        }
-    }
-    let x = match &s.embedding {
-        None => NodeFeatures::Tokens(
-            nodes
-                .iter()
-                .map(|&i| s.tx.gene[i as usize] as i64)
-                .collect(),
-        ),
-        Some(e) => {
-            let mut values = Vec::with_capacity(n * e.width);
-            for &i in &nodes {
-                let g = s.tx.gene[i as usize] as usize;
-                values.extend_from_slice(&e.values[g * e.width..(g + 1) * e.width]);
-            }
-            NodeFeatures::Dense {
-                values,
-                width: e.width,
-            }
-        }
-    };
-    let ids: Vec<i64> = nodes.iter().map(|&i| s.tx.id[i as usize]).collect();
-    let mut bd_pos = Vec::with_capacity(bds.len() * 2);
-    let mut bd_x = Vec::with_capacity(bds.len() * 4);
-    let mut bd_ids = Vec::with_capacity(bds.len());
-    for &b in &bds {
-        let b = b as usize;
-        bd_pos.extend_from_slice(&s.bd.centroid[b]);
-        bd_x.extend_from_slice(&s.bd.features[b]);
-        bd_ids.push(s.bd.ids[b].clone());
-    }
-    let t1 = Instant::now();
-
-    let graph_err = |e: segger_graph::GraphError| DataError::Format {
-        path: PathBuf::from(format!("tile at x={} y={}", rect.x0, rect.y0)),
-        field: "graph".into(),
-        problem: e.to_string(),
-    };
-    let tt = knn_same(&pos, dim, KnnParams::new(p.k_tx, p.dist_tx)).map_err(graph_err)?;
-    let tb = if bds.is_empty() {
-        Default::default()
-    } else {
-        knn_bipartite(&xy, &bd_pos, 2, KnnParams::new(p.k_bd, p.dist_bd)).map_err(graph_err)?
-    };
-    let t2 = Instant::now();
-
-    // Positives: the transcript's own boundary is a node of this tile and the transcript lies
-    // in it (the instrument's flag, or point-in-polygon without one).
-    let mut pos_src = Vec::new();
-    let mut pos_dst = Vec::new();
-    for (li, &i) in nodes.iter().enumerate() {
-        let i = i as usize;
-        let c = s.tx.cell[i];
-        if c == NO_CELL {
-            continue;
-        }
-        let Ok(lb) = bds.binary_search(&c) else {
-            continue;
-        };
-        let inside = match &s.tx.nuclear {
-            Some(f) => f[i],
-            None => s.bd.contains(c as usize, s.tx.x[i], s.tx.y[i]),
-        };
-        if inside {
-            pos_src.push(li as i64);
-            pos_dst.push(lb as i64);
-        }
-    }
-    let mut belongs = EdgeStore::new(pos_src.clone(), pos_dst.clone());
-    let mut negatives = 0;
-    if !pos_src.is_empty() {
-        let labels = match p.negatives {
-            Negatives::Random => {
-                sample_labels(&pos_src, &pos_dst, bds.len(), p.neg_sampling_ratio, seed)
-            }
-            Negatives::Competing => {
-                // The candidates prediction compares, independent of the message-passing
-                // edges' `k_bd`.
-                let cand = knn_bipartite(&xy, &bd_pos, 2, KnnParams::new(COMPETITORS, p.dist_bd))
-                    .map_err(graph_err)?;
-                competing_labels(
-                    &pos_src,
-                    &pos_dst,
-                    &cand.src,
-                    &cand.dst,
-                    p.neg_sampling_ratio,
-                )
-            }
-        };
-        negatives = labels.src.len() - pos_src.len();
-        belongs.labels = Some(labels);
-    }
-    let t3 = Instant::now();
-
-    let stats = TileStats {
-        core,
-        tx: n,
-        bd: bds.len(),
-        tx_tx: tt.src.len(),
-        tx_bd: tb.src.len(),
-        positives: pos_src.len(),
-        negatives,
-        tile_s: (t1 - t0).as_secs_f64(),
-        knn_s: (t2 - t1).as_secs_f64(),
-        labels_s: (t3 - t2).as_secs_f64(),
-    };
-    let mut edges = std::collections::BTreeMap::new();
-    edges.insert(
-        EdgeType::parse(NEIGHBORS_TX).expect("valid key"),
-        EdgeStore::new(tt.src, tt.dst),
-    );
-    edges.insert(
-        EdgeType::parse(NEIGHBORS_BD).expect("valid key"),
-        EdgeStore::new(tb.src, tb.dst),
-    );
-    edges.insert(EdgeType::parse(BELONGS).expect("valid key"), belongs);
-    let graph = HeteroGraph {
-        tx: NodeStore {
-            x,
-            pos,
-            pos_dim: dim,
-            ids: NodeIds::Int(ids),
-        },
-        bd: NodeStore {
-            x: NodeFeatures::Dense {
-                values: bd_x,
-                width: 4,
-            },
-            pos: bd_pos,
-            pos_dim: 2,
-            ids: NodeIds::Str(bd_ids),
-        },
-        edges,
-    };
-    debug_assert_eq!(graph.num_nodes(NodeType::Bd), bds.len());
-    let bounds = TileBounds {
-        x: rect.x0,
-        y: rect.y0,
-        width: exact_span(rect.x0, rect.x1),
-        height: exact_span(rect.y0, rect.y1),
-        margin: p.margin,
-    };
-    Ok(Some((
-        Tile {
-            graph,
-            bounds: Some(bounds),
-        },
-        stats,
-    )))
-}
-
-/// `b - a`, nudged by ulps when needed so that `a + span == b` exactly: readers then recover the
-/// core's edges from the `tile` metadata (`x`, `x + width`) without rounding. (Always exact
-/// when `a` and `b` are within a factor 2 of each other, as tile edges of a sample away from
-/// the origin are; elsewhere best effort.)
-pub fn exact_span(a: f64, b: f64) -> f64 {
-    let mut w = b - a;
-    for _ in 0..4 {
-        let e = a + w;
-        if e == b {
-            break;
-        }
-        w = if e < b { w.next_up() } else { w.next_down() };
-    }
-    w
-}
-
 /// The split of a tile: test without positives, otherwise a seeded draw.
 pub fn draw_split(
     seed: u64,
@@ -590,20 +348,7 @@ pub fn create_dataset(
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<Summary, DataError> {
     let t_start = Instant::now();
-    opts.check().map_err(|problem| DataError::Dataset {
-        path: opts.output.clone(),
-        problem,
-    })?;
-    segger_fs::prepare_output(
-        &DATASET_OUTPUT,
-        "--output",
-        &opts.output,
-        &[("--input", &opts.input)],
-        opts.overwrite,
-    )?;
-    if let Some(parent) = opts.output.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| DataError::io(parent, e))?;
-    }
+    check_and_prepare(opts)?;
 
     let sample = raw::load(&opts.input, &opts.raw)?;
     let load_wall = t_start.elapsed().as_secs_f64();
@@ -647,74 +392,14 @@ pub fn create_dataset(
         std::fs::create_dir_all(&d).map_err(|e| DataError::io(&d, e))?;
     }
 
-    let total = plan.tiles.len();
-    let done = AtomicUsize::new(0);
-    let done_tx = AtomicU64::new(0);
-    let progress_lock = Mutex::new(());
-    let t_tiles = Instant::now();
-    struct Written {
-        split: Split,
-        stats: TileStats,
-        bytes: u64,
-        write_s: f64,
-    }
-    let results: Vec<Option<Written>> = plan
-        .tiles
-        .par_iter()
-        .enumerate()
-        .map(|(ti, t)| {
-            let Some((tile, stats)) = build_tile(
-                &sample,
-                &index,
-                &t.rect,
-                &opts.graph,
-                tile_seed(opts.seed, ti),
-            )?
-            else {
-                return Ok(None);
-            };
-            let split = draw_split(
-                opts.seed,
-                ti,
-                stats.positives > 0,
-                opts.val_prob,
-                opts.test_prob,
-            );
-            let tw = Instant::now();
-            let path = tmp
-                .join(split.dir_name())
-                .join("processed")
-                .join(&names[ti]);
-            let bytes = tile_to_bytes(&tile).map_err(|problem| DataError::Format {
-                path: path.clone(),
-                field: "graph".into(),
-                problem,
-            })?;
-            std::fs::write(&path, &bytes).map_err(|e| DataError::io(&path, e))?;
-            let write_s = tw.elapsed().as_secs_f64();
-            let d = done.fetch_add(1, Ordering::Relaxed) + 1;
-            let dt = done_tx.fetch_add(stats.core as u64, Ordering::Relaxed) + stats.core as u64;
-            if let Ok(_g) = progress_lock.try_lock() {
-                progress(Progress {
-                    tiles_done: d,
-                    tiles_total: total,
-                    transcripts_done: dt,
-                });
-            }
-            Ok(Some(Written {
-                split,
-                stats,
-                bytes: bytes.len() as u64,
-                write_s,
-            }))
-        })
-        .collect::<Result<_, DataError>>()?;
-    let tiles_wall = t_tiles.elapsed().as_secs_f64();
-    progress(Progress {
-        tiles_done: done.load(Ordering::Relaxed),
-        tiles_total: total,
-        transcripts_done: done_tx.load(Ordering::Relaxed),
-    });
+    let job = TileJob {
+        opts,
+        sample: &sample,
+        index: &index,
+        names: &names,
+        tmp: &tmp,
+    };
+    let (results, tiles_wall) = write_tiles(&job, &plan.tiles, progress)?;
 
     let mut summary = Summary {
         output: opts.output.clone(),
@@ -742,27 +427,7 @@ pub fn create_dataset(
         },
     };
     for w in results.into_iter().flatten() {
-        match w.split {
-            Split::Train => summary.tiles.train += 1,
-            Split::Val => summary.tiles.val += 1,
-            Split::Test => summary.tiles.test += 1,
-        }
-        let s = &w.stats;
-        if s.positives == 0 {
-            summary.tiles_without_positives += 1;
-        }
-        summary.core_transcripts += s.core as u64;
-        summary.tx_nodes += s.tx as u64;
-        summary.bd_nodes += s.bd as u64;
-        summary.tx_tx_edges += s.tx_tx as u64;
-        summary.tx_bd_edges += s.tx_bd as u64;
-        summary.positives += s.positives as u64;
-        summary.negatives += s.negatives as u64;
-        summary.bytes += w.bytes;
-        summary.timings.tile += s.tile_s;
-        summary.timings.knn += s.knn_s;
-        summary.timings.labels += s.labels_s;
-        summary.timings.write += w.write_s;
+        summary.add_tile(&w);
     }
     if summary.core_transcripts != sample.tx.len() as u64 {
         return Err(DataError::Dataset {
@@ -775,6 +440,169 @@ pub fn create_dataset(
         });
     }
 
+    write_dataset_info(opts, &sample, summary.tiles, &tmp)?;
+    // Move into place: the old dataset (with --overwrite) is moved aside first, then removed.
+    segger_fs::replace_dir(&tmp, &opts.output)?;
+    guard.keep();
+    summary.timings.wall = t_start.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// Checks the options and prepares the output folder (segger-fs's rules) and its parent.
+fn check_and_prepare(opts: &CreateOptions) -> Result<(), DataError> {
+    opts.check().map_err(|problem| DataError::Dataset {
+        path: opts.output.clone(),
+        problem,
+    })?;
+    segger_fs::prepare_output(
+        &DATASET_OUTPUT,
+        "--output",
+        &opts.output,
+        &[("--input", &opts.input)],
+        opts.overwrite,
+    )?;
+    if let Some(parent) = opts.output.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| DataError::io(parent, e))?;
+    }
+    Ok(())
+}
+
+/// What the tile phase shares between worker threads.
+struct TileJob<'a> {
+    opts: &'a CreateOptions,
+    sample: &'a Sample,
+    index: &'a SampleIndex,
+    /// The file name of each planned tile.
+    names: &'a [String],
+    /// The temporary dataset directory the tiles are written into.
+    tmp: &'a Path,
+}
+
+/// One tile written by the tile phase.
+struct Written {
+    split: Split,
+    stats: TileStats,
+    bytes: u64,
+    write_s: f64,
+}
+
+/// The tile phase: builds and writes every planned tile in parallel, reporting progress, and
+/// returns what was written (`None` for tiles with an empty core) and the phase's wall time.
+fn write_tiles(
+    job: &TileJob<'_>,
+    tiles: &[PlannedTile],
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<(Vec<Option<Written>>, f64), DataError> {
+    let total = tiles.len();
+    let done = AtomicUsize::new(0);
+    let done_tx = AtomicU64::new(0);
+    let progress_lock = Mutex::new(());
+    let t_tiles = Instant::now();
+    let results: Vec<Option<Written>> = tiles
+        .par_iter()
+        .enumerate()
+        .map(|(ti, t)| {
+            let Some(w) = write_tile(job, ti, t)? else {
+                return Ok(None);
+            };
+            let d = done.fetch_add(1, Ordering::Relaxed) + 1;
+            let core = w.stats.core as u64;
+            let dt = done_tx.fetch_add(core, Ordering::Relaxed) + core;
+            if let Ok(_g) = progress_lock.try_lock() {
+                progress(Progress {
+                    tiles_done: d,
+                    tiles_total: total,
+                    transcripts_done: dt,
+                });
+            }
+            Ok(Some(w))
+        })
+        .collect::<Result<_, DataError>>()?;
+    let tiles_wall = t_tiles.elapsed().as_secs_f64();
+    progress(Progress {
+        tiles_done: done.load(Ordering::Relaxed),
+        tiles_total: total,
+        transcripts_done: done_tx.load(Ordering::Relaxed),
+    });
+    Ok((results, tiles_wall))
+}
+
+/// Builds planned tile `ti`, draws its split and writes it; `None` when its core is empty.
+fn write_tile(job: &TileJob<'_>, ti: usize, t: &PlannedTile) -> Result<Option<Written>, DataError> {
+    let opts = job.opts;
+    let Some((tile, stats)) = build_tile(
+        job.sample,
+        job.index,
+        &t.rect,
+        &opts.graph,
+        tile_seed(opts.seed, ti),
+    )?
+    else {
+        return Ok(None);
+    };
+    let split = draw_split(
+        opts.seed,
+        ti,
+        stats.positives > 0,
+        opts.val_prob,
+        opts.test_prob,
+    );
+    let tw = Instant::now();
+    let path = job
+        .tmp
+        .join(split.dir_name())
+        .join("processed")
+        .join(&job.names[ti]);
+    let bytes = tile_to_bytes(&tile).map_err(|problem| DataError::Format {
+        path: path.clone(),
+        field: "graph".into(),
+        problem,
+    })?;
+    std::fs::write(&path, &bytes).map_err(|e| DataError::io(&path, e))?;
+    let write_s = tw.elapsed().as_secs_f64();
+    Ok(Some(Written {
+        split,
+        stats,
+        bytes: bytes.len() as u64,
+        write_s,
+    }))
+}
+
+impl Summary {
+    /// Counts one written tile.
+    fn add_tile(&mut self, w: &Written) {
+        match w.split {
+            Split::Train => self.tiles.train += 1,
+            Split::Val => self.tiles.val += 1,
+            Split::Test => self.tiles.test += 1,
+        }
+        let s = &w.stats;
+        if s.positives == 0 {
+            self.tiles_without_positives += 1;
+        }
+        self.core_transcripts += s.core as u64;
+        self.tx_nodes += s.tx as u64;
+        self.bd_nodes += s.bd as u64;
+        self.tx_tx_edges += s.tx_tx as u64;
+        self.tx_bd_edges += s.tx_bd as u64;
+        self.positives += s.positives as u64;
+        self.negatives += s.negatives as u64;
+        self.bytes += w.bytes;
+        self.timings.tile += s.tile_s;
+        self.timings.knn += s.knn_s;
+        self.timings.labels += s.labels_s;
+        self.timings.write += w.write_s;
+    }
+}
+
+/// Writes `dataset.json` (the settings, the vocabulary and the tile counts) into the
+/// temporary dataset directory `tmp` and removes the directories of splits without tiles.
+fn write_dataset_info(
+    opts: &CreateOptions,
+    sample: &Sample,
+    tiles: SplitCounts,
+    tmp: &Path,
+) -> Result<(), DataError> {
     let settings = serde_json::json!({
         "platform": opts.raw.platform,
         "input": opts.input,
@@ -799,9 +627,9 @@ pub fn create_dataset(
             sample.vocab.clone()
         },
         settings,
-        tiles: summary.tiles,
+        tiles,
     };
-    info.write(&tmp)?;
+    info.write(tmp)?;
     // Splits without tiles get no directory (readers treat a split directory as non-empty).
     for s in Split::ALL {
         let d = tmp.join(s.dir_name());
@@ -812,10 +640,5 @@ pub fn create_dataset(
             std::fs::remove_dir_all(&d).map_err(|e| DataError::io(&d, e))?;
         }
     }
-
-    // Move into place: the old dataset (with --overwrite) is moved aside first, then removed.
-    segger_fs::replace_dir(&tmp, &opts.output)?;
-    guard.keep();
-    summary.timings.wall = t_start.elapsed().as_secs_f64();
-    Ok(summary)
+    Ok(())
 }
