@@ -24,17 +24,33 @@ impl std::str::FromStr for Aggr {
             "sum" | "add" => Ok(Aggr::Sum),
             "mean" => Ok(Aggr::Mean),
             "max" => Ok(Aggr::Max),
-            other => Err(ConfigError(format!(
-                "aggr: unknown aggregation {other:?}, expected sum, mean or max"
-            ))),
+            other => Err(ConfigError::new(
+                "aggr",
+                format!("unknown aggregation {other:?}, expected sum, mean or max"),
+            )),
         }
     }
 }
 
-/// An invalid model configuration.
+/// An invalid model configuration, or a graph that does not fit one.
 #[derive(Debug, Error, Clone, PartialEq)]
-#[error("invalid model config: {0}")]
-pub struct ConfigError(pub String);
+#[error("invalid model config: {field}: {problem}")]
+pub struct ConfigError {
+    /// The configuration field (`heads`, `relations`, ...) or graph tensor (`tx.x`, ...).
+    pub field: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl ConfigError {
+    /// The error for `field`.
+    pub fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+}
 
 /// The boundary-to-transcript relation of [`SeggerConfig::bidirectional`]: built from the
 /// graph's `tx__neighbors__bd` edges, reversed.
@@ -130,7 +146,7 @@ impl SeggerConfig {
     /// Parses the JSON config (as stored in weight-file metadata or `config.json`).
     pub fn from_json(s: &str) -> Result<Self, ConfigError> {
         let c: SeggerConfig = serde_json::from_str(s)
-            .map_err(|e| ConfigError(format!("not a valid config JSON ({e})")))?;
+            .map_err(|e| ConfigError::new("config", format!("not a valid config JSON ({e})")))?;
         c.check()?;
         Ok(c)
     }
@@ -164,36 +180,43 @@ impl SeggerConfig {
             ("bd_features", self.bd_features),
         ] {
             if v == 0 {
-                return Err(ConfigError(format!("{name} must be at least 1")));
+                return Err(ConfigError::new(name, "must be at least 1"));
             }
         }
         if self.tx_features == Some(0) {
-            return Err(ConfigError(
-                "tx_features must be at least 1 when set".into(),
+            return Err(ConfigError::new(
+                "tx_features",
+                "must be at least 1 when set",
             ));
         }
         if self.relations.is_empty() {
-            return Err(ConfigError(
-                "relations: at least one relation is needed".into(),
+            return Err(ConfigError::new(
+                "relations",
+                "at least one relation is needed",
             ));
         }
         let mut seen = std::collections::HashSet::new();
         for r in &self.relations {
             let et = EdgeType::parse(r).ok_or_else(|| {
-                ConfigError(format!(
-                    "relations: {r:?} is not a src__rel__dst key over tx and bd"
-                ))
+                ConfigError::new(
+                    "relations",
+                    format!("{r:?} is not a src__rel__dst key over tx and bd"),
+                )
             })?;
             if !seen.insert(r.clone()) {
-                return Err(ConfigError(format!("relations: {r:?} is listed twice")));
+                return Err(ConfigError::new(
+                    "relations",
+                    format!("{r:?} is listed twice"),
+                ));
             }
             let _ = et;
         }
         for t in [NodeType::Tx, NodeType::Bd] {
             if !self.edge_types().iter().any(|e| e.dst == t) {
-                return Err(ConfigError(format!(
-                    "relations: no relation reaches node type {t}, so it would get no embedding"
-                )));
+                return Err(ConfigError::new(
+                    "relations",
+                    format!("no relation reaches node type {t}, so it would get no embedding"),
+                ));
             }
         }
         Ok(())

@@ -113,29 +113,36 @@ pub fn check_layout(g: &HeteroGraph, config: &SeggerConfig) -> Result<(), Config
         (NodeFeatures::Tokens(_), None) => {}
         (NodeFeatures::Dense { width, .. }, Some(w)) if *width == w => {}
         (NodeFeatures::Tokens(_), Some(w)) => {
-            return Err(ConfigError(format!(
-                "tx.x: the graph has token ids but the model expects {w} dense features"
-            )))
+            return Err(ConfigError::new(
+                "tx.x",
+                format!("the graph has token ids but the model expects {w} dense features"),
+            ))
         }
         (NodeFeatures::Dense { width, .. }, _) => {
-            return Err(ConfigError(format!(
-                "tx.x: the graph has {width} dense features but the model expects {}",
-                config
-                    .tx_features
-                    .map_or("token ids".to_string(), |w| format!("{w} features"))
-            )))
+            return Err(ConfigError::new(
+                "tx.x",
+                format!(
+                    "the graph has {width} dense features but the model expects {}",
+                    config
+                        .tx_features
+                        .map_or("token ids".to_string(), |w| format!("{w} features"))
+                ),
+            ))
         }
     }
     match &g.bd.x {
         NodeFeatures::Dense { width, .. } if *width == config.bd_features => {}
         NodeFeatures::Dense { width, .. } => {
-            return Err(ConfigError(format!(
-                "bd.x: the graph has {width} boundary features but the model expects {}",
-                config.bd_features
-            )))
+            return Err(ConfigError::new(
+                "bd.x",
+                format!(
+                    "the graph has {width} boundary features but the model expects {}",
+                    config.bd_features
+                ),
+            ))
         }
         NodeFeatures::Tokens(_) => {
-            return Err(ConfigError("bd.x: boundary features must be dense".into()))
+            return Err(ConfigError::new("bd.x", "boundary features must be dense"))
         }
     }
     for et in config.edge_types() {
@@ -153,10 +160,10 @@ pub fn reverse(et: &EdgeType) -> EdgeType {
 }
 
 fn missing_relation(et: &EdgeType) -> ConfigError {
-    ConfigError(format!(
-        "{}.edge_index: the graph lacks this relation of the model (and its reverse)",
-        et.key()
-    ))
+    ConfigError::new(
+        format!("{}.edge_index", et.key()),
+        "the graph lacks this relation of the model (and its reverse)",
+    )
 }
 
 impl<B: GatBackend> GraphInput<B> {
@@ -182,8 +189,9 @@ impl<B: GatBackend> GraphInput<B> {
                     .enumerate()
                     .find(|(_, &v)| !(0..n as i64).contains(&v))
                 {
-                    return Err(ConfigError(format!(
-                        "tx.x: token id {v} at row {row} is outside the model's {n} token embeddings (num_tx_tokens)"
+                    return Err(ConfigError::new(
+                        "tx.x",
+                        format!("token id {v} at row {row} is outside the model's {n} token embeddings (num_tx_tokens)"
                     )));
                 }
                 let mut t = t.clone();
@@ -199,19 +207,22 @@ impl<B: GatBackend> GraphInput<B> {
                 )
             }
             (NodeFeatures::Tokens(_), Some(w)) => {
-                return Err(ConfigError(format!(
-                    "tx.x: the graph has token ids but the model expects {w} dense features"
-                )))
+                return Err(ConfigError::new(
+                    "tx.x",
+                    format!("the graph has token ids but the model expects {w} dense features"),
+                ))
             }
             (NodeFeatures::Dense { width, .. }, Some(w)) => {
-                return Err(ConfigError(format!(
-                    "tx.x: the graph has {width} dense features but the model expects {w}"
-                )))
+                return Err(ConfigError::new(
+                    "tx.x",
+                    format!("the graph has {width} dense features but the model expects {w}"),
+                ))
             }
             (NodeFeatures::Dense { width, .. }, None) => {
-                return Err(ConfigError(format!(
-                    "tx.x: the graph has {width} dense features but the model expects token ids"
-                )))
+                return Err(ConfigError::new(
+                    "tx.x",
+                    format!("the graph has {width} dense features but the model expects token ids"),
+                ))
             }
         };
         let bd_x = match &g.bd.x {
@@ -219,13 +230,16 @@ impl<B: GatBackend> GraphInput<B> {
                 Tensor::from_data(TensorData::new(values.clone(), [n_bd, *width]), device)
             }
             NodeFeatures::Dense { width, .. } => {
-                return Err(ConfigError(format!(
-                    "bd.x: the graph has {width} boundary features but the model expects {}",
-                    config.bd_features
-                )))
+                return Err(ConfigError::new(
+                    "bd.x",
+                    format!(
+                        "the graph has {width} boundary features but the model expects {}",
+                        config.bd_features
+                    ),
+                ))
             }
             NodeFeatures::Tokens(_) => {
-                return Err(ConfigError("bd.x: boundary features must be dense".into()))
+                return Err(ConfigError::new("bd.x", "boundary features must be dense"))
             }
         };
         let mut relations = Vec::new();

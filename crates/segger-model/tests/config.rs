@@ -114,8 +114,14 @@ fn config_json_matches_the_reference_keys_and_weights_are_checked() {
     let cfg = SeggerConfig::from_json(r#"{"num_tx_tokens": 500, "init_emb": 8, "hidden_channels": 64, "out_channels": 16, "heads": 4, "num_mid_layers": 1}"#).unwrap();
     assert_eq!(cfg, SeggerConfig::new(500));
     assert_eq!(SeggerConfig::from_json(&cfg.to_json()).unwrap(), cfg);
-    assert!(SeggerConfig::from_json(r#"{"num_tx_tokens": 0}"#).is_err());
-    assert!(SeggerConfig::from_json(r#"{"num_tx_tokens": 5, "relations": ["tx__x"]}"#).is_err());
+    let e = SeggerConfig::from_json(r#"{"num_tx_tokens": 0}"#).unwrap_err();
+    assert_eq!(
+        (e.field.as_str(), e.problem.as_str()),
+        ("num_tx_tokens", "must be at least 1")
+    );
+    let e = SeggerConfig::from_json(r#"{"num_tx_tokens": 5, "relations": ["tx__x"]}"#).unwrap_err();
+    assert_eq!(e.field, "relations", "{e}");
+    assert!(e.problem.contains("\"tx__x\""), "{e}");
     // Missing, extra and mis-shaped tensors are all listed.
     let mut t: HashMap<String, HostTensor> =
         segger_model::Segger::<Flex>::init(&cfg, &Default::default(), 0)
