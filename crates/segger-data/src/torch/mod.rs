@@ -57,7 +57,7 @@ impl pickle::StorageSource for ZipStorages<'_> {
                 Ok(b)
             }
             Ok(None) => Err(format!("zip member {name:?} is missing")),
-            Err(e) => Err(e.0),
+            Err(e) => Err(e.to_string()),
         }
     }
 }
@@ -102,7 +102,7 @@ pub fn parse_torch(path: &Path, bytes: &[u8], policy: Policy) -> Result<TorchArc
         ));
     };
     let prefix = pkl.strip_suffix("data.pkl").unwrap_or_default().to_string();
-    let zerr = |field: &str, e: zip::ZipError| DataError::format(path, field, e.0);
+    let zerr = |field: &str, e: zip::ZipError| DataError::format(path, field, e.to_string());
     if let Some(order) = zip
         .read(&format!("{prefix}byteorder"))
         .map_err(|e| zerr("byteorder", e))?

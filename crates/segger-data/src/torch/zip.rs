@@ -11,17 +11,48 @@ use std::collections::HashMap;
 use std::ops::Range;
 
 /// What is wrong with an archive.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ZipError(pub String);
-
-impl std::fmt::Display for ZipError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ZipError {
+    /// A record that starts at byte `at` runs past the end of the file.
+    #[error("record at byte {at} runs past the end of the file")]
+    Truncated {
+        /// Where the record starts.
+        at: usize,
+    },
+    /// The archive's directory (end record, zip64 records, central directory) is missing or
+    /// damaged, or the file is not a zip archive.
+    #[error("{problem}")]
+    Directory {
+        /// What is wrong.
+        problem: String,
+    },
+    /// A member is damaged, or stored in a way this reader does not read (compressed,
+    /// encrypted).
+    #[error("member {name:?}: {problem}")]
+    Member {
+        /// The member's name.
+        name: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The archive is too large for the writer (zip32 only).
+    #[error("archive too large for this writer (zip32 only)")]
+    TooLarge,
 }
 
-fn err<T>(msg: impl Into<String>) -> Result<T, ZipError> {
-    Err(ZipError(msg.into()))
+/// A [`ZipError::Directory`].
+fn err<T>(problem: impl Into<String>) -> Result<T, ZipError> {
+    Err(ZipError::Directory {
+        problem: problem.into(),
+    })
+}
+
+/// A [`ZipError::Member`].
+fn member_err<T>(name: &str, problem: impl Into<String>) -> Result<T, ZipError> {
+    Err(ZipError::Member {
+        name: name.to_string(),
+        problem: problem.into(),
+    })
 }
 
 const EOCD_SIG: u32 = 0x0605_4b50;
@@ -33,14 +64,14 @@ const LOCAL_SIG: u32 = 0x0403_4b50;
 fn u16_at(b: &[u8], at: usize) -> Result<u16, ZipError> {
     match b.get(at..at.saturating_add(2)) {
         Some(s) if s.len() == 2 => Ok(u16::from_le_bytes([s[0], s[1]])),
-        _ => err(format!("record at byte {at} runs past the end of the file")),
+        _ => Err(ZipError::Truncated { at }),
     }
 }
 
 fn u32_at(b: &[u8], at: usize) -> Result<u32, ZipError> {
     match b.get(at..at.saturating_add(4)) {
         Some(s) if s.len() == 4 => Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]])),
-        _ => err(format!("record at byte {at} runs past the end of the file")),
+        _ => Err(ZipError::Truncated { at }),
     }
 }
 
@@ -51,7 +82,7 @@ fn u64_at(b: &[u8], at: usize) -> Result<u64, ZipError> {
             a.copy_from_slice(s);
             Ok(u64::from_le_bytes(a))
         }
-        _ => err(format!("record at byte {at} runs past the end of the file")),
+        _ => Err(ZipError::Truncated { at }),
     }
 }
 
@@ -130,7 +161,7 @@ impl<'a> ZipArchive<'a> {
         for i in 0..count {
             let (entry, next) = central_record(bytes, p, i, cd_end)?;
             if by_name.insert(entry.name.clone(), entries.len()).is_some() {
-                return err(format!("member {:?} appears twice", entry.name));
+                return member_err(&entry.name, "appears twice in the central directory");
             }
             entries.push(entry);
             p = next;
@@ -161,10 +192,10 @@ impl<'a> ZipArchive<'a> {
         let data = &self.bytes[e.data.clone()];
         let crc = crc32(data);
         if crc != e.crc {
-            return err(format!(
-                "member {name:?} is damaged: CRC-32 {crc:08x}, directory says {:08x}",
-                e.crc
-            ));
+            return member_err(
+                name,
+                format!("damaged: CRC-32 {crc:08x}, directory says {:08x}", e.crc),
+            );
         }
         Ok(Some(data))
     }
@@ -204,14 +235,15 @@ fn directory_extent(bytes: &[u8], eocd: usize) -> Result<(u64, u64, u64), ZipErr
     let mut cd_offset = u32_at(bytes, eocd + 16)? as u64;
     if count == 0xFFFF || cd_size == 0xFFFF_FFFF || cd_offset == 0xFFFF_FFFF {
         // zip64: a locator sits right before the record and points at the zip64 record.
-        let loc = eocd
-            .checked_sub(20)
-            .ok_or_else(|| ZipError("zip64 locator is missing".into()))?;
+        let loc = eocd.checked_sub(20).ok_or_else(|| ZipError::Directory {
+            problem: "zip64 locator is missing".into(),
+        })?;
         if u32_at(bytes, loc)? != ZIP64_LOCATOR_SIG {
             return err("zip64 fields are set but the zip64 locator is missing");
         }
-        let rec = usize::try_from(u64_at(bytes, loc + 8)?)
-            .map_err(|_| ZipError("zip64 record offset is out of range".into()))?;
+        let rec = usize::try_from(u64_at(bytes, loc + 8)?).map_err(|_| ZipError::Directory {
+            problem: "zip64 record offset is out of range".into(),
+        })?;
         if u32_at(bytes, rec)? != ZIP64_EOCD_SIG {
             return err(format!(
                 "no zip64 end-of-central-directory record at byte {rec}"
@@ -264,32 +296,36 @@ fn central_record(
         [&mut usize_, &mut csize, &mut local],
     )?;
     if flags & 0x1 != 0 {
-        return err(format!("member {name:?} is encrypted"));
+        return member_err(&name, "encrypted: not supported");
     }
     if method != 0 {
-        return err(format!(
-            "member {name:?} is compressed (method {method}); torch.save stores members \
-             uncompressed and only that is supported"
-        ));
+        return member_err(
+            &name,
+            format!(
+                "compressed (method {method}); torch.save stores members uncompressed and only \
+                 that is supported"
+            ),
+        );
     }
     if csize != usize_ {
-        return err(format!(
-            "member {name:?}: stored size {csize} differs from its size {usize_}"
-        ));
+        return member_err(
+            &name,
+            format!("stored size {csize} differs from its size {usize_}"),
+        );
     }
     let local = usize::try_from(local).unwrap_or(usize::MAX);
     if local.saturating_add(30) > len || u32_at(bytes, local)? != LOCAL_SIG {
-        return err(format!("member {name:?}: no local header at byte {local}"));
+        return member_err(&name, format!("no local header at byte {local}"));
     }
     let lname = u16_at(bytes, local + 26)? as usize;
     let lextra = u16_at(bytes, local + 28)? as usize;
     let start = local + 30 + lname + lextra;
     let end = start.saturating_add(usize::try_from(csize).unwrap_or(usize::MAX));
     if end > len {
-        return err(format!(
-            "member {name:?}: its {csize} bytes at byte {start} run past the end of the \
-             {len}-byte file"
-        ));
+        return member_err(
+            &name,
+            format!("its {csize} bytes at byte {start} run past the end of the {len}-byte file"),
+        );
     }
     let entry = ZipEntry {
         name,
@@ -316,14 +352,14 @@ fn zip64_extra(
         let sz = u16_at(bytes, e + 2)? as usize;
         let body = e + 4;
         if body + sz > extra_end {
-            return err(format!("member {name:?}: extra field runs past its record"));
+            return member_err(name, "extra field runs past its record");
         }
         if id == 0x0001 {
             let mut q = body;
             for field in fields.iter_mut() {
                 if **field == 0xFFFF_FFFF {
                     if q + 8 > body + sz {
-                        return err(format!("member {name:?}: zip64 field is too short"));
+                        return member_err(name, "zip64 field is too short");
                     }
                     **field = u64_at(bytes, q)?;
                     q += 8;
@@ -358,7 +394,7 @@ impl ZipWriter {
             || name.len() > 0xFFFF
             || offset + 30 + name.len() + 4 + 64 + data.len() > u32::MAX as usize
         {
-            return err("archive too large for this writer (zip32 only)");
+            return Err(ZipError::TooLarge);
         }
         let crc = crc32(data);
         let header_end = offset + 30 + name.len() + 4;
@@ -409,7 +445,7 @@ impl ZipWriter {
         let cd_offset = self.out.len();
         let cd_size = self.central.len();
         if cd_offset + cd_size + 22 > u32::MAX as usize {
-            return err("archive too large for this writer (zip32 only)");
+            return Err(ZipError::TooLarge);
         }
         self.out.extend_from_slice(&self.central);
         let o = &mut self.out;
@@ -460,6 +496,8 @@ mod tests {
             .start;
         bytes[at] ^= 1;
         let z = ZipArchive::new(&bytes).unwrap();
-        assert!(z.read("x").unwrap_err().0.contains("CRC"));
+        assert!(
+            matches!(z.read("x").unwrap_err(), ZipError::Member { problem, .. } if problem.contains("CRC"))
+        );
     }
 }
