@@ -165,17 +165,84 @@ pub enum TrainError {
     /// The requested backend is not available. Exit code 2.
     #[error("{0}")]
     Backend(String),
-    /// Failure while running.
+    /// A split's tiles cannot be read, or hold token ids beyond the model's vocabulary
+    /// (`hint` then says which flag to raise). Exit code 2.
+    #[error("--{flag}: {source}{hint}")]
+    Data {
+        /// The split's flag (`train_dir`, `val_dir`).
+        flag: &'static str,
+        /// The data layer's error (names the file).
+        #[source]
+        source: Box<segger_data::DataError>,
+        /// What to do about it, when known (empty otherwise).
+        hint: &'static str,
+    },
+    /// The model configuration is invalid, or a tile does not fit it. Exit code 2.
+    #[error("{context}{source}")]
+    Model {
+        /// Where (flag and file), ending in `": "`, or empty.
+        context: String,
+        /// The configuration problem (names the field).
+        #[source]
+        source: segger_model::ConfigError,
+    },
+    /// The output folder is refused, or overlaps an input (segger-fs's rules). Exit code 2,
+    /// or 1 when the file system failed.
+    #[error(transparent)]
+    Output(#[from] segger_fs::OutputError),
+    /// A file of the run cannot be written or removed. Exit code 1.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The file system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing a run file failed. Exit code 1.
+    #[error(transparent)]
+    Write(Box<segger_data::DataError>),
+    /// Writing the model's weights failed. Exit code 1.
+    #[error(transparent)]
+    Weights(#[from] segger_model::pyg::WeightsError),
+    /// An epoch's loss left the finite numbers: training stopped there and no model was
+    /// written. Exit code 1.
+    #[error("training diverged: the loss of epoch {epoch} (step {step}) is not finite (train {train_loss}, validation {validation_loss}); training stopped there and no model was written (lower --learning_rate, or set --gradient_clip_val)")]
+    Diverged {
+        /// The first epoch with a non-finite loss.
+        epoch: usize,
+        /// The training step at its end.
+        step: u64,
+        /// Its mean training loss.
+        train_loss: f64,
+        /// Its validation loss.
+        validation_loss: f64,
+    },
+    /// Another failure while running. Exit code 1.
     #[error("{0}")]
     Runtime(String),
+}
+
+impl From<segger_data::DataError> for TrainError {
+    fn from(e: segger_data::DataError) -> Self {
+        TrainError::Write(Box::new(e))
+    }
 }
 
 impl TrainError {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            TrainError::Input(_) | TrainError::Backend(_) => 2,
-            TrainError::Runtime(_) => 1,
+            TrainError::Input(_)
+            | TrainError::Backend(_)
+            | TrainError::Data { .. }
+            | TrainError::Model { .. } => 2,
+            TrainError::Output(e) => e.exit_code(),
+            TrainError::Io { .. }
+            | TrainError::Write(_)
+            | TrainError::Weights(_)
+            | TrainError::Diverged { .. }
+            | TrainError::Runtime(_) => 1,
         }
     }
 }

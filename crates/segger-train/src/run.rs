@@ -35,7 +35,7 @@ pub use crate::config::{
 /// Returns the dataset and its transcript count.
 fn open_split(
     dir: &Path,
-    what: &str,
+    what: &'static str,
     cfg: &SeggerConfig,
 ) -> Result<(TileDataset, usize), TrainError> {
     if !dir.exists() {
@@ -49,25 +49,31 @@ fn open_split(
     } else {
         None
     };
-    let ds =
-        TileDataset::open(dir, vocab).map_err(|e| TrainError::Input(format!("--{what}: {e}")))?;
+    let ds = TileDataset::open(dir, vocab).map_err(|source| TrainError::Data {
+        flag: what,
+        source: Box::new(source),
+        hint: "",
+    })?;
     let mut tx = 0;
     let mut first_layout = None;
     for i in 0..ds.len() {
-        let t = ds.get(i).map_err(|e| {
+        let t = ds.get(i).map_err(|source| {
             let out_of_vocab = matches!(
-                &e,
+                &source,
                 segger_data::DataError::Graph {
                     source: segger_graph::GraphError::TokenOutOfVocab { .. },
                     ..
                 }
             );
-            let hint = if out_of_vocab {
-                " (raise --num_tx_tokens to the dataset's vocabulary size)"
-            } else {
-                ""
-            };
-            TrainError::Input(format!("--{what}: {e}{hint}"))
+            TrainError::Data {
+                flag: what,
+                source: Box::new(source),
+                hint: if out_of_vocab {
+                    " (raise --num_tx_tokens to the dataset's vocabulary size)"
+                } else {
+                    ""
+                },
+            }
         })?;
         if t.graph.labels().is_none_or(|l| l.is_empty()) {
             return Err(TrainError::Input(format!(
@@ -75,8 +81,9 @@ fn open_split(
                 ds.paths()[i].display()
             )));
         }
-        segger_model::check_layout(&t.graph, cfg).map_err(|e| {
-            TrainError::Input(format!("--{what}: {}: {e}", ds.paths()[i].display()))
+        segger_model::check_layout(&t.graph, cfg).map_err(|source| TrainError::Model {
+            context: format!("--{what}: {}: ", ds.paths()[i].display()),
+            source,
         })?;
         // Tiles of one batch are collated: they must share positions' and features' layout.
         let layout = t.graph.layout();
@@ -148,8 +155,10 @@ fn tidy_run_dir(root: &Path, keep: Option<usize>) -> Result<(), TrainError> {
         let stale = part_file || epoch.is_some_and(|ep| Some(ep) != keep);
         if stale && e.path().is_file() {
             tracing::debug!("removing {}", e.path().display());
-            std::fs::remove_file(e.path())
-                .map_err(|err| TrainError::Runtime(format!("{}: {err}", e.path().display())))?;
+            std::fs::remove_file(e.path()).map_err(|source| TrainError::Io {
+                path: e.path(),
+                source,
+            })?;
         }
     }
     Ok(())
@@ -243,15 +252,15 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary, TrainError> {
         ));
     }
     check_ranges(cfg)?;
-    cfg.model
-        .check()
-        .map_err(|e| TrainError::Input(e.to_string()))?;
+    cfg.model.check().map_err(|source| TrainError::Model {
+        context: String::new(),
+        source,
+    })?;
     segger_fs::check_overlap(
         "--default_root_dir",
         &cfg.default_root_dir,
         &[("--train_dir", &cfg.train_dir), ("--val_dir", &cfg.val_dir)],
-    )
-    .map_err(|e| TrainError::Input(e.to_string()))?;
+    )?;
     let (train_ds, train_tx) = open_split(&cfg.train_dir, "train_dir", &cfg.model)?;
     let (val_ds, _) = open_split(&cfg.val_dir, "val_dir", &cfg.model)?;
     let resume_epoch = if cfg.resume {
@@ -457,8 +466,7 @@ fn first_non_finite(rows: &[EpochRow]) -> Option<&EpochRow> {
 fn write_json_atomic(path: &Path, value: &impl Serialize) -> Result<(), TrainError> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| TrainError::Runtime(format!("{}: {e}", path.display())))?;
-    segger_data::tile::write_atomic(path, text.as_bytes())
-        .map_err(|e| TrainError::Runtime(e.to_string()))
+    Ok(segger_data::tile::write_atomic(path, text.as_bytes())?)
 }
 
 /// Refuses a mixed precision that one of `devices` cannot compute in.
@@ -489,8 +497,7 @@ fn save_trained<B: GatBackend>(
 ) -> Result<PathBuf, TrainError> {
     let root = &cfg.default_root_dir;
     let model_path = root.join("model.safetensors");
-    segger_model::pyg::save_pyg_state_dict(trained, &model_path)
-        .map_err(|e| TrainError::Runtime(e.to_string()))?;
+    segger_model::pyg::save_pyg_state_dict(trained, &model_path)?;
     write_json_atomic(&root.join("config.json"), &cfg.model)?;
     if let Some(vocab) = training_vocab(&cfg.train_dir) {
         write_json_atomic(&root.join("vocab.json"), &vocab)?;
@@ -514,14 +521,20 @@ where
     let compute = cfg.precision.compute_dtype();
     check_precision::<B>(cfg.precision, &devices, backend)?;
     let root = &cfg.default_root_dir;
-    std::fs::create_dir_all(root)
-        .map_err(|e| TrainError::Runtime(format!("{}: {e}", root.display())))?;
+    std::fs::create_dir_all(root).map_err(|source| TrainError::Io {
+        path: root.clone(),
+        source,
+    })?;
     write_json_atomic(&root.join("run_config.json"), cfg)?;
     let device = devices[0].clone();
     let loss_scale = (cfg.precision == Precision::Mixed16).then(LossScale::default);
     let model = LitSegger {
-        model: Segger::<B>::init(&cfg.model, &device, cfg.seed)
-            .map_err(|e| TrainError::Input(e.to_string()))?,
+        model: Segger::<B>::init(&cfg.model, &device, cfg.seed).map_err(|source| {
+            TrainError::Model {
+                context: String::new(),
+                source,
+            }
+        })?,
         compute,
         loss_scale: loss_scale.clone(),
     };
@@ -613,10 +626,12 @@ where
     // calibration, an error naming the first such epoch.
     let rows = read_metrics_csv(&root.join("metrics.csv"));
     if let Some(r) = first_non_finite(&rows) {
-        return Err(TrainError::Runtime(format!(
-            "training diverged: the loss of epoch {} (step {}) is not finite (train {}, validation {}); training stopped there and no model was written (lower --learning_rate, or set --gradient_clip_val)",
-            r.epoch, r.step, r.train_loss, r.validation_loss
-        )));
+        return Err(TrainError::Diverged {
+            epoch: r.epoch,
+            step: r.step,
+            train_loss: r.train_loss,
+            validation_loss: r.validation_loss,
+        });
     }
     // The assignment threshold, picked on the validation tiles with the final weights.
     let calibration = crate::calibrate::calibrate(&result.model, &val_loader(0));
