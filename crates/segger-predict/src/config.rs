@@ -130,7 +130,52 @@ pub enum PredictError {
     /// The requested backend is not available. Exit code 2.
     #[error("{0}")]
     Backend(String),
-    /// Failure while running (I/O). Exit code 1.
+    /// The input's tiles or dataset description cannot be read. Exit code 2.
+    #[error("{context}{source}")]
+    Data {
+        /// The flag (and file) concerned, ending in `": "`.
+        context: String,
+        /// The data layer's error (names the file).
+        #[source]
+        source: Box<segger_data::DataError>,
+    },
+    /// The model's configuration is invalid, or a tile does not fit it. Exit code 2.
+    #[error("{context}{source}")]
+    Model {
+        /// The flag and file concerned, ending in `": "`.
+        context: String,
+        /// The configuration problem (names the field).
+        #[source]
+        source: segger_model::ConfigError,
+    },
+    /// The model's weights cannot be read. Exit code 2.
+    #[error("{context}{source}")]
+    Weights {
+        /// The flag concerned, ending in `": "`.
+        context: String,
+        /// The weights' problem (names the file).
+        #[source]
+        source: segger_model::pyg::WeightsError,
+    },
+    /// A tile's positions cannot be searched for neighbours (non-finite values). Exit code 2.
+    #[error("{}: {source}", path.display())]
+    Graph {
+        /// The tile.
+        path: PathBuf,
+        /// The graph problem.
+        #[source]
+        source: segger_graph::GraphError,
+    },
+    /// An output file cannot be written. Exit code 1.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The file system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another failure while running. Exit code 1.
     #[error("{0}")]
     Runtime(String),
     /// `--output` cannot be written where it was asked for (segger-fs's rules). Exit code 2,
@@ -143,8 +188,13 @@ impl PredictError {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            PredictError::Input(_) | PredictError::Backend(_) => 2,
-            PredictError::Runtime(_) => 1,
+            PredictError::Input(_)
+            | PredictError::Backend(_)
+            | PredictError::Data { .. }
+            | PredictError::Model { .. }
+            | PredictError::Weights { .. }
+            | PredictError::Graph { .. } => 2,
+            PredictError::Io { .. } | PredictError::Runtime(_) => 1,
             PredictError::Output(e) => e.exit_code(),
         }
     }

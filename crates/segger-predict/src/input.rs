@@ -50,7 +50,10 @@ pub fn resolve_tiles(dir: &Path) -> Result<Option<ResolvedInput>, PredictError> 
         )));
     }
     if dir.join("dataset.json").is_file() {
-        let info = DatasetInfo::read(dir).map_err(|e| bad(e.to_string()))?;
+        let info = DatasetInfo::read(dir).map_err(|source| PredictError::Data {
+            context: "--input: ".into(),
+            source: Box::new(source),
+        })?;
         let splits: Vec<PathBuf> = Split::ALL
             .iter()
             .map(|s| dir.join(s.dir_name()))

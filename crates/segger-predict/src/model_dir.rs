@@ -42,6 +42,14 @@ fn input(m: String) -> PredictError {
     PredictError::Input(m)
 }
 
+/// The `--model` weights could not be read.
+fn weights_error(source: segger_model::pyg::WeightsError) -> PredictError {
+    PredictError::Weights {
+        context: "--model: ".into(),
+        source,
+    }
+}
+
 fn read_vocab_file(path: &Path) -> Result<Vec<String>, PredictError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| input(format!("--model: {}: {e}", path.display())))?;
@@ -89,11 +97,12 @@ impl ModelDir {
         let config = if cfg_path.is_file() {
             let text = std::fs::read_to_string(&cfg_path)
                 .map_err(|e| input(format!("--model: {}: {e}", cfg_path.display())))?;
-            SeggerConfig::from_json(&text)
-                .map_err(|e| input(format!("--model: {}: {e}", cfg_path.display())))?
+            SeggerConfig::from_json(&text).map_err(|source| PredictError::Model {
+                context: format!("--model: {}: ", cfg_path.display()),
+                source,
+            })?
         } else {
-            let (_, meta) = segger_model::pyg::read_safetensors(&weights)
-                .map_err(|e| input(format!("--model: {e}")))?;
+            let (_, meta) = segger_model::pyg::read_safetensors(&weights).map_err(weights_error)?;
             let json = meta.get("config").ok_or_else(|| {
                 input(format!(
                     "--model: {} has no config.json and {} carries no config metadata",
@@ -101,11 +110,12 @@ impl ModelDir {
                     weights.display()
                 ))
             })?;
-            SeggerConfig::from_json(json)
-                .map_err(|e| input(format!("--model: {}: {e}", weights.display())))?
+            SeggerConfig::from_json(json).map_err(|source| PredictError::Model {
+                context: format!("--model: {}: ", weights.display()),
+                source,
+            })?
         };
-        let (tensors, _) = segger_model::pyg::read_safetensors(&weights)
-            .map_err(|e| input(format!("--model: {e}")))?;
+        let (tensors, _) = segger_model::pyg::read_safetensors(&weights).map_err(weights_error)?;
         let problems = segger_model::pyg::check_names(&config, &tensors);
         if !problems.is_empty() {
             return Err(input(format!(

@@ -671,7 +671,7 @@ pub fn write_log(
     let path = dir.join(LOG_FILE);
     let text = serde_json::to_string_pretty(&log)
         .map_err(|e| PredictError::Runtime(format!("{}: {e}", path.display())))?;
-    std::fs::write(&path, text).map_err(|e| rt(&path, e))
+    std::fs::write(&path, text).map_err(|source| PredictError::Io { path, source })
 }
 
 #[cfg(test)]

@@ -347,11 +347,18 @@ fn collect<B: GatBackend>(
             let Some(lb) = loader.next() else { break };
             t_wait += tw.elapsed().as_secs_f64();
             let tf = Instant::now();
-            let lb = lb.map_err(|e| PredictError::Input(format!("--input: {e}")))?;
+            let lb = lb.map_err(|source| PredictError::Data {
+                context: "--input: ".into(),
+                source: Box::new(source),
+            })?;
             let mut batch = lb.batch;
             let path0 = lb.paths.first().cloned().unwrap_or_default();
-            segger_model::check_layout(&batch.graph, mcfg)
-                .map_err(|e| PredictError::Input(format!("{}: {e}", path0.display())))?;
+            segger_model::check_layout(&batch.graph, mcfg).map_err(|source| {
+                PredictError::Model {
+                    context: format!("{}: ", path0.display()),
+                    source,
+                }
+            })?;
             let original_tokens: Option<Vec<i64>> = match &mut batch.graph.tx.x {
                 NodeFeatures::Tokens(t) => {
                     let orig = t.clone();
@@ -364,8 +371,13 @@ fn collect<B: GatBackend>(
                 }
                 NodeFeatures::Dense { .. } => None,
             };
-            let input = GraphInput::<B>::from_graph(&batch.graph, mcfg, device)
-                .map_err(|e| PredictError::Input(format!("{}: {e}", path0.display())))?;
+            let input =
+                GraphInput::<B>::from_graph(&batch.graph, mcfg, device).map_err(|source| {
+                    PredictError::Model {
+                        context: format!("{}: ", path0.display()),
+                        source,
+                    }
+                })?;
             let z = model.forward(&input);
             drop(input);
             let ztx: Vec<f32> = segger_model::pyg::tensor_values(z.tx);

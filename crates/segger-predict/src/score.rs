@@ -222,7 +222,10 @@ pub(crate) fn score_tile(
         core,
     };
     let emb = Embeddings { ztx, zbd, d };
-    let knn_error = |e| PredictError::Input(format!("{}: {e}", path.display()));
+    let knn_error = |source| PredictError::Graph {
+        path: path.to_path_buf(),
+        source,
+    };
     // With the expression term, every transcript of the tile (its margin too) is scored, so
     // that the boundaries' expression profiles can be estimated; otherwise the core only.
     let genes = tokens.map(|tk| &tk[t0..t1]);
