@@ -1,51 +1,7 @@
-//! Cell shapes from transcript positions: convex hulls and their areas.
+//! Cell shapes from transcript positions: the polygon drawn for a cell. The hull and area are
+//! segger-data's ([`segger_data::geometry`]), the one geometry module of the workspace.
 
-/// Twice the signed area of the triangle `o, a, b` (positive when counter-clockwise).
-fn cross(o: [f64; 2], a: [f64; 2], b: [f64; 2]) -> f64 {
-    (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
-}
-
-/// Convex hull of `points` (Andrew's monotone chain), counter-clockwise, without repeating
-/// the first vertex. Collinear points are dropped. Fewer than three vertices come back when
-/// the points are all equal or collinear.
-pub fn convex_hull(points: &[[f64; 2]]) -> Vec<[f64; 2]> {
-    let mut p: Vec<[f64; 2]> = points.to_vec();
-    p.sort_by(|a, b| a[0].total_cmp(&b[0]).then(a[1].total_cmp(&b[1])));
-    p.dedup();
-    if p.len() < 3 {
-        return p;
-    }
-    let mut hull: Vec<[f64; 2]> = Vec::with_capacity(p.len() + 1);
-    for &q in &p {
-        while hull.len() >= 2 && cross(hull[hull.len() - 2], hull[hull.len() - 1], q) <= 0.0 {
-            hull.pop();
-        }
-        hull.push(q);
-    }
-    let lower = hull.len() + 1;
-    for &q in p.iter().rev().skip(1) {
-        while hull.len() >= lower && cross(hull[hull.len() - 2], hull[hull.len() - 1], q) <= 0.0 {
-            hull.pop();
-        }
-        hull.push(q);
-    }
-    hull.pop();
-    hull
-}
-
-/// Area of a simple polygon given by its vertices in order (shoelace formula).
-pub fn polygon_area(ring: &[[f64; 2]]) -> f64 {
-    if ring.len() < 3 {
-        return 0.0;
-    }
-    let mut s = 0.0;
-    for i in 0..ring.len() {
-        let a = ring[i];
-        let b = ring[(i + 1) % ring.len()];
-        s += a[0] * b[1] - b[0] * a[1];
-    }
-    (s / 2.0).abs()
-}
+pub use segger_data::geometry::{area as polygon_area, convex_hull};
 
 /// The polygon drawn for a cell: its convex hull when that has an area, otherwise (one point,
 /// or collinear points) the bounding box grown by `pad` on every side. The ring is closed (the

@@ -10,12 +10,12 @@
 
 use std::path::Path;
 
-use super::boundaries::{build_boundaries, read_vertex_rings};
+use super::boundaries::read_vertex_rings;
 use super::columns::col_err;
-use super::files::{file_columns, find_file};
-use super::transcripts::load_transcripts;
+use super::files::file_columns;
+use super::platform::{load_platform, PlatformFiles};
 use super::tx_columns::{split_names, Defaults};
-use super::{LoadReport, RawOptions, Sample};
+use super::{RawOptions, Sample};
 use crate::error::DataError;
 
 /// CosMx pixel size in micrometres (CosMx SMI, 0.12028 µm per pixel).
@@ -36,42 +36,50 @@ pub(crate) const DEFAULTS: Defaults<'static> = Defaults {
 
 /// Loads a CosMx flat-file export directory.
 pub fn load(input: &Path, opts: &RawOptions) -> Result<Sample, DataError> {
-    let tx_file = find_file(
-        input,
-        opts.transcripts_file.as_deref(),
-        &[],
-        &["_tx_file.csv.gz", "_tx_file.csv", "_tx_file.parquet"],
-        "transcripts",
-    )?;
-    let bd_file = find_file(
-        input,
-        opts.boundaries_file.as_deref(),
-        &[],
-        &[
+    let files = PlatformFiles {
+        tx_names: &[],
+        tx_suffixes: &["_tx_file.csv.gz", "_tx_file.csv", "_tx_file.parquet"],
+        bd_names: &[],
+        bd_suffixes: &[
             "-polygons.csv.gz",
             "-polygons.csv",
             "_polygons.csv.gz",
             "_polygons.csv",
             "-polygons.parquet",
         ],
-        "polygons",
-    )?;
-    let scale = opts.scale.unwrap_or(DEFAULT_PIXEL_SIZE);
-    let mut report = LoadReport {
-        boundaries_file: bd_file.clone(),
-        ..Default::default()
+        bd_what: "polygons",
+        defaults: &DEFAULTS,
+        alt_cell: &[&["fov", "cell_ID"]],
+        default_min_qv: None,
+        default_scale: DEFAULT_PIXEL_SIZE,
     };
-    let id = match opts.columns.bd_id.as_deref() {
+    load_platform(input, opts, &files, |bd_file, scale| {
+        let id = polygon_id_columns(bd_file, opts)?;
+        let groups = read_vertex_rings(
+            bd_file,
+            &id,
+            opts.columns.bd_x.as_deref().unwrap_or("x_global_px"),
+            opts.columns.bd_y.as_deref().unwrap_or("y_global_px"),
+            scale,
+        )?;
+        Ok((groups, id))
+    })
+}
+
+/// The polygon file's boundary id column(s): `--boundary_id_column`, else `cell`, else the
+/// pair `fov`, `cellID`.
+fn polygon_id_columns(bd_file: &Path, opts: &RawOptions) -> Result<Vec<String>, DataError> {
+    Ok(match opts.columns.bd_id.as_deref() {
         Some(s) => split_names(s),
         None => {
-            let have = file_columns(&bd_file)?;
+            let have = file_columns(bd_file)?;
             if have.iter().any(|h| h == "cell") {
                 vec!["cell".to_string()]
             } else if have.iter().any(|h| h == "fov") && have.iter().any(|h| h == "cellID") {
                 vec!["fov".to_string(), "cellID".to_string()]
             } else {
                 return Err(col_err(
-                    &bd_file,
+                    bd_file,
                     "cell",
                     format!(
                         "column is missing, and so is the pair fov, cellID (the file has: {})",
@@ -80,30 +88,5 @@ pub fn load(input: &Path, opts: &RawOptions) -> Result<Sample, DataError> {
                 ));
             }
         }
-    };
-    let groups = read_vertex_rings(
-        &bd_file,
-        &id,
-        opts.columns.bd_x.as_deref().unwrap_or("x_global_px"),
-        opts.columns.bd_y.as_deref().unwrap_or("y_global_px"),
-        scale,
-    )?;
-    let bd = build_boundaries(groups, &bd_file, &id.join(","), opts.strict, &mut report)?;
-    let (tx, vocab, embedding) = load_transcripts(
-        &tx_file,
-        &DEFAULTS,
-        &[&["fov", "cell_ID"]],
-        opts,
-        &bd,
-        None,
-        scale,
-        &mut report,
-    )?;
-    Ok(Sample {
-        tx,
-        bd,
-        vocab,
-        embedding,
-        report,
     })
 }

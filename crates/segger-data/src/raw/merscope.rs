@@ -15,12 +15,12 @@ use arrow_array::cast::AsArray;
 use arrow_array::Array;
 use arrow_schema::DataType;
 
-use super::boundaries::{build_boundaries, RingGroups};
+use super::boundaries::RingGroups;
 use super::columns::{self, col_err};
-use super::files::{find_file, for_each_batch};
-use super::transcripts::load_transcripts;
+use super::files::for_each_batch;
+use super::platform::{load_platform, PlatformFiles};
 use super::tx_columns::{split_names, Defaults};
-use super::{wkb, BoundaryKind, LoadReport, RawOptions, Sample};
+use super::{wkb, BoundaryKind, RawOptions, Sample};
 use crate::error::DataError;
 
 /// The MERSCOPE column names.
@@ -106,55 +106,31 @@ pub(crate) fn read_wkb_rings(
 
 /// Loads a MERSCOPE output directory.
 pub fn load(input: &Path, opts: &RawOptions) -> Result<Sample, DataError> {
-    let tx_file = find_file(
-        input,
-        opts.transcripts_file.as_deref(),
-        &[
+    let files = PlatformFiles {
+        tx_names: &[
             "detected_transcripts.parquet",
             "detected_transcripts.csv",
             "detected_transcripts.csv.gz",
         ],
-        &[],
-        "transcripts",
-    )?;
-    let bd_names: &[&str] = match opts.boundaries {
-        BoundaryKind::Nucleus => &[
-            "cellpose_nucleus_micron_space.parquet",
-            "nucleus_boundaries.parquet",
-        ],
-        BoundaryKind::Cell => &["cell_boundaries.parquet", "cellpose_micron_space.parquet"],
+        tx_suffixes: &[],
+        bd_names: match opts.boundaries {
+            BoundaryKind::Nucleus => &[
+                "cellpose_nucleus_micron_space.parquet",
+                "nucleus_boundaries.parquet",
+            ],
+            BoundaryKind::Cell => &["cell_boundaries.parquet", "cellpose_micron_space.parquet"],
+        },
+        bd_suffixes: &[],
+        bd_what: "boundaries",
+        defaults: &DEFAULTS,
+        alt_cell: &[],
+        default_min_qv: None,
+        default_scale: 1.0,
     };
-    let bd_file = find_file(
-        input,
-        opts.boundaries_file.as_deref(),
-        bd_names,
-        &[],
-        "boundaries",
-    )?;
-    let scale = opts.scale.unwrap_or(1.0);
-    let mut report = LoadReport {
-        boundaries_file: bd_file.clone(),
-        ..Default::default()
-    };
-    let id = split_names(opts.columns.bd_id.as_deref().unwrap_or("EntityID"));
-    let geometry = opts.columns.bd_geometry.as_deref().unwrap_or("Geometry");
-    let groups = read_wkb_rings(&bd_file, &id, geometry, scale)?;
-    let bd = build_boundaries(groups, &bd_file, &id.join(","), opts.strict, &mut report)?;
-    let (tx, vocab, embedding) = load_transcripts(
-        &tx_file,
-        &DEFAULTS,
-        &[],
-        opts,
-        &bd,
-        None,
-        scale,
-        &mut report,
-    )?;
-    Ok(Sample {
-        tx,
-        bd,
-        vocab,
-        embedding,
-        report,
+    load_platform(input, opts, &files, |bd_file, scale| {
+        let id = split_names(opts.columns.bd_id.as_deref().unwrap_or("EntityID"));
+        let geometry = opts.columns.bd_geometry.as_deref().unwrap_or("Geometry");
+        let groups = read_wkb_rings(bd_file, &id, geometry, scale)?;
+        Ok((groups, id))
     })
 }

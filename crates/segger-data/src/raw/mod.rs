@@ -16,6 +16,7 @@ mod csv_src;
 mod files;
 pub mod merscope;
 mod parquet_src;
+mod platform;
 mod transcripts;
 mod tx_columns;
 mod wkb;

@@ -5,11 +5,10 @@
 
 use std::path::Path;
 
-use super::boundaries::{build_boundaries, read_vertex_rings};
-use super::files::find_file;
-use super::transcripts::load_transcripts;
+use super::boundaries::read_vertex_rings;
+use super::platform::{load_platform, PlatformFiles};
 use super::tx_columns::{split_names, Defaults};
-use super::{BoundaryKind, LoadReport, RawOptions, Sample};
+use super::{BoundaryKind, RawOptions, Sample};
 use crate::error::DataError;
 
 /// The Xenium column names.
@@ -30,65 +29,41 @@ pub const DEFAULT_MIN_QV: f32 = 20.0;
 
 /// Loads a Xenium output directory.
 pub fn load(input: &Path, opts: &RawOptions) -> Result<Sample, DataError> {
-    let tx_file = find_file(
-        input,
-        opts.transcripts_file.as_deref(),
-        &[
+    let files = PlatformFiles {
+        tx_names: &[
             "transcripts.parquet",
             "transcripts.csv.gz",
             "transcripts.csv",
         ],
-        &[],
-        "transcripts",
-    )?;
-    let bd_names: &[&str] = match opts.boundaries {
-        BoundaryKind::Nucleus => &[
-            "nucleus_boundaries.parquet",
-            "nucleus_boundaries.csv.gz",
-            "nucleus_boundaries.csv",
-        ],
-        BoundaryKind::Cell => &[
-            "cell_boundaries.parquet",
-            "cell_boundaries.csv.gz",
-            "cell_boundaries.csv",
-        ],
+        tx_suffixes: &[],
+        bd_names: match opts.boundaries {
+            BoundaryKind::Nucleus => &[
+                "nucleus_boundaries.parquet",
+                "nucleus_boundaries.csv.gz",
+                "nucleus_boundaries.csv",
+            ],
+            BoundaryKind::Cell => &[
+                "cell_boundaries.parquet",
+                "cell_boundaries.csv.gz",
+                "cell_boundaries.csv",
+            ],
+        },
+        bd_suffixes: &[],
+        bd_what: "boundaries",
+        defaults: &DEFAULTS,
+        alt_cell: &[],
+        default_min_qv: Some(DEFAULT_MIN_QV),
+        default_scale: 1.0,
     };
-    let bd_file = find_file(
-        input,
-        opts.boundaries_file.as_deref(),
-        bd_names,
-        &[],
-        "boundaries",
-    )?;
-    let scale = opts.scale.unwrap_or(1.0);
-    let mut report = LoadReport {
-        boundaries_file: bd_file.clone(),
-        ..Default::default()
-    };
-    let id = split_names(opts.columns.bd_id.as_deref().unwrap_or("cell_id"));
-    let groups = read_vertex_rings(
-        &bd_file,
-        &id,
-        opts.columns.bd_x.as_deref().unwrap_or("vertex_x"),
-        opts.columns.bd_y.as_deref().unwrap_or("vertex_y"),
-        scale,
-    )?;
-    let bd = build_boundaries(groups, &bd_file, &id.join(","), opts.strict, &mut report)?;
-    let (tx, vocab, embedding) = load_transcripts(
-        &tx_file,
-        &DEFAULTS,
-        &[],
-        opts,
-        &bd,
-        Some(DEFAULT_MIN_QV),
-        scale,
-        &mut report,
-    )?;
-    Ok(Sample {
-        tx,
-        bd,
-        vocab,
-        embedding,
-        report,
+    load_platform(input, opts, &files, |bd_file, scale| {
+        let id = split_names(opts.columns.bd_id.as_deref().unwrap_or("cell_id"));
+        let groups = read_vertex_rings(
+            bd_file,
+            &id,
+            opts.columns.bd_x.as_deref().unwrap_or("vertex_x"),
+            opts.columns.bd_y.as_deref().unwrap_or("vertex_y"),
+            scale,
+        )?;
+        Ok((groups, id))
     })
 }

@@ -313,33 +313,13 @@ fn cell_neighbours(reg: &Regions, groups: &[Vec<usize>]) -> Vec<Vec<usize>> {
         .collect()
 }
 
-/// Convex hull (Andrew's monotone chain), counter-clockwise.
-fn convex_hull(mut pts: Vec<P>) -> Vec<P> {
-    pts.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
-    pts.dedup();
-    if pts.len() < 3 {
-        return pts;
-    }
-    let cross = |o: P, a: P, b: P| (a.0 - o.0) * (b.1 - o.1) - (a.1 - o.1) * (b.0 - o.0);
-    let mut hull: Vec<P> = Vec::with_capacity(2 * pts.len());
-    for pass in 0..2 {
-        let start = hull.len();
-        let iter: Box<dyn Iterator<Item = &P>> = if pass == 0 {
-            Box::new(pts.iter())
-        } else {
-            Box::new(pts.iter().rev())
-        };
-        for &p in iter {
-            while hull.len() >= start + 2
-                && cross(hull[hull.len() - 2], hull[hull.len() - 1], p) <= 0.0
-            {
-                hull.pop();
-            }
-            hull.push(p);
-        }
-        hull.pop();
-    }
-    hull
+/// Convex hull, counter-clockwise ([`segger_data::geometry::convex_hull`]).
+fn convex_hull(pts: Vec<P>) -> Vec<P> {
+    let pts: Vec<[f64; 2]> = pts.into_iter().map(|p| [p.0, p.1]).collect();
+    segger_data::geometry::convex_hull(&pts)
+        .into_iter()
+        .map(|p| (p[0], p[1]))
+        .collect()
 }
 
 /// What is written for a cell's nucleus.
