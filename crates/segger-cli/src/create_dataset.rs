@@ -8,10 +8,11 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use segger_data::create::{
     create_dataset, CreateOptions, Negatives, Progress, Summary, DEFAULT_TILE_SIZE,
 };
-use segger_data::raw::{BoundaryKind, Platform, RawOptions};
+use segger_data::raw::{BoundaryKind, RawOptions};
 use segger_data::tiling::TileMode;
 use segger_data::DataError;
 
+use crate::values::PlatformArg;
 use crate::CliError;
 
 /// Arguments of `segger create_dataset`.
@@ -24,11 +25,11 @@ pub struct CreateDatasetArgs {
     #[arg(long)]
     pub output: PathBuf,
     /// The instrument: xenium, merscope or cosmx.
-    #[arg(long)]
-    pub platform: Platform,
+    #[arg(long, value_enum, ignore_case = true)]
+    pub platform: PlatformArg,
     /// Boundaries to use: nucleus or cell.
-    #[arg(long, default_value = "nucleus")]
-    pub boundaries: BoundaryKind,
+    #[arg(long, value_enum, ignore_case = true, default_value = "nucleus")]
+    pub boundaries: BoundariesArg,
     /// Transcript file (default: the platform's file name in --input).
     #[arg(long = "transcripts_file", alias = "transcripts-file")]
     pub transcripts_file: Option<PathBuf>,
@@ -165,10 +166,30 @@ pub enum NegativesArg {
     Random,
 }
 
+/// `--boundaries` (any letter case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BoundariesArg {
+    /// Nucleus segmentation.
+    #[value(alias = "nuclei")]
+    Nucleus,
+    /// Cell segmentation.
+    #[value(alias = "cells")]
+    Cell,
+}
+
+impl From<BoundariesArg> for BoundaryKind {
+    fn from(b: BoundariesArg) -> Self {
+        match b {
+            BoundariesArg::Nucleus => BoundaryKind::Nucleus,
+            BoundariesArg::Cell => BoundaryKind::Cell,
+        }
+    }
+}
+
 impl CreateDatasetArgs {
     fn options(&self) -> CreateOptions {
-        let mut raw = RawOptions::new(self.platform);
-        raw.boundaries = self.boundaries;
+        let mut raw = RawOptions::new(self.platform.into());
+        raw.boundaries = self.boundaries.into();
         raw.transcripts_file = self.transcripts_file.clone();
         raw.boundaries_file = self.boundaries_file.clone();
         let c = &mut raw.columns;

@@ -17,6 +17,7 @@ use segger_train::{Accelerator, Precision, Strategy, TrainConfig};
 
 use crate::evaluate::{evaluate_all, print_table, report_json};
 use crate::simulate::{to_cli, PresetArg};
+use crate::values::AcceleratorArg;
 use crate::CliError;
 
 /// The sub-directories the demo writes (and replaces on a rerun).
@@ -46,8 +47,8 @@ pub struct DemoArgs {
     #[arg(long, value_enum, default_value = "hard")]
     pub preset: PresetArg,
     /// Backend: cpu, wgpu, cuda or auto.
-    #[arg(long, default_value = "cpu")]
-    pub accelerator: String,
+    #[arg(long, value_enum, ignore_case = true, default_value = "cpu")]
+    pub accelerator: AcceleratorArg,
 }
 
 fn step(n: usize, what: &str) {
@@ -69,10 +70,7 @@ fn remove_previous(out: &Path) -> Result<(), CliError> {
 /// Runs `segger demo`.
 pub fn run(a: DemoArgs) -> Result<(), CliError> {
     let t0 = Instant::now();
-    let accelerator: Accelerator = a
-        .accelerator
-        .parse()
-        .map_err(|e| CliError::input(anyhow::anyhow!("--accelerator: {e}")))?;
+    let accelerator: Accelerator = a.accelerator.into();
     std::fs::create_dir_all(&a.out).map_err(|e| {
         CliError::runtime(anyhow::anyhow!("{}: cannot create: {e}", a.out.display()))
     })?;

@@ -21,6 +21,7 @@ mod inspect;
 mod predict;
 mod simulate;
 mod train;
+mod values;
 
 /// Cell segmentation for imaging-based spatial transcriptomics (Xenium, MERSCOPE, CosMx).
 #[derive(Debug, Parser)]

@@ -3,8 +3,10 @@
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use segger_predict::{Accelerator, DuplicateIds, PredictConfig};
+use segger_data::raw::Platform;
+use segger_predict::{DuplicateIds, PredictConfig};
 
+use crate::values::{AcceleratorArg, MatmulPrecisionArg, PlatformArg};
 use crate::CliError;
 
 /// Arguments of `segger predict`. Flags use the reference's spelling (`--score_cut`);
@@ -90,16 +92,17 @@ pub struct PredictArgs {
     )]
     pub min_transcripts: usize,
     /// Backend: cpu, wgpu, cuda or auto (cuda when built in and present, else cpu).
-    #[arg(long, default_value = "auto")]
-    pub accelerator: String,
+    #[arg(long, value_enum, ignore_case = true, default_value = "auto")]
+    pub accelerator: AcceleratorArg,
     /// Float32 matmuls on the GPU: highest (plain f32) or high (TF32 on CUDA's tensor cores);
     /// see `segger train --help`.
     #[arg(
         long = "float32_matmul_precision",
         alias = "float32-matmul-precision",
+        value_enum,
         default_value = "highest"
     )]
-    pub float32_matmul_precision: String,
+    pub float32_matmul_precision: MatmulPrecisionArg,
     /// Tiles per forward pass (1–4096).
     #[arg(long = "batch_size", alias = "batch-size", default_value_t = 1)]
     pub batch_size: usize,
@@ -107,8 +110,8 @@ pub struct PredictArgs {
     #[arg(long = "num_workers", alias = "num-workers", default_value_t = 2)]
     pub num_workers: usize,
     /// Raw input only: xenium, merscope or cosmx.
-    #[arg(long, default_value = "xenium")]
-    pub platform: String,
+    #[arg(long, value_enum, ignore_case = true, default_value = "xenium")]
+    pub platform: PlatformArg,
     /// A transcript id that names different transcripts (another position or gene) in different
     /// tiles: error (refuse the input) or merge (keep the one with the higher score and count
     /// the others in the summary). One transcript seen by two tiles is always kept once.
@@ -138,16 +141,8 @@ pub enum DuplicateIdsArg {
 
 /// Runs `segger predict`.
 pub fn run(a: PredictArgs) -> Result<(), CliError> {
-    let accelerator: Accelerator = a
-        .accelerator
-        .parse()
-        .map_err(|e| CliError::input(anyhow::anyhow!("--accelerator: {e}")))?;
-    let float32_matmul_precision = a
-        .float32_matmul_precision
-        .parse()
-        .map_err(|e: String| CliError::input(anyhow::anyhow!("--float32_matmul_precision: {e}")))?;
     let mut cfg = PredictConfig::new(a.model, a.input, a.output);
-    cfg.float32_matmul_precision = float32_matmul_precision;
+    cfg.float32_matmul_precision = a.float32_matmul_precision.into();
     cfg.k_bd = a.k_bd;
     cfg.dist_bd = a.dist_bd;
     cfg.score_cut = a.score_cut;
@@ -159,7 +154,7 @@ pub fn run(a: PredictArgs) -> Result<(), CliError> {
     cfg.k_tx = a.k_tx;
     cfg.dist_tx = a.dist_tx;
     cfg.min_transcripts = a.min_transcripts;
-    cfg.accelerator = accelerator;
+    cfg.accelerator = a.accelerator.into();
     cfg.batch_size = a.batch_size;
     cfg.num_workers = a.num_workers;
     cfg.overwrite = a.overwrite;
@@ -167,7 +162,7 @@ pub fn run(a: PredictArgs) -> Result<(), CliError> {
         DuplicateIdsArg::Error => DuplicateIds::Error,
         DuplicateIdsArg::Merge => DuplicateIds::Merge,
     };
-    cfg.platform = Some(a.platform);
+    cfg.platform = Some(Platform::from(a.platform).name().to_string());
     let s = segger_predict::predict(&cfg).map_err(|e| CliError {
         code: e.exit_code(),
         error: anyhow::anyhow!(e),

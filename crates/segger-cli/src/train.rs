@@ -2,11 +2,11 @@
 
 use std::path::PathBuf;
 
-use clap::Args;
-use segger_model::mp::MatmulPrecision;
+use clap::{Args, ValueEnum};
 use segger_model::{Aggr, SeggerConfig};
-use segger_train::{Accelerator, Precision, Strategy, TrainConfig};
+use segger_train::{Precision, Strategy, TrainConfig};
 
+use crate::values::{AcceleratorArg, MatmulPrecisionArg};
 use crate::CliError;
 
 /// `segger train --architecture`.
@@ -16,6 +16,71 @@ pub enum Architecture {
     Bidirectional,
     /// The reference Segger's relations (parity-exact with it).
     Reference,
+}
+
+/// `segger train --aggr`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AggrArg {
+    /// Sum of the relation outputs (the reference's default).
+    #[value(alias = "add")]
+    Sum,
+    /// Mean of the relation outputs.
+    Mean,
+    /// Element-wise maximum of the relation outputs.
+    Max,
+}
+
+impl From<AggrArg> for Aggr {
+    fn from(a: AggrArg) -> Self {
+        match a {
+            AggrArg::Sum => Aggr::Sum,
+            AggrArg::Mean => Aggr::Mean,
+            AggrArg::Max => Aggr::Max,
+        }
+    }
+}
+
+/// `segger train --strategy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StrategyArg {
+    /// One device, or data-parallel over --devices.
+    Auto,
+    /// Data-parallel over --devices.
+    #[value(alias = "ddp_spawn", alias = "ddp_find_unused_parameters_true")]
+    Ddp,
+}
+
+impl From<StrategyArg> for Strategy {
+    fn from(s: StrategyArg) -> Self {
+        match s {
+            StrategyArg::Auto => Strategy::Auto,
+            StrategyArg::Ddp => Strategy::Ddp,
+        }
+    }
+}
+
+/// `segger train --precision`, spelled as Lightning spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PrecisionArg {
+    /// float32 everywhere.
+    #[value(name = "32", alias = "32-true", alias = "fp32")]
+    F32,
+    /// f16 encoder, float32 weights, optimiser and loss (GPU backends).
+    #[value(name = "16-mixed", alias = "16")]
+    Mixed16,
+    /// bf16 encoder, float32 weights, optimiser and loss (CUDA).
+    #[value(name = "bf16-mixed", alias = "bf16")]
+    Bf16Mixed,
+}
+
+impl From<PrecisionArg> for Precision {
+    fn from(p: PrecisionArg) -> Self {
+        match p {
+            PrecisionArg::F32 => Precision::F32,
+            PrecisionArg::Mixed16 => Precision::Mixed16,
+            PrecisionArg::Bf16Mixed => Precision::Bf16Mixed,
+        }
+    }
 }
 
 /// Arguments of `segger train`. Flags use the seed's spelling (`--train_dir`); kebab-case
@@ -66,33 +131,34 @@ pub struct TrainArgs {
     )]
     pub mid_layers: usize,
     /// How outputs of relations reaching the same node type combine: sum, mean or max.
-    #[arg(long, default_value = "sum")]
-    pub aggr: String,
+    #[arg(long, value_enum, default_value = "sum")]
+    pub aggr: AggrArg,
     /// Message passing: `bidirectional` adds boundary-to-transcript messages (the
     /// `tx__neighbors__bd` edges reversed) so that transcripts see their nearest nuclei;
     /// `reference` is the reference Segger's (transcript-to-boundary only).
     #[arg(long, value_enum, default_value = "bidirectional")]
     pub architecture: Architecture,
     /// Backend: cpu, wgpu, cuda or auto (cuda when built in and present, else cpu).
-    #[arg(long, default_value = "auto")]
-    pub accelerator: String,
+    #[arg(long, value_enum, ignore_case = true, default_value = "auto")]
+    pub accelerator: AcceleratorArg,
     /// auto (one device, or data-parallel over --devices) or ddp (data-parallel over --devices,
     /// through burn-train's multi-device strategy).
-    #[arg(long, default_value = "auto")]
-    pub strategy: String,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub strategy: StrategyArg,
     /// 32 (float32), or on a GPU backend 16-mixed (f16 encoder with float32 weights, optimiser
     /// and loss, and dynamic loss scaling) or bf16-mixed (bf16 encoder; CUDA only).
-    #[arg(long, default_value = "32")]
-    pub precision: String,
+    #[arg(long, value_enum, default_value = "32")]
+    pub precision: PrecisionArg,
     /// Float32 matmuls on the GPU, as PyTorch's `torch.set_float32_matmul_precision`: highest
     /// (plain f32, what the reference computes) or high (TF32 on CUDA's tensor cores, about 1e-3
     /// relative error per product). The CPU always multiplies in plain f32.
     #[arg(
         long = "float32_matmul_precision",
         alias = "float32-matmul-precision",
+        value_enum,
         default_value = "highest"
     )]
-    pub float32_matmul_precision: String,
+    pub float32_matmul_precision: MatmulPrecisionArg,
     /// Number of devices (GPUs, 1–64); the CPU is one device.
     #[arg(long, default_value_t = 1)]
     pub devices: usize,
@@ -143,34 +209,13 @@ pub struct TrainArgs {
 
 /// Runs `segger train`.
 pub fn run(a: TrainArgs) -> Result<(), CliError> {
-    let bad = |m: String| CliError::input(anyhow::anyhow!(m));
-    let aggr: Aggr = a
-        .aggr
-        .parse()
-        .map_err(|e: segger_model::ConfigError| bad(format!("--aggr: {e}")))?;
-    let accelerator: Accelerator = a
-        .accelerator
-        .parse()
-        .map_err(|e| bad(format!("--accelerator: {e}")))?;
-    let strategy: Strategy = a
-        .strategy
-        .parse()
-        .map_err(|e| bad(format!("--strategy: {e}")))?;
-    let precision: Precision = a
-        .precision
-        .parse()
-        .map_err(|e| bad(format!("--precision: {e}")))?;
-    let float32_matmul_precision: MatmulPrecision = a
-        .float32_matmul_precision
-        .parse()
-        .map_err(|e| bad(format!("--float32_matmul_precision: {e}")))?;
     let mut model = SeggerConfig::new(a.num_tx_tokens);
     model.init_emb = a.init_emb;
     model.hidden_channels = a.hidden_channels;
     model.out_channels = a.out_channels;
     model.heads = a.heads;
     model.num_mid_layers = a.mid_layers;
-    model.aggr = aggr;
+    model.aggr = a.aggr.into();
     if a.architecture == Architecture::Bidirectional {
         model = model.bidirectional();
     }
@@ -180,10 +225,10 @@ pub fn run(a: TrainArgs) -> Result<(), CliError> {
         batch_size_train: a.batch_size_train,
         batch_size_val: a.batch_size_val,
         model,
-        accelerator,
-        strategy,
-        precision,
-        float32_matmul_precision,
+        accelerator: a.accelerator.into(),
+        strategy: a.strategy.into(),
+        precision: a.precision.into(),
+        float32_matmul_precision: a.float32_matmul_precision.into(),
         devices: a.devices,
         epochs: a.epochs,
         default_root_dir: a.default_root_dir,

@@ -307,6 +307,59 @@ fn evaluate_flags() {
     }
 }
 
+/// Every enum-valued flag of every command refuses a value outside its list with clap's
+/// usage error: exit 2, a message naming the flag, the value and the values it takes, and
+/// nothing written.
+#[test]
+fn enum_flags_refuse_unknown_values() {
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("segger-enum-flags-{}", std::process::id()));
+    let (inp, out) = (root.join("in"), root.join("out"));
+    let (inp, out) = (s(&inp), s(&out));
+    let train = ["train", "--train_dir", inp, "--val_dir", inp];
+    let train = [&train[..], &["--default_root_dir", out]].concat();
+    let predict = ["predict", "--model", inp, "--input", inp, "--output", out];
+    let create = ["create_dataset", "--input", inp, "--output", out];
+    let create_xenium = [&create[..], &["--platform", "xenium"]].concat();
+    let demo = ["demo", "--out", out];
+    let simulate = ["simulate", "--out", out];
+    let cases: Vec<(&[&str], &str, &str)> = vec![
+        (&create, "platform", "xenium, merscope, cosmx"),
+        (&create_xenium, "boundaries", "nucleus, cell"),
+        (&create_xenium, "negatives", "competing, random"),
+        (&train, "aggr", "sum, mean, max"),
+        (&train, "architecture", "bidirectional, reference"),
+        (&train, "accelerator", "cpu, wgpu, cuda, auto"),
+        (&train, "strategy", "auto, ddp"),
+        (&train, "precision", "32, 16-mixed, bf16-mixed"),
+        (&train, "float32_matmul_precision", "highest, high"),
+        (&predict, "accelerator", "cpu, wgpu, cuda, auto"),
+        (&predict, "float32_matmul_precision", "highest, high"),
+        (&predict, "platform", "xenium, merscope, cosmx"),
+        (&predict, "duplicate_ids", "error, merge"),
+        (&demo, "accelerator", "cpu, wgpu, cuda, auto"),
+        (&demo, "preset", "easy, hard"),
+        (&simulate, "preset", "easy, hard"),
+    ];
+    for (base, flag, values) in cases {
+        let mut args = os(base);
+        args.push(format!("--{flag}=bogus").into());
+        let r = segger(&args);
+        assert_eq!(r.code, Some(2), "{args:?}: {}", r.stderr);
+        for needle in [
+            format!("invalid value 'bogus' for '--{flag} <"),
+            format!("[possible values: {values}]"),
+        ] {
+            assert!(
+                r.stderr.contains(&needle),
+                "{args:?}: no {needle:?} in {}",
+                r.stderr
+            );
+        }
+        assert!(!root.exists(), "{args:?} wrote {}", root.display());
+    }
+}
+
 /// A path that is not UTF-8, as output or as input of every command: it works or is refused
 /// with exit 2, never a panic.
 #[cfg(unix)]

@@ -418,7 +418,7 @@ fn bad_input_exits_2_and_writes_nothing() {
                 vec!["--precision".into(), "8-bit".into()],
             ]
             .concat(),
-            "precision",
+            "invalid value '8-bit' for '--precision <PRECISION>'",
         ),
         (
             [
@@ -442,7 +442,7 @@ fn bad_input_exits_2_and_writes_nothing() {
                 vec!["--float32_matmul_precision".into(), "medium".into()],
             ]
             .concat(),
-            "--float32_matmul_precision: unknown float32 matmul precision \"medium\"",
+            "invalid value 'medium' for '--float32_matmul_precision",
         ),
     ];
     for (args, needle) in cases {
