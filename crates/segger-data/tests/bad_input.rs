@@ -651,3 +651,34 @@ fn binary_and_dictionary_string_columns_are_read() {
     assert_eq!(s.report.kept, 9);
     assert_eq!(s.tx.cell.iter().filter(|&&c| c != raw::NO_CELL).count(), 8);
 }
+
+#[test]
+fn the_platform_is_detected_from_the_transcript_file() {
+    let cases: [(&str, Option<Platform>); 5] = [
+        ("transcripts.parquet", Some(Platform::Xenium)),
+        ("detected_transcripts.csv", Some(Platform::Merscope)),
+        ("Run5642_S3_Quarter_tx_file.csv.gz", Some(Platform::Cosmx)),
+        ("cells.parquet", None),
+        ("", None),
+    ];
+    for (file, want) in cases {
+        let d = tempfile::tempdir().unwrap();
+        if !file.is_empty() {
+            std::fs::write(d.path().join(file), b"").unwrap();
+        }
+        match (Platform::detect(d.path()), want) {
+            (Ok(p), Some(w)) => assert_eq!(p, w, "{file}"),
+            (Err(e), None) => assert_mentions(
+                &e.to_string(),
+                &[&d.path().display().to_string(), "transcripts.parquet", "--platform"],
+            ),
+            (got, want) => panic!("{file}: got {got:?}, want {want:?}"),
+        }
+    }
+    // Files of two platforms: ambiguous.
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("transcripts.parquet"), b"").unwrap();
+    std::fs::write(d.path().join("detected_transcripts.csv"), b"").unwrap();
+    let e = Platform::detect(d.path()).unwrap_err().to_string();
+    assert_mentions(&e, &["xenium, merscope", "--platform"]);
+}

@@ -54,6 +54,77 @@ impl Platform {
     }
 }
 
+/// The transcript files that tell each platform apart ([`Platform::detect`]): exact names, then
+/// file-name suffixes.
+const SIGNATURES: [(Platform, &[&str], &[&str]); 3] = [
+    (
+        Platform::Xenium,
+        &["transcripts.parquet", "transcripts.csv.gz", "transcripts.csv"],
+        &[],
+    ),
+    (
+        Platform::Merscope,
+        &[
+            "detected_transcripts.parquet",
+            "detected_transcripts.csv",
+            "detected_transcripts.csv.gz",
+        ],
+        &[],
+    ),
+    (
+        Platform::Cosmx,
+        &[],
+        &["_tx_file.csv.gz", "_tx_file.csv", "_tx_file.parquet"],
+    ),
+];
+
+impl Platform {
+    /// The platform whose transcript file the folder `dir` holds: Xenium's
+    /// `transcripts.parquet` (or `.csv.gz`, `.csv`), MERSCOPE's `detected_transcripts.*`,
+    /// CosMx's `*_tx_file.*`. None or more than one is an error naming the folder and the files
+    /// looked for.
+    pub fn detect(dir: &Path) -> Result<Platform, DataError> {
+        let names: Vec<String> = match std::fs::read_dir(dir) {
+            Ok(rd) => rd
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect(),
+            Err(source) => {
+                return Err(DataError::Io {
+                    path: dir.to_path_buf(),
+                    source,
+                })
+            }
+        };
+        let found: Vec<Platform> = SIGNATURES
+            .iter()
+            .filter(|(_, exact, suffixes)| {
+                names.iter().any(|n| {
+                    exact.contains(&n.as_str()) || suffixes.iter().any(|s| n.ends_with(s))
+                })
+            })
+            .map(|(p, _, _)| *p)
+            .collect();
+        match found.as_slice() {
+            [p] => Ok(*p),
+            [] => Err(DataError::Dataset {
+                path: dir.to_path_buf(),
+                problem: "no transcript file of a known platform: looked for transcripts.parquet \
+                          (Xenium), detected_transcripts.parquet or .csv (MERSCOPE), *_tx_file.csv \
+                          (CosMx); pass --platform and --transcripts_file to name it"
+                    .into(),
+            }),
+            many => Err(DataError::Dataset {
+                path: dir.to_path_buf(),
+                problem: format!(
+                    "transcript files of more than one platform ({}); pass --platform",
+                    many.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")
+                ),
+            }),
+        }
+    }
+}
+
 impl fmt::Display for Platform {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
