@@ -483,162 +483,245 @@ pub fn evaluate(
         truth: None,
         mecr: None,
     };
-    // The true cell of each prediction row.
-    let true_of: Vec<Option<Option<(u32, u32)>>> = match truth {
+    let true_of = true_cells_of(pred, truth);
+    if let Some(t) = truth {
+        out.truth = Some(truth_metrics(pred, t, &true_of));
+    }
+    let Some(gene) = &pred.gene else {
+        return out;
+    };
+    out.mecr = mecr(pred, gene, truth, &true_of, pairs);
+    out
+}
+
+/// The true cell of each prediction row, looked up by transcript id: `None` when the truth
+/// does not have the id, `Some(None)` for background, `Some(Some((cell, type)))` otherwise.
+/// Empty without a truth.
+fn true_cells_of(pred: &Assignments, truth: Option<&Truth>) -> Vec<Option<Option<(u32, u32)>>> {
+    match truth {
         Some(t) => pred.ids.iter().map(|id| t.by_id.get(id).copied()).collect(),
         None => Vec::new(),
-    };
-    if let Some(t) = truth {
-        let mut m = TruthMetrics {
-            evaluated: 0,
-            correct: 0.0,
-            wrong: 0.0,
-            unassigned: 0.0,
-            correct_majority: 0.0,
-            wrong_majority: 0.0,
-            purity_median: f64::NAN,
-            completeness_median: f64::NAN,
-            ari: f64::NAN,
-            background: 0,
-            background_assigned: 0.0,
-            not_in_truth: 0,
-            missing_from_prediction: 0,
-        };
-        // Map predicted cell names onto true cell indices where they coincide.
-        let true_index: HashMap<&str, u32> = t
-            .cell_names
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.as_str(), i as u32))
-            .collect();
-        let pred_as_true: Vec<Option<u32>> = pred
-            .cell_names
-            .iter()
-            .map(|s| true_index.get(s.as_str()).copied())
-            .collect();
-        let (mut correct, mut wrong, mut unassigned, mut bg_assigned) = (0usize, 0, 0, 0);
-        let mut pair_t = Vec::new();
-        let mut pair_p = Vec::new();
-        let mut nij: HashMap<(u32, u32), u64> = HashMap::new();
-        let mut true_total: HashMap<u32, u64> = HashMap::new();
-        for (k, tr) in true_of.iter().enumerate() {
-            match tr {
-                None => m.not_in_truth += 1,
-                Some(None) => {
-                    m.background += 1;
-                    if pred.cell[k].is_some() {
-                        bg_assigned += 1;
-                    }
+    }
+}
+
+/// The counts of one pass over the prediction's rows against the truth.
+#[derive(Default)]
+struct Tally {
+    /// Evaluated rows assigned to their true cell.
+    correct: usize,
+    /// Evaluated rows assigned to another cell.
+    wrong: usize,
+    /// Evaluated rows left unassigned.
+    unassigned: usize,
+    /// Rows without a true cell.
+    background: usize,
+    /// Rows without a true cell that were assigned to a cell.
+    bg_assigned: usize,
+    /// Rows whose id the truth does not have.
+    not_in_truth: usize,
+    /// The true cell of each assigned evaluated row (for the ARI).
+    pair_t: Vec<u32>,
+    /// The predicted cell of each assigned evaluated row (for the ARI).
+    pair_p: Vec<u32>,
+    /// Contingency table: (true cell, predicted cell) → assigned evaluated rows.
+    nij: HashMap<(u32, u32), u64>,
+    /// Evaluated rows per true cell.
+    true_total: HashMap<u32, u64>,
+}
+
+/// Tallies the prediction's rows against the truth `t` (`true_of` from [`true_cells_of`]):
+/// correct, wrong and unassigned evaluated rows, background, rows the truth does not have,
+/// and the contingency table of the assigned evaluated rows.
+fn tally(pred: &Assignments, t: &Truth, true_of: &[Option<Option<(u32, u32)>>]) -> Tally {
+    // Map predicted cell names onto true cell indices where they coincide.
+    let true_index: HashMap<&str, u32> = t
+        .cell_names
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.as_str(), i as u32))
+        .collect();
+    let pred_as_true: Vec<Option<u32>> = pred
+        .cell_names
+        .iter()
+        .map(|s| true_index.get(s.as_str()).copied())
+        .collect();
+    let mut s = Tally::default();
+    for (k, tr) in true_of.iter().enumerate() {
+        match tr {
+            None => s.not_in_truth += 1,
+            Some(None) => {
+                s.background += 1;
+                if pred.cell[k].is_some() {
+                    s.bg_assigned += 1;
                 }
-                Some(Some((tc, _))) => {
-                    *true_total.entry(*tc).or_default() += 1;
-                    match pred.cell[k] {
-                        None => unassigned += 1,
-                        Some(pc) => {
-                            if pred_as_true[pc as usize] == Some(*tc) {
-                                correct += 1;
-                            } else {
-                                wrong += 1;
-                            }
-                            pair_t.push(*tc);
-                            pair_p.push(pc);
-                            *nij.entry((*tc, pc)).or_default() += 1;
+            }
+            Some(Some((tc, _))) => {
+                *s.true_total.entry(*tc).or_default() += 1;
+                match pred.cell[k] {
+                    None => s.unassigned += 1,
+                    Some(pc) => {
+                        if pred_as_true[pc as usize] == Some(*tc) {
+                            s.correct += 1;
+                        } else {
+                            s.wrong += 1;
                         }
+                        s.pair_t.push(*tc);
+                        s.pair_p.push(pc);
+                        *s.nij.entry((*tc, pc)).or_default() += 1;
                     }
                 }
             }
         }
-        let ev = correct + wrong + unassigned;
-        m.evaluated = ev;
-        if ev > 0 {
-            m.correct = correct as f64 / ev as f64;
-            m.wrong = wrong as f64 / ev as f64;
-            m.unassigned = unassigned as f64 / ev as f64;
-        }
-        m.background_assigned = if m.background == 0 {
-            0.0
-        } else {
-            bg_assigned as f64 / m.background as f64
-        };
-        // Truth rows with a cell absent from the prediction.
-        let pred_ids: std::collections::HashSet<i64> = pred.ids.iter().copied().collect();
-        m.missing_from_prediction = t
-            .by_id
-            .iter()
-            .filter(|(id, v)| v.is_some() && !pred_ids.contains(id))
-            .count();
-        // Purity and completeness from the contingency table.
-        let mut pred_max: HashMap<u32, (u64, u64)> = HashMap::new();
-        let mut true_max: HashMap<u32, u64> = HashMap::new();
-        for (&(tc, pc), &v) in &nij {
-            let e = pred_max.entry(pc).or_default();
-            e.0 = e.0.max(v);
-            e.1 += v;
-            let f = true_max.entry(tc).or_default();
-            *f = (*f).max(v);
-        }
-        // Majority matching: each predicted cell counts as its dominant true cell, so the
-        // transcripts it gets right are its largest contingency count.
-        if ev > 0 {
-            let agree: u64 = pred_max.values().map(|&(mx, _)| mx).sum();
-            m.correct_majority = agree as f64 / ev as f64;
-            m.wrong_majority = (correct + wrong) as f64 / ev as f64 - m.correct_majority;
-        }
-        m.purity_median = median(
-            pred_max
-                .values()
-                .map(|&(mx, tot)| mx as f64 / tot as f64)
-                .collect(),
-        );
-        m.completeness_median = median(
-            true_total
-                .iter()
-                .map(|(tc, &tot)| true_max.get(tc).copied().unwrap_or(0) as f64 / tot as f64)
-                .collect(),
-        );
-        m.ari = if pair_t.is_empty() {
-            f64::NAN
-        } else {
-            adjusted_rand_index(&pair_t, &pair_p)
-        };
-        out.truth = Some(m);
     }
+    s
+}
 
-    // MECR.
-    let Some(gene) = &pred.gene else {
-        return out;
+/// Truth rows with a true cell whose id the prediction does not have.
+fn missing_from_prediction(pred: &Assignments, t: &Truth) -> usize {
+    let pred_ids: std::collections::HashSet<i64> = pred.ids.iter().copied().collect();
+    t.by_id
+        .iter()
+        .filter(|(id, v)| v.is_some() && !pred_ids.contains(id))
+        .count()
+}
+
+/// Maxima of the contingency table `nij`: per predicted cell, its largest count and its total;
+/// per true cell, its largest count.
+#[allow(clippy::type_complexity)]
+fn contingency_maxima(
+    nij: &HashMap<(u32, u32), u64>,
+) -> (HashMap<u32, (u64, u64)>, HashMap<u32, u64>) {
+    let mut pred_max: HashMap<u32, (u64, u64)> = HashMap::new();
+    let mut true_max: HashMap<u32, u64> = HashMap::new();
+    for (&(tc, pc), &v) in nij {
+        let e = pred_max.entry(pc).or_default();
+        e.0 = e.0.max(v);
+        e.1 += v;
+        let f = true_max.entry(tc).or_default();
+        *f = (*f).max(v);
+    }
+    (pred_max, true_max)
+}
+
+/// Accuracy of `pred` against the truth `t` (`true_of` from [`true_cells_of`]).
+fn truth_metrics(
+    pred: &Assignments,
+    t: &Truth,
+    true_of: &[Option<Option<(u32, u32)>>],
+) -> TruthMetrics {
+    let s = tally(pred, t, true_of);
+    let mut m = TruthMetrics {
+        evaluated: 0,
+        correct: 0.0,
+        wrong: 0.0,
+        unassigned: 0.0,
+        correct_majority: 0.0,
+        wrong_majority: 0.0,
+        purity_median: f64::NAN,
+        completeness_median: f64::NAN,
+        ari: f64::NAN,
+        background: s.background,
+        background_assigned: 0.0,
+        not_in_truth: s.not_in_truth,
+        missing_from_prediction: 0,
     };
-    let genes = pred.gene_names.len();
-    let mut p = Presence::new(genes, pred.cell_names.len());
+    let ev = s.correct + s.wrong + s.unassigned;
+    m.evaluated = ev;
+    if ev > 0 {
+        m.correct = s.correct as f64 / ev as f64;
+        m.wrong = s.wrong as f64 / ev as f64;
+        m.unassigned = s.unassigned as f64 / ev as f64;
+    }
+    m.background_assigned = if m.background == 0 {
+        0.0
+    } else {
+        s.bg_assigned as f64 / m.background as f64
+    };
+    m.missing_from_prediction = missing_from_prediction(pred, t);
+    // Purity and completeness from the contingency table.
+    let (pred_max, true_max) = contingency_maxima(&s.nij);
+    // Majority matching: each predicted cell counts as its dominant true cell, so the
+    // transcripts it gets right are its largest contingency count.
+    if ev > 0 {
+        let agree: u64 = pred_max.values().map(|&(mx, _)| mx).sum();
+        m.correct_majority = agree as f64 / ev as f64;
+        m.wrong_majority = (s.correct + s.wrong) as f64 / ev as f64 - m.correct_majority;
+    }
+    m.purity_median = median(
+        pred_max
+            .values()
+            .map(|&(mx, tot)| mx as f64 / tot as f64)
+            .collect(),
+    );
+    m.completeness_median = median(
+        s.true_total
+            .iter()
+            .map(|(tc, &tot)| true_max.get(tc).copied().unwrap_or(0) as f64 / tot as f64)
+            .collect(),
+    );
+    m.ari = if s.pair_t.is_empty() {
+        f64::NAN
+    } else {
+        adjusted_rand_index(&s.pair_t, &s.pair_p)
+    };
+    m
+}
+
+/// What MECR needs of the true cells: their gene presence, the gene counts (`counts[cell][gene]`)
+/// and type of each true cell with a transcript in the prediction, and the number of types.
+type TruthCells = (Presence, Vec<Vec<u32>>, Vec<u32>, usize);
+
+/// Gene presence of the predicted cells (`gene`: the gene index of each prediction row).
+fn predicted_presence(pred: &Assignments, gene: &[u32]) -> Presence {
+    let mut p = Presence::new(pred.gene_names.len(), pred.cell_names.len());
     for (k, c) in pred.cell.iter().enumerate() {
         if let Some(c) = c {
             p.set(gene[k] as usize, *c as usize);
         }
     }
-    // True cells' presence and counts (over the prediction's rows, which carry the genes).
-    let truth_cells = truth.map(|t| {
-        let mut tp = Presence::new(genes, t.cell_names.len());
-        let mut counts: Vec<Vec<u32>> = vec![Vec::new(); t.cell_names.len()];
-        let mut kind = vec![0u32; t.cell_names.len()];
-        for (k, tr) in true_of.iter().enumerate() {
-            if let Some(Some((tc, tt))) = tr {
-                let c = &mut counts[*tc as usize];
-                if c.is_empty() {
-                    c.resize(genes, 0);
-                }
-                c[gene[k] as usize] += 1;
-                kind[*tc as usize] = *tt;
-                tp.set(gene[k] as usize, *tc as usize);
+    p
+}
+
+/// The true cells' presence and counts (over the prediction's rows, which carry the genes:
+/// `gene` per row, `genes` in all; `true_of` from [`true_cells_of`]).
+fn truth_cells(
+    t: &Truth,
+    true_of: &[Option<Option<(u32, u32)>>],
+    gene: &[u32],
+    genes: usize,
+) -> TruthCells {
+    let mut tp = Presence::new(genes, t.cell_names.len());
+    let mut counts: Vec<Vec<u32>> = vec![Vec::new(); t.cell_names.len()];
+    let mut kind = vec![0u32; t.cell_names.len()];
+    for (k, tr) in true_of.iter().enumerate() {
+        if let Some(Some((tc, tt))) = tr {
+            let c = &mut counts[*tc as usize];
+            if c.is_empty() {
+                c.resize(genes, 0);
             }
+            c[gene[k] as usize] += 1;
+            kind[*tc as usize] = *tt;
+            tp.set(gene[k] as usize, *tc as usize);
         }
-        let keep: Vec<usize> = (0..counts.len())
-            .filter(|&c| !counts[c].is_empty())
-            .collect();
-        let counts: Vec<Vec<u32>> = keep.iter().map(|&c| counts[c].clone()).collect();
-        let kind: Vec<u32> = keep.iter().map(|&c| kind[c]).collect();
-        (tp, counts, kind, t.type_names.len())
-    });
-    let (pairs_idx, source): (Vec<(usize, usize)>, String) = match (pairs, &truth_cells) {
+    }
+    let keep: Vec<usize> = (0..counts.len())
+        .filter(|&c| !counts[c].is_empty())
+        .collect();
+    let counts: Vec<Vec<u32>> = keep.iter().map(|&c| counts[c].clone()).collect();
+    let kind: Vec<u32> = keep.iter().map(|&c| kind[c]).collect();
+    (tp, counts, kind, t.type_names.len())
+}
+
+/// The MECR gene pairs as indices into the prediction's genes, with their source: the given
+/// `pairs` (those naming a gene the prediction lacks are dropped), else the exclusive pairs of
+/// the true cells; `None` without either.
+fn mecr_pairs(
+    pred: &Assignments,
+    pairs: Option<(&[(String, String)], &str)>,
+    truth_cells: Option<&TruthCells>,
+    genes: usize,
+) -> Option<(Vec<(usize, usize)>, String)> {
+    match (pairs, truth_cells) {
         (Some((list, name)), _) => {
             let index: HashMap<&str, usize> = pred
                 .gene_names
@@ -646,29 +729,43 @@ pub fn evaluate(
                 .enumerate()
                 .map(|(i, s)| (s.as_str(), i))
                 .collect();
-            (
+            Some((
                 list.iter()
                     .filter_map(|(a, b)| Some((*index.get(a.as_str())?, *index.get(b.as_str())?)))
                     .collect(),
                 name.to_string(),
-            )
+            ))
         }
-        (None, Some((_, counts, kind, types))) => (
+        (None, Some((_, counts, kind, types))) => Some((
             exclusive_pairs(counts, kind, *types, genes),
             "truth".to_string(),
-        ),
-        (None, None) => return out,
-    };
-    if pairs_idx.is_empty() {
-        return out;
+        )),
+        (None, None) => None,
     }
-    out.mecr = Some(Mecr {
+}
+
+/// MECR of `pred` (`gene`: its gene index per row) and, with a truth, of the true cells
+/// (`true_of` from [`true_cells_of`]); `None` when there are no usable gene pairs.
+fn mecr(
+    pred: &Assignments,
+    gene: &[u32],
+    truth: Option<&Truth>,
+    true_of: &[Option<Option<(u32, u32)>>],
+    pairs: Option<(&[(String, String)], &str)>,
+) -> Option<Mecr> {
+    let genes = pred.gene_names.len();
+    let p = predicted_presence(pred, gene);
+    let truth_cells = truth.map(|t| truth_cells(t, true_of, gene, genes));
+    let (pairs_idx, source) = mecr_pairs(pred, pairs, truth_cells.as_ref(), genes)?;
+    if pairs_idx.is_empty() {
+        return None;
+    }
+    Some(Mecr {
         value: mecr_of(&p, &pairs_idx),
         truth_value: truth_cells.map(|(tp, ..)| mecr_of(&tp, &pairs_idx)),
         pairs: pairs_idx.len(),
         pairs_source: source,
-    });
-    out
+    })
 }
 
 /// Writes `evaluation.json` into `dir`.
