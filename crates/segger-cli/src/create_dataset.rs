@@ -1,4 +1,4 @@
-//! `segger create_dataset --input DIR --output DIR --platform xenium|merscope|cosmx [options]`.
+//! `segger create_dataset --input DIR --output DIR [--platform xenium|merscope|cosmx] [options]`.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use segger_data::create::{
     create_dataset, CreateOptions, Negatives, Progress, Summary, DEFAULT_TILE_SIZE,
 };
-use segger_data::raw::{BoundaryKind, RawOptions};
+use segger_data::raw::{BoundaryKind, Platform, RawOptions};
 use segger_data::tiling::TileMode;
 use segger_data::DataError;
 
@@ -24,9 +24,10 @@ pub struct CreateDatasetArgs {
     /// The dataset directory to create.
     #[arg(long)]
     pub output: PathBuf,
-    /// The instrument: xenium, merscope or cosmx.
+    /// The instrument: xenium, merscope or cosmx (default: detected from the transcript file in
+    /// --input).
     #[arg(long, value_enum, ignore_case = true)]
-    pub platform: PlatformArg,
+    pub platform: Option<PlatformArg>,
     /// Boundaries to use: nucleus or cell.
     #[arg(long, value_enum, ignore_case = true, default_value = "nucleus")]
     pub boundaries: BoundariesArg,
@@ -187,8 +188,9 @@ impl From<BoundariesArg> for BoundaryKind {
 }
 
 impl CreateDatasetArgs {
-    fn options(&self) -> CreateOptions {
-        let mut raw = RawOptions::new(self.platform.into());
+    /// The dataset creation's options; `platform` is `--platform`, or the one detected.
+    fn options(&self, platform: Platform) -> CreateOptions {
+        let mut raw = RawOptions::new(platform);
         raw.boundaries = self.boundaries.into();
         raw.transcripts_file = self.transcripts_file.clone();
         raw.boundaries_file = self.boundaries_file.clone();
@@ -349,7 +351,16 @@ pub fn run(args: CreateDatasetArgs) -> Result<(), CliError> {
             .build_global()
             .map_err(|e| CliError::runtime(anyhow::anyhow!("thread pool: {e}")))?;
     }
-    let opts = args.options();
+    let platform = match args.platform {
+        Some(p) => p.into(),
+        None => {
+            let p =
+                Platform::detect(&args.input).map_err(|e| CliError::input(anyhow::anyhow!(e)))?;
+            eprintln!("platform: {p} (detected from the transcript file in --input)");
+            p
+        }
+    };
+    let opts = args.options(platform);
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(4));
     bar.set_style(
         ProgressStyle::with_template("{spinner} {msg} [{elapsed_precise}]")

@@ -19,6 +19,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod inspect;
 mod predict;
+mod segment;
 mod simulate;
 mod train;
 mod values;
@@ -33,6 +34,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// A whole sample in one command: build the dataset, train, predict (raw folder → cells).
+    Segment(segment::SegmentArgs),
     /// Print node, edge and label counts of a tile file or a dataset directory, and validate it.
     Inspect(inspect::InspectArgs),
     /// Build a tile dataset from raw Xenium, MERSCOPE or CosMx output.
@@ -106,6 +109,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     let res = match cli.command {
+        Command::Segment(a) => segment::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::CreateDataset(a) => create_dataset::run(*a),
         Command::Train(a) => train::run(a),

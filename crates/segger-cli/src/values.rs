@@ -160,6 +160,7 @@ mod tests {
     const TRAIN: &[&str] = &["train", "--train_dir", "t", "--val_dir", "v"];
     const PREDICT: &[&str] = &["predict", "--model", "m", "--input", "i", "--output", "o"];
     const CREATE: &[&str] = &["create_dataset", "--input", "i", "--output", "o"];
+    const SEGMENT: &[&str] = &["segment", "--input", "i", "--output", "o"];
     const CREATE_XENIUM: &[&str] = &[
         "create_dataset",
         "--input",
@@ -239,7 +240,17 @@ mod tests {
             Command::Demo(a) => a.accelerator.into(),
             _ => unreachable!(),
         });
-        same::<Platform>(CREATE, "--platform", |c| create(c).platform.into());
+        same::<Platform>(CREATE, "--platform", |c| {
+            create(c).platform.expect("given").into()
+        });
+        same::<Platform>(SEGMENT, "--platform", |c| match c {
+            Command::Segment(a) => a.platform.expect("given").into(),
+            _ => unreachable!(),
+        });
+        same::<Accelerator>(SEGMENT, "--accelerator", |c| match c {
+            Command::Segment(a) => a.accelerator.into(),
+            _ => unreachable!(),
+        });
         same::<BoundaryKind>(CREATE_XENIUM, "--boundaries", |c| {
             create(c).boundaries.into()
         });
@@ -273,9 +284,12 @@ mod tests {
             unreachable!()
         };
         assert_eq!(BoundaryKind::from(c.boundaries), BoundaryKind::Nucleus);
-        // --platform has no default.
-        let e = Cli::try_parse_from(["segger"].iter().chain(CREATE)).unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::MissingRequiredArgument);
+        // --platform is detected when left out.
+        let Command::CreateDataset(c) = Cli::parse_from(["segger"].iter().chain(CREATE)).command
+        else {
+            unreachable!()
+        };
+        assert_eq!(c.platform, None);
     }
 
     #[test]

@@ -1,0 +1,368 @@
+//! `segger segment --input RAW_DIR --output OUT [--model DIR]`: a whole sample in one command.
+//!
+//! The three stages are the library calls behind `create_dataset`, `train` and `predict`, each
+//! with its defaults, writing into `OUT`:
+//!
+//! | stage | writes | the same as |
+//! |---|---|---|
+//! | dataset | `OUT/dataset/` | `segger create_dataset --input RAW_DIR --output OUT/dataset` |
+//! | train (unless `--model`) | `OUT/model/` | `segger train --train_dir OUT/dataset/train_tiles --val_dir OUT/dataset/val_tiles --default_root_dir OUT/model --epochs E` |
+//! | predict | `OUT/segmentation/` | `segger predict --model OUT/model --input OUT/dataset --output OUT/segmentation` |
+//!
+//! `OUT/run.json` records the settings and the stages completed, rewritten (atomically) after
+//! each stage. Run again after a kill, the command skips the completed stages and resumes
+//! training from its last committed epoch; a run with other settings is refused unless
+//! `--overwrite`.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::Args;
+use segger_data::create::{create_dataset, CreateOptions};
+use segger_data::raw::{Platform, RawOptions};
+use segger_model::SeggerConfig;
+use segger_predict::{predict, PredictConfig, PredictSummary};
+use segger_train::TrainConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::values::{AcceleratorArg, PlatformArg};
+use crate::CliError;
+
+/// The run record's name in `OUT`.
+pub const RUN_FILE: &str = "run.json";
+const DATASET: &str = "dataset";
+const MODEL: &str = "model";
+const SEGMENTATION: &str = "segmentation";
+
+/// What `segger segment` writes into `--output`: its own output, as segger-fs's rules see it.
+const SEGMENT_OUTPUT: segger_fs::OutputSpec<'static> = segger_fs::OutputSpec {
+    command: "segment",
+    writes: &[RUN_FILE, DATASET, MODEL, SEGMENTATION],
+    signature: RUN_FILE,
+};
+
+/// Training epochs when `--epochs` is not given: the setting docs/accuracy.md measures.
+pub const DEFAULT_EPOCHS: usize = 20;
+
+/// Arguments of `segger segment`.
+#[derive(Debug, Args)]
+pub struct SegmentArgs {
+    /// The raw sample directory (Xenium, MERSCOPE or CosMx output).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// The output directory: dataset/, model/, segmentation/ and run.json.
+    #[arg(long)]
+    pub output: PathBuf,
+    /// The instrument (default: detected from the transcript file in --input).
+    #[arg(long, value_enum, ignore_case = true)]
+    pub platform: Option<PlatformArg>,
+    /// A trained model directory to use instead of training one.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Training epochs.
+    #[arg(long, default_value_t = DEFAULT_EPOCHS)]
+    pub epochs: usize,
+    /// Seed of the split, the weights' initialisation and the data order.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Backend: cpu, wgpu, cuda or auto.
+    #[arg(long, value_enum, ignore_case = true, default_value = "auto")]
+    pub accelerator: AcceleratorArg,
+    /// Start over when --output holds an earlier segment run (with any settings).
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+/// The settings a run is resumed only with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Settings {
+    input: PathBuf,
+    platform: String,
+    model: Option<PathBuf>,
+    epochs: usize,
+    seed: u64,
+}
+
+/// One completed stage in `run.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StageRecord {
+    stage: String,
+    seconds: f64,
+    /// The process's peak resident memory when the stage ended (MB; Linux only).
+    peak_rss_mb: Option<f64>,
+}
+
+/// `OUT/run.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RunRecord {
+    settings: Settings,
+    /// The equivalent commands, for reference.
+    commands: Vec<String>,
+    completed: Vec<StageRecord>,
+}
+
+impl RunRecord {
+    fn done(&self, stage: &str) -> bool {
+        self.completed.iter().any(|s| s.stage == stage)
+    }
+}
+
+fn input_err(e: impl std::fmt::Display) -> CliError {
+    CliError::input(anyhow::anyhow!("{e}"))
+}
+
+fn write_record(out: &Path, rec: &RunRecord) -> Result<(), CliError> {
+    let text = serde_json::to_string_pretty(rec).map_err(CliError::runtime)?;
+    segger_data::tile::write_atomic(&out.join(RUN_FILE), text.as_bytes())
+        .map_err(|e| CliError::runtime(anyhow::anyhow!(e)))
+}
+
+/// The process's peak resident set size so far, in MB (`VmHWM`; `None` off Linux).
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Opens `OUT`: a fresh run, or the earlier run it holds (same settings, or `--overwrite`).
+fn open_run(a: &SegmentArgs, settings: Settings) -> Result<RunRecord, CliError> {
+    let out = &a.output;
+    let mut inputs: Vec<(&str, &Path)> = vec![("--input", &a.input)];
+    if let Some(m) = &a.model {
+        inputs.push(("--model", m));
+    }
+    let prior = segger_fs::prepare_output(&SEGMENT_OUTPUT, "--output", out, &inputs, true)
+        .map_err(|e| CliError {
+            code: e.exit_code(),
+            error: anyhow::anyhow!(e),
+        })?;
+    if prior == segger_fs::Prior::Earlier {
+        let path = out.join(RUN_FILE);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| input_err(format!("{}: {e}", path.display())))?;
+        let rec: RunRecord = serde_json::from_str(&text).map_err(|e| {
+            input_err(format!(
+                "{}: not a segment run record ({e}); pass --overwrite to start over",
+                path.display()
+            ))
+        })?;
+        if a.overwrite {
+            for entry in [DATASET, MODEL, SEGMENTATION, RUN_FILE] {
+                let p = out.join(entry);
+                let res = if p.is_dir() {
+                    std::fs::remove_dir_all(&p)
+                } else if p.exists() {
+                    std::fs::remove_file(&p)
+                } else {
+                    Ok(())
+                };
+                res.map_err(|e| CliError::runtime(anyhow::anyhow!("{}: {e}", p.display())))?;
+            }
+        } else if rec.settings != settings {
+            return Err(input_err(format!(
+                "--output: {} holds a segment run with other settings ({}; this call: {}); pass \
+                 --overwrite to start over, or choose another --output",
+                out.display(),
+                serde_json::to_string(&rec.settings).unwrap_or_default(),
+                serde_json::to_string(&settings).unwrap_or_default()
+            )));
+        } else {
+            return Ok(rec);
+        }
+    }
+    std::fs::create_dir_all(out)
+        .map_err(|e| CliError::runtime(anyhow::anyhow!("{}: cannot create: {e}", out.display())))?;
+    let rec = RunRecord {
+        commands: commands(a, &settings),
+        settings,
+        completed: Vec::new(),
+    };
+    write_record(out, &rec)?;
+    Ok(rec)
+}
+
+/// The three commands the run is equivalent to.
+fn commands(a: &SegmentArgs, s: &Settings) -> Vec<String> {
+    let out = a.output.display();
+    let mut c = vec![format!(
+        "segger create_dataset --input {} --output {out}/{DATASET} --platform {} --seed {}",
+        a.input.display(),
+        s.platform,
+        s.seed
+    )];
+    let model = match &s.model {
+        Some(m) => m.display().to_string(),
+        None => {
+            c.push(format!(
+                "segger train --train_dir {out}/{DATASET}/train_tiles --val_dir {out}/{DATASET}/val_tiles \
+                 --default_root_dir {out}/{MODEL} --epochs {} --seed {} --num_tx_tokens GENES",
+                s.epochs, s.seed
+            ));
+            format!("{out}/{MODEL}")
+        }
+    };
+    c.push(format!(
+        "segger predict --model {model} --input {out}/{DATASET} --output {out}/{SEGMENTATION}"
+    ));
+    c
+}
+
+/// Runs `segger segment`.
+pub fn run(a: SegmentArgs) -> Result<(), CliError> {
+    let t0 = Instant::now();
+    if a.epochs == 0 {
+        return Err(input_err("--epochs must be at least 1"));
+    }
+    let platform: Platform = match a.platform {
+        Some(p) => p.into(),
+        None => {
+            let p = Platform::detect(&a.input).map_err(input_err)?;
+            eprintln!("platform      {p} (detected from the transcript file in --input)");
+            p
+        }
+    };
+    let settings = Settings {
+        input: segger_fs::resolve(&a.input),
+        platform: platform.name().to_string(),
+        model: a.model.as_deref().map(segger_fs::resolve),
+        epochs: a.epochs,
+        seed: a.seed,
+    };
+    let mut rec = open_run(&a, settings)?;
+    let out = a.output.clone();
+    let dataset = out.join(DATASET);
+    let model_dir = a.model.clone().unwrap_or_else(|| out.join(MODEL));
+
+    let stage = |rec: &mut RunRecord, name: &str, started: Instant| -> Result<(), CliError> {
+        rec.completed.push(StageRecord {
+            stage: name.to_string(),
+            seconds: started.elapsed().as_secs_f64(),
+            peak_rss_mb: peak_rss_mb(),
+        });
+        write_record(&out, rec)
+    };
+
+    if rec.done(DATASET) {
+        eprintln!(
+            "dataset       done in an earlier run: {}",
+            dataset.display()
+        );
+    } else {
+        eprintln!("dataset       building {}", dataset.display());
+        let started = Instant::now();
+        let mut opts =
+            CreateOptions::new(a.input.clone(), dataset.clone(), RawOptions::new(platform));
+        opts.seed = a.seed;
+        opts.overwrite = true;
+        let s = create_dataset(&opts, &|_| {}).map_err(|e| CliError {
+            code: if matches!(e, segger_data::DataError::Io { .. }) {
+                1
+            } else {
+                2
+            },
+            error: anyhow::anyhow!(e).context("dataset stage"),
+        })?;
+        eprintln!(
+            "dataset       {} genes, tiles train {} / val {} / test {}, {} transcripts",
+            s.genes, s.tiles.train, s.tiles.val, s.tiles.test, s.core_transcripts
+        );
+        stage(&mut rec, DATASET, started)?;
+    }
+
+    if a.model.is_some() {
+        eprintln!("train         skipped: --model {}", model_dir.display());
+    } else if rec.done(MODEL) {
+        eprintln!(
+            "train         done in an earlier run: {}",
+            model_dir.display()
+        );
+    } else {
+        let started = Instant::now();
+        let info = segger_data::DatasetInfo::read(&dataset)
+            .map_err(|e| CliError::input(anyhow::anyhow!(e)))?;
+        // A sample too small for a validation split validates on its training tiles.
+        let val = ["val_tiles", "test_tiles", "train_tiles"]
+            .iter()
+            .map(|d| dataset.join(d))
+            .find(|d| d.join("processed").is_dir())
+            .unwrap_or_else(|| dataset.join("train_tiles"));
+        let mut cfg = TrainConfig::new(
+            dataset.join("train_tiles"),
+            val,
+            model_dir.clone(),
+            SeggerConfig::new(info.vocab.len().max(1)).bidirectional(),
+        );
+        cfg.epochs = a.epochs;
+        cfg.seed = a.seed;
+        cfg.accelerator = a.accelerator.into();
+        cfg.resume = model_dir.join("run_config.json").is_file();
+        eprintln!(
+            "train         {} epochs into {}{}",
+            cfg.epochs,
+            model_dir.display(),
+            if cfg.resume { " (resuming)" } else { "" }
+        );
+        let s = segger_train::train(&cfg).map_err(|e| CliError {
+            code: e.exit_code(),
+            error: anyhow::anyhow!(e).context("train stage"),
+        })?;
+        if let Some(r) = s.rows.last() {
+            eprintln!(
+                "train         {} epochs, last validation AUROC {:.3}",
+                s.rows.len(),
+                r.validation_auroc
+            );
+        }
+        stage(&mut rec, MODEL, started)?;
+    }
+
+    let seg_dir = out.join(SEGMENTATION);
+    let summary: Option<PredictSummary> = if rec.done(SEGMENTATION) {
+        eprintln!(
+            "predict       done in an earlier run: {}",
+            seg_dir.display()
+        );
+        None
+    } else {
+        let started = Instant::now();
+        let mut pc = PredictConfig::new(model_dir.clone(), dataset.clone(), seg_dir.clone());
+        pc.accelerator = a.accelerator.into();
+        pc.overwrite = true;
+        let s = predict(&pc).map_err(|e| CliError {
+            code: e.exit_code(),
+            error: anyhow::anyhow!(e).context("predict stage"),
+        })?;
+        stage(&mut rec, SEGMENTATION, started)?;
+        Some(s)
+    };
+    print_summary(&rec, summary.as_ref(), &seg_dir, t0);
+    Ok(())
+}
+
+/// The one-screen summary: per stage time and peak memory, then the segmentation's counts.
+fn print_summary(rec: &RunRecord, s: Option<&PredictSummary>, seg_dir: &Path, t0: Instant) {
+    println!();
+    println!("{:<14}{:>10}{:>16}", "stage", "seconds", "peak RSS (MB)");
+    for st in &rec.completed {
+        println!(
+            "{:<14}{:>10.1}{:>16}",
+            st.stage,
+            st.seconds,
+            st.peak_rss_mb.map_or("-".into(), |m| format!("{m:.0}"))
+        );
+    }
+    if let Some(s) = s {
+        println!(
+            "\n{} transcripts, {:.1} % assigned ({} to nuclei, {} to new cells), {} cells; {:.0} transcripts/s in prediction",
+            s.transcripts,
+            s.assigned_percent,
+            s.assigned_to_boundary,
+            s.assigned_to_component,
+            s.cells,
+            s.transcripts_per_second
+        );
+    }
+    println!("segmentation  {}", seg_dir.display());
+    println!("this call     {:.1} s", t0.elapsed().as_secs_f64());
+}
