@@ -28,7 +28,7 @@ pub struct ConvertArgs {
 }
 
 /// Bad input exits with 2; failing to write the output (an I/O error outside `input`) with 1.
-pub(crate) fn classify(e: DataError, input: &std::path::Path) -> CliError {
+fn classify(e: DataError, input: &std::path::Path) -> CliError {
     match &e {
         DataError::Io { path, .. } if !path.starts_with(input) => CliError::runtime(e),
         DataError::Output(o) if o.exit_code() == 1 => CliError::runtime(e),

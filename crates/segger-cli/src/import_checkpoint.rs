@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use segger_data::torch::checkpoint::{import_checkpoint, ConfigOverrides};
+use segger_model::checkpoint::{import_checkpoint, ConfigOverrides};
 
 use crate::CliError;
 
@@ -65,8 +65,12 @@ pub fn run(args: ImportCheckpointArgs) -> Result<(), CliError> {
         heads: args.heads,
         num_mid_layers: args.mid_layers,
     };
-    let r = import_checkpoint(&args.ckpt, &args.output, &flags, args.overwrite)
-        .map_err(|e| crate::convert::classify(e, &args.ckpt))?;
+    let r = import_checkpoint(&args.ckpt, &args.output, &flags, args.overwrite).map_err(|e| {
+        CliError {
+            code: e.exit_code(),
+            error: anyhow::anyhow!(e),
+        }
+    })?;
     println!(
         "model         {}",
         args.output.join("model.safetensors").display()

@@ -13,7 +13,10 @@
 //!   balanced kd tiling; [`create`]: `segger create_dataset`, raw sample to tile dataset.
 //! * [`torch`]: the reference implementation's own files, read without Python: PyG
 //!   `HeteroData` tiles (`processed/*.pt`, accepted wherever `.safetensors` tiles are) and
-//!   Lightning checkpoints (`.ckpt`), through a restricted zip + pickle reader.
+//!   Lightning checkpoints (`.ckpt`: state dict and hyper-parameters), through a restricted
+//!   zip + pickle reader. Converting a checkpoint into model weights (`segger
+//!   import_checkpoint`) is `segger_model::checkpoint`, which knows the model's configuration
+//!   and parameters.
 #![warn(missing_docs)]
 
 pub mod create;

@@ -78,9 +78,22 @@ fn default_bd_features() -> usize {
     4
 }
 
-/// The Segger architecture. Serialises to the JSON the reference fixtures use
+/// The fields of [`SeggerConfig`] that the reference's `Segger(...)` takes, in the order of the
+/// parity fixtures' `config` metadata; for serialising only ([`SeggerConfig::reference_args`]).
+#[derive(Serialize)]
+struct ReferenceArgs {
+    num_tx_tokens: usize,
+    init_emb: usize,
+    hidden_channels: usize,
+    out_channels: usize,
+    heads: usize,
+    num_mid_layers: usize,
+}
+
+/// The Segger architecture. Reads the JSON the reference fixtures use
 /// (`{"num_tx_tokens": 500, "init_emb": 8, "hidden_channels": 64, "out_channels": 16,
-/// "heads": 4, "num_mid_layers": 1}`); the other fields have defaults.
+/// "heads": 4, "num_mid_layers": 1}`, which [`Self::reference_args`] writes); the other fields
+/// have defaults. Serialises every field.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SeggerConfig {
     /// Size of the gene token vocabulary.
@@ -154,6 +167,27 @@ impl SeggerConfig {
     /// The config as JSON.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("config serialises")
+    }
+
+    /// The config as the keyword arguments of the reference's `Segger(...)`: `num_tx_tokens`,
+    /// `init_emb`, `hidden_channels`, `out_channels`, `heads`, `num_mid_layers`, in the order of
+    /// the parity fixtures' `config` metadata, which [`Self::from_json`] reads back to this
+    /// config. `None` when those six do not describe the config: another aggregation, other
+    /// relations, dense transcript features or other than 4 boundary features.
+    pub fn reference_args(&self) -> Option<impl Serialize> {
+        let d = Self::new(self.num_tx_tokens);
+        let plain = self.aggr == d.aggr
+            && self.relations == d.relations
+            && self.tx_features == d.tx_features
+            && self.bd_features == d.bd_features;
+        plain.then_some(ReferenceArgs {
+            num_tx_tokens: self.num_tx_tokens,
+            init_emb: self.init_emb,
+            hidden_channels: self.hidden_channels,
+            out_channels: self.out_channels,
+            heads: self.heads,
+            num_mid_layers: self.num_mid_layers,
+        })
     }
 
     /// The relations, parsed.

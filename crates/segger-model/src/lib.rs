@@ -12,12 +12,16 @@
 //!   the GATv2 attention-aggregation op, with a generic reference implementation and fused
 //!   kernels behind the same function.
 //! * [`decode`] and [`bce_with_logits`]: scoring and loss.
+//! * [`checkpoint`]: `segger import_checkpoint`, a Lightning checkpoint of the reference model
+//!   (read by `segger_data::torch`) resolved to a [`SeggerConfig`], checked against the
+//!   parameter table and written as a weight file by [`pyg`]'s writer.
 //! * `kernel_cache` (features `wgpu`, `cuda`): on-disk caches of compiled GPU kernels and
 //!   autotune results.
 #![warn(missing_docs)]
 
 pub mod backend;
 pub mod calibration;
+pub mod checkpoint;
 mod config;
 mod gat;
 mod input;

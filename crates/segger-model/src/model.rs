@@ -69,8 +69,10 @@ fn layer_name(l: usize, n: usize) -> String {
     }
 }
 
-/// Parameter names (PyG `state_dict` keys) and PyG shapes of a configuration, in a fixed order.
-pub fn pyg_shapes(c: &SeggerConfig) -> Vec<(String, Vec<usize>)> {
+/// Parameter names (PyG `state_dict` keys) and PyG shapes of a configuration, in a fixed order:
+/// the one table of the model's parameters, which [`crate::pyg::check_names`] checks weight
+/// files and `crate::checkpoint` checks imported checkpoints against.
+pub(crate) fn pyg_shapes(c: &SeggerConfig) -> Vec<(String, Vec<usize>)> {
     let d = c.init_emb;
     let mut out = vec![
         (

@@ -226,48 +226,64 @@ pub fn param_values<B: GatBackend>(name: &str, p: &NamedParam<B>) -> HostTensor 
     }
 }
 
-/// Serialises the model's parameters in PyG naming, with the config in the metadata.
-pub fn to_safetensors_bytes<B: GatBackend>(model: &Segger<B>) -> Vec<u8> {
-    let tensors: Vec<(String, HostTensor)> = model
-        .named_params()
+/// The `format` metadata entry of weight files.
+pub const WEIGHTS_FORMAT: &str = "segger-weights/1";
+
+/// Serialises float32 tensors in PyG naming as a weight file: `config_json` under the `config`
+/// metadata key, [`WEIGHTS_FORMAT`] under `format`, the header sorted (the same tensors give the
+/// same bytes). Fails when a tensor's values do not fill its shape.
+fn weights_bytes(tensors: &[(String, HostTensor)], config_json: &str) -> Result<Vec<u8>, String> {
+    let bytes: Vec<(&str, &[usize], Vec<u8>)> = tensors
         .iter()
-        .map(|(n, p)| (n.clone(), param_values(n, p)))
-        .collect();
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
-        .into_iter()
         .map(|(n, t)| {
             (
-                n,
-                t.shape,
+                n.as_str(),
+                t.shape.as_slice(),
                 t.values.iter().flat_map(|v| v.to_le_bytes()).collect(),
             )
         })
         .collect();
-    let views: Vec<(String, TensorView<'_>)> = bytes
-        .iter()
-        .map(|(n, s, b)| {
-            (
-                n.clone(),
-                TensorView::new(Dtype::F32, s.clone(), b).expect("sizes match"),
-            )
-        })
-        .collect();
+    let mut views = Vec::with_capacity(bytes.len());
+    for (n, s, b) in &bytes {
+        let view = TensorView::new(Dtype::F32, s.to_vec(), b).map_err(|e| format!("{n}: {e}"))?;
+        views.push((n.to_string(), view));
+    }
     let mut md = HashMap::new();
-    md.insert(
-        "config".to_string(),
-        serde_json::to_string(&model.config).expect("config serialises"),
-    );
-    md.insert("format".to_string(), "segger-weights/1".to_string());
-    let bytes = safetensors::serialize(views, Some(md)).expect("serialise weights");
-    segger_fs::sorted_safetensors_header(&bytes).expect("a header safetensors wrote")
+    md.insert("config".to_string(), config_json.to_string());
+    md.insert("format".to_string(), WEIGHTS_FORMAT.to_string());
+    let bytes = safetensors::serialize(views, Some(md)).map_err(|e| e.to_string())?;
+    segger_fs::sorted_safetensors_header(&bytes)
 }
 
-/// Writes the model to `path` in PyG naming, atomically (temporary file, then rename).
-pub fn save_pyg_state_dict<B: GatBackend>(
-    model: &Segger<B>,
+/// The model's parameters in PyG naming and layout, in the order of
+/// [`Segger::named_params`].
+pub fn model_tensors<B: GatBackend>(model: &Segger<B>) -> Vec<(String, HostTensor)> {
+    model
+        .named_params()
+        .iter()
+        .map(|(n, p)| (n.clone(), param_values(n, p)))
+        .collect()
+}
+
+/// Serialises the model's parameters in PyG naming, with the config in the metadata.
+pub fn to_safetensors_bytes<B: GatBackend>(model: &Segger<B>) -> Vec<u8> {
+    let config = serde_json::to_string(&model.config).expect("config serialises");
+    weights_bytes(&model_tensors(model), &config).expect("parameters fill their shapes")
+}
+
+/// Writes a weight file: `tensors` (PyG names and layout, float32) with `config_json` as its
+/// `config` metadata (the JSON [`SeggerConfig::from_json`] reads) and [`WEIGHTS_FORMAT`] as its
+/// `format`, atomically (temporary file, then rename). The one writer of weight files:
+/// [`save_pyg_state_dict`] for a model, `segger_model::checkpoint` for imported weights.
+pub fn write_weights(
     path: &Path,
+    tensors: &[(String, HostTensor)],
+    config_json: &str,
 ) -> Result<(), WeightsError> {
-    let bytes = to_safetensors_bytes(model);
+    let bytes = weights_bytes(tensors, config_json).map_err(|problem| WeightsError::Format {
+        path: path.to_path_buf(),
+        problem,
+    })?;
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     let io = |source| WeightsError::Io {
         path: path.to_path_buf(),
@@ -278,6 +294,16 @@ pub fn save_pyg_state_dict<B: GatBackend>(
         let _ = std::fs::remove_file(&tmp);
         io(e)
     })
+}
+
+/// Writes the model to `path` in PyG naming, with its config as metadata, atomically
+/// (temporary file, then rename).
+pub fn save_pyg_state_dict<B: GatBackend>(
+    model: &Segger<B>,
+    path: &Path,
+) -> Result<(), WeightsError> {
+    let config = serde_json::to_string(&model.config).expect("config serialises");
+    write_weights(path, &model_tensors(model), &config)
 }
 
 /// Flattened values of a tensor, as f32.

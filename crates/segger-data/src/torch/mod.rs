@@ -6,7 +6,9 @@
 //! * [`pickle`]: a restricted pickle interpreter: a fixed set of opcodes, a fixed allow-list of
 //!   globals ([`pickle::TILE_GLOBALS`], [`pickle::CHECKPOINT_GLOBALS`]), nothing executed.
 //! * [`pyg`]: `HeteroData` tiles to [`crate::Tile`], with the quirks of real Segger tiles.
-//! * [`checkpoint`]: Lightning checkpoints to `model.safetensors` + `config.json`.
+//! * [`checkpoint`]: Lightning checkpoints (`.ckpt`), read: the state dict and the plain
+//!   hyper-parameters. Their import as `model.safetensors` + `config.json` lives beside the
+//!   model, in `segger_model::checkpoint`.
 //! * [`convert`]: a whole Segger dataset directory to `segger-tile/1`.
 //! * [`save`]: the way back: float32 state dicts written in the `torch.save` format.
 //!

@@ -1,16 +1,18 @@
 //! Lightning checkpoints: a small `.ckpt` is written here by hand (zip + protocol-2 pickle, as
-//! `torch.save` lays it out) and imported.
+//! `torch.save` lays it out), read by segger-data and imported as model weights.
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use burn::backend::Flex;
 use safetensors::SafeTensors;
-use segger_data::torch::checkpoint::{
-    expected_shapes, import_checkpoint, parse_checkpoint, ConfigOverrides, HyperValue, SeggerConfig,
-};
+use segger_data::torch::checkpoint::{parse_checkpoint, HyperValue};
 use segger_data::torch::zip::ZipWriter;
+use segger_model::checkpoint::{import_checkpoint, CheckpointError, ConfigOverrides, ImportReport};
+use segger_model::pyg::{check_names, read_safetensors};
+use segger_model::{Aggr, Segger, SeggerConfig};
 
 /// Writes protocol-2 pickles the way `torch.save` does (a subset of opcodes).
 #[derive(Default)]
@@ -135,10 +137,7 @@ impl Pickler {
 }
 
 /// Imports `ckpt` into the new folder `out` with no flags.
-fn import_fresh(
-    ckpt: &Path,
-    out: &Path,
-) -> Result<segger_data::torch::checkpoint::ImportReport, segger_data::DataError> {
+fn import_fresh(ckpt: &Path, out: &Path) -> Result<ImportReport, CheckpointError> {
     import_checkpoint(ckpt, out, &ConfigOverrides::default(), false)
 }
 
@@ -154,26 +153,24 @@ fn values(name: &str, n: usize) -> Vec<f32> {
         .collect()
 }
 
-const SMALL: SeggerConfig = SeggerConfig {
-    num_tx_tokens: 20,
-    init_emb: 4,
-    hidden_channels: 3,
-    out_channels: 2,
-    heads: 2,
-    num_mid_layers: 1,
-};
+/// A small reference model (token ids, 4 boundary features, the two reference relations).
+fn small() -> SeggerConfig {
+    SeggerConfig {
+        init_emb: 4,
+        hidden_channels: 3,
+        out_channels: 2,
+        heads: 2,
+        num_mid_layers: 1,
+        ..SeggerConfig::new(20)
+    }
+}
 
-/// The state dict of a Segger model with `cfg`: names and shapes (lin0 in-widths 1 and 4).
+/// The state dict of a Segger model with `cfg`: names and shapes, as segger-model has them.
 fn model_tensors(cfg: &SeggerConfig) -> Vec<(String, Vec<usize>)> {
-    expected_shapes(cfg)
+    let m = Segger::<Flex>::init(cfg, &Default::default(), 0).unwrap();
+    segger_model::pyg::model_tensors(&m)
         .into_iter()
-        .map(|(n, s)| {
-            let s = s
-                .iter()
-                .map(|d| d.unwrap_or(if n.starts_with("lin0.tx") { 1 } else { 4 }))
-                .collect();
-            (n, s)
-        })
+        .map(|(n, t)| (n, t.shape))
         .collect()
 }
 
@@ -189,6 +186,8 @@ struct CkptOptions {
     /// Store the hyper-parameters as Lightning's `AttributeDict` (a dict subclass outside the
     /// allow-list) instead of a plain dict.
     attribute_dict: bool,
+    /// Writes more hyper-parameter entries (key, value) into the open dict.
+    more_hparams: Option<fn(&mut Pickler)>,
 }
 
 fn write_ckpt(o: &CkptOptions) -> Vec<u8> {
@@ -325,6 +324,9 @@ fn write_ckpt(o: &CkptOptions) -> Vec<u8> {
                 .put();
         }
     }
+    if let Some(more) = o.more_hparams {
+        more(&mut p);
+    }
     p.str("learning_rate").float(1e-3);
     p.op(b"u");
     p.op(b"u");
@@ -338,6 +340,7 @@ fn opts(cfg: SeggerConfig) -> CkptOptions {
         transposed: true,
         poisoned: false,
         attribute_dict: false,
+        more_hparams: None,
     }
 }
 
@@ -366,17 +369,21 @@ fn read_weights(dir: &Path) -> (Weights, String) {
 fn checkpoint_imports_to_safetensors_and_config() {
     let dir = tempfile::tempdir().unwrap();
     let ckpt = dir.path().join("epoch=2-step=120.ckpt");
-    std::fs::write(&ckpt, write_ckpt(&opts(SMALL))).unwrap();
+    std::fs::write(&ckpt, write_ckpt(&opts(small()))).unwrap();
     let out = dir.path().join("model");
     let rep = import_fresh(&ckpt, &out).unwrap();
-    assert_eq!(rep.config, SMALL);
-    assert!(
-        rep.sources.values().all(|&s| s == "weights"),
-        "{:?}",
-        rep.sources
-    );
+    assert_eq!(rep.config, small());
+    for (k, s) in &rep.sources {
+        let want = if ["aggr", "relations"].contains(k) {
+            "default"
+        } else {
+            "weights"
+        };
+        assert_eq!(*s, want, "{k}: {:?}", rep.sources);
+    }
+    assert_eq!(rep.sources.len(), 10, "{:?}", rep.sources);
     let (w, meta_cfg) = read_weights(&out);
-    let expected = model_tensors(&SMALL);
+    let expected = model_tensors(&small());
     assert_eq!(w.len(), expected.len());
     assert_eq!(rep.tensors, expected.len());
     for (name, shape) in &expected {
@@ -407,42 +414,42 @@ fn checkpoint_imports_to_safetensors_and_config() {
     want.sort();
     assert_eq!(got, want);
     assert_eq!(cfg["heads"], 2);
-    let meta: SeggerConfig = serde_json::from_str(&meta_cfg).unwrap();
-    assert_eq!(meta, SMALL);
+    assert_eq!(SeggerConfig::from_json(&meta_cfg).unwrap(), small());
+    // The written model loads.
+    let (w, _) = read_safetensors(&out.join("model.safetensors")).unwrap();
+    assert!(check_names(&small(), &w).is_empty());
 }
 
 #[test]
 fn parity_fixture_config_keys_match() {
-    // The config metadata of the parity weights parses as SeggerConfig, with nothing extra.
-    let p = common::test_data("parity/seed.weights.safetensors");
-    let bytes = std::fs::read(p).unwrap();
-    let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
-    let text = &meta.metadata().as_ref().unwrap()["config"];
-    let cfg: SeggerConfig = serde_json::from_str(text).unwrap();
-    let back: serde_json::Value = serde_json::to_value(cfg).unwrap();
-    let orig: serde_json::Value = serde_json::from_str(text).unwrap();
-    assert_eq!(back, orig);
-    // And the names/shapes this module expects are exactly the fixture's tensors.
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
-    names.sort();
-    let mut exp: Vec<String> = expected_shapes(&cfg).into_iter().map(|(n, _)| n).collect();
-    exp.sort();
-    assert_eq!(names, exp);
-    for (n, shape) in expected_shapes(&cfg) {
-        let got = st.tensor(&n).unwrap().shape().to_vec();
-        assert_eq!(got.len(), shape.len(), "{n}");
-        for (g, s) in got.iter().zip(&shape) {
-            assert!(s.is_none_or(|s| s == *g), "{n}: {got:?} vs {shape:?}");
-        }
+    for fixture in ["seed", "small"] {
+        // The config metadata of the parity weights is the reference's arguments: it parses as
+        // SeggerConfig, and reference_args gives back exactly those keys and values.
+        let p = common::test_data(&format!("parity/{fixture}.weights.safetensors"));
+        let (tensors, meta) = read_safetensors(&p).unwrap();
+        let text = &meta["config"];
+        let cfg = SeggerConfig::from_json(text).unwrap();
+        let back = serde_json::to_value(cfg.reference_args().unwrap()).unwrap();
+        let orig: serde_json::Value = serde_json::from_str(text).unwrap();
+        assert_eq!(back, orig);
+        // And the model's parameter table is exactly the fixture's tensors.
+        assert_eq!(check_names(&cfg, &tensors), Vec::<String>::new());
     }
+    // A config the six arguments do not describe has none.
+    assert!(SeggerConfig::new(5)
+        .bidirectional()
+        .reference_args()
+        .is_none());
+    let mut c = SeggerConfig::new(5);
+    c.bd_features = 5;
+    assert!(c.reference_args().is_none());
 }
 
 #[test]
 fn hyper_parameters_win_and_contradictions_are_errors() {
     let dir = tempfile::tempdir().unwrap();
     let ckpt = dir.path().join("a.ckpt");
-    let mut o = opts(SMALL);
+    let mut o = opts(small());
     o.hparams = Some(vec![
         ("hidden_channels", 3),
         ("heads", 2),
@@ -466,11 +473,15 @@ fn hyper_parameters_win_and_contradictions_are_errors() {
         out_channels: Some(5),
         ..Default::default()
     };
-    let e = import_checkpoint(&ckpt, &dir.path().join("m2"), &flags, false)
-        .unwrap_err()
-        .to_string();
+    let e = import_checkpoint(&ckpt, &dir.path().join("m2"), &flags, false).unwrap_err();
     assert!(
-        e.contains("out_channels") && e.contains("flag says 5"),
+        matches!(&e, CheckpointError::Field { field, .. } if field == "out_channels"),
+        "{e:?}"
+    );
+    assert_eq!(e.exit_code(), 2);
+    let e = e.to_string();
+    assert!(
+        e.contains("a.ckpt") && e.contains("out_channels") && e.contains("flag says 5"),
         "{e}"
     );
     assert!(!dir.path().join("m2").exists());
@@ -510,11 +521,11 @@ fn mid_layers_inferred_for_other_depths() {
     for mid in [0, 2] {
         let cfg = SeggerConfig {
             num_mid_layers: mid,
-            ..SMALL
+            ..small()
         };
         let dir = tempfile::tempdir().unwrap();
         let ckpt = dir.path().join("a.ckpt");
-        std::fs::write(&ckpt, write_ckpt(&opts(cfg))).unwrap();
+        std::fs::write(&ckpt, write_ckpt(&opts(cfg.clone()))).unwrap();
         let rep = import_fresh(&ckpt, &dir.path().join("m")).unwrap();
         assert_eq!(rep.config, cfg);
     }
@@ -524,7 +535,7 @@ fn mid_layers_inferred_for_other_depths() {
 fn non_allowed_objects_in_the_weights_are_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let ckpt = dir.path().join("bad.ckpt");
-    let mut o = opts(SMALL);
+    let mut o = opts(small());
     o.poisoned = true;
     std::fs::write(&ckpt, write_ckpt(&o)).unwrap();
     let e = import_fresh(&ckpt, &dir.path().join("m"))
@@ -552,7 +563,7 @@ fn missing_weights_are_named() {
     let mut p = Pickler::default();
     p.op(&[0x80, 2]).op(b"}").put().op(b"(");
     p.str("state_dict").op(b"}").put().op(b"(");
-    for (name, shape) in model_tensors(&SMALL) {
+    for (name, shape) in model_tensors(&small()) {
         if name == "conv_last.tx__neighbors__bd.lin_r.bias" {
             continue;
         }
@@ -561,16 +572,20 @@ fn missing_weights_are_named() {
     }
     p.op(b"uu");
     std::fs::write(&ckpt, p.archive("archive")).unwrap();
-    let e = import_fresh(&ckpt, &dir.path().join("m"))
-        .unwrap_err()
-        .to_string();
+    let e = import_fresh(&ckpt, &dir.path().join("m")).unwrap_err();
+    assert!(
+        matches!(&e, CheckpointError::Field { field, .. }
+            if field == "state_dict.model.conv_last.tx__neighbors__bd.lin_r.bias"),
+        "{e:?}"
+    );
+    let e = e.to_string();
     assert!(
         e.contains("conv_last.tx__neighbors__bd.lin_r.bias") && e.contains("missing"),
         "{e}"
     );
     // An extra model tensor (another architecture) is refused by name, as the model loader
     // would refuse the weights.
-    let mut t: Vec<(String, Vec<usize>, Vec<f32>)> = model_tensors(&SMALL)
+    let mut t: Vec<(String, Vec<usize>, Vec<f32>)> = model_tensors(&small())
         .into_iter()
         .map(|(n, s)| {
             let v = values(&n, s.iter().product());
@@ -597,7 +612,7 @@ fn missing_weights_are_named() {
 fn mutated_checkpoints_give_errors_not_panics() {
     use rand::{Rng, SeedableRng};
     use segger_data::torch::zip::ZipArchive;
-    let orig = write_ckpt(&opts(SMALL));
+    let orig = write_ckpt(&opts(small()));
     let z = ZipArchive::new(&orig).unwrap();
     let pkl = z.read("archive/data.pkl").unwrap().unwrap().to_vec();
     // The archive with data.pkl replaced, so that the pickle reader sees the mutation.
@@ -685,8 +700,7 @@ fn parity_weights_round_trip_through_a_checkpoint() {
     let out = dir.path().join("model");
     let rep = import_fresh(&ckpt, &out).unwrap();
     let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
-    let want: SeggerConfig =
-        serde_json::from_str(&meta.metadata().as_ref().unwrap()["config"]).unwrap();
+    let want = SeggerConfig::from_json(&meta.metadata().as_ref().unwrap()["config"]).unwrap();
     assert_eq!(rep.config, want);
     assert_eq!(rep.parameters, 348_520);
     let (w, _) = read_weights(&out);
@@ -698,4 +712,156 @@ fn parity_weights_round_trip_through_a_checkpoint() {
         let got: Vec<u8> = vals.iter().flat_map(|x| x.to_le_bytes()).collect();
         assert_eq!(got, v.data(), "{n}");
     }
+}
+
+#[test]
+fn lin0_widths_and_aggr_are_mapped() {
+    // Other input widths than the reference's token ids and 4 boundary features: the config
+    // records them, written whole, and the import loads as a model.
+    let mut cfg = small();
+    cfg.bd_features = 5;
+    cfg.tx_features = Some(3);
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("wide.ckpt");
+    std::fs::write(&ckpt, write_ckpt(&opts(cfg.clone()))).unwrap();
+    let out = dir.path().join("wide");
+    let rep = import_fresh(&ckpt, &out).unwrap();
+    assert_eq!(rep.config, cfg);
+    assert_eq!(rep.sources["bd_features"], "weights");
+    let text = std::fs::read_to_string(out.join("config.json")).unwrap();
+    assert_eq!(text, cfg.to_json() + "\n");
+    let (w, meta) = read_safetensors(&out.join("model.safetensors")).unwrap();
+    assert_eq!(SeggerConfig::from_json(&meta["config"]).unwrap(), cfg);
+    assert!(check_names(&cfg, &w).is_empty());
+    let m = segger_model::pyg::load_pyg_state_dict::<Flex>(
+        &out.join("model.safetensors"),
+        None,
+        &Default::default(),
+    )
+    .unwrap();
+    assert_eq!(m.config, cfg);
+
+    // `aggr` among the hyper-parameters: `sum` is the default, and writes the same files as
+    // none; `mean` is recorded; an aggregation the model does not have is refused by name.
+    let plain = dir.path().join("plain");
+    let mut o = opts(small());
+    std::fs::write(&ckpt, write_ckpt(&o)).unwrap();
+    import_fresh(&ckpt, &plain).unwrap();
+    o.more_hparams = Some(|p| {
+        p.str("aggr").str("sum");
+    });
+    std::fs::write(&ckpt, write_ckpt(&o)).unwrap();
+    let sum = dir.path().join("sum");
+    let rep = import_fresh(&ckpt, &sum).unwrap();
+    assert_eq!(rep.sources["aggr"], "hyper_parameters");
+    for f in ["model.safetensors", "config.json"] {
+        assert_eq!(
+            std::fs::read(plain.join(f)).unwrap(),
+            std::fs::read(sum.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    o.more_hparams = Some(|p| {
+        p.str("aggr").str("mean");
+    });
+    std::fs::write(&ckpt, write_ckpt(&o)).unwrap();
+    let rep = import_fresh(&ckpt, &dir.path().join("mean")).unwrap();
+    assert_eq!(rep.config.aggr, Aggr::Mean);
+    let text = std::fs::read_to_string(dir.path().join("mean/config.json")).unwrap();
+    assert_eq!(SeggerConfig::from_json(&text).unwrap(), rep.config);
+    o.more_hparams = Some(|p| {
+        p.str("aggr").str("min");
+    });
+    std::fs::write(&ckpt, write_ckpt(&o)).unwrap();
+    let e = import_fresh(&ckpt, &dir.path().join("min")).unwrap_err();
+    assert!(
+        matches!(&e, CheckpointError::Field { field, .. } if field == "aggr"),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("\"min\""), "{e}");
+
+    // num_node_features["bd"] is the boundary feature count, checked against lin0.bd.weight.
+    o.more_hparams = Some(|p| {
+        p.str("num_node_features").op(b"}").put().op(b"(");
+        p.str("tx").int(20).str("bd").int(6);
+        p.op(b"u");
+    });
+    std::fs::write(&ckpt, write_ckpt(&o)).unwrap();
+    let e = import_fresh(&ckpt, &dir.path().join("bd")).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("bd_features: hyper_parameters says 6 but the weights imply 4"),
+        "{e}"
+    );
+    assert!(!dir.path().join("bd").exists());
+}
+
+#[test]
+fn invalid_configurations_are_refused_by_field() {
+    // A configuration the model cannot build (no attention heads) is refused with the model's
+    // own check, naming the file and the field.
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("a.ckpt");
+    let mut o = opts(small());
+    o.hparams = Some(vec![("init_emb", 0)]);
+    std::fs::write(&ckpt, write_ckpt(&o)).unwrap();
+    let e = import_fresh(&ckpt, &dir.path().join("m")).unwrap_err();
+    // The weights imply 4: the contradiction comes first.
+    assert!(e.to_string().contains("init_emb"), "{e}");
+    // Without the weights to say otherwise, the model's check speaks.
+    let mut p = Pickler::default();
+    p.op(&[0x80, 2]).op(b"}").put().op(b"(");
+    p.str("state_dict").op(b"}").put().op(b"(");
+    p.str("model.w");
+    p.dense(&[1], &[1.0]);
+    p.op(b"u");
+    p.str("hyper_parameters").op(b"}").put().op(b"(");
+    for (k, v) in [
+        ("num_tx_tokens", 5),
+        ("init_emb", 4),
+        ("hidden_channels", 3),
+        ("out_channels", 2),
+        ("heads", 0),
+        ("num_mid_layers", 0),
+    ] {
+        p.str(k).int(v);
+    }
+    p.op(b"uu");
+    std::fs::write(&ckpt, p.archive("archive")).unwrap();
+    let e = import_fresh(&ckpt, &dir.path().join("m")).unwrap_err();
+    match &e {
+        CheckpointError::Config { path, source } => {
+            assert_eq!(path, &ckpt);
+            assert_eq!(source.field, "heads");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(e.exit_code(), 2);
+    assert!(e.to_string().contains("a.ckpt"), "{e}");
+    // Sizes whose product overflows are refused before any table is built.
+    let mut p = Pickler::default();
+    p.op(&[0x80, 2]).op(b"}").put().op(b"(");
+    p.str("state_dict").op(b"}").put().op(b"(");
+    p.str("model.w");
+    p.dense(&[1], &[1.0]);
+    p.op(b"u");
+    p.str("hyper_parameters").op(b"}").put().op(b"(");
+    for (k, v) in [
+        ("num_tx_tokens", 5),
+        ("init_emb", 4),
+        ("hidden_channels", i64::MAX),
+        ("out_channels", 2),
+        ("heads", 4),
+        ("num_mid_layers", 0),
+    ] {
+        p.str(k).int(v);
+    }
+    p.op(b"uu");
+    std::fs::write(&ckpt, p.archive("archive")).unwrap();
+    let e = import_fresh(&ckpt, &dir.path().join("m")).unwrap_err();
+    assert!(
+        matches!(&e, CheckpointError::Field { field, .. } if field == "heads"),
+        "{e:?}"
+    );
+    assert!(!dir.path().join("m").exists());
 }
