@@ -244,7 +244,8 @@ impl CreateDatasetArgs {
     }
 }
 
-fn to_cli(e: DataError) -> CliError {
+/// A data-layer error with its exit code: 1 when the file system failed, 2 otherwise.
+pub(crate) fn to_cli(e: DataError) -> CliError {
     match &e {
         DataError::Output(o) if o.exit_code() == 1 => CliError::runtime(e),
         DataError::Io { source, .. } if source.kind() != std::io::ErrorKind::NotFound => {
@@ -276,7 +277,7 @@ fn print_summary(s: &Summary) {
         );
     }
     println!(
-        "  kept        {:>10}  ({} genes, {}-D{}{})",
+        "  kept        {:>10}  ({} genes, {}-D{}{}{})",
         l.kept,
         s.genes,
         if l.has_z { 3 } else { 2 },
@@ -287,6 +288,11 @@ fn print_summary(s: &Summary) {
         },
         if l.nuclear_from_polygons {
             ", nuclear by point-in-polygon"
+        } else {
+            ""
+        },
+        if l.cells_from_polygons {
+            ", cells by point-in-polygon (no cell-id column)"
         } else {
             ""
         }

@@ -255,13 +255,12 @@ pub fn run(a: SegmentArgs) -> Result<(), CliError> {
             CreateOptions::new(a.input.clone(), dataset.clone(), RawOptions::new(platform));
         opts.seed = a.seed;
         opts.overwrite = true;
-        let s = create_dataset(&opts, &|_| {}).map_err(|e| CliError {
-            code: if matches!(e, segger_data::DataError::Io { .. }) {
-                1
-            } else {
-                2
-            },
-            error: anyhow::anyhow!(e).context("dataset stage"),
+        let s = create_dataset(&opts, &|_| {}).map_err(|e| {
+            let c = crate::create_dataset::to_cli(e);
+            CliError {
+                code: c.code,
+                error: c.error.context("dataset stage"),
+            }
         })?;
         eprintln!(
             "dataset       {} genes, tiles train {} / val {} / test {}, {} transcripts",
@@ -281,6 +280,14 @@ pub fn run(a: SegmentArgs) -> Result<(), CliError> {
         let started = Instant::now();
         let info = segger_data::DatasetInfo::read(&dataset)
             .map_err(|e| CliError::input(anyhow::anyhow!(e)))?;
+        if info.tiles.train == 0 {
+            return Err(input_err(format!(
+                "train stage: {} has no training tiles ({} tiles in all, none with a transcript \
+                 inside a boundary to learn from); pass --model DIR to segment with a trained model",
+                dataset.display(),
+                info.tiles.train + info.tiles.val + info.tiles.test
+            )));
+        }
         // A sample too small for a validation split validates on its training tiles.
         let val = ["val_tiles", "test_tiles", "train_tiles"]
             .iter()

@@ -224,8 +224,25 @@ fn wrong_column_type() {
     x.write_with(d.path(), cols);
     assert_mentions(
         &load_err(d.path(), &xenium()),
-        &["transcript_id", "wrong column type", "integer"],
+        &[
+            "transcript_id",
+            "1.5 at row 0",
+            "not a whole number",
+            "--id_column none",
+        ],
     );
+    // Whole numbers stored as floats (R-rewritten exports) are read as the integers they are.
+    let mut cols = x.tx_columns();
+    let ids: Vec<f64> = (0..12).map(|i| 281_474_976_710_656.0 + i as f64).collect();
+    cols[0] = ("transcript_id", Arc::new(Float64Array::from(ids)));
+    x.write_with(d.path(), cols);
+    let s = raw::load(d.path(), &xenium()).unwrap();
+    assert!(
+        s.tx.id.iter().all(|&i| i >= 281_474_976_710_656),
+        "{:?}",
+        s.tx.id
+    );
+    assert!(!s.tx.id.is_empty() && s.tx.id.iter().all(|&i| i <= 281_474_976_710_667));
     // Not a parquet file at all.
     std::fs::write(d.path().join("transcripts.parquet"), b"hello").unwrap();
     assert_mentions(
@@ -535,6 +552,64 @@ fn merscope_wkb_boundaries_and_point_in_polygon_positives() {
     );
 }
 
+#[test]
+fn merscope_without_cell_id_or_nucleus_file_uses_cells_by_polygon() {
+    // The pre-2023 layout: cell boundaries only, and no cell_id column in the transcripts.
+    let d = tempfile::tempdir().unwrap();
+    write_parquet(
+        &d.path().join("cell_boundaries.parquet"),
+        vec![
+            (
+                "EntityID",
+                Arc::new(Int64Array::from(vec![7i64, 8])) as ArrayRef,
+            ),
+            (
+                "Geometry",
+                Arc::new(BinaryArray::from(vec![
+                    wkb_square(0.0, 0.0, 4.0).as_slice(),
+                    wkb_square(10.0, 0.0, 4.0).as_slice(),
+                ])),
+            ),
+        ],
+    );
+    let mut csv =
+        String::from("V1,barcode_id,global_x,global_y,global_z,x,y,fov,gene,transcript_id\n");
+    let rows = [
+        (1.0, 1.0, "G1"),
+        (3.5, 2.0, "G2"),
+        (11.0, 2.0, "G1"),
+        (20.0, 20.0, "G2"),
+        (2.0, 2.0, "Blank-7"),
+    ];
+    for (i, (x, y, g)) in rows.iter().enumerate() {
+        csv.push_str(&format!("{i},0,{x},{y},0,0,0,0,{g},ENST{i}\n"));
+    }
+    std::fs::write(d.path().join("detected_transcripts.csv"), csv).unwrap();
+    assert_eq!(Platform::detect(d.path()).unwrap(), Platform::Merscope);
+    // Every default: the nucleus kind falls back to the cell boundaries, Blank- is dropped.
+    let s = raw::load(d.path(), &RawOptions::new(Platform::Merscope)).unwrap();
+    assert!(s
+        .report
+        .boundaries_file
+        .ends_with("cell_boundaries.parquet"));
+    assert!(s.report.cells_from_polygons);
+    assert_eq!(s.report.dropped_prefix["Blank-"], 1);
+    assert_eq!(s.vocab, ["G1", "G2"]);
+    let cell: Vec<Option<&str>> =
+        s.tx.cell
+            .iter()
+            .map(|&c| (c != raw::NO_CELL).then(|| s.bd.ids[c as usize].as_str()))
+            .collect();
+    assert_eq!(cell, [Some("7"), Some("7"), Some("8"), None]);
+    // An explicit cell column that is missing is still an error naming it.
+    let mut o = RawOptions::new(Platform::Merscope);
+    o.columns.cell = Some("cell_id".into());
+    assert_mentions(
+        &load_err(d.path(), &o),
+        &["detected_transcripts.csv", "cell_id", "missing"],
+    );
+}
+
 fn gz(path: &Path, text: &str) {
     let f = std::fs::File::create(path).unwrap();
     let mut e = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
@@ -670,7 +745,11 @@ fn the_platform_is_detected_from_the_transcript_file() {
             (Ok(p), Some(w)) => assert_eq!(p, w, "{file}"),
             (Err(e), None) => assert_mentions(
                 &e.to_string(),
-                &[&d.path().display().to_string(), "transcripts.parquet", "--platform"],
+                &[
+                    &d.path().display().to_string(),
+                    "transcripts.parquet",
+                    "--platform",
+                ],
             ),
             (got, want) => panic!("{file}: got {got:?}, want {want:?}"),
         }

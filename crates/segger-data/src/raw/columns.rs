@@ -228,10 +228,54 @@ pub(crate) fn i64s(
             })
             .collect();
     }
+    if let Some(v) = integral_floats(arr, file, column, row0) {
+        return v;
+    }
     numeric_to!(
         arr, i64, Int64Type, Int32Type, Int16Type, Int8Type, UInt32Type, UInt16Type, UInt8Type
     )
     .ok_or_else(|| type_err(file, column, arr.data_type(), "an integer type"))
+}
+
+/// Integers stored as floats (exports rewritten by R, whose data frames have no 64-bit
+/// integers): accepted when every value is a whole number that a double holds exactly
+/// (|v| ≤ 2^53); `None` when the column is not a float column.
+fn integral_floats(
+    arr: &dyn Array,
+    file: &Path,
+    column: &str,
+    row0: u64,
+) -> Option<Result<Vec<i64>, DataError>> {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    let values: Vec<f64> = if let Some(p) = arr.as_primitive_opt::<Float64Type>() {
+        p.values().to_vec()
+    } else if let Some(p) = arr.as_primitive_opt::<Float32Type>() {
+        p.values().iter().map(|&v| v as f64).collect()
+    } else {
+        return None;
+    };
+    Some(
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                if v.is_finite() && v.fract() == 0.0 && v.abs() <= EXACT {
+                    Ok(v as i64)
+                } else {
+                    Err(col_err(
+                        file,
+                        column,
+                        format!(
+                            "value {v} at row {} is not a whole number; an integer column stored \
+                             as floats is read only when every value is whole (pass \
+                             --id_column none to number the transcripts by row instead)",
+                            row0 + i as u64
+                        ),
+                    ))
+                }
+            })
+            .collect(),
+    )
 }
 
 /// Calls `f(row, value)` for every row of a string-like column (nulls give `None`). Integer

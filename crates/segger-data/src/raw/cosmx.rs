@@ -37,9 +37,10 @@ pub(crate) const DEFAULTS: Defaults<'static> = Defaults {
 /// Loads a CosMx flat-file export directory.
 pub fn load(input: &Path, opts: &RawOptions) -> Result<Sample, DataError> {
     let files = PlatformFiles {
-        tx_names: &[],
+        // Exports renamed without the sample's prefix too.
+        tx_names: &["tx_file.csv.gz", "tx_file.csv", "tx_file.parquet"],
         tx_suffixes: &["_tx_file.csv.gz", "_tx_file.csv", "_tx_file.parquet"],
-        bd_names: &[],
+        bd_names: &["polygons.csv.gz", "polygons.csv", "polygons.parquet"],
         bd_suffixes: &[
             "-polygons.csv.gz",
             "-polygons.csv",

@@ -114,9 +114,13 @@ pub fn load(input: &Path, opts: &RawOptions) -> Result<Sample, DataError> {
         ],
         tx_suffixes: &[],
         bd_names: match opts.boundaries {
+            // MERSCOPE exports ship cell boundaries only; a nucleus segmentation (vpt's) is used
+            // when there is one, else the cells' (the summary names the file read).
             BoundaryKind::Nucleus => &[
                 "cellpose_nucleus_micron_space.parquet",
                 "nucleus_boundaries.parquet",
+                "cell_boundaries.parquet",
+                "cellpose_micron_space.parquet",
             ],
             BoundaryKind::Cell => &["cell_boundaries.parquet", "cellpose_micron_space.parquet"],
         },

@@ -44,6 +44,17 @@ pub enum Platform {
 }
 
 impl Platform {
+    /// The gene-name prefixes of the platform's control probes and codewords, dropped by
+    /// default: Xenium's negative-control probes and codewords ([`DEFAULT_DROP_PREFIXES`]),
+    /// MERSCOPE's blank barcodes (`Blank-`), CosMx's negative probes, system controls and false
+    /// codes (`NegPrb`, `Negative`, `SystemControl`, `FalseCode`); each platform's list also
+    /// holds the others', which no gene name starts with.
+    pub fn control_prefixes(self) -> Vec<&'static str> {
+        let mut p: Vec<&'static str> = DEFAULT_DROP_PREFIXES.to_vec();
+        p.extend(["Blank-", "NegPrb", "Negative", "SystemControl", "FalseCode"]);
+        p
+    }
+
     /// The lowercase name used on the command line.
     pub fn name(self) -> &'static str {
         match self {
@@ -59,7 +70,11 @@ impl Platform {
 const SIGNATURES: [(Platform, &[&str], &[&str]); 3] = [
     (
         Platform::Xenium,
-        &["transcripts.parquet", "transcripts.csv.gz", "transcripts.csv"],
+        &[
+            "transcripts.parquet",
+            "transcripts.csv.gz",
+            "transcripts.csv",
+        ],
         &[],
     ),
     (
@@ -73,7 +88,7 @@ const SIGNATURES: [(Platform, &[&str], &[&str]); 3] = [
     ),
     (
         Platform::Cosmx,
-        &[],
+        &["tx_file.csv.gz", "tx_file.csv", "tx_file.parquet"],
         &["_tx_file.csv.gz", "_tx_file.csv", "_tx_file.parquet"],
     ),
 ];
@@ -99,9 +114,9 @@ impl Platform {
         let found: Vec<Platform> = SIGNATURES
             .iter()
             .filter(|(_, exact, suffixes)| {
-                names.iter().any(|n| {
-                    exact.contains(&n.as_str()) || suffixes.iter().any(|s| n.ends_with(s))
-                })
+                names
+                    .iter()
+                    .any(|n| exact.contains(&n.as_str()) || suffixes.iter().any(|s| n.ends_with(s)))
             })
             .map(|(p, _, _)| *p)
             .collect();
@@ -110,7 +125,7 @@ impl Platform {
             [] => Err(DataError::Dataset {
                 path: dir.to_path_buf(),
                 problem: "no transcript file of a known platform: looked for transcripts.parquet \
-                          (Xenium), detected_transcripts.parquet or .csv (MERSCOPE), *_tx_file.csv \
+                          (Xenium), detected_transcripts.parquet or .csv (MERSCOPE), (*_)tx_file.csv \
                           (CosMx); pass --platform and --transcripts_file to name it"
                     .into(),
             }),
@@ -169,7 +184,9 @@ impl FromStr for BoundaryKind {
     }
 }
 
-/// The control-probe and codeword name prefixes dropped by default.
+/// The control-probe and codeword name prefixes dropped by default from Xenium samples (and
+/// from any platform's, as they never name a gene); [`Platform::control_prefixes`] adds each
+/// platform's own.
 pub const DEFAULT_DROP_PREFIXES: [&str; 6] = [
     "NegControlProbe_",
     "antisense_",
@@ -250,7 +267,8 @@ impl RawOptions {
             boundaries_file: None,
             columns: ColumnOverrides::default(),
             min_qv: None,
-            drop_prefixes: DEFAULT_DROP_PREFIXES
+            drop_prefixes: platform
+                .control_prefixes()
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
@@ -387,6 +405,8 @@ pub struct LoadReport {
     pub ids_from_rows: bool,
     /// Whether positives are decided by point-in-polygon (no nuclear column).
     pub nuclear_from_polygons: bool,
+    /// Whether each transcript's cell is the boundary that contains it (no cell-id column).
+    pub cells_from_polygons: bool,
     /// Kept transcripts whose cell id (not an "unassigned" marker) names no polygon.
     pub cell_without_polygon: u64,
     /// Of those, transcripts flagged as nuclear (their positive pair is lost).

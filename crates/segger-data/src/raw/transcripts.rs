@@ -131,14 +131,18 @@ impl Chunk {
             ));
         }
         const UNASSIGNED: u32 = NO_CELL - 1;
-        let cell = columns::map_key_columns(batch, f, &c.cell, |v| match v {
-            None => NO_CELL,
-            Some(s) => match ctx.bd_index.get(s) {
-                Some(&i) => i,
-                None if is_unassigned_marker(s) => NO_CELL,
-                None => UNASSIGNED,
-            },
-        })?;
+        let cell = if c.cell.is_empty() {
+            Ok(vec![NO_CELL; n])
+        } else {
+            columns::map_key_columns(batch, f, &c.cell, |v| match v {
+                None => NO_CELL,
+                Some(s) => match ctx.bd_index.get(s) {
+                    Some(&i) => i,
+                    None if is_unassigned_marker(s) => NO_CELL,
+                    None => UNASSIGNED,
+                },
+            })
+        }?;
         let ids = match &c.id {
             Some(name) => columns::i64s(get(name)?.as_ref(), f, name, row0)?,
             None => (0..n as i64).map(|i| row0 as i64 + i).collect(),
@@ -425,5 +429,64 @@ pub(crate) fn load_transcripts(
         csv_src::read_transcripts(file, &wanted, &ctx)?
     };
     report.transcripts_file = file.to_path_buf();
-    merge_chunks(chunks, &ctx, opts.gene_embedding.as_deref(), report)
+    let (mut tx, vocab, embedding) =
+        merge_chunks(chunks, &ctx, opts.gene_embedding.as_deref(), report)?;
+    if cols.cell.is_empty() {
+        tx.cell = cells_by_polygon(bd, &tx.x, &tx.y);
+        report.cells_from_polygons = true;
+    }
+    Ok((tx, vocab, embedding))
+}
+
+/// Each transcript's cell when the file names none: the boundary whose polygon contains it
+/// (the first, when boundaries overlap), or [`NO_CELL`]. Boundaries are bucketed by their
+/// envelopes on a grid of about one boundary per cell, so each point tests only the few whose
+/// envelope covers its grid cell.
+pub(crate) fn cells_by_polygon(bd: &Boundaries, x: &[f32], y: &[f32]) -> Vec<u32> {
+    if bd.is_empty() {
+        return vec![NO_CELL; x.len()];
+    }
+    let mut env = [
+        f32::INFINITY,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NEG_INFINITY,
+    ];
+    for b in &bd.bbox {
+        env = [
+            env[0].min(b[0]),
+            env[1].min(b[1]),
+            env[2].max(b[2]),
+            env[3].max(b[3]),
+        ];
+    }
+    let (w, h) = ((env[2] - env[0]).max(1e-3), (env[3] - env[1]).max(1e-3));
+    let side = ((w * h) / bd.len() as f32).sqrt().max(1e-3);
+    let (nx, ny) = (
+        ((w / side) as usize + 1).min(4096),
+        ((h / side) as usize + 1).min(4096),
+    );
+    let cell_of = |v: f32, lo: f32, n: usize| (((v - lo) / side).max(0.0) as usize).min(n - 1);
+    let mut grid: Vec<Vec<u32>> = vec![Vec::new(); nx * ny];
+    for (i, b) in bd.bbox.iter().enumerate() {
+        for gy in cell_of(b[1], env[1], ny)..=cell_of(b[3], env[1], ny) {
+            for gx in cell_of(b[0], env[0], nx)..=cell_of(b[2], env[0], nx) {
+                grid[gy * nx + gx].push(i as u32);
+            }
+        }
+    }
+    x.par_iter()
+        .zip(y.par_iter())
+        .map(|(&px, &py)| {
+            if !(px >= env[0] && px <= env[2] && py >= env[1] && py <= env[3]) {
+                return NO_CELL;
+            }
+            let g = cell_of(py, env[1], ny) * nx + cell_of(px, env[0], nx);
+            grid[g]
+                .iter()
+                .copied()
+                .find(|&b| bd.contains(b as usize, px, py))
+                .unwrap_or(NO_CELL)
+        })
+        .collect()
 }

@@ -15,6 +15,7 @@ pub(crate) struct TxColumns {
     pub y: String,
     pub z: Option<String>,
     pub gene: String,
+    /// The cell-id column(s); empty when the file has none (cells by point-in-polygon).
     pub cell: Vec<String>,
     pub id: Option<String>,
     pub nuclear: Option<String>,
@@ -86,9 +87,11 @@ pub(crate) fn resolve_tx_columns(
         None => {
             let mut options: Vec<&[&str]> = vec![d.cell];
             options.extend_from_slice(alt_cell);
+            // Without one (older MERSCOPE exports, R-rewritten files), each transcript's cell
+            // is the boundary that contains it ([`super::transcripts::cells_by_polygon`]).
             match options.iter().find(|names| names.iter().all(|n| exists(n))) {
                 Some(names) => names.iter().map(|s| s.to_string()).collect(),
-                None => return Err(missing(&d.cell.join(","))),
+                None => Vec::new(),
             }
         }
     };
