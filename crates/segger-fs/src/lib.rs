@@ -308,6 +308,25 @@ pub fn prepare_output(
     Ok(Prior::Earlier)
 }
 
+/// Writes `bytes` to the file `path` whole or not at all: into its hidden sibling
+/// `.NAME.tmp-PID` ([`temp_sibling`]), synced, then renamed over `path`. On failure the
+/// temporary file is removed and `path` is untouched. The one single-file writer of the
+/// workspace (tiles, weights, JSON records).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = temp_sibling(path, "tmp");
+    let res = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
 /// The hidden sibling `.NAME.TAG-PID` of `out` that a run of this process uses while it writes
 /// (`tag` is `tmp` for the output being built, `old` for the one being replaced).
 pub fn temp_sibling(out: &Path, tag: &str) -> PathBuf {

@@ -284,15 +284,9 @@ pub fn write_weights(
         path: path.to_path_buf(),
         problem,
     })?;
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    let io = |source| WeightsError::Io {
+    segger_fs::write_atomic(path, &bytes).map_err(|source| WeightsError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    std::fs::write(&tmp, &bytes).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io(e)
     })
 }
 
