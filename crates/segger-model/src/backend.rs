@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::mp::GatBackend;
+
 /// Where the model runs (`--accelerator`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -42,6 +44,115 @@ impl Accelerator {
             Self::Auto => Self::Cpu,
             a => a,
         }
+    }
+}
+
+/// The requested backend is not there: not built into this binary, or no device answers.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    /// The binary was built without the backend.
+    #[error(
+        "--accelerator {accelerator}: this binary was built without {missing}; rebuild with {fix}"
+    )]
+    NotBuilt {
+        /// The accelerator asked for.
+        accelerator: &'static str,
+        /// What the build lacks.
+        missing: &'static str,
+        /// How to build it in.
+        fix: &'static str,
+    },
+    /// CUDA is built in, but no driver loads or no device answers.
+    #[error("--accelerator cuda: no CUDA driver or device found (libcuda could not be loaded or reports no device)")]
+    NoCudaDevice,
+}
+
+/// Work that runs on whichever backend [`dispatch`] picks: training and prediction each
+/// implement it once, generic over the backend.
+pub trait BackendJob {
+    /// What the job returns.
+    type Output;
+    /// Runs on backend `B` with `devices` (at least one); `backend` names it in words
+    /// (`cpu (flex)`, `wgpu`, `cuda`).
+    fn run<B: GatBackend>(self, devices: Vec<B::Device>, backend: &'static str) -> Self::Output;
+}
+
+/// Runs `job` on the backend of `accelerator` (`Auto` resolved first, [`Accelerator::resolve`])
+/// with `devices` devices: the CPU backend is one device; wgpu's is the default adapter, or
+/// discrete GPUs `0..devices` when there are several; CUDA's are devices `0..devices`. The GPU
+/// backends' kernel caches are turned on first ([`kernel_cache`]). The one place that maps an
+/// accelerator to a Burn backend type.
+pub fn dispatch<J: BackendJob>(
+    accelerator: Accelerator,
+    devices: usize,
+    job: J,
+) -> Result<J::Output, BackendError> {
+    let _ = devices;
+    match accelerator.resolve() {
+        Accelerator::Cpu => {
+            #[cfg(feature = "flex")]
+            {
+                Ok(job.run::<burn::backend::Flex>(vec![Default::default()], "cpu (flex)"))
+            }
+            #[cfg(all(not(feature = "flex"), feature = "ndarray"))]
+            {
+                Ok(job.run::<burn::backend::NdArray>(vec![Default::default()], "cpu (ndarray)"))
+            }
+            #[cfg(not(any(feature = "flex", feature = "ndarray")))]
+            {
+                let _ = job;
+                Err(BackendError::NotBuilt {
+                    accelerator: "cpu",
+                    missing: "a CPU backend",
+                    fix: "the cargo feature `flex`",
+                })
+            }
+        }
+        Accelerator::Wgpu => {
+            #[cfg(feature = "wgpu")]
+            {
+                use burn::backend::wgpu::WgpuDevice;
+                kernel_cache();
+                let list: Vec<WgpuDevice> = if devices <= 1 {
+                    vec![WgpuDevice::DefaultDevice]
+                } else {
+                    (0..devices).map(WgpuDevice::DiscreteGpu).collect()
+                };
+                Ok(job.run::<burn::backend::Wgpu>(list, "wgpu"))
+            }
+            #[cfg(not(feature = "wgpu"))]
+            {
+                let _ = job;
+                Err(BackendError::NotBuilt {
+                    accelerator: "wgpu",
+                    missing: "the cargo feature `wgpu`",
+                    fix: "`--features wgpu`",
+                })
+            }
+        }
+        Accelerator::Cuda => {
+            #[cfg(feature = "cuda")]
+            {
+                if !cuda_available() {
+                    return Err(BackendError::NoCudaDevice);
+                }
+                kernel_cache();
+                let list: Vec<burn::backend::cuda::CudaDevice> = (0..devices.max(1))
+                    .map(burn::backend::cuda::CudaDevice::new)
+                    .collect();
+                Ok(job.run::<burn::backend::Cuda>(list, "cuda"))
+            }
+            #[cfg(not(feature = "cuda"))]
+            {
+                let _ = job;
+                Err(BackendError::NotBuilt {
+                    accelerator: "cuda",
+                    missing: "the cargo feature `cuda`",
+                    fix: "`--features cuda`",
+                })
+            }
+        }
+        Accelerator::Auto => unreachable!("resolve() returns a concrete accelerator"),
     }
 }
 
@@ -92,5 +203,39 @@ mod tests {
             assert_eq!(r, Accelerator::Cpu);
         }
         assert_eq!(Accelerator::Wgpu.resolve(), Accelerator::Wgpu);
+    }
+
+    /// Records where it ran.
+    struct Probe;
+
+    impl BackendJob for Probe {
+        type Output = (&'static str, usize);
+
+        fn run<B: GatBackend>(
+            self,
+            devices: Vec<B::Device>,
+            backend: &'static str,
+        ) -> Self::Output {
+            (backend, devices.len())
+        }
+    }
+
+    #[test]
+    fn dispatch_runs_the_job_on_the_backend_asked_for() {
+        #[cfg(feature = "flex")]
+        assert_eq!(dispatch(Accelerator::Cpu, 1, Probe), Ok(("cpu (flex)", 1)));
+        #[cfg(not(feature = "wgpu"))]
+        assert_eq!(
+            dispatch(Accelerator::Wgpu, 1, Probe).unwrap_err().to_string(),
+            "--accelerator wgpu: this binary was built without the cargo feature `wgpu`; rebuild with `--features wgpu`"
+        );
+        #[cfg(not(feature = "cuda"))]
+        assert!(matches!(
+            dispatch(Accelerator::Cuda, 2, Probe),
+            Err(BackendError::NotBuilt {
+                accelerator: "cuda",
+                ..
+            })
+        ));
     }
 }

@@ -5,13 +5,14 @@ use std::time::Instant;
 use rayon::prelude::*;
 use segger_data::TileDataset;
 use segger_graph::{NodeFeatures, NodeIds};
+use segger_model::backend::BackendJob;
 use segger_model::{GatBackend, GraphInput, SeggerConfig};
 
 use crate::input::resolve_tiles;
 use crate::model_dir::{ModelDir, VocabSource};
 use crate::score::{score_tile, TileResult};
 use crate::state::{Collected, NO_CELL};
-use crate::{Accelerator, PredictConfig, PredictError, PredictSummary, Timings, DEFAULT_SCORE_CUT};
+use crate::{PredictConfig, PredictError, PredictSummary, Timings, DEFAULT_SCORE_CUT};
 
 /// The checked inputs of a run.
 pub(crate) struct Context<'a> {
@@ -275,51 +276,18 @@ pub fn predict(cfg: &PredictConfig) -> Result<PredictSummary, PredictError> {
 }
 
 fn dispatch(ctx: &Context<'_>) -> Result<(Collected, String), PredictError> {
-    match ctx.cfg.accelerator.resolve() {
-        Accelerator::Cpu => {
-            #[cfg(feature = "flex")]
-            {
-                collect::<burn::backend::Flex>(ctx, &Default::default())
-                    .map(|c| (c, "cpu (flex)".to_string()))
-            }
-            #[cfg(all(not(feature = "flex"), feature = "ndarray"))]
-            {
-                collect::<burn::backend::NdArray>(ctx, &Default::default())
-                    .map(|c| (c, "cpu (ndarray)".to_string()))
-            }
-            #[cfg(not(any(feature = "flex", feature = "ndarray")))]
-            {
-                Err(PredictError::Backend("--accelerator cpu: this binary was built without a CPU backend; rebuild with the cargo feature `flex`".into()))
-            }
-        }
-        Accelerator::Wgpu => {
-            #[cfg(feature = "wgpu")]
-            {
-                segger_model::backend::kernel_cache();
-                collect::<burn::backend::Wgpu>(ctx, &burn::backend::wgpu::WgpuDevice::DefaultDevice)
-                    .map(|c| (c, "wgpu".to_string()))
-            }
-            #[cfg(not(feature = "wgpu"))]
-            {
-                Err(PredictError::Backend("--accelerator wgpu: this binary was built without the cargo feature `wgpu`; rebuild with `--features wgpu`".into()))
-            }
-        }
-        Accelerator::Cuda => {
-            #[cfg(feature = "cuda")]
-            {
-                if !segger_model::backend::cuda_available() {
-                    return Err(PredictError::Backend("--accelerator cuda: no CUDA driver or device found (libcuda could not be loaded or reports no device)".into()));
-                }
-                segger_model::backend::kernel_cache();
-                collect::<burn::backend::Cuda>(ctx, &burn::backend::cuda::CudaDevice::new(0))
-                    .map(|c| (c, "cuda".to_string()))
-            }
-            #[cfg(not(feature = "cuda"))]
-            {
-                Err(PredictError::Backend("--accelerator cuda: this binary was built without the cargo feature `cuda`; rebuild with `--features cuda`".into()))
-            }
-        }
-        Accelerator::Auto => unreachable!("resolved above"),
+    segger_model::backend::dispatch(ctx.cfg.accelerator, 1, CollectJob(ctx))
+        .map_err(|e| PredictError::Backend(e.to_string()))?
+}
+
+/// Prediction as a [`BackendJob`]: every tile through the model on the backend dispatch picks.
+struct CollectJob<'a, 'b>(&'a Context<'b>);
+
+impl BackendJob for CollectJob<'_, '_> {
+    type Output = Result<(Collected, String), PredictError>;
+
+    fn run<B: GatBackend>(self, devices: Vec<B::Device>, backend: &'static str) -> Self::Output {
+        collect::<B>(self.0, &devices[0]).map(|c| (c, backend.to_string()))
     }
 }
 

@@ -11,6 +11,7 @@ use burn::tensor::{DType, FloatDType};
 use burn::train::metric::{FBetaScoreMetric, LossMetric};
 use burn::train::{ExecutionStrategy, Learner, MultiDeviceOptim, SupervisedTraining};
 use segger_data::TileDataset;
+use segger_model::backend::BackendJob;
 use segger_model::optim::{clipped_adamw, GradScaler, LossScale};
 use segger_model::{GatBackend, Segger, SeggerConfig};
 use serde::Serialize;
@@ -325,76 +326,32 @@ struct RunContext<'a> {
 }
 
 fn dispatch(ctx: RunContext<'_>) -> Result<TrainSummary, TrainError> {
-    match ctx.cfg.accelerator.resolve() {
-        Accelerator::Cpu => {
-            if let Some(flag) = ctx.cfg.precision.flag_if_mixed() {
-                return Err(TrainError::Input(format!(
-                    "--precision {flag} runs on the GPU backends only (--accelerator cuda or wgpu): the CPU kernels compute in float32; use --precision 32 on the CPU"
-                )));
-            }
-            if ctx.cfg.devices > 1 {
-                return Err(TrainError::Input(format!(
-                    "--devices {}: the CPU backend is one device; use --devices 1",
-                    ctx.cfg.devices
-                )));
-            }
-            #[cfg(feature = "flex")]
-            {
-                run_backend::<burn::backend::Autodiff<burn::backend::Flex>>(
-                    &ctx,
-                    vec![Default::default()],
-                    "cpu (flex)",
-                )
-            }
-            #[cfg(all(not(feature = "flex"), feature = "ndarray"))]
-            {
-                run_backend::<burn::backend::Autodiff<burn::backend::NdArray>>(
-                    &ctx,
-                    vec![Default::default()],
-                    "cpu (ndarray)",
-                )
-            }
-            #[cfg(not(any(feature = "flex", feature = "ndarray")))]
-            {
-                Err(TrainError::Backend("--accelerator cpu: this binary was built without a CPU backend; rebuild with the cargo feature `flex`".into()))
-            }
+    let accelerator = ctx.cfg.accelerator.resolve();
+    if accelerator == Accelerator::Cpu {
+        if let Some(flag) = ctx.cfg.precision.flag_if_mixed() {
+            return Err(TrainError::Input(format!(
+                "--precision {flag} runs on the GPU backends only (--accelerator cuda or wgpu): the CPU kernels compute in float32; use --precision 32 on the CPU"
+            )));
         }
-        Accelerator::Wgpu => {
-            #[cfg(feature = "wgpu")]
-            {
-                kernel_cache();
-                let devices: Vec<burn::backend::wgpu::WgpuDevice> = if ctx.cfg.devices == 1 {
-                    vec![burn::backend::wgpu::WgpuDevice::DefaultDevice]
-                } else {
-                    (0..ctx.cfg.devices)
-                        .map(burn::backend::wgpu::WgpuDevice::DiscreteGpu)
-                        .collect()
-                };
-                run_backend::<burn::backend::Autodiff<burn::backend::Wgpu>>(&ctx, devices, "wgpu")
-            }
-            #[cfg(not(feature = "wgpu"))]
-            {
-                Err(TrainError::Backend("--accelerator wgpu: this binary was built without the cargo feature `wgpu`; rebuild with `--features wgpu`".into()))
-            }
+        if ctx.cfg.devices > 1 {
+            return Err(TrainError::Input(format!(
+                "--devices {}: the CPU backend is one device; use --devices 1",
+                ctx.cfg.devices
+            )));
         }
-        Accelerator::Cuda => {
-            #[cfg(feature = "cuda")]
-            {
-                if !cuda_available() {
-                    return Err(TrainError::Backend("--accelerator cuda: no CUDA driver or device found (libcuda could not be loaded or reports no device)".into()));
-                }
-                kernel_cache();
-                let devices: Vec<burn::backend::cuda::CudaDevice> = (0..ctx.cfg.devices)
-                    .map(burn::backend::cuda::CudaDevice::new)
-                    .collect();
-                run_backend::<burn::backend::Autodiff<burn::backend::Cuda>>(&ctx, devices, "cuda")
-            }
-            #[cfg(not(feature = "cuda"))]
-            {
-                Err(TrainError::Backend("--accelerator cuda: this binary was built without the cargo feature `cuda`; rebuild with `--features cuda`".into()))
-            }
-        }
-        Accelerator::Auto => unreachable!("resolved above"),
+    }
+    segger_model::backend::dispatch(accelerator, ctx.cfg.devices, TrainJob(&ctx))
+        .map_err(|e| TrainError::Backend(e.to_string()))?
+}
+
+/// Training as a [`BackendJob`]: on the autodiff backend over the one dispatch picks.
+struct TrainJob<'a, 'b>(&'a RunContext<'b>);
+
+impl BackendJob for TrainJob<'_, '_> {
+    type Output = Result<TrainSummary, TrainError>;
+
+    fn run<B: GatBackend>(self, devices: Vec<B::Device>, backend: &'static str) -> Self::Output {
+        run_backend::<burn::backend::Autodiff<B>>(self.0, devices, backend)
     }
 }
 
