@@ -517,3 +517,46 @@ fn lung_dataset_trains_loss_falls_30_percent_in_20_epochs() {
         assert!(wall > 0.0 && tps > 0.0, "timing columns empty: {r:?}");
     }
 }
+
+#[test]
+fn a_dataset_without_a_validation_split_validates_on_its_training_tiles() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("lung");
+    let out = bin()
+        .args(["create_dataset", "--val_prob", "0", "--input"])
+        .arg(common::test_data("xenium_lung_10k"))
+        .arg("--output")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!data.join("val_tiles").exists());
+    let run = tmp.path().join("run");
+    let out = bin()
+        .args(train_args(
+            &data.join("train_tiles"),
+            &data.join("val_tiles"),
+            &run,
+        ))
+        .args(["--epochs", "1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(err.matches("no validation split").count(), 1, "{err}");
+    assert_eq!(rows(&run).len(), 1);
+    // A --val_dir that names nothing in a dataset that has a validation split stays an error.
+    let out = bin()
+        .args(train_args(
+            &data.join("train_tiles"),
+            &tmp.path().join("nope"),
+            &tmp.path().join("run2"),
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

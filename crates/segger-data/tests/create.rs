@@ -448,3 +448,30 @@ fn competing_negatives_are_the_nearest_other_nuclei() {
     assert!(negatives > 0);
     assert_eq!(negatives, want);
 }
+
+#[test]
+fn a_validation_tile_is_kept_when_none_is_drawn() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = CreateOptions::new(
+        lung(),
+        dir.path().join("ds"),
+        RawOptions::new(Platform::Xenium),
+    );
+    opts.val_prob = 1e-12; // asked for, but no tile draws it
+    opts.test_prob = 0.0;
+    let s = create_dataset(&opts, &quiet).unwrap();
+    assert_eq!(s.tiles.val, 1, "{:?}", s.tiles);
+    assert!(s.tiles.train >= 1);
+    let info = DatasetInfo::read(&opts.output).unwrap();
+    assert_eq!(info.tiles, s.tiles);
+    let in_val = std::fs::read_dir(opts.output.join("val_tiles/processed"))
+        .unwrap()
+        .count();
+    assert_eq!(in_val, 1);
+    // --val_prob 0: no validation split, as asked.
+    opts.val_prob = 0.0;
+    opts.output = dir.path().join("ds0");
+    let s = create_dataset(&opts, &quiet).unwrap();
+    assert_eq!(s.tiles.val, 0);
+    assert!(!opts.output.join("val_tiles").exists());
+}

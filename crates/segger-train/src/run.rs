@@ -32,6 +32,29 @@ pub use crate::config::{
     DEFAULT_LEARNING_RATE,
 };
 
+/// The validation split to use: `--val_dir`, or, when that is the missing validation split
+/// of a dataset that has none (`dataset.json` next to it counts no validation tile), the
+/// training tiles, said once in the log.
+fn validation_dir(cfg: &TrainConfig) -> PathBuf {
+    let val = &cfg.val_dir;
+    if val.exists() {
+        return val.clone();
+    }
+    let no_val_split = val
+        .parent()
+        .and_then(|root| segger_data::DatasetInfo::read(root).ok())
+        .is_some_and(|info| info.tiles.val == 0);
+    if no_val_split {
+        tracing::warn!(
+            "--val_dir {}: the dataset has no validation split; validating on the training tiles",
+            val.display()
+        );
+        cfg.train_dir.clone()
+    } else {
+        val.clone()
+    }
+}
+
 /// Opens a split and validates every tile (token ids below the vocabulary, labels present).
 /// Returns the dataset and its transcript count.
 fn open_split(
@@ -263,7 +286,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary, TrainError> {
         &[("--train_dir", &cfg.train_dir), ("--val_dir", &cfg.val_dir)],
     )?;
     let (train_ds, train_tx) = open_split(&cfg.train_dir, "train_dir", &cfg.model)?;
-    let (val_ds, _) = open_split(&cfg.val_dir, "val_dir", &cfg.model)?;
+    let (val_ds, _) = open_split(&validation_dir(cfg), "val_dir", &cfg.model)?;
     let resume_epoch = if cfg.resume {
         check_same_model(cfg)?;
         let committed = committed_epoch(&cfg.default_root_dir);

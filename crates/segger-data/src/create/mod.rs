@@ -426,6 +426,8 @@ pub fn create_dataset(
             ..Default::default()
         },
     };
+    let mut results = results;
+    ensure_validation_tile(opts, &mut results, &job.names, &tmp)?;
     for w in results.into_iter().flatten() {
         summary.add_tile(&w);
     }
@@ -446,6 +448,38 @@ pub fn create_dataset(
     guard.keep();
     summary.timings.wall = t_start.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// A sample with at least two training tiles and no validation tile drawn (small samples):
+/// the last training tile, in tile order, moves to the validation split, so that training has
+/// held-out tiles to validate and calibrate on. Nothing moves when `--val_prob` is 0.
+fn ensure_validation_tile(
+    opts: &CreateOptions,
+    results: &mut [Option<Written>],
+    names: &[String],
+    tmp: &Path,
+) -> Result<(), DataError> {
+    let split_of = |w: &Option<Written>| w.as_ref().map(|w| w.split);
+    if opts.val_prob <= 0.0 || results.iter().any(|w| split_of(w) == Some(Split::Val)) {
+        return Ok(());
+    }
+    let train: Vec<usize> = (0..results.len())
+        .filter(|&i| split_of(&results[i]) == Some(Split::Train))
+        .collect();
+    let [.., _, last] = train.as_slice() else {
+        return Ok(());
+    };
+    let from = tmp.join(Split::Train.dir_name()).join("processed").join(&names[*last]);
+    let to = tmp.join(Split::Val.dir_name()).join("processed").join(&names[*last]);
+    std::fs::rename(&from, &to).map_err(|e| DataError::io(&to, e))?;
+    if let Some(w) = results[*last].as_mut() {
+        w.split = Split::Val;
+    }
+    tracing::info!(
+        "no tile was drawn for validation: {} moved there from the training split",
+        names[*last]
+    );
+    Ok(())
 }
 
 /// Checks the options and prepares the output folder (segger-fs's rules) and its parent.
