@@ -132,6 +132,11 @@ fn open_run(a: &SegmentArgs, settings: Settings) -> Result<RunRecord, CliError> 
     if let Some(m) = &a.model {
         inputs.push(("--model", m));
     }
+    if out.join(RUN_FILE).is_file() {
+        // An earlier run of this command killed mid-stage left its stage's temporary folder
+        // (`.dataset.tmp-PID`, ...) inside OUT: a dead process's, so removed.
+        segger_fs::remove_stale_temps_in(out);
+    }
     let prior = segger_fs::prepare_output(&SEGMENT_OUTPUT, "--output", out, &inputs, true)
         .map_err(|e| CliError {
             code: e.exit_code(),

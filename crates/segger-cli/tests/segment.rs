@@ -128,7 +128,7 @@ fn killed_at_any_moment_the_next_call_finishes_with_the_same_segmentation() {
     // Kills spread over the uninterrupted run's wall time: in dataset creation, training and
     // prediction.
     let out = tmp.path().join("killed");
-    for frac in [0.02, 0.3, 0.6, 0.97] {
+    for frac in [0.02, 0.04, 0.3, 0.6, 0.97] {
         let mut child = segment(&out, &[])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -137,6 +137,14 @@ fn killed_at_any_moment_the_next_call_finishes_with_the_same_segmentation() {
         std::thread::sleep(Duration::from_secs_f64(wall.as_secs_f64() * frac));
         let _ = child.kill();
         let _ = child.wait();
+    }
+    // What a kill inside the dataset stage leaves (the moment is hard to hit): the stage's
+    // temporary folder, of a process that no longer runs.
+    let mut dead = Command::new("true").spawn().unwrap();
+    dead.wait().unwrap();
+    if out.join("run.json").is_file() {
+        let stale = out.join(format!(".dataset.tmp-{}", dead.id()));
+        std::fs::create_dir_all(stale.join("train_tiles")).unwrap();
     }
     let o = run(&out, &[]);
     assert!(o.status.success(), "{}", text(&o));
