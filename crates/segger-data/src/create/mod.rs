@@ -469,8 +469,14 @@ fn ensure_validation_tile(
     let [.., _, last] = train.as_slice() else {
         return Ok(());
     };
-    let from = tmp.join(Split::Train.dir_name()).join("processed").join(&names[*last]);
-    let to = tmp.join(Split::Val.dir_name()).join("processed").join(&names[*last]);
+    let from = tmp
+        .join(Split::Train.dir_name())
+        .join("processed")
+        .join(&names[*last]);
+    let to = tmp
+        .join(Split::Val.dir_name())
+        .join("processed")
+        .join(&names[*last]);
     std::fs::rename(&from, &to).map_err(|e| DataError::io(&to, e))?;
     if let Some(w) = results[*last].as_mut() {
         w.split = Split::Val;
