@@ -109,9 +109,10 @@ pub struct PredictArgs {
     /// Background threads reading tiles (0–256).
     #[arg(long = "num_workers", alias = "num-workers", default_value_t = 2)]
     pub num_workers: usize,
-    /// Raw input only: xenium, merscope or cosmx.
-    #[arg(long, value_enum, ignore_case = true, default_value = "xenium")]
-    pub platform: PlatformArg,
+    /// Raw input only: xenium, merscope or cosmx (default: detected from the files, else the
+    /// training dataset's).
+    #[arg(long, value_enum, ignore_case = true)]
+    pub platform: Option<PlatformArg>,
     /// A transcript id that names different transcripts (another position or gene) in different
     /// tiles: error (refuse the input) or merge (keep the one with the higher score and count
     /// the others in the summary). One transcript seen by two tiles is always kept once.
@@ -162,7 +163,7 @@ pub fn run(a: PredictArgs) -> Result<(), CliError> {
         DuplicateIdsArg::Error => DuplicateIds::Error,
         DuplicateIdsArg::Merge => DuplicateIds::Merge,
     };
-    cfg.platform = Some(Platform::from(a.platform).name().to_string());
+    cfg.platform = a.platform.map(|p| Platform::from(p).name().to_string());
     let s = segger_predict::predict(&cfg).map_err(|e| CliError {
         code: e.exit_code(),
         error: anyhow::anyhow!(e),

@@ -235,7 +235,9 @@ mod tests {
         same::<MatmulPrecision>(PREDICT, "--float32_matmul_precision", |c| {
             predict(c).float32_matmul_precision.into()
         });
-        same::<Platform>(PREDICT, "--platform", |c| predict(c).platform.into());
+        same::<Platform>(PREDICT, "--platform", |c| {
+            predict(c).platform.expect("given").into()
+        });
         same::<Accelerator>(&["demo"], "--accelerator", |c| match c {
             Command::Demo(a) => a.accelerator.into(),
             _ => unreachable!(),
@@ -273,7 +275,8 @@ mod tests {
         assert_eq!(Accelerator::from(p.accelerator), Accelerator::Auto);
         let m: MatmulPrecision = p.float32_matmul_precision.into();
         assert_eq!(m, MatmulPrecision::Highest);
-        assert_eq!(Platform::from(p.platform), Platform::Xenium);
+        // No default: detected from the raw folder (or the training dataset's).
+        assert!(p.platform.is_none());
         let Command::Demo(d) = Cli::parse_from(["segger", "demo"]).command else {
             unreachable!()
         };

@@ -15,6 +15,18 @@ pub enum DataError {
         #[source]
         source: std::io::Error,
     },
+    /// A raw input file was not found where the platform keeps it.
+    #[error("{dir}: no {what} file (looked for {looked_for}){}", nearest.as_ref().map(|n| format!("; {n}")).unwrap_or_default())]
+    NotFound {
+        /// The folder searched.
+        dir: PathBuf,
+        /// What was looked for (`transcripts`, `boundaries`, `polygons`).
+        what: String,
+        /// The names and patterns tried, comma-separated.
+        looked_for: String,
+        /// The nearest file that is there and the flag that would use it.
+        nearest: Option<String>,
+    },
     /// A tensor or metadata field is missing or malformed.
     #[error("{path}: {field}: {problem}")]
     Format {

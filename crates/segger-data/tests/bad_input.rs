@@ -173,14 +173,19 @@ fn missing_file() {
     std::fs::remove_file(d.path().join("transcripts.parquet")).unwrap();
     assert_mentions(
         &load_err(d.path(), &xenium()),
-        &["transcripts.parquet", "not found"],
+        &["no transcripts file", "looked for transcripts.parquet"],
     );
     let mut o = xenium();
     o.boundaries = raw::BoundaryKind::Cell;
     Xen::good().write(d.path());
+    // The nucleus file that is there is suggested with the setting that reads it.
     assert_mentions(
         &load_err(d.path(), &o),
-        &["cell_boundaries.parquet", "not found"],
+        &[
+            "no boundaries file",
+            "cell_boundaries.parquet",
+            "nucleus_boundaries.parquet is there: pass --boundaries nucleus",
+        ],
     );
 }
 

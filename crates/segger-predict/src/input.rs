@@ -103,13 +103,8 @@ pub(crate) mod raw {
         training: Option<&serde_json::Value>,
     ) -> Result<(ResolvedInput, segger_fs::TempDir), PredictError> {
         use segger_data::create::{create_dataset, CreateOptions};
-        use segger_data::raw::{Platform, RawOptions};
-        let platform: Platform = cfg
-            .platform
-            .as_deref()
-            .unwrap_or("xenium")
-            .parse()
-            .map_err(|e| PredictError::Input(format!("--platform: {e}")))?;
+        use segger_data::raw::RawOptions;
+        let platform = choose_platform(cfg, training)?;
         // `.NAME.dataset-PID` next to `--output`, removed on drop.
         let guard = segger_fs::TempDir::next_to(&cfg.output, "dataset")?;
         let dir = guard.path().to_path_buf();
@@ -118,6 +113,9 @@ pub(crate) mod raw {
         opts.overwrite = true;
         if let Some(t) = training {
             apply_training_settings(&mut opts, t);
+            if t.get("platform").and_then(|v| v.as_str()) == Some(platform.name()) {
+                apply_raw_settings(&mut opts.raw, &cfg.input, t);
+            }
         }
         tracing::info!(
             "{} is a raw {} sample: building tiles with {}",
@@ -147,6 +145,92 @@ pub(crate) mod raw {
         })?;
         resolved.kind = super::InputKind::Raw;
         Ok((resolved, guard))
+    }
+
+    /// The platform of the raw sample: `--platform` when given, else the one its files show
+    /// ([`Platform::detect`]), else the training dataset's.
+    fn choose_platform(
+        cfg: &PredictConfig,
+        training: Option<&serde_json::Value>,
+    ) -> Result<segger_data::raw::Platform, PredictError> {
+        use segger_data::raw::Platform;
+        if let Some(p) = cfg.platform.as_deref() {
+            return p
+                .parse()
+                .map_err(|e| PredictError::Input(format!("--platform: {e}")));
+        }
+        let trained = training
+            .and_then(|t| t.get("platform"))
+            .and_then(|v| v.as_str())
+            .and_then(|s| s.parse::<Platform>().ok());
+        match (Platform::detect(&cfg.input), trained) {
+            (Ok(p), _) => {
+                tracing::info!("platform: {p} (detected from the files in --input)");
+                Ok(p)
+            }
+            (Err(_), Some(p)) => {
+                tracing::info!("platform: {p} (the training dataset's)");
+                Ok(p)
+            }
+            (Err(e), None) => Err(PredictError::Input(format!(
+                "--input: {e} (or pass --platform)"
+            ))),
+        }
+    }
+
+    /// Takes how the training dataset read its raw sample (from `dataset.json`'s `raw`
+    /// settings): boundary kind, column names, scale, strictness, the gene embedding, and the
+    /// transcript and boundary file names when a file of that name is in the new sample's
+    /// folder. Used only when the new sample is of the training dataset's platform.
+    pub(crate) fn apply_raw_settings(
+        raw: &mut segger_data::raw::RawOptions,
+        input: &std::path::Path,
+        s: &serde_json::Value,
+    ) {
+        let text = |p: &str| s.pointer(p).and_then(serde_json::Value::as_str);
+        if let Some(b) = text("/raw/boundaries").and_then(|b| b.parse().ok()) {
+            raw.boundaries = b;
+        }
+        if let Some(v) = s.pointer("/raw/scale").and_then(serde_json::Value::as_f64) {
+            raw.scale = Some(v);
+        }
+        if let Some(v) = s
+            .pointer("/raw/strict")
+            .and_then(serde_json::Value::as_bool)
+        {
+            raw.strict = v;
+        }
+        let c = &mut raw.columns;
+        for (key, slot) in [
+            ("x", &mut c.x),
+            ("y", &mut c.y),
+            ("z", &mut c.z),
+            ("gene", &mut c.gene),
+            ("cell", &mut c.cell),
+            ("id", &mut c.id),
+            ("nuclear", &mut c.nuclear),
+            ("nuclear_value", &mut c.nuclear_value),
+            ("qv", &mut c.qv),
+            ("bd_id", &mut c.bd_id),
+            ("bd_x", &mut c.bd_x),
+            ("bd_y", &mut c.bd_y),
+            ("bd_geometry", &mut c.bd_geometry),
+        ] {
+            if let Some(v) = text(&format!("/raw/columns/{key}")) {
+                *slot = Some(v.to_string());
+            }
+        }
+        // A file named when the dataset was built is looked for by name in the new folder.
+        let same_name = |key: &str| {
+            let name = std::path::Path::new(text(key)?).file_name()?.to_owned();
+            let p = input.join(name);
+            p.exists().then_some(p)
+        };
+        raw.transcripts_file = same_name("/raw/transcripts_file");
+        raw.boundaries_file = same_name("/raw/boundaries_file");
+        if let Some(e) = text("/raw/gene_embedding").map(std::path::PathBuf::from) {
+            raw.gene_embedding = Some(e);
+        }
     }
 
     /// Takes the training dataset's graph parameters, tiling, quality threshold and gene

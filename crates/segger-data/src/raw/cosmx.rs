@@ -48,6 +48,8 @@ pub fn load(input: &Path, opts: &RawOptions) -> Result<Sample, DataError> {
             "_polygons.csv",
             "-polygons.parquet",
         ],
+        bd_dirs: &[],
+        bd_other_settings: &[],
         bd_what: "polygons",
         defaults: &DEFAULTS,
         alt_cell: &[&["fov", "cell_ID"]],

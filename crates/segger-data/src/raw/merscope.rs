@@ -125,6 +125,8 @@ pub fn load(input: &Path, opts: &RawOptions) -> Result<Sample, DataError> {
             BoundaryKind::Cell => &["cell_boundaries.parquet", "cellpose_micron_space.parquet"],
         },
         bd_suffixes: &[],
+        bd_dirs: &[],
+        bd_other_settings: &[],
         bd_what: "boundaries",
         defaults: &DEFAULTS,
         alt_cell: &[],

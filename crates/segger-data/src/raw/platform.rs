@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use super::boundaries::{build_boundaries, RingGroups};
-use super::files::find_file;
+use super::files::{find_file, FileRule};
 use super::transcripts::load_transcripts;
 use super::tx_columns::Defaults;
 use super::{LoadReport, RawOptions, Sample};
@@ -21,8 +21,14 @@ pub(crate) struct PlatformFiles<'a> {
     pub bd_names: &'a [&'a str],
     /// ...then suffixes.
     pub bd_suffixes: &'a [&'a str],
+    /// ...then folders of per-field-of-view files (MERSCOPE's `cell_boundaries/`, CosMx's
+    /// `CellLabels/`); the ring reader is then given the folder.
+    pub bd_dirs: &'a [&'a str],
     /// What the boundary file is called in messages (`boundaries`, `polygons`).
     pub bd_what: &'a str,
+    /// Boundary files another setting reads, with that setting, suggested when none of the
+    /// above is found.
+    pub bd_other_settings: &'a [(&'a str, &'a str)],
     /// The transcript columns.
     pub defaults: &'a Defaults<'a>,
     /// Column groups that stand in for the cell column when it is absent.
@@ -44,16 +50,26 @@ pub(crate) fn load_platform(
     let tx_file = find_file(
         input,
         opts.transcripts_file.as_deref(),
-        files.tx_names,
-        files.tx_suffixes,
-        "transcripts",
+        &FileRule {
+            names: files.tx_names,
+            suffixes: files.tx_suffixes,
+            dirs: &[],
+            what: "transcripts",
+            flag: "--transcripts_file",
+            other_settings: &[],
+        },
     )?;
     let bd_file = find_file(
         input,
         opts.boundaries_file.as_deref(),
-        files.bd_names,
-        files.bd_suffixes,
-        files.bd_what,
+        &FileRule {
+            names: files.bd_names,
+            suffixes: files.bd_suffixes,
+            dirs: files.bd_dirs,
+            what: files.bd_what,
+            flag: "--boundaries_file",
+            other_settings: files.bd_other_settings,
+        },
     )?;
     let scale = opts.scale.unwrap_or(files.default_scale);
     let mut report = LoadReport {

@@ -49,6 +49,17 @@ pub fn load(input: &Path, opts: &RawOptions) -> Result<Sample, DataError> {
             ],
         },
         bd_suffixes: &[],
+        bd_dirs: &[],
+        bd_other_settings: match opts.boundaries {
+            BoundaryKind::Nucleus => &[
+                ("cell_boundaries.parquet", "--boundaries cell"),
+                ("cell_boundaries.csv.gz", "--boundaries cell"),
+            ],
+            BoundaryKind::Cell => &[
+                ("nucleus_boundaries.parquet", "--boundaries nucleus"),
+                ("nucleus_boundaries.csv.gz", "--boundaries nucleus"),
+            ],
+        },
         bd_what: "boundaries",
         defaults: &DEFAULTS,
         alt_cell: &[],
