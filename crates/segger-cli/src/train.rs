@@ -104,8 +104,10 @@ pub struct TrainArgs {
     #[arg(long = "batch_size_val", alias = "batch-size-val", default_value_t = 4)]
     pub batch_size_val: usize,
     /// Number of gene tokens (the dataset's vocabulary size or more; at most 10,000,000).
-    #[arg(long = "num_tx_tokens", alias = "num-tx-tokens", default_value_t = 500)]
-    pub num_tx_tokens: usize,
+    /// Default: the reference's 500, or the vocabulary size of the dataset that holds
+    /// --train_dir (its dataset.json) when that is larger.
+    #[arg(long = "num_tx_tokens", alias = "num-tx-tokens")]
+    pub num_tx_tokens: Option<usize>,
     /// Width of the input embeddings (1–4096).
     #[arg(long = "init_emb", alias = "init-emb", default_value_t = 8)]
     pub init_emb: usize,
@@ -207,9 +209,29 @@ pub struct TrainArgs {
     pub json: bool,
 }
 
+/// The reference's token count (500), raised to the vocabulary of the dataset holding
+/// `train_dir` when its panel is larger (say so once).
+fn default_num_tx_tokens(train_dir: &std::path::Path) -> usize {
+    const REFERENCE: usize = 500;
+    let vocab = train_dir
+        .parent()
+        .and_then(|root| segger_data::DatasetInfo::read(root).ok())
+        .map_or(0, |info| info.vocab.len());
+    if vocab > REFERENCE {
+        tracing::info!(
+            "--num_tx_tokens {vocab}: the dataset's vocabulary has {vocab} genes (more than the \
+             reference's default of {REFERENCE})"
+        );
+    }
+    vocab.max(REFERENCE)
+}
+
 /// Runs `segger train`.
 pub fn run(a: TrainArgs) -> Result<(), CliError> {
-    let mut model = SeggerConfig::new(a.num_tx_tokens);
+    let num_tx_tokens = a
+        .num_tx_tokens
+        .unwrap_or_else(|| default_num_tx_tokens(&a.train_dir));
+    let mut model = SeggerConfig::new(num_tx_tokens);
     model.init_emb = a.init_emb;
     model.hidden_channels = a.hidden_channels;
     model.out_channels = a.out_channels;

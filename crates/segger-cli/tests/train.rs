@@ -560,3 +560,89 @@ fn a_dataset_without_a_validation_split_validates_on_its_training_tiles() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn a_panel_larger_than_500_genes_trains_without_num_tx_tokens() {
+    let tmp = tempfile::tempdir().unwrap();
+    let raw = tmp.path().join("raw");
+    let out = bin()
+        .args(["simulate", "--cells", "60", "--genes", "700", "--seed", "3"])
+        .arg("--out")
+        .arg(&raw)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let data = tmp.path().join("ds");
+    let out = bin()
+        .args([
+            "create_dataset",
+            "--val_prob",
+            "0",
+            "--test_prob",
+            "0",
+            "--input",
+        ])
+        .arg(&raw)
+        .arg("--output")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(data.join("dataset.json")).unwrap()).unwrap();
+    let genes = info["vocab"].as_array().unwrap().len();
+    assert!(genes > 500, "{genes} genes");
+
+    let run = tmp.path().join("run");
+    let out = bin()
+        .args([
+            "train",
+            "--accelerator",
+            "cpu",
+            "--epochs",
+            "1",
+            "--train_dir",
+        ])
+        .arg(data.join("train_tiles"))
+        .arg("--val_dir")
+        .arg(data.join("train_tiles"))
+        .arg("--default_root_dir")
+        .arg(&run)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["num_tx_tokens"].as_u64(), Some(genes as u64), "{cfg}");
+    // Given explicitly below the panel, the error says what to pass.
+    let out = bin()
+        .args([
+            "train",
+            "--accelerator",
+            "cpu",
+            "--epochs",
+            "1",
+            "--num_tx_tokens",
+            "500",
+        ])
+        .arg("--train_dir")
+        .arg(data.join("train_tiles"))
+        .arg("--val_dir")
+        .arg(data.join("train_tiles"))
+        .arg("--default_root_dir")
+        .arg(tmp.path().join("run2"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--num_tx_tokens"), "{err}");
+}
