@@ -84,8 +84,10 @@ pub struct CreateDatasetArgs {
     /// Gene-name prefixes to drop, comma-separated (default: the control probes and codewords).
     #[arg(long = "drop_prefixes", alias = "drop-prefixes", value_delimiter = ',')]
     pub drop_prefixes: Option<Vec<String>>,
-    /// Micrometres per file coordinate unit (default: 1; CosMx 0.12028).
-    #[arg(long)]
+    /// Micrometres per file coordinate unit; `--pixel_size` is the same flag (default: 1;
+    /// CosMx: the pixel size the fov positions file states, x_global_mm · 1000 / x_global_px,
+    /// else 0.12028).
+    #[arg(long, visible_alias = "pixel_size", alias = "pixel-size")]
     pub scale: Option<f64>,
     /// Make bad polygons and nuclear transcripts without a polygon errors instead of counted
     /// skips.
@@ -291,17 +293,27 @@ fn print_summary(s: &Summary) {
         } else {
             ""
         },
-        if l.cells_from_polygons {
-            ", cells by point-in-polygon (no cell-id column)"
-        } else {
-            ""
+        match (l.cells_from_polygons, l.cell_ids_set_aside) {
+            (false, _) => "",
+            (true, 0) => ", cells by point-in-polygon (no cell-id column)",
+            (true, _) => ", cells by point-in-polygon (cell ids name too few polygons)",
         }
     );
+    if l.cell_ids_set_aside > 0 {
+        println!(
+            "  note        {:>10}  cell ids set aside: only {} name a polygon; each transcript's \
+             cell is the polygon that contains it",
+            l.cell_ids_set_aside, l.cell_ids_matched
+        );
+    }
     if l.cell_without_polygon > 0 {
         println!(
             "  note        {:>10}  cell ids name no polygon ({} of them nuclear: no positive)",
             l.cell_without_polygon, l.nuclear_without_polygon
         );
+    }
+    if let (Some(p), Some(from)) = (l.pixel_size, &l.pixel_size_source) {
+        println!("pixel size    {p} µm ({from})");
     }
     println!(
         "boundaries    {} kept of {} from {}",

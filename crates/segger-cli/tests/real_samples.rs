@@ -117,3 +117,101 @@ fn cosmx_flat_files_keyed_by_fov_and_cell_id() {
 fn merscope_without_cell_id_or_nucleus_file() {
     check("merscope_sfe_cellbound", "merscope", 10000);
 }
+
+#[test]
+fn cosmx_cell_label_masks() {
+    check("cosmx_moleculeexperiment", "cosmx", 23000);
+}
+
+#[test]
+fn merscope_per_fov_hdf5_boundaries_without_cell_id() {
+    check("merscope_moleculeexperiment", "merscope", 15000);
+}
+
+#[test]
+fn xenium_csv_gz_export() {
+    check("xenium_sfe_csv", "xenium", 5000);
+}
+
+/// Three transcripts, one of which passes the quality filter and lies in no nucleus: the dataset
+/// is built and valid, but there is nothing to learn from, which `segment` says in one message
+/// (exit 2) pointing at `--model`.
+#[test]
+fn xenium_with_nothing_to_learn_from_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = common::test_data("real/xenium_spatialexperimentio");
+    let ds = tmp.path().join("ds");
+    let o = segger()
+        .args(["create_dataset", "--input"])
+        .arg(&input)
+        .arg("--output")
+        .arg(&ds)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let inspect = segger().arg("inspect").arg(&ds).output().unwrap();
+    assert!(inspect.status.success());
+    let info = json(&ds.join("dataset.json"));
+    assert_eq!(info["settings"]["load"]["kept"], 1);
+    assert_eq!(info["settings"]["load"]["dropped_qv"], 2);
+
+    let out = tmp.path().join("out");
+    let o = segger()
+        .args([
+            "segment",
+            "--epochs",
+            "2",
+            "--accelerator",
+            "cpu",
+            "--input",
+        ])
+        .arg(&input)
+        .arg("--output")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.matches("error:").count(), 1, "{err}");
+    assert!(err.contains("no training tiles"), "{err}");
+    assert!(err.contains("--model"), "{err}");
+    assert!(!out.join("segmentation").exists());
+}
+
+/// Transcripts without any boundary file: exit 2, one message naming the folder, what was
+/// looked for and the file that is there; nothing is written.
+#[test]
+fn a_sample_without_boundaries_is_refused_and_nothing_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let raw = tmp.path().join("raw");
+    std::fs::create_dir(&raw).unwrap();
+    std::fs::copy(
+        common::test_data("real/xenium_sfe/transcripts.parquet"),
+        raw.join("transcripts.parquet"),
+    )
+    .unwrap();
+    let out = tmp.path().join("ds");
+    let o = segger()
+        .args(["create_dataset", "--input"])
+        .arg(&raw)
+        .arg("--output")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.matches("error:").count(), 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}: no boundaries file (looked for nucleus_boundaries.parquet",
+            raw.display()
+        )),
+        "{err}"
+    );
+    assert!(!out.exists());
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("raw")]);
+}

@@ -427,7 +427,7 @@ pub fn create_dataset(
         },
     };
     let mut results = results;
-    ensure_validation_tile(opts, &mut results, &job.names, &tmp)?;
+    ensure_validation_tile(opts, &mut results, job.names, &tmp)?;
     for w in results.into_iter().flatten() {
         summary.add_tile(&w);
     }

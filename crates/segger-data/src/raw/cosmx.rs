@@ -1,17 +1,24 @@
 //! NanoString CosMx: `*_tx_file.csv(.gz)` (`x_global_px`, `y_global_px`, `target`, `cell`,
 //! `CellComp`) and `*-polygons.csv(.gz)` or `*_polygons.csv(.gz)` (vertex rows `cell`,
-//! `x_global_px`, `y_global_px`).
+//! `x_global_px`, `y_global_px`), or, in exports without polygons, the cell label masks
+//! `CellLabels/CellLabels_F<fov>.tif` placed by `fov_positions_file.csv` (see
+//! [`super::cosmx_masks`]).
 //!
-//! Coordinates are pixels; the default scale is [`DEFAULT_PIXEL_SIZE`] µm per pixel (override
-//! with `--scale`). Cell keys are the `cell` column, or `fov` and `cell_ID` (`cellID` in the
-//! polygon file) joined with `_` when it is absent. Nuclear transcripts have `CellComp` equal to
-//! `Nuclear`. `z` is a z-slice index, so the default is 2-D (`--z_column z` to use it).
-//! Transcript ids are row numbers unless the file has `transcript_id`.
+//! Coordinates are pixels. The pixel size is `--pixel_size` (`--scale`), else the one the fov
+//! positions file states (`x_global_mm · 1000 / x_global_px`, AtoMx exports), else
+//! [`DEFAULT_PIXEL_SIZE`]; the load report says which. Cell keys are the `cell` column, or `fov`
+//! and `cell_ID` (`cellID` in the polygon file) joined with `_` when it is absent. Nuclear
+//! transcripts have `CellComp` equal to `Nuclear`. `z` is a z-slice index, so the default is
+//! 2-D (`--z_column z` to use it). Transcript ids are row numbers unless the file has
+//! `transcript_id`.
 
 use std::path::Path;
 
 use super::boundaries::read_vertex_rings;
 use super::columns::col_err;
+use super::cosmx_masks::{
+    find_fov_positions, read_fov_positions, read_mask_rings, stated_pixel_size,
+};
 use super::files::file_columns;
 use super::platform::{load_platform, PlatformFiles};
 use super::tx_columns::{split_names, Defaults};
@@ -34,6 +41,27 @@ pub(crate) const DEFAULTS: Defaults<'static> = Defaults {
     qv: None,
 };
 
+/// The pixel size to use and where it came from: `--pixel_size`, else the fov positions
+/// file's statement, else the default.
+fn pixel_size(positions: Option<&Path>, opts: &RawOptions) -> Result<(f64, String), DataError> {
+    if let Some(s) = opts.scale {
+        return Ok((s, "--pixel_size".into()));
+    }
+    if let Some(p) = positions {
+        if let Some(s) = stated_pixel_size(p)? {
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default();
+            return Ok((s, format!("from {name}")));
+        }
+    }
+    Ok((
+        DEFAULT_PIXEL_SIZE,
+        format!("default {DEFAULT_PIXEL_SIZE}, pass --pixel_size"),
+    ))
+}
+
 /// Loads a CosMx flat-file export directory.
 pub fn load(input: &Path, opts: &RawOptions) -> Result<Sample, DataError> {
     let files = PlatformFiles {
@@ -48,7 +76,8 @@ pub fn load(input: &Path, opts: &RawOptions) -> Result<Sample, DataError> {
             "_polygons.csv",
             "-polygons.parquet",
         ],
-        bd_dirs: &[],
+        // Exports without polygons: cell label masks, one per field of view.
+        bd_dirs: &["CellLabels"],
         bd_other_settings: &[],
         bd_what: "polygons",
         defaults: &DEFAULTS,
@@ -56,7 +85,33 @@ pub fn load(input: &Path, opts: &RawOptions) -> Result<Sample, DataError> {
         default_min_qv: None,
         default_scale: DEFAULT_PIXEL_SIZE,
     };
-    load_platform(input, opts, &files, |bd_file, scale| {
+    let positions = find_fov_positions(&[input]);
+    let (size, source) = pixel_size(positions.as_deref(), opts)?;
+    let sized = RawOptions {
+        scale: Some(size),
+        ..opts.clone()
+    };
+    let mut sample = load_platform(input, &sized, &files, |bd_file, scale| {
+        if bd_file.is_dir() {
+            // The positions file is in the export folder, or beside a mask folder named
+            // elsewhere with --boundaries_file.
+            let beside = bd_file.parent().unwrap_or(input);
+            let Some(pos) = positions.clone().or_else(|| find_fov_positions(&[beside])) else {
+                let mut looked = input.display().to_string();
+                if beside != input {
+                    looked = format!("{looked} and {}", beside.display());
+                }
+                return Err(DataError::Dataset {
+                    path: bd_file.to_path_buf(),
+                    problem: format!(
+                        "cell label masks need the fov positions file (looked for \
+                         fov_positions_file.csv, *_fov_positions_file.csv in {looked})"
+                    ),
+                });
+            };
+            let groups = read_mask_rings(bd_file, &read_fov_positions(&pos)?, scale)?;
+            return Ok((groups, vec!["fov".into(), "label".into()]));
+        }
         let id = polygon_id_columns(bd_file, opts)?;
         let groups = read_vertex_rings(
             bd_file,
@@ -66,7 +121,10 @@ pub fn load(input: &Path, opts: &RawOptions) -> Result<Sample, DataError> {
             scale,
         )?;
         Ok((groups, id))
-    })
+    })?;
+    sample.report.pixel_size = Some(size);
+    sample.report.pixel_size_source = Some(source);
+    Ok(sample)
 }
 
 /// The polygon file's boundary id column(s): `--boundary_id_column`, else `cell`, else the

@@ -1,13 +1,21 @@
 //! Vizgen MERSCOPE: `detected_transcripts.parquet` / `.csv` (`global_x`, `global_y`, `gene`,
 //! `cell_id`) and a boundary parquet with one WKB geometry per row (`EntityID`, `Geometry`;
 //! default files `cellpose_nucleus_micron_space.parquet` for nuclei and
-//! `cell_boundaries.parquet` / `cellpose_micron_space.parquet` for cells).
+//! `cell_boundaries.parquet` / `cellpose_micron_space.parquet` / `cells_cellpose.parquet` for
+//! cells).
 //!
 //! Coordinates are in micrometres. `global_z` is a z-plane index, not micrometres, so the
 //! default is 2-D; pass `--z_column global_z` to use it. Transcript ids are row numbers
 //! unless `--id_column` names an integer column (MERSCOPE's `transcript_id` is a gene-level
 //! string). Several rows for one `EntityID` (one per z-plane) keep the largest polygon;
 //! multi-polygons keep their largest part; holes are ignored.
+//!
+//! Older exports ship their cell boundaries only as one HDF5 file per field of view,
+//! `cell_boundaries/feature_data_<fov>.hdf5` (`featuredata/<cell_id>/zIndex_<z>/p_0/coordinates`):
+//! when no boundary parquet is found, that folder is read (`raw/merscope_hdf5.rs`), with the
+//! same z-plane rule (every z-plane's polygon is offered for its cell, the largest is kept, the
+//! others are counted as duplicates). `--boundaries_file` may name such a folder or one
+//! `.hdf5` / `.h5` file.
 
 use std::path::Path;
 
@@ -18,6 +26,7 @@ use arrow_schema::DataType;
 use super::boundaries::RingGroups;
 use super::columns::{self, col_err};
 use super::files::for_each_batch;
+use super::merscope_hdf5;
 use super::platform::{load_platform, PlatformFiles};
 use super::tx_columns::{split_names, Defaults};
 use super::{wkb, BoundaryKind, RawOptions, Sample};
@@ -121,11 +130,17 @@ pub fn load(input: &Path, opts: &RawOptions) -> Result<Sample, DataError> {
                 "nucleus_boundaries.parquet",
                 "cell_boundaries.parquet",
                 "cellpose_micron_space.parquet",
+                "cells_cellpose.parquet",
             ],
-            BoundaryKind::Cell => &["cell_boundaries.parquet", "cellpose_micron_space.parquet"],
+            BoundaryKind::Cell => &[
+                "cell_boundaries.parquet",
+                "cellpose_micron_space.parquet",
+                "cells_cellpose.parquet",
+            ],
         },
         bd_suffixes: &[],
-        bd_dirs: &[],
+        // Older exports: one HDF5 file per field of view (cell boundaries).
+        bd_dirs: &["cell_boundaries"],
         bd_other_settings: &[],
         bd_what: "boundaries",
         defaults: &DEFAULTS,
@@ -134,6 +149,10 @@ pub fn load(input: &Path, opts: &RawOptions) -> Result<Sample, DataError> {
         default_scale: 1.0,
     };
     load_platform(input, opts, &files, |bd_file, scale| {
+        if merscope_hdf5::is_hdf5_boundaries(bd_file) {
+            let groups = merscope_hdf5::read_feature_rings(bd_file, scale)?;
+            return Ok((groups, vec!["featuredata".to_string()]));
+        }
         let id = split_names(opts.columns.bd_id.as_deref().unwrap_or("EntityID"));
         let geometry = opts.columns.bd_geometry.as_deref().unwrap_or("Geometry");
         let groups = read_wkb_rings(bd_file, &id, geometry, scale)?;

@@ -12,9 +12,11 @@
 mod boundaries;
 pub(crate) mod columns;
 pub mod cosmx;
+mod cosmx_masks;
 mod csv_src;
 mod files;
 pub mod merscope;
+mod merscope_hdf5;
 mod parquet_src;
 mod platform;
 mod transcripts;
@@ -405,8 +407,16 @@ pub struct LoadReport {
     pub ids_from_rows: bool,
     /// Whether positives are decided by point-in-polygon (no nuclear column).
     pub nuclear_from_polygons: bool,
-    /// Whether each transcript's cell is the boundary that contains it (no cell-id column).
+    /// Whether each transcript's cell is the boundary that contains it (no cell-id column, or
+    /// cell ids that name too few polygons: [`LoadReport::cell_ids_set_aside`]).
     pub cells_from_polygons: bool,
+    /// Kept transcripts whose cell id names a (kept) polygon, counted before any fallback.
+    pub cell_ids_matched: u64,
+    /// Kept transcripts with a cell id (not an "unassigned" marker) whose id was set aside
+    /// because fewer than half of them name a polygon (e.g. CosMx masks whose fov numbers
+    /// differ from the transcripts'): each transcript's cell is then the polygon that contains
+    /// it. 0 when the ids were used.
+    pub cell_ids_set_aside: u64,
     /// Kept transcripts whose cell id (not an "unassigned" marker) names no polygon.
     pub cell_without_polygon: u64,
     /// Of those, transcripts flagged as nuclear (their positive pair is lost).
@@ -424,6 +434,13 @@ pub struct LoadReport {
     pub boundary_duplicate_rows: u64,
     /// Multi-part geometries reduced to their largest part.
     pub multipart_geometries: u64,
+    /// Micrometres per pixel (CosMx, whose coordinates are pixels).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pixel_size: Option<f64>,
+    /// Where [`LoadReport::pixel_size`] came from: `--pixel_size`, `from <fov positions
+    /// file>` (its `x_global_mm` and `x_global_px`), or the default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pixel_size_source: Option<String>,
     /// Seconds spent decoding files (summed over threads). Timings are left out of the
     /// serialised report, so `dataset.json` does not depend on the run.
     #[serde(skip)]

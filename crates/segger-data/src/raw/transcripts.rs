@@ -35,7 +35,6 @@ pub(crate) struct TxContext<'a> {
     pub prefixes: &'a [String],
     pub min_qv: Option<f32>,
     pub scale: f64,
-    pub strict: bool,
 }
 
 /// Transcripts of one block of rows (a parquet row group or a CSV block), with genes
@@ -320,16 +319,6 @@ pub(crate) fn merge_chunks(
             ),
         });
     }
-    if ctx.strict && report.nuclear_without_polygon > 0 {
-        return Err(DataError::Column {
-            path: ctx.file.to_path_buf(),
-            column: ctx.cols.cell.join(","),
-            problem: format!(
-                "{} nuclear transcripts have a cell id that names no polygon",
-                report.nuclear_without_polygon
-            ),
-        });
-    }
     if let Some(name) = &ctx.cols.id {
         let mut ids = tx.id.clone();
         ids.par_sort_unstable();
@@ -421,7 +410,6 @@ pub(crate) fn load_transcripts(
         prefixes: &opts.drop_prefixes,
         min_qv: opts.min_qv.or(default_min_qv),
         scale,
-        strict: opts.strict,
     };
     let chunks = if is_parquet(file) {
         parquet_src::read_transcripts(file, &wanted, &ctx)?
@@ -431,9 +419,35 @@ pub(crate) fn load_transcripts(
     report.transcripts_file = file.to_path_buf();
     let (mut tx, vocab, embedding) =
         merge_chunks(chunks, &ctx, opts.gene_embedding.as_deref(), report)?;
+    report.cell_ids_matched = tx.cell.iter().filter(|&&c| c != NO_CELL).count() as u64;
+    let with_id = report.cell_ids_matched + report.cell_without_polygon;
     if cols.cell.is_empty() {
         tx.cell = cells_by_polygon(bd, &tx.x, &tx.y);
         report.cells_from_polygons = true;
+    } else if report.cell_ids_matched * 2 < with_id {
+        // The ids and the polygons are keyed differently (CosMx masks renumbered by fov):
+        // the containing polygon is the better cell.
+        tracing::warn!(
+            "{}: only {} of {with_id} transcripts with a cell id name a polygon; each \
+             transcript's cell is the polygon that contains it instead",
+            file.display(),
+            report.cell_ids_matched
+        );
+        tx.cell = cells_by_polygon(bd, &tx.x, &tx.y);
+        report.cells_from_polygons = true;
+        report.cell_ids_set_aside = with_id;
+        report.cell_without_polygon = 0;
+        report.nuclear_without_polygon = 0;
+    }
+    if opts.strict && report.nuclear_without_polygon > 0 {
+        return Err(DataError::Column {
+            path: file.to_path_buf(),
+            column: cols.cell.join(","),
+            problem: format!(
+                "{} nuclear transcripts have a cell id that names no polygon",
+                report.nuclear_without_polygon
+            ),
+        });
     }
     Ok((tx, vocab, embedding))
 }
