@@ -85,13 +85,45 @@ impl CliError {
     }
 }
 
+/// The log filter when `SEGGER_LOG` is not set.
+const DEFAULT_LOG: &str = "info";
+
+/// Drops Burn's learner records below warn unless `SEGGER_LOG` names `burn`: it logs every training
+/// step ("Iteration N") at info, thousands of lines an epoch on a whole sample, and segger's own
+/// progress lines say the same every few seconds. They come through the `log` bridge, whose
+/// events carry their real target only once normalised, so an `EnvFilter` target directive
+/// does not see them.
+struct QuietBurn;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for QuietBurn {
+    fn event_enabled(
+        &self,
+        event: &tracing::Event<'_>,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        use tracing_log::NormalizeEvent;
+        match event.normalized_metadata() {
+            Some(m) => !(m.target().starts_with("burn_train") && *m.level() > tracing::Level::WARN),
+            None => true,
+        }
+    }
+}
+
 fn init_tracing() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let asked = std::env::var("SEGGER_LOG").unwrap_or_default();
     let filter = tracing_subscriber::EnvFilter::try_from_env("SEGGER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG));
+    let quiet = (!asked.contains("burn")).then_some(QuietBurn);
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(quiet)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(false),
+        )
         .try_init();
 }
 

@@ -620,6 +620,8 @@ fn a_panel_larger_than_500_genes_trains_without_num_tx_tokens() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
+    // Burn's per-step "Iteration N" lines are filtered out of the default log.
+    assert!(!err.contains("Iteration "), "{err}");
     let cfg: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
     assert_eq!(cfg["num_tx_tokens"].as_u64(), Some(genes as u64), "{cfg}");
