@@ -90,6 +90,10 @@ struct StageRecord {
     seconds: f64,
     /// The process's peak resident memory when the stage ended (MB; Linux only).
     peak_rss_mb: Option<f64>,
+    /// Transcripts per second: kept transcripts over the stage's time (dataset), the mean of
+    /// the training epochs' rate (model), the prediction's rate (segmentation).
+    #[serde(default)]
+    transcripts_per_second: Option<f64>,
 }
 
 /// `OUT/run.json`.
@@ -239,11 +243,17 @@ pub fn run(a: SegmentArgs) -> Result<(), CliError> {
     let dataset = out.join(DATASET);
     let model_dir = a.model.clone().unwrap_or_else(|| out.join(MODEL));
 
-    let stage = |rec: &mut RunRecord, name: &str, started: Instant| -> Result<(), CliError> {
+    let stage = |rec: &mut RunRecord,
+                 name: &str,
+                 started: Instant,
+                 rate: Option<f64>|
+     -> Result<(), CliError> {
+        let seconds = started.elapsed().as_secs_f64();
         rec.completed.push(StageRecord {
             stage: name.to_string(),
-            seconds: started.elapsed().as_secs_f64(),
+            seconds,
             peak_rss_mb: peak_rss_mb(),
+            transcripts_per_second: rate,
         });
         write_record(&out, rec)
     };
@@ -271,7 +281,8 @@ pub fn run(a: SegmentArgs) -> Result<(), CliError> {
             "dataset       {} genes, tiles train {} / val {} / test {}, {} transcripts",
             s.genes, s.tiles.train, s.tiles.val, s.tiles.test, s.core_transcripts
         );
-        stage(&mut rec, DATASET, started)?;
+        let rate = s.core_transcripts as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        stage(&mut rec, DATASET, started, Some(rate))?;
     }
 
     if a.model.is_some() {
@@ -326,7 +337,10 @@ pub fn run(a: SegmentArgs) -> Result<(), CliError> {
                 r.validation_auroc
             );
         }
-        stage(&mut rec, MODEL, started)?;
+        let rate = (!s.rows.is_empty()).then(|| {
+            s.rows.iter().map(|r| r.transcripts_per_second).sum::<f64>() / s.rows.len() as f64
+        });
+        stage(&mut rec, MODEL, started, rate)?;
     }
 
     let seg_dir = out.join(SEGMENTATION);
@@ -345,7 +359,12 @@ pub fn run(a: SegmentArgs) -> Result<(), CliError> {
             code: e.exit_code(),
             error: anyhow::anyhow!(e).context("predict stage"),
         })?;
-        stage(&mut rec, SEGMENTATION, started)?;
+        stage(
+            &mut rec,
+            SEGMENTATION,
+            started,
+            Some(s.transcripts_per_second),
+        )?;
         Some(s)
     };
     print_summary(&rec, summary.as_ref(), &seg_dir, t0);
@@ -355,13 +374,18 @@ pub fn run(a: SegmentArgs) -> Result<(), CliError> {
 /// The one-screen summary: per stage time and peak memory, then the segmentation's counts.
 fn print_summary(rec: &RunRecord, s: Option<&PredictSummary>, seg_dir: &Path, t0: Instant) {
     println!();
-    println!("{:<14}{:>10}{:>16}", "stage", "seconds", "peak RSS (MB)");
+    println!(
+        "{:<14}{:>10}{:>16}{:>16}",
+        "stage", "seconds", "peak RSS (MB)", "transcripts/s"
+    );
     for st in &rec.completed {
         println!(
-            "{:<14}{:>10.1}{:>16}",
+            "{:<14}{:>10.1}{:>16}{:>16}",
             st.stage,
             st.seconds,
-            st.peak_rss_mb.map_or("-".into(), |m| format!("{m:.0}"))
+            st.peak_rss_mb.map_or("-".into(), |m| format!("{m:.0}")),
+            st.transcripts_per_second
+                .map_or("-".into(), |r| format!("{r:.0}"))
         );
     }
     if let Some(s) = s {

@@ -58,6 +58,11 @@ fn one_command_then_nothing_redone_and_other_settings_refused() {
         .map(|s| s["stage"].as_str().unwrap())
         .collect();
     assert_eq!(stages, ["dataset", "model", "segmentation"]);
+    for st in rec["completed"].as_array().unwrap() {
+        let rate = st["transcripts_per_second"].as_f64().unwrap_or(0.0);
+        assert!(rate > 100.0, "{st}");
+    }
+    assert!(log.contains("transcripts/s"), "{log}");
     assert_eq!(rec["settings"]["epochs"], 3);
     for f in [
         "dataset/dataset.json",
