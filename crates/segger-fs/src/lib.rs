@@ -464,6 +464,22 @@ impl Drop for TempDir {
 /// `HashMap`, in an order that changes from one process to the next, so that the same tensors
 /// gave files that differ in their bytes; segger's outputs are reproducible to the byte.
 pub fn sorted_safetensors_header(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    /// The value with every object's keys in sorted order, whether `serde_json` keeps maps
+    /// sorted or (with its `preserve_order` feature, which a dependency may turn on) in
+    /// insertion order.
+    fn sort_keys(v: serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Object(m) => {
+                let sorted: BTreeMap<String, serde_json::Value> =
+                    m.into_iter().map(|(k, v)| (k, sort_keys(v))).collect();
+                serde_json::Value::Object(sorted.into_iter().collect())
+            }
+            serde_json::Value::Array(a) => {
+                serde_json::Value::Array(a.into_iter().map(sort_keys).collect())
+            }
+            other => other,
+        }
+    }
     use std::collections::BTreeMap;
     let n = bytes
         .get(..8)
@@ -481,7 +497,7 @@ pub fn sorted_safetensors_header(bytes: &[u8]) -> Result<Vec<u8>, String> {
                 serde_json::from_value(v).map_err(|e| format!("safetensors metadata: {e}"))?;
             serde_json::to_value(m).map_err(|e| e.to_string())?
         } else {
-            v
+            sort_keys(v)
         };
         sorted.insert(k, v);
     }

@@ -11,6 +11,7 @@
 //!   of the unassigned transcripts, then the outputs ([`outputs`]) written to a temporary
 //!   directory and renamed into place.
 //! * [`geometry`]: convex hulls and polygon areas of cells.
+//! * [`spatialdata`]: the SpatialData store (`segger_spatialdata.zarr`) among the outputs.
 //!
 //! Per transcript, only a 32-byte record is kept between the tiles and the outputs; tiles,
 //! graphs and embeddings live for one batch.
@@ -24,6 +25,7 @@ mod model_dir;
 pub mod outputs;
 mod run;
 mod score;
+pub mod spatialdata;
 mod state;
 mod summary;
 pub mod synthetic;

@@ -7,6 +7,7 @@
 //! | `segger_adata.h5ad` | AnnData: cells × genes CSR counts, obs = cells (+ centroids), var = genes |
 //! | `segger_cell_boundaries.geojson` | a convex-hull polygon per cell (FeatureCollection) |
 //! | `segger_baysor_segmentation.csv` + `segger_baysor_polygons.json` | Baysor-style assignments and polygons for `xeniumranger import-segmentation` |
+//! | `segger_spatialdata.zarr/` | SpatialData store: points `transcripts`, shapes `cells`, table `table` ([`crate::spatialdata`]) |
 //! | `segmentation_log.json` | settings, counts, timings |
 
 use std::collections::{HashMap, HashSet};
@@ -42,6 +43,8 @@ pub const BOUNDARIES_FILE: &str = "segger_cell_boundaries.geojson";
 pub const BAYSOR_CSV_FILE: &str = "segger_baysor_segmentation.csv";
 /// Name of the Baysor-style polygons.
 pub const BAYSOR_POLYGONS_FILE: &str = "segger_baysor_polygons.json";
+/// Name of the SpatialData store (a folder).
+pub const SPATIALDATA_FILE: &str = "segger_spatialdata.zarr";
 /// Name of the log.
 pub const LOG_FILE: &str = "segmentation_log.json";
 
@@ -347,6 +350,10 @@ pub fn write_all(
                 res,
                 genes,
             )
+        }),
+        Box::new(|| {
+            crate::spatialdata::write_spatialdata(&dir.join(SPATIALDATA_FILE), res, genes)
+                .map_err(PredictError::from)
         }),
     ];
     jobs.par_iter()
@@ -666,6 +673,7 @@ pub fn write_log(
             BOUNDARIES_FILE,
             BAYSOR_CSV_FILE,
             BAYSOR_POLYGONS_FILE,
+            SPATIALDATA_FILE,
         ],
     };
     let path = dir.join(LOG_FILE);

@@ -166,6 +166,7 @@ pub const PREDICT_OUTPUT: segger_fs::OutputSpec<'static> = segger_fs::OutputSpec
         crate::outputs::BOUNDARIES_FILE,
         crate::outputs::BAYSOR_CSV_FILE,
         crate::outputs::BAYSOR_POLYGONS_FILE,
+        crate::outputs::SPATIALDATA_FILE,
         crate::outputs::LOG_FILE,
     ],
     signature: crate::outputs::LOG_FILE,
