@@ -135,11 +135,9 @@ fn train_model(
 ) -> Result<(), CliError> {
     step(3, "train the model");
     let train_dir = dataset.join("train_tiles");
-    let val_dir = ["val_tiles", "test_tiles", "train_tiles"]
-        .iter()
-        .map(|d| dataset.join(d))
-        .find(|d| d.is_dir())
-        .unwrap_or_else(|| train_dir.clone());
+    // Without a validation split (dataset.json counts none), training validates on the
+    // training tiles, as `segger train` does.
+    let val_dir = dataset.join("val_tiles");
     let cfg = TrainConfig {
         train_dir,
         val_dir,

@@ -304,12 +304,10 @@ pub fn run(a: SegmentArgs) -> Result<(), CliError> {
                 info.tiles.train + info.tiles.val + info.tiles.test
             )));
         }
-        // A sample too small for a validation split validates on its training tiles.
-        let val = ["val_tiles", "test_tiles", "train_tiles"]
-            .iter()
-            .map(|d| dataset.join(d))
-            .find(|d| d.join("processed").is_dir())
-            .unwrap_or_else(|| dataset.join("train_tiles"));
+        // A sample too small for a validation split validates on its training tiles: train
+        // falls back to them when dataset.json counts no validation tile, as `segger train`
+        // does.
+        let val = dataset.join("val_tiles");
         let mut cfg = TrainConfig::new(
             dataset.join("train_tiles"),
             val,
