@@ -142,7 +142,7 @@ impl CreateOptions {
         if let Some(sc) = self.raw.scale {
             if !(sc > 0.0 && sc <= 1000.0) {
                 return Err(format!(
-                    "--scale must be in (0, 1000] µm per input unit, got {sc}"
+                    "--scale (--pixel_size) must be in (0, 1000] µm per input unit, got {sc}"
                 ));
             }
         }
