@@ -430,37 +430,48 @@ fn write_transcripts(path: &Path, res: &Resolved, genes: &[String]) -> Result<()
         let xs = Float32Array::from_iter_values(chunk.iter().map(|r| r.x));
         let ys = Float32Array::from_iter_values(chunk.iter().map(|r| r.y));
         let mut zs = Float32Builder::with_capacity(chunk.len());
-        let mut scores = Float32Builder::with_capacity(chunk.len());
         let mut feat = StringBuilder::with_capacity(chunk.len(), chunk.len() * 8);
-        let mut cell = StringBuilder::with_capacity(chunk.len(), chunk.len() * 12);
-        let mut assigned = BooleanBuilder::with_capacity(chunk.len());
         for r in chunk {
             zs.append_option((!r.z.is_nan()).then_some(r.z));
-            scores.append_option((!r.score.is_nan()).then_some(r.score));
             feat.append_option(genes.get(r.gene as usize));
-            if r.cell == NO_CELL {
-                cell.append_null();
-                assigned.append_value(false);
-            } else {
-                cell.append_value(&res.cell_ids[r.cell as usize]);
-                assigned.append_value(res.cell_kinds[r.cell as usize] == CellKind::Boundary);
-            }
         }
-        let cols: Vec<ArrayRef> = vec![
+        let mut cols: Vec<ArrayRef> = vec![
             Arc::new(ids),
             Arc::new(xs),
             Arc::new(ys),
             Arc::new(zs.finish()),
             Arc::new(feat.finish()),
-            Arc::new(cell.finish()),
-            Arc::new(scores.finish()),
-            Arc::new(assigned.finish()),
         ];
+        cols.extend(assignment_columns(chunk, res));
         let batch = RecordBatch::try_new(Arc::clone(&schema), cols).map_err(|e| rt(path, e))?;
         w.write(&batch).map_err(|e| rt(path, e))?;
     }
     w.close().map_err(|e| rt(path, e))?;
     Ok(())
+}
+
+/// The assignment of each record as the three columns every transcript table carries:
+/// `segger_cell_id` (null when unassigned), `score` (null when not scored) and `assigned`
+/// (true when the cell is a boundary, false for a new cell or none).
+pub(crate) fn assignment_columns(chunk: &[TxRecord], res: &Resolved) -> [ArrayRef; 3] {
+    let mut cell = StringBuilder::with_capacity(chunk.len(), chunk.len() * 12);
+    let mut score = Float32Builder::with_capacity(chunk.len());
+    let mut assigned = BooleanBuilder::with_capacity(chunk.len());
+    for r in chunk {
+        score.append_option((!r.score.is_nan()).then_some(r.score));
+        if r.cell == NO_CELL {
+            cell.append_null();
+            assigned.append_value(false);
+        } else {
+            cell.append_value(&res.cell_ids[r.cell as usize]);
+            assigned.append_value(res.cell_kinds[r.cell as usize] == CellKind::Boundary);
+        }
+    }
+    [
+        Arc::new(cell.finish()),
+        Arc::new(score.finish()),
+        Arc::new(assigned.finish()),
+    ]
 }
 
 fn kind_name(k: CellKind) -> &'static str {

@@ -7,7 +7,7 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow_array::builder::{BinaryBuilder, BooleanBuilder, Float32Builder, StringBuilder};
+use arrow_array::builder::BinaryBuilder;
 use arrow_array::types::Int32Type;
 use arrow_array::{
     ArrayRef, DictionaryArray, Float32Array, Int32Array, Int64Array, RecordBatch, StringArray,
@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use super::{element_attrs, io, SpatialDataError, Zarr};
 use super::{FEATURE_KEY, POINTS_CELL_KEY, POINTS_ELEMENT, SHAPES_ELEMENT};
 use crate::outputs::Resolved;
-use crate::state::{CellKind, TxRecord, NO_CELL};
+use crate::state::TxRecord;
 
 /// Points element format.
 const POINTS_FORMAT: &str = "0.2";
@@ -148,22 +148,7 @@ fn points_batch(
     cols.push(Arc::new(Int64Array::from_iter_values(
         chunk.iter().map(|r| r.id),
     )));
-    let mut cell = StringBuilder::with_capacity(chunk.len(), chunk.len() * 12);
-    let mut score = Float32Builder::with_capacity(chunk.len());
-    let mut assigned = BooleanBuilder::with_capacity(chunk.len());
-    for r in chunk {
-        score.append_option((!r.score.is_nan()).then_some(r.score));
-        if r.cell == NO_CELL {
-            cell.append_null();
-            assigned.append_value(false);
-        } else {
-            cell.append_value(&res.cell_ids[r.cell as usize]);
-            assigned.append_value(res.cell_kinds[r.cell as usize] == CellKind::Boundary);
-        }
-    }
-    cols.push(Arc::new(cell.finish()));
-    cols.push(Arc::new(score.finish()));
-    cols.push(Arc::new(assigned.finish()));
+    cols.extend(crate::outputs::assignment_columns(chunk, res));
     let rows = start as i64..(start + chunk.len()) as i64;
     cols.push(Arc::new(Int64Array::from_iter_values(rows)));
     RecordBatch::try_new(Arc::clone(schema), cols)
