@@ -2,7 +2,8 @@
 """Cell-type veto and typed components after `segger predict`, on a simulated sample.
 
 An analysis, not part of the product: it measures how far knowing each transcript's cell type
-would take the assignment (docs/accuracy.md, "Tried and left out").
+would take the assignment (docs/accuracy.md, "Cell types"); `segger predict --cell_types K`
+is the product's version of the estimated types.
 
 Steps, on the transcripts that dataset creation keeps (qv >= 20, no control probes):
 1. Types: with `--types oracle`, the simulator's true cell type (background transcripts get

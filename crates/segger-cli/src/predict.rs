@@ -91,6 +91,12 @@ pub struct PredictArgs {
         default_value_t = 5
     )]
     pub min_transcripts: usize,
+    /// Cell-type stage (0 = off): K expression types from each transcript's 10 nearest
+    /// neighbours; a transcript whose boundary is clearly of another type leaves it, and the
+    /// new cells are linked within one type and cut to the typical cell size, replacing
+    /// --use_cc's components (docs/prediction.md). 0–256.
+    #[arg(long = "cell_types", alias = "cell-types", default_value_t = 0)]
+    pub cell_types: usize,
     /// Backend: cpu, wgpu, cuda or auto (cuda when built in and present, else cpu).
     #[arg(long, value_enum, ignore_case = true, default_value = "auto")]
     pub accelerator: AcceleratorArg,
@@ -155,6 +161,7 @@ pub fn run(a: PredictArgs) -> Result<(), CliError> {
     cfg.k_tx = a.k_tx;
     cfg.dist_tx = a.dist_tx;
     cfg.min_transcripts = a.min_transcripts;
+    cfg.cell_types = a.cell_types;
     cfg.accelerator = a.accelerator.into();
     cfg.batch_size = a.batch_size;
     cfg.num_workers = a.num_workers;
@@ -191,6 +198,12 @@ pub fn run(a: PredictArgs) -> Result<(), CliError> {
         "  per cell   median {} transcripts (quartiles {} / {})",
         s.transcripts_per_cell.median, s.transcripts_per_cell.q1, s.transcripts_per_cell.q3
     );
+    if let Some(t) = &s.cell_types {
+        println!(
+            "  types      {} (transcripts per type {:?}); {} left a boundary of another type; {} new cells of about {} transcripts",
+            t.types, t.per_type, t.vetoed, t.new_cells, t.typical_size
+        );
+    }
     if s.ids_merged > 0 {
         println!(
             "  merged     {} transcripts shared their id with another (--duplicate_ids merge) and are not in the output",

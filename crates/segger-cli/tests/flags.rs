@@ -57,6 +57,7 @@ const PREDICT: &[&str] = &[
     "k_tx",
     "dist_tx",
     "min_transcripts",
+    "cell_types",
     "batch_size",
     "num_workers",
 ];

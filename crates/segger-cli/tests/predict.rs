@@ -369,6 +369,9 @@ fn bad_inputs_get_clear_errors_and_write_nothing() {
     ] {
         expect(predict(&good, &data, &out, &[v]), "--distance_scale");
     }
+    for v in ["--cell_types=1", "--cell_types=257"] {
+        expect(predict(&good, &data, &out, &[v]), "--cell_types");
+    }
     // A model directory whose calibration.json is broken is refused, naming the file.
     let broken = model_dir(
         &tmp.path().join("broken_cal"),
@@ -387,6 +390,20 @@ fn bad_inputs_get_clear_errors_and_write_nothing() {
             .len(),
         sample.transcripts
     );
+    // With the cell-type stage, every transcript is still written once.
+    let typed = tmp.path().join("typed");
+    let o = predict(
+        &good,
+        &data.join("test_tiles"),
+        &typed,
+        &["--cell_types", "3"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("types      3"));
+    let mut ids = read_transcripts(&typed.join("segger_transcripts.parquet")).ids;
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), sample.transcripts);
 }
 
 #[test]

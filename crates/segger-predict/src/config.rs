@@ -52,6 +52,9 @@ pub struct PredictConfig {
     pub dist_tx: f32,
     /// Smallest component kept as a cell (`use_cc`).
     pub min_transcripts: usize,
+    /// Number of cell types for the cell-type stage ([`crate::cell_types`]); 0 turns it off.
+    /// When on, it replaces the components of `use_cc`.
+    pub cell_types: usize,
     /// Backend.
     pub accelerator: Accelerator,
     /// Tiles per forward pass.
@@ -101,6 +104,7 @@ impl PredictConfig {
             k_tx: 10,
             dist_tx: 1.5,
             min_transcripts: 5,
+            cell_types: 0,
             accelerator: Accelerator::Auto,
             batch_size: 1,
             num_workers: 2,

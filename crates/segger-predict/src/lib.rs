@@ -10,6 +10,7 @@
 //!   candidates, margins resolved (each transcript exactly once), optional connected components
 //!   of the unassigned transcripts, then the outputs ([`outputs`]) written to a temporary
 //!   directory and renamed into place.
+//! * [`cell_types`]: the optional cell-type stage (`--cell_types K`).
 //! * [`geometry`]: convex hulls and polygon areas of cells.
 //! * [`spatialdata`]: the SpatialData store (`segger_spatialdata.zarr`) among the outputs.
 //!
@@ -17,6 +18,7 @@
 //! graphs and embeddings live for one batch.
 #![warn(missing_docs)]
 
+pub mod cell_types;
 mod config;
 pub mod geometry;
 mod h5ad;

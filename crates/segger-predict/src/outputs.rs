@@ -86,6 +86,8 @@ pub struct Resolved {
     pub merged: usize,
     /// Components below `min_transcripts`.
     pub components_dropped: usize,
+    /// What the cell-type stage did (`cell_types` > 0).
+    pub cell_types: Option<crate::cell_types::TypeStats>,
     /// Tiles predicted.
     pub tiles: usize,
 }
@@ -135,6 +137,7 @@ pub fn resolve(col: Collected, cfg: &PredictConfig) -> Result<Resolved, PredictE
         mut records,
         mut cells,
         links,
+        mut near,
         boundary_ids,
         tiles,
         ..
@@ -163,7 +166,17 @@ pub fn resolve(col: Collected, cfg: &PredictConfig) -> Result<Resolved, PredictE
         );
     }
 
-    let components_dropped = if cfg.use_cc && !links.is_empty() {
+    let cell_types = (cfg.cell_types > 0).then(|| {
+        let prefix = component_prefix(&boundary_ids);
+        let mut next = 0usize;
+        near.par_sort_unstable();
+        near.dedup();
+        crate::cell_types::apply(&mut records, &mut cells, &near, cfg.cell_types, || {
+            next += 1;
+            format!("{prefix}{next}")
+        })
+    });
+    let components_dropped = if cell_types.is_none() && cfg.use_cc && !links.is_empty() {
         join_components(
             &mut records,
             &links,
@@ -184,6 +197,7 @@ pub fn resolve(col: Collected, cfg: &PredictConfig) -> Result<Resolved, PredictE
         duplicates,
         merged,
         components_dropped,
+        cell_types,
         tiles,
     })
 }
@@ -392,6 +406,7 @@ pub fn write_all(
         boundary_cells: res.cell_ids.len() - component_cells,
         component_cells,
         components_dropped: res.components_dropped,
+        cell_types: res.cell_types.clone(),
         transcripts_per_cell: Quartiles::of_sorted(&per_cell),
         duplicates_resolved: res.duplicates,
         ids_merged: res.merged,
@@ -671,6 +686,7 @@ pub fn write_log(
             "boundary_cells": s.boundary_cells,
             "component_cells": s.component_cells,
             "components_dropped": s.components_dropped,
+            "cell_types": s.cell_types,
             "transcripts_per_cell": s.transcripts_per_cell,
             "duplicates_resolved": s.duplicates_resolved,
             "ids_merged": s.ids_merged,

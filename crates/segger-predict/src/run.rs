@@ -128,6 +128,12 @@ fn check_flags(cfg: &PredictConfig) -> Result<(), PredictError> {
             cfg.reach
         ));
     }
+    if cfg.cell_types == 1 || cfg.cell_types > 256 {
+        return bad(format!(
+            "--cell_types must be 0 (off) or between 2 and 256, got {}",
+            cfg.cell_types
+        ));
+    }
     if !(cfg.distance_scale.is_finite() && cfg.distance_scale >= 0.0) {
         return bad(format!(
             "--distance_scale must be a finite number ≥ 0, got {}",
@@ -394,6 +400,7 @@ fn collect<B: GatBackend>(
                     rec
                 }));
                 col.links.extend(r.links);
+                col.near.extend(r.near);
                 col.tiles += 1;
                 col.nodes_seen += batch.tx_ptr[t + 1] - batch.tx_ptr[t];
             }

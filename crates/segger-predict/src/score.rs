@@ -14,6 +14,9 @@ use crate::{PredictConfig, PredictError};
 pub(crate) struct TileResult {
     pub records: Vec<TxRecord>,
     pub links: Vec<(i64, i64)>,
+    /// Ids of the core transcripts within the inner reach of their chosen boundary (kept only
+    /// for the cell-type stage, which never takes them from it).
+    pub near: Vec<i64>,
 }
 
 fn sigmoid(s: f32) -> f32 {
@@ -297,7 +300,21 @@ pub(crate) fn score_tile(
     } else {
         Vec::new()
     };
-    Ok(TileResult { records, links })
+    let near = if cfg.cell_types > 0 {
+        tile.core
+            .iter()
+            .zip(&near_chosen)
+            .filter(|&(_, &n)| n)
+            .map(|(&i, _)| tile.ids[i])
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(TileResult {
+        records,
+        links,
+        near,
+    })
 }
 
 /// The pairs of `cand` (scored transcript, boundary) within reach, with their ranking and

@@ -90,6 +90,9 @@ pub struct Collected {
     /// Links `(transcript id, transcript id)` between an unassigned transcript and a
     /// neighbour it is similar to (`--use_cc`).
     pub links: Vec<(i64, i64)>,
+    /// Ids of transcripts within the inner reach of their chosen boundary (cell-type stage
+    /// only; empty otherwise).
+    pub near: Vec<i64>,
     /// Every boundary id seen in any tile (new component ids must avoid them).
     pub boundary_ids: HashSet<String>,
     /// Tiles processed.

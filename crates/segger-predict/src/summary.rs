@@ -87,6 +87,8 @@ pub struct PredictSummary {
     pub component_cells: usize,
     /// Components dropped for having fewer than `min_transcripts` transcripts.
     pub components_dropped: usize,
+    /// What the cell-type stage did (`--cell_types`), when on.
+    pub cell_types: Option<crate::cell_types::TypeStats>,
     /// Transcripts per cell.
     pub transcripts_per_cell: Quartiles,
     /// Transcripts that more than one tile decided (tiles without core bounds, or overlapping

@@ -1,0 +1,525 @@
+//! Cell types after assignment (`predict --cell_types K`): each transcript gets one of K
+//! expression types from its neighbourhood; a transcript whose type is clearly not its
+//! boundary's leaves it; new cells are linked only between transcripts of one type and cut to
+//! the sample's typical cell size.
+//!
+//! 1. Neighbourhood: the genes of each transcript's `NEIGHBOURS` nearest transcripts in x-y,
+//!    itself included (`segger_graph::knn::knn_same`).
+//! 2. Types: k-means of the neighbourhood compositions (gene shares) into K, from k-means++
+//!    seeds, the best of `RESTARTS` starts (least inertia), fitted on an even sample of at
+//!    most `KMEANS_SAMPLE` transcripts; then `REFINE` rounds of a
+//!    multinomial naive Bayes: each type's gene profile from the transcripts it holds (+1
+//!    pseudo-count), each transcript's type the one maximising the log-likelihood of its
+//!    neighbourhood's genes plus `OWN_WEIGHT` times its own gene's.
+//! 3. A boundary's type is the most common type among its transcripts. A transcript whose
+//!    boundary's type is worse than its own by more than `MARGIN` nats is unassigned, unless
+//!    it lies within the inner reach of the boundary (`--inner_reach` equivalent radii of its
+//!    centroid: the nucleus and its rim).
+//! 4. Unassigned transcripts of one type within `LINK` µm are joined; a component of at least
+//!    `MIN_COMPONENT` transcripts becomes round(size / typical) cells (k-means in x-y), the
+//!    typical size being the median transcript count of the boundaries' cells.
+//!
+//! Measured on simulated tissue in docs/accuracy.md ("Cell types").
+
+use std::collections::HashMap;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use segger_graph::knn::{knn_same, KnnParams};
+
+use crate::state::{CellKind, CellTable, TxRecord, UnionFind, NO_CELL, NO_GENE};
+
+/// Transcripts in a neighbourhood (the transcript itself included).
+pub const NEIGHBOURS: usize = 10;
+/// k-means starts; the one with the least inertia is kept.
+pub const RESTARTS: u64 = 10;
+/// Lloyd iterations per start.
+const ITERATIONS: usize = 60;
+/// Transcripts k-means is fitted on (an even sample of the sample).
+pub const KMEANS_SAMPLE: usize = 200_000;
+/// Naive-Bayes rounds after k-means.
+pub const REFINE: usize = 5;
+/// Weight of a transcript's own gene against its neighbourhood's.
+pub const OWN_WEIGHT: f32 = 5.0;
+/// Log-likelihood (nats) by which a boundary's type must lose to unassign a transcript.
+pub const MARGIN: f32 = 3.0;
+/// Largest link between two unassigned transcripts of one type (µm, x-y).
+pub const LINK: f32 = 2.5;
+/// Smallest component that becomes cells.
+pub const MIN_COMPONENT: usize = 10;
+/// Links searched per transcript.
+const LINK_NEIGHBOURS: usize = 32;
+
+/// What the stage did.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct TypeStats {
+    /// Number of types.
+    pub types: usize,
+    /// Transcripts per type.
+    pub per_type: Vec<usize>,
+    /// Transcripts taken back from their boundary.
+    pub vetoed: usize,
+    /// New cells made from the typed components.
+    pub new_cells: usize,
+    /// The typical cell size (transcripts) the components were cut to.
+    pub typical_size: usize,
+}
+
+/// Per-transcript neighbourhood genes (`NEIGHBOURS` per row, gene ids) of `records`.
+fn neighbourhoods(records: &[TxRecord], genes: &[u32]) -> Vec<u32> {
+    let pts: Vec<f32> = records.iter().flat_map(|r| [r.x, r.y]).collect();
+    let params = KnnParams {
+        k: NEIGHBOURS,
+        radius: f32::MAX,
+        keep_self: true,
+    };
+    let e = knn_same(&pts, 2, params).expect("2-D points");
+    let mut rows = vec![Vec::with_capacity(NEIGHBOURS); records.len()];
+    for (&s, &d) in e.src.iter().zip(&e.dst) {
+        rows[s as usize].push(genes[d as usize]);
+    }
+    let mut out = Vec::with_capacity(records.len() * NEIGHBOURS);
+    for (i, row) in rows.into_iter().enumerate() {
+        // fewer points than NEIGHBOURS: the row is padded with the transcript's own gene
+        for k in 0..NEIGHBOURS {
+            out.push(row.get(k).copied().unwrap_or(genes[i]));
+        }
+    }
+    out
+}
+
+/// Squared distance between a neighbourhood's composition and a dense centre, given the
+/// centre's squared norm: |v|² − 2 v·c + |c|².
+fn sq_dist(nb: &[u32], norm_v: f32, centre: &[f32], norm_c: f32) -> f32 {
+    let w = 1.0 / NEIGHBOURS as f32;
+    let dot: f32 = nb.iter().map(|&g| centre[g as usize] * w).sum();
+    (norm_v - 2.0 * dot + norm_c).max(0.0)
+}
+
+fn composition_norm(nb: &[u32]) -> f32 {
+    let mut counts: HashMap<u32, u32> = HashMap::new();
+    for &g in nb {
+        *counts.entry(g).or_default() += 1;
+    }
+    let w = 1.0 / NEIGHBOURS as f32;
+    counts.values().map(|&c| (c as f32 * w).powi(2)).sum()
+}
+
+fn dense(nb: &[u32], n_genes: usize) -> Vec<f32> {
+    let mut v = vec![0.0; n_genes];
+    for &g in nb {
+        v[g as usize] += 1.0 / NEIGHBOURS as f32;
+    }
+    v
+}
+
+/// k-means of the compositions into `k`: (labels, inertia).
+fn kmeans_start(
+    nbs: &[u32],
+    norms: &[f32],
+    n_genes: usize,
+    k: usize,
+    seed: u64,
+) -> (Vec<u16>, f64) {
+    let n = norms.len();
+    let row = |i: usize| &nbs[i * NEIGHBOURS..(i + 1) * NEIGHBOURS];
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut centres: Vec<Vec<f32>> = vec![dense(row(rng.random_range(0..n)), n_genes)];
+    let mut best_d: Vec<f32> = vec![f32::INFINITY; n];
+    while centres.len() < k {
+        let c = centres.last().expect("one centre");
+        let nc: f32 = c.iter().map(|x| x * x).sum();
+        best_d
+            .par_iter_mut()
+            .enumerate()
+            .for_each(|(i, d)| *d = d.min(sq_dist(row(i), norms[i], c, nc)));
+        let total: f64 = best_d.iter().map(|&d| d as f64).sum();
+        let pick = if total > 0.0 {
+            let mut t = rng.random::<f64>() * total;
+            let mut pick = n - 1;
+            for (i, &d) in best_d.iter().enumerate() {
+                t -= d as f64;
+                if t <= 0.0 {
+                    pick = i;
+                    break;
+                }
+            }
+            pick
+        } else {
+            rng.random_range(0..n)
+        };
+        centres.push(dense(row(pick), n_genes));
+    }
+    let mut labels = vec![0u16; n];
+    let mut inertia = 0.0;
+    for _ in 0..ITERATIONS {
+        let norms_c: Vec<f32> = centres
+            .iter()
+            .map(|c| c.iter().map(|x| x * x).sum())
+            .collect();
+        let assigned: Vec<(u16, f32)> = (0..n)
+            .into_par_iter()
+            .map(|i| {
+                let mut best = (0u16, f32::INFINITY);
+                for (q, c) in centres.iter().enumerate() {
+                    let d = sq_dist(row(i), norms[i], c, norms_c[q]);
+                    if d < best.1 {
+                        best = (q as u16, d);
+                    }
+                }
+                best
+            })
+            .collect();
+        inertia = assigned.iter().map(|&(_, d)| d as f64).sum();
+        let changed = assigned.iter().zip(&labels).any(|(&(a, _), &b)| a != b);
+        for (l, &(a, _)) in labels.iter_mut().zip(&assigned) {
+            *l = a;
+        }
+        let mut sums = vec![vec![0.0f32; n_genes]; k];
+        let mut counts = vec![0usize; k];
+        for (i, &l) in labels.iter().enumerate() {
+            let q = l as usize;
+            counts[q] += 1;
+            for &g in row(i) {
+                sums[q][g as usize] += 1.0 / NEIGHBOURS as f32;
+            }
+        }
+        for q in 0..k {
+            if counts[q] > 0 {
+                centres[q] = sums[q].iter().map(|s| s / counts[q] as f32).collect();
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    (labels, inertia)
+}
+
+/// Each type's log gene profile from the transcripts it holds (+1 pseudo-count).
+fn log_profiles(labels: &[u16], genes: &[u32], k: usize, n_genes: usize) -> Vec<Vec<f32>> {
+    let mut counts = vec![vec![1.0f64; n_genes]; k];
+    for (&l, &g) in labels.iter().zip(genes) {
+        counts[l as usize][g as usize] += 1.0;
+    }
+    counts
+        .into_iter()
+        .map(|c| {
+            let total: f64 = c.iter().sum();
+            c.iter().map(|x| (x / total).ln() as f32).collect()
+        })
+        .collect()
+}
+
+/// Log-likelihood of transcript `i` under each type: its neighbourhood's genes plus
+/// `OWN_WEIGHT` times its own.
+fn log_likelihood(nb: &[u32], own: u32, logp: &[Vec<f32>]) -> Vec<f32> {
+    logp.iter()
+        .map(|lp| nb.iter().map(|&g| lp[g as usize]).sum::<f32>() + OWN_WEIGHT * lp[own as usize])
+        .collect()
+}
+
+/// Assigns types, takes back transcripts whose boundary is of another type (never those whose
+/// id is in `protected`, sorted: the nucleus and its rim), and replaces the component cells
+/// with typed components. `records` keep their order; new cells are added to
+/// `cells` with ids from `next_id`. Transcripts without a gene keep their assignment and take
+/// no part.
+pub fn apply(
+    records: &mut [TxRecord],
+    cells: &mut CellTable,
+    protected: &[i64],
+    k: usize,
+    mut next_id: impl FnMut() -> String,
+) -> TypeStats {
+    let idx: Vec<usize> = (0..records.len())
+        .filter(|&i| records[i].gene != NO_GENE)
+        .collect();
+    let n = idx.len();
+    if k < 2 || n < k.max(NEIGHBOURS) {
+        return TypeStats {
+            types: k,
+            ..TypeStats::default()
+        };
+    }
+    let sub: Vec<TxRecord> = idx.iter().map(|&i| records[i]).collect();
+    let genes: Vec<u32> = sub.iter().map(|r| r.gene).collect();
+    let n_genes = genes.iter().copied().max().unwrap_or(0) as usize + 1;
+    let nbs = neighbourhoods(&sub, &genes);
+    let row = |i: usize| &nbs[i * NEIGHBOURS..(i + 1) * NEIGHBOURS];
+    let norms: Vec<f32> = (0..n)
+        .into_par_iter()
+        .map(|i| composition_norm(row(i)))
+        .collect();
+    // k-means on an even sample of at most KMEANS_SAMPLE transcripts; the naive-Bayes rounds
+    // then type every transcript
+    let step = n.div_ceil(KMEANS_SAMPLE);
+    let sample: Vec<usize> = (0..n).step_by(step).collect();
+    let s_nbs: Vec<u32> = sample
+        .iter()
+        .flat_map(|&i| row(i).iter().copied())
+        .collect();
+    let s_norms: Vec<f32> = sample.iter().map(|&i| norms[i]).collect();
+    let s_genes: Vec<u32> = sample.iter().map(|&i| genes[i]).collect();
+    let (s_labels, _) = (0..RESTARTS)
+        .map(|s| kmeans_start(&s_nbs, &s_norms, n_genes, k, s))
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .expect("at least one start");
+    let mut logp = log_profiles(&s_labels, &s_genes, k, n_genes);
+    let mut labels = vec![0u16; n];
+    for _ in 0..REFINE {
+        labels = (0..n)
+            .into_par_iter()
+            .map(|i| {
+                let ll = log_likelihood(row(i), genes[i], &logp);
+                let best = (0..k)
+                    .max_by(|&a, &b| ll[a].total_cmp(&ll[b]))
+                    .expect("k ≥ 2");
+                best as u16
+            })
+            .collect();
+        logp = log_profiles(&labels, &genes, k, n_genes);
+    }
+    let mut per_type = vec![0usize; k];
+    for &l in &labels {
+        per_type[l as usize] += 1;
+    }
+
+    // the type of each boundary cell: the most common among its transcripts
+    let mut votes: HashMap<u32, Vec<usize>> = HashMap::new();
+    for (j, r) in sub.iter().enumerate() {
+        if r.cell != NO_CELL && cells.kinds[r.cell as usize] == CellKind::Boundary {
+            votes.entry(r.cell).or_insert_with(|| vec![0; k])[labels[j] as usize] += 1;
+        }
+    }
+    let cell_type: HashMap<u32, usize> = votes
+        .iter()
+        .map(|(&c, v)| {
+            let best = (0..k)
+                .max_by_key(|&q| (v[q], std::cmp::Reverse(q)))
+                .expect("k ≥ 2");
+            (c, best)
+        })
+        .collect();
+    let mut sizes: Vec<usize> = votes.values().map(|v| v.iter().sum()).collect();
+    sizes.sort_unstable();
+    let typical = sizes.get(sizes.len() / 2).copied().unwrap_or(1).max(1);
+
+    let mut vetoed = 0;
+    let mut free = vec![false; n];
+    for j in 0..n {
+        let c = sub[j].cell;
+        let keep = if c == NO_CELL || cells.kinds[c as usize] == CellKind::Component {
+            false
+        } else if protected.binary_search(&sub[j].id).is_ok() {
+            true
+        } else {
+            let ct = cell_type[&c];
+            if ct == labels[j] as usize {
+                true
+            } else {
+                let ll = log_likelihood(row(j), genes[j], &logp);
+                let lose = ll[labels[j] as usize] - ll[ct] > MARGIN;
+                vetoed += usize::from(lose);
+                !lose
+            }
+        };
+        if !keep {
+            free[j] = true;
+            records[idx[j]].cell = NO_CELL;
+        }
+    }
+
+    // typed components of the free transcripts
+    let fidx: Vec<usize> = (0..n).filter(|&j| free[j]).collect();
+    let pts: Vec<f32> = fidx.iter().flat_map(|&j| [sub[j].x, sub[j].y]).collect();
+    let mut uf = UnionFind::new(fidx.len());
+    if fidx.len() > 1 {
+        let e = knn_same(&pts, 2, KnnParams::new(LINK_NEIGHBOURS, LINK)).expect("2-D points");
+        for (&a, &b) in e.src.iter().zip(&e.dst) {
+            if labels[fidx[a as usize]] == labels[fidx[b as usize]] {
+                uf.union(a as u32, b as u32);
+            }
+        }
+    }
+    let mut members: HashMap<u32, Vec<usize>> = HashMap::new();
+    for f in 0..fidx.len() {
+        members.entry(uf.find(f as u32)).or_default().push(f);
+    }
+    let mut comps: Vec<Vec<usize>> = members
+        .into_values()
+        .filter(|m| m.len() >= MIN_COMPONENT)
+        .collect();
+    // deterministic order: by the smallest member
+    comps.sort_by_key(|m| m[0]);
+    let mut new_cells = 0;
+    for m in comps {
+        let parts = ((m.len() as f64 / typical as f64).round() as usize).max(1);
+        let xy: Vec<[f32; 2]> = m.iter().map(|&f| [pts[2 * f], pts[2 * f + 1]]).collect();
+        let part = if parts == 1 {
+            vec![0usize; m.len()]
+        } else {
+            split_xy(&xy, parts)
+        };
+        let ids: Vec<u32> = (0..parts)
+            .map(|_| cells.push_component(next_id()))
+            .collect();
+        let mut used = vec![false; parts];
+        for (&f, &p) in m.iter().zip(&part) {
+            records[idx[fidx[f]]].cell = ids[p];
+            used[p] = true;
+        }
+        new_cells += used.iter().filter(|&&u| u).count();
+    }
+    TypeStats {
+        types: k,
+        per_type,
+        vetoed,
+        new_cells,
+        typical_size: typical,
+    }
+}
+
+/// k-means in x-y into `parts` groups, seeded by the farthest-point rule from the first point
+/// (deterministic): each point's group.
+fn split_xy(xy: &[[f32; 2]], parts: usize) -> Vec<usize> {
+    let d2 = |a: [f32; 2], b: [f32; 2]| (a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2);
+    let mut centres = vec![xy[0]];
+    while centres.len() < parts {
+        let far = (0..xy.len())
+            .max_by(|&a, &b| {
+                let da = centres
+                    .iter()
+                    .map(|&c| d2(xy[a], c))
+                    .fold(f32::INFINITY, f32::min);
+                let db = centres
+                    .iter()
+                    .map(|&c| d2(xy[b], c))
+                    .fold(f32::INFINITY, f32::min);
+                da.total_cmp(&db)
+            })
+            .expect("points");
+        centres.push(xy[far]);
+    }
+    let mut label = vec![0usize; xy.len()];
+    for _ in 0..30 {
+        for (l, &p) in label.iter_mut().zip(xy) {
+            *l = (0..parts)
+                .min_by(|&a, &b| d2(p, centres[a]).total_cmp(&d2(p, centres[b])))
+                .expect("parts ≥ 1");
+        }
+        let mut sum = vec![[0.0f64; 3]; parts];
+        for (&l, p) in label.iter().zip(xy) {
+            sum[l][0] += p[0] as f64;
+            sum[l][1] += p[1] as f64;
+            sum[l][2] += 1.0;
+        }
+        for (c, s) in centres.iter_mut().zip(&sum) {
+            if s[2] > 0.0 {
+                *c = [(s[0] / s[2]) as f32, (s[1] / s[2]) as f32];
+            }
+        }
+    }
+    label
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: i64, x: f32, y: f32, gene: u32, cell: u32) -> TxRecord {
+        TxRecord {
+            id,
+            x,
+            y,
+            z: f32::NAN,
+            gene,
+            cell,
+            score: 0.9,
+        }
+    }
+
+    /// Two cells side by side, one of genes 0-4 (144 transcripts), one of genes 5-9 (96); a
+    /// nucleus at the left took every transcript.
+    fn two_cells() -> (Vec<TxRecord>, CellTable, u32) {
+        let mut cells = CellTable::default();
+        let nucleus = cells.intern("left");
+        let mut records = Vec::new();
+        let mut id = 0;
+        for half in 0..2u32 {
+            for i in 0..12 {
+                for j in 0..(12 - 4 * half) {
+                    let x = half as f32 * 14.0 + i as f32;
+                    let gene = half * 5 + (i * 7 + j * 3) % 5;
+                    records.push(rec(id, x, j as f32, gene, nucleus));
+                    id += 1;
+                }
+            }
+        }
+        (records, cells, nucleus)
+    }
+
+    /// The right cell leaves the nucleus and becomes one new cell.
+    #[test]
+    fn a_cell_of_another_type_leaves_the_boundary_and_becomes_a_new_cell() {
+        let (mut records, mut cells, nucleus) = two_cells();
+        let mut next = 0;
+        let stats = apply(&mut records, &mut cells, &[], 2, || {
+            next += 1;
+            format!("new-{next}")
+        });
+        assert_eq!(stats.per_type.iter().sum::<usize>(), 240);
+        assert_eq!(stats.vetoed, 96, "{stats:?}");
+        // typical size 240 (one boundary cell) → the 96 freed transcripts make one cell
+        assert_eq!(stats.new_cells, 1);
+        let left = records.iter().filter(|r| r.x < 12.0);
+        assert!(left.clone().all(|r| r.cell == nucleus));
+        let right: Vec<u32> = records
+            .iter()
+            .filter(|r| r.x >= 12.0)
+            .map(|r| r.cell)
+            .collect();
+        assert!(right
+            .iter()
+            .all(|&c| c == right[0] && c != nucleus && c != NO_CELL));
+        assert_eq!(cells.ids[right[0] as usize], "new-1");
+    }
+
+    /// Transcripts within the inner reach stay with their boundary whatever their type.
+    #[test]
+    fn protected_transcripts_stay() {
+        let (mut records, mut cells, nucleus) = two_cells();
+        let mut protected: Vec<i64> = records
+            .iter()
+            .filter(|r| r.x >= 20.0)
+            .map(|r| r.id)
+            .collect();
+        protected.sort_unstable();
+        let stats = apply(&mut records, &mut cells, &protected, 2, || "new".into());
+        assert_eq!(stats.vetoed, 96 - protected.len(), "{stats:?}");
+        assert!(records
+            .iter()
+            .filter(|r| r.x >= 20.0)
+            .all(|r| r.cell == nucleus));
+        assert!(records
+            .iter()
+            .filter(|r| r.x >= 12.0 && r.x < 20.0)
+            .all(|r| r.cell != nucleus));
+    }
+
+    #[test]
+    fn a_large_component_is_cut_to_the_typical_size() {
+        let xy: Vec<[f32; 2]> = (0..40)
+            .map(|i| {
+                [
+                    if i < 20 { 0.0 } else { 30.0 } + (i % 5) as f32,
+                    (i % 4) as f32,
+                ]
+            })
+            .collect();
+        let l = split_xy(&xy, 2);
+        assert!(l[..20].iter().all(|&a| a == l[0]));
+        assert!(l[20..].iter().all(|&a| a == l[20]));
+        assert_ne!(l[0], l[20]);
+    }
+}
