@@ -75,15 +75,19 @@ fn neighbourhoods(records: &[TxRecord], genes: &[u32]) -> Vec<u32> {
         keep_self: true,
     };
     let e = knn_same(&pts, 2, params).expect("2-D points");
-    let mut rows = vec![Vec::with_capacity(NEIGHBOURS); records.len()];
+    // a row with fewer than NEIGHBOURS points (a tiny sample) is padded with the transcript's
+    // own gene
+    let mut out: Vec<u32> = genes
+        .iter()
+        .flat_map(|&g| std::iter::repeat_n(g, NEIGHBOURS))
+        .collect();
+    let mut filled = vec![0u8; records.len()];
     for (&s, &d) in e.src.iter().zip(&e.dst) {
-        rows[s as usize].push(genes[d as usize]);
-    }
-    let mut out = Vec::with_capacity(records.len() * NEIGHBOURS);
-    for (i, row) in rows.into_iter().enumerate() {
-        // fewer points than NEIGHBOURS: the row is padded with the transcript's own gene
-        for k in 0..NEIGHBOURS {
-            out.push(row.get(k).copied().unwrap_or(genes[i]));
+        let s = s as usize;
+        let f = filled[s] as usize;
+        if f < NEIGHBOURS {
+            out[s * NEIGHBOURS + f] = genes[d as usize];
+            filled[s] += 1;
         }
     }
     out
