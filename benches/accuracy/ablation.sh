@@ -8,7 +8,7 @@ work=$1
 runs=$2
 segger=${SEGGER:-target/release/segger}
 epochs=${EPOCHS:-20}
-ref_predict="--distance_scale 0 --reach 0 --use_cc false --expression_weight 0 --inner_reach 0 --score_cut 0.5 --k_tx 5 --dist_tx 5"
+ref_predict="--cell_types 0 --distance_scale 0 --reach 0 --use_cc false --expression_weight 0 --inner_reach 0 --score_cut 0.5 --k_tx 5 --dist_tx 5"
 # name | create_dataset flags | train flags | predict flags
 steps=(
   "reference|--k_bd 3 --tile_size 50 --negatives random|--architecture reference --learning_rate 1e-4|$ref_predict"
@@ -17,12 +17,13 @@ steps=(
   "+ k_bd 1|--tile_size 50|--architecture reference|$ref_predict"
   "+ 25 µm tiles|--tile_size 25|--architecture reference|$ref_predict"
   "+ bd→tx messages|--tile_size 25||$ref_predict"
-  "+ calibrated cut|--tile_size 25||--distance_scale 0 --reach 0 --use_cc false --expression_weight 0 --inner_reach 0 --k_tx 5 --dist_tx 5"
-  "+ distance term|--tile_size 25||--reach 0 --use_cc false --expression_weight 0 --inner_reach 0"
-  "+ reach 2.5 radii|--tile_size 25||--use_cc false --expression_weight 0 --inner_reach 0"
-  "+ components|--tile_size 25||--expression_weight 0 --inner_reach 0"
-  "+ expression term|--tile_size 25||--inner_reach 0"
-  "+ inner reach 1.5 radii (defaults)|--tile_size 25||"
+  "+ calibrated cut|--tile_size 25||--cell_types 0 --distance_scale 0 --reach 0 --use_cc false --expression_weight 0 --inner_reach 0 --k_tx 5 --dist_tx 5"
+  "+ distance term|--tile_size 25||--cell_types 0 --reach 0 --use_cc false --expression_weight 0 --inner_reach 0"
+  "+ reach 2.5 radii|--tile_size 25||--cell_types 0 --use_cc false --expression_weight 0 --inner_reach 0"
+  "+ components|--tile_size 25||--cell_types 0 --expression_weight 0 --inner_reach 0"
+  "+ expression term|--tile_size 25||--cell_types 0 --inner_reach 0"
+  "+ inner reach 1.5 radii|--tile_size 25||--cell_types 0"
+  "+ cell types, K from the data (defaults)|--tile_size 25||"
 )
 for r in $runs; do
   d="$work/$r"

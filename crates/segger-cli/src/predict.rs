@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use segger_data::raw::Platform;
-use segger_predict::{DuplicateIds, PredictConfig};
+use segger_predict::{CellTypes, DuplicateIds, PredictConfig};
 
 use crate::values::{AcceleratorArg, MatmulPrecisionArg, PlatformArg};
 use crate::CliError;
@@ -91,12 +91,13 @@ pub struct PredictArgs {
         default_value_t = 5
     )]
     pub min_transcripts: usize,
-    /// Cell-type stage (0 = off): K expression types from each transcript's 10 nearest
-    /// neighbours; a transcript whose boundary is clearly of another type leaves it, and the
-    /// new cells are linked within one type and cut to the typical cell size, replacing
-    /// --use_cc's components (docs/prediction.md). 0–256.
-    #[arg(long = "cell_types", alias = "cell-types", default_value_t = 0)]
-    pub cell_types: usize,
+    /// Cell-type stage: K expression types from each transcript's 10 nearest neighbours; a
+    /// transcript whose boundary is clearly of another type leaves it, and the new cells are
+    /// linked within one type and cut to the typical cell size, replacing --use_cc's
+    /// components (docs/prediction.md). auto (K from the data by BIC; one type = no stage),
+    /// 0 (off) or 2–256.
+    #[arg(long = "cell_types", alias = "cell-types", default_value = "auto")]
+    pub cell_types: CellTypes,
     /// Backend: cpu, wgpu, cuda or auto (cuda when built in and present, else cpu).
     #[arg(long, value_enum, ignore_case = true, default_value = "auto")]
     pub accelerator: AcceleratorArg,
@@ -198,7 +199,17 @@ pub fn run(a: PredictArgs) -> Result<(), CliError> {
         "  per cell   median {} transcripts (quartiles {} / {})",
         s.transcripts_per_cell.median, s.transcripts_per_cell.q1, s.transcripts_per_cell.q3
     );
-    if let Some(t) = &s.cell_types {
+    if let Some(t) = s.cell_types.as_ref().filter(|t| !t.applied()) {
+        println!(
+            "  types      {}: no cell-type stage (--use_cc made the new cells)",
+            if t.criterion.is_empty() {
+                "too few transcripts"
+            } else {
+                "one expression type fits best"
+            }
+        );
+    }
+    if let Some(t) = s.cell_types.as_ref().filter(|t| t.applied()) {
         println!(
             "  types      {} (transcripts per type {:?}); {} left a boundary of another type; {} new cells of about {} transcripts",
             t.types, t.per_type, t.vetoed, t.new_cells, t.typical_size

@@ -50,6 +50,11 @@ pub const LINK: f32 = 2.5;
 pub const MIN_COMPONENT: usize = 10;
 /// Links searched per transcript.
 const LINK_NEIGHBOURS: usize = 32;
+/// The largest number of types [`choose_types`] tries.
+pub const AUTO_MAX: usize = 30;
+/// [`choose_types`] stops after this many numbers of types in a row that do not improve on
+/// the best.
+pub const AUTO_PATIENCE: usize = 2;
 
 /// What the stage did.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
@@ -64,6 +69,16 @@ pub struct TypeStats {
     pub new_cells: usize,
     /// The typical cell size (transcripts) the components were cut to.
     pub typical_size: usize,
+    /// With the number of types chosen from the data: the criterion (BIC, lower is better) of
+    /// each number tried.
+    pub criterion: Vec<(usize, f64)>,
+}
+
+impl TypeStats {
+    /// Whether the stage changed the assignment (two types or more were used).
+    pub fn applied(&self) -> bool {
+        self.types >= 2 && !self.per_type.is_empty()
+    }
 }
 
 /// Per-transcript neighbourhood genes (`NEIGHBOURS` per row, gene ids) of `records`.
@@ -229,25 +244,30 @@ fn log_likelihood(nb: &[u32], own: u32, logp: &[Vec<f32>]) -> Vec<f32> {
 
 /// Assigns types, takes back transcripts whose boundary is of another type (never those whose
 /// id is in `protected`, sorted: the nucleus and its rim), and replaces the component cells
-/// with typed components. `records` keep their order; new cells are added to
-/// `cells` with ids from `next_id`. Transcripts without a gene keep their assignment and take
-/// no part.
+/// with typed components. `k`: the number of types, or `None` to choose it from the data
+/// ([`choose_types`]); when that chooses one type, nothing changes and the stats say so
+/// ([`TypeStats::applied`]). With `make_cells` false (`--use_cc false`) the transcripts taken
+/// back stay unassigned and no new cell is made. `records` keep their order; new cells are
+/// added to `cells` with ids from `next_id`. Transcripts without a gene keep their assignment
+/// and take no part.
 pub fn apply(
     records: &mut [TxRecord],
     cells: &mut CellTable,
     protected: &[i64],
-    k: usize,
+    k: Option<usize>,
+    make_cells: bool,
     mut next_id: impl FnMut() -> String,
 ) -> TypeStats {
     let idx: Vec<usize> = (0..records.len())
         .filter(|&i| records[i].gene != NO_GENE)
         .collect();
     let n = idx.len();
-    if k < 2 || n < k.max(NEIGHBOURS) {
-        return TypeStats {
-            types: k,
-            ..TypeStats::default()
-        };
+    let too_few = |k: usize| TypeStats {
+        types: k,
+        ..TypeStats::default()
+    };
+    if n < NEIGHBOURS || k.is_some_and(|k| k < 2 || n < k) {
+        return too_few(k.unwrap_or(1));
     }
     let sub: Vec<TxRecord> = idx.iter().map(|&i| records[i]).collect();
     let genes: Vec<u32> = sub.iter().map(|r| r.gene).collect();
@@ -268,10 +288,28 @@ pub fn apply(
         .collect();
     let s_norms: Vec<f32> = sample.iter().map(|&i| norms[i]).collect();
     let s_genes: Vec<u32> = sample.iter().map(|&i| genes[i]).collect();
-    let (s_labels, _) = (0..RESTARTS)
-        .map(|s| kmeans_start(&s_nbs, &s_norms, n_genes, k, s))
-        .min_by(|a, b| a.1.total_cmp(&b.1))
-        .expect("at least one start");
+    let fit = |k: usize| {
+        (0..RESTARTS)
+            .map(|s| kmeans_start(&s_nbs, &s_norms, n_genes, k, s))
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .expect("at least one start")
+            .0
+    };
+    let (k, s_labels, criterion) = match k {
+        Some(k) => (k, fit(k), Vec::new()),
+        None => {
+            let chosen = choose_types(&s_nbs, &s_norms, &s_genes, n_genes, fit);
+            match chosen.labels {
+                Some(labels) => (chosen.k, labels, chosen.criterion),
+                None => {
+                    return TypeStats {
+                        criterion: chosen.criterion,
+                        ..too_few(1)
+                    }
+                }
+            }
+        }
+    };
     let mut logp = log_profiles(&s_labels, &s_genes, k, n_genes);
     let mut labels = vec![0u16; n];
     for _ in 0..REFINE {
@@ -338,7 +376,7 @@ pub fn apply(
     }
 
     // typed components of the free transcripts
-    let fidx: Vec<usize> = (0..n).filter(|&j| free[j]).collect();
+    let fidx: Vec<usize> = (0..n).filter(|&j| free[j] && make_cells).collect();
     let pts: Vec<f32> = fidx.iter().flat_map(|&j| [sub[j].x, sub[j].y]).collect();
     let mut uf = UnionFind::new(fidx.len());
     if fidx.len() > 1 {
@@ -384,7 +422,108 @@ pub fn apply(
         vetoed,
         new_cells,
         typical_size: typical,
+        criterion,
     }
+}
+
+/// The number of types [`choose_types`] picked, the k-means labels of its sample, and the
+/// criterion of every number tried.
+struct Chosen {
+    k: usize,
+    /// `None` when one type wins.
+    labels: Option<Vec<u16>>,
+    criterion: Vec<(usize, f64)>,
+}
+
+/// Chooses the number of types from the data: for K = 1, 2, … (up to [`AUTO_MAX`]), types are
+/// fitted to the sample as for a given K (k-means from `fit`, then [`REFINE`] naive-Bayes
+/// rounds), and scored by the Bayesian information criterion of the mixture of their gene
+/// profiles over the neighbourhoods,
+/// `BIC = −2 · Σᵢ ln Σₜ πₜ Πg pₜ(g)^cᵢg / NEIGHBOURS + p · ln(n / NEIGHBOURS)`,
+/// with `p = K · (genes − 1) + K − 1` parameters. The log-likelihood and the sample size are
+/// divided by [`NEIGHBOURS`] because each transcript lies in that many neighbourhoods. The
+/// search stops when the criterion has not improved for [`AUTO_PATIENCE`] numbers in a row; the
+/// least wins.
+fn choose_types(
+    nbs: &[u32],
+    norms: &[f32],
+    genes: &[u32],
+    n_genes: usize,
+    fit: impl Fn(usize) -> Vec<u16>,
+) -> Chosen {
+    let n = norms.len();
+    let row = |i: usize| &nbs[i * NEIGHBOURS..(i + 1) * NEIGHBOURS];
+    let mut present = vec![false; n_genes];
+    for &g in genes {
+        present[g as usize] = true;
+    }
+    let g_present = present.iter().filter(|&&p| p).count().max(1) as f64;
+    let n_eff = (n as f64 / NEIGHBOURS as f64).max(1.0);
+    let mut criterion = Vec::new();
+    let mut best: (f64, usize, Option<Vec<u16>>) = (f64::INFINITY, 1, None);
+    let mut worse = 0;
+    for k in 1..=AUTO_MAX.min(n / NEIGHBOURS).max(1) {
+        let km = if k == 1 { vec![0u16; n] } else { fit(k) };
+        let mut labels = km.clone();
+        let mut logp = log_profiles(&labels, genes, k, n_genes);
+        for _ in 0..REFINE {
+            labels = (0..n)
+                .into_par_iter()
+                .map(|i| argmax(&log_likelihood(row(i), genes[i], &logp)) as u16)
+                .collect();
+            logp = log_profiles(&labels, genes, k, n_genes);
+        }
+        let mut counts = vec![0usize; k];
+        for &l in &labels {
+            counts[l as usize] += 1;
+        }
+        let ln_pi: Vec<f64> = counts.iter().map(|&c| (c as f64 / n as f64).ln()).collect();
+        let ll: f64 = (0..n)
+            .into_par_iter()
+            .map(|i| {
+                let m: Vec<f64> = (0..k)
+                    .map(|t| {
+                        row(i)
+                            .iter()
+                            .map(|&g| logp[t][g as usize] as f64)
+                            .sum::<f64>()
+                            + ln_pi[t]
+                    })
+                    .collect();
+                let top = m.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                top + m.iter().map(|&x| (x - top).exp()).sum::<f64>().ln()
+            })
+            .sum::<f64>()
+            / NEIGHBOURS as f64;
+        let params = k as f64 * (g_present - 1.0) + (k - 1) as f64;
+        let bic = -2.0 * ll + params * n_eff.ln();
+        criterion.push((k, bic));
+        if bic < best.0 {
+            best = (bic, k, (k > 1).then_some(km));
+            worse = 0;
+        } else {
+            worse += 1;
+            if worse >= AUTO_PATIENCE {
+                break;
+            }
+        }
+    }
+    Chosen {
+        k: best.1,
+        labels: best.2,
+        criterion,
+    }
+}
+
+/// The index of the largest value (the last of equals, as `Iterator::max_by`).
+fn argmax(v: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x >= v[best] {
+            best = i;
+        }
+    }
+    best
 }
 
 /// k-means in x-y into `parts` groups, seeded by the farthest-point rule from the first point
@@ -471,7 +610,7 @@ mod tests {
     fn a_cell_of_another_type_leaves_the_boundary_and_becomes_a_new_cell() {
         let (mut records, mut cells, nucleus) = two_cells();
         let mut next = 0;
-        let stats = apply(&mut records, &mut cells, &[], 2, || {
+        let stats = apply(&mut records, &mut cells, &[], Some(2), true, || {
             next += 1;
             format!("new-{next}")
         });
@@ -502,7 +641,9 @@ mod tests {
             .map(|r| r.id)
             .collect();
         protected.sort_unstable();
-        let stats = apply(&mut records, &mut cells, &protected, 2, || "new".into());
+        let stats = apply(&mut records, &mut cells, &protected, Some(2), true, || {
+            "new".into()
+        });
         assert_eq!(stats.vetoed, 96 - protected.len(), "{stats:?}");
         assert!(records
             .iter()
@@ -512,6 +653,64 @@ mod tests {
             .iter()
             .filter(|r| r.x >= 12.0 && r.x < 20.0)
             .all(|r| r.cell != nucleus));
+    }
+
+    /// Chosen from the data, two cells of disjoint gene sets make two types, and the stage
+    /// acts as with two types given.
+    #[test]
+    fn two_types_are_found_in_two_cells_of_different_genes() {
+        let (mut records, mut cells, _) = two_cells();
+        let (mut given, mut given_cells, _) = two_cells();
+        let stats = apply(&mut records, &mut cells, &[], None, true, || "new".into());
+        assert_eq!(stats.types, 2, "{stats:?}");
+        assert!(stats.applied());
+        let bic = |k: usize| stats.criterion.iter().find(|c| c.0 == k).expect("tried").1;
+        assert!(bic(2) < bic(1) && bic(2) < bic(3), "{:?}", stats.criterion);
+        let fixed = apply(&mut given, &mut given_cells, &[], Some(2), true, || {
+            "new".into()
+        });
+        assert_eq!(stats.vetoed, fixed.vetoed);
+        assert_eq!(stats.new_cells, fixed.new_cells);
+        let cells_of = |r: &[TxRecord]| r.iter().map(|r| r.cell).collect::<Vec<_>>();
+        assert_eq!(cells_of(&records), cells_of(&given));
+    }
+
+    /// One population of genes spread evenly: one type fits best and nothing changes.
+    #[test]
+    fn one_type_leaves_the_assignment_alone() {
+        let mut cells = CellTable::default();
+        let nucleus = cells.intern("only");
+        let mut records = Vec::new();
+        for i in 0..30u32 {
+            for j in 0..30u32 {
+                let id = (i * 30 + j) as i64;
+                let gene = (i * 7 + j * 13 + i * j) % 8;
+                let cell = if (i + j) % 5 == 0 { NO_CELL } else { nucleus };
+                records.push(rec(id, i as f32, j as f32, gene, cell));
+            }
+        }
+        let before: Vec<u32> = records.iter().map(|r| r.cell).collect();
+        let stats = apply(&mut records, &mut cells, &[], None, true, || "new".into());
+        assert_eq!(stats.types, 1, "{:?}", stats.criterion);
+        assert!(!stats.applied());
+        assert!(stats.criterion.len() > AUTO_PATIENCE);
+        assert!(records.iter().map(|r| r.cell).eq(before));
+        assert_eq!(cells.len(), 1);
+    }
+
+    /// Without new cells (`--use_cc false`) the transcripts taken back stay unassigned.
+    #[test]
+    fn without_new_cells_the_transcripts_taken_back_stay_unassigned() {
+        let (mut records, mut cells, nucleus) = two_cells();
+        let stats = apply(&mut records, &mut cells, &[], Some(2), false, || {
+            "new".into()
+        });
+        assert_eq!(stats.vetoed, 96, "{stats:?}");
+        assert_eq!(stats.new_cells, 0);
+        assert_eq!(cells.len(), 1);
+        assert!(records
+            .iter()
+            .all(|r| r.cell == if r.x < 12.0 { nucleus } else { NO_CELL }));
     }
 
     #[test]

@@ -52,9 +52,10 @@ pub struct PredictConfig {
     pub dist_tx: f32,
     /// Smallest component kept as a cell (`use_cc`).
     pub min_transcripts: usize,
-    /// Number of cell types for the cell-type stage ([`crate::cell_types`]); 0 turns it off.
-    /// When on, it replaces the components of `use_cc`.
-    pub cell_types: usize,
+    /// Number of cell types for the cell-type stage ([`crate::cell_types`]): chosen from the
+    /// data, given, or off. When it runs with two types or more, it replaces the components of
+    /// `use_cc`.
+    pub cell_types: CellTypes,
     /// Backend.
     pub accelerator: Accelerator,
     /// Tiles per forward pass.
@@ -69,6 +70,57 @@ pub struct PredictConfig {
     pub float32_matmul_precision: MatmulPrecision,
     /// What to do with a transcript id that names different transcripts in different tiles.
     pub duplicate_ids: DuplicateIds,
+}
+
+/// How many expression types the cell-type stage uses ([`crate::cell_types`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CellTypes {
+    /// No cell-type stage (`--use_cc` makes the new cells).
+    Off,
+    /// The number that minimises the types' Bayesian information criterion
+    /// ([`crate::cell_types::choose_types`]); with one type the stage does nothing.
+    #[default]
+    Auto,
+    /// This many types (2–[`CellTypes::MAX`]).
+    Fixed(usize),
+}
+
+impl CellTypes {
+    /// The largest number of types.
+    pub const MAX: usize = 256;
+}
+
+impl std::fmt::Display for CellTypes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CellTypes::Off => f.write_str("0"),
+            CellTypes::Auto => f.write_str("auto"),
+            CellTypes::Fixed(k) => write!(f, "{k}"),
+        }
+    }
+}
+
+impl std::str::FromStr for CellTypes {
+    type Err = String;
+
+    /// `auto`, `0` (off) or a number of types from 2 to [`CellTypes::MAX`].
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("expected auto, 0 (off) or 2–{}, got {s:?}", CellTypes::MAX);
+        match s.trim() {
+            "auto" => Ok(CellTypes::Auto),
+            "0" | "off" => Ok(CellTypes::Off),
+            t => match t.parse::<usize>() {
+                Ok(k) if (2..=CellTypes::MAX).contains(&k) => Ok(CellTypes::Fixed(k)),
+                _ => Err(bad()),
+            },
+        }
+    }
+}
+
+impl Serialize for CellTypes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 /// What `predict` does with a transcript id shared by different transcripts (another position
@@ -104,7 +156,7 @@ impl PredictConfig {
             k_tx: 10,
             dist_tx: 1.5,
             min_transcripts: 5,
-            cell_types: 0,
+            cell_types: CellTypes::Auto,
             accelerator: Accelerator::Auto,
             batch_size: 1,
             num_workers: 2,

@@ -32,7 +32,7 @@ mod state;
 mod summary;
 pub mod synthetic;
 
-pub use config::{DuplicateIds, PredictConfig, PredictError, DEFAULT_SCORE_CUT};
+pub use config::{CellTypes, DuplicateIds, PredictConfig, PredictError, DEFAULT_SCORE_CUT};
 pub use input::{InputKind, ResolvedInput};
 pub use model_dir::{ModelDir, VocabSource};
 pub use run::{predict, PREDICT_OUTPUT};

@@ -29,7 +29,9 @@ use crate::geometry::{cell_polygon, polygon_area};
 use crate::input::ResolvedInput;
 use crate::model_dir::ModelDir;
 use crate::state::{CellKind, CellTable, Collected, TxRecord, UnionFind, NO_CELL, NO_GENE};
-use crate::{DuplicateIds, PredictConfig, PredictError, PredictSummary, Quartiles, Timings};
+use crate::{
+    CellTypes, DuplicateIds, PredictConfig, PredictError, PredictSummary, Quartiles, Timings,
+};
 
 /// Name of the transcript table.
 pub const TRANSCRIPTS_FILE: &str = "segger_transcripts.parquet";
@@ -166,17 +168,23 @@ pub fn resolve(col: Collected, cfg: &PredictConfig) -> Result<Resolved, PredictE
         );
     }
 
-    let cell_types = (cfg.cell_types > 0).then(|| {
+    let k = match cfg.cell_types {
+        CellTypes::Off => None,
+        CellTypes::Auto => Some(None),
+        CellTypes::Fixed(k) => Some(Some(k)),
+    };
+    let cell_types = k.map(|k| {
         let prefix = component_prefix(&boundary_ids);
         let mut next = 0usize;
         near.par_sort_unstable();
         near.dedup();
-        crate::cell_types::apply(&mut records, &mut cells, &near, cfg.cell_types, || {
+        crate::cell_types::apply(&mut records, &mut cells, &near, k, cfg.use_cc, || {
             next += 1;
             format!("{prefix}{next}")
         })
     });
-    let components_dropped = if cell_types.is_none() && cfg.use_cc && !links.is_empty() {
+    let typed = cell_types.as_ref().is_some_and(|t| t.applied());
+    let components_dropped = if !typed && cfg.use_cc && !links.is_empty() {
         join_components(
             &mut records,
             &links,

@@ -128,11 +128,13 @@ fn check_flags(cfg: &PredictConfig) -> Result<(), PredictError> {
             cfg.reach
         ));
     }
-    if cfg.cell_types == 1 || cfg.cell_types > 256 {
-        return bad(format!(
-            "--cell_types must be 0 (off) or between 2 and 256, got {}",
-            cfg.cell_types
-        ));
+    if let crate::CellTypes::Fixed(k) = cfg.cell_types {
+        if !(2..=crate::CellTypes::MAX).contains(&k) {
+            return bad(format!(
+                "--cell_types must be auto, 0 (off) or between 2 and {}, got {k}",
+                crate::CellTypes::MAX
+            ));
+        }
     }
     if !(cfg.distance_scale.is_finite() && cfg.distance_scale >= 0.0) {
         return bad(format!(

@@ -300,7 +300,7 @@ pub(crate) fn score_tile(
     } else {
         Vec::new()
     };
-    let near = if cfg.cell_types > 0 {
+    let near = if cfg.cell_types != crate::CellTypes::Off {
         tile.core
             .iter()
             .zip(&near_chosen)
