@@ -183,7 +183,7 @@ fn open_run(a: &SegmentArgs, settings: Settings) -> Result<RunRecord, CliError> 
     std::fs::create_dir_all(out)
         .map_err(|e| CliError::runtime(anyhow::anyhow!("{}: cannot create: {e}", out.display())))?;
     let rec = RunRecord {
-        commands: commands(a, &settings),
+        commands: commands(a, &settings, None),
         settings,
         completed: Vec::new(),
     };
@@ -191,8 +191,9 @@ fn open_run(a: &SegmentArgs, settings: Settings) -> Result<RunRecord, CliError> 
     Ok(rec)
 }
 
-/// The three commands the run is equivalent to.
-fn commands(a: &SegmentArgs, s: &Settings) -> Vec<String> {
+/// The three commands the run is equivalent to; `genes`: the dataset's vocabulary size, the
+/// token count the train stage uses (unknown before the dataset stage: `GENES`).
+fn commands(a: &SegmentArgs, s: &Settings, genes: Option<usize>) -> Vec<String> {
     let out = a.output.display();
     let mut c = vec![format!(
         "segger create_dataset --input {} --output {out}/{DATASET} --platform {} --seed {}",
@@ -205,8 +206,10 @@ fn commands(a: &SegmentArgs, s: &Settings) -> Vec<String> {
         None => {
             c.push(format!(
                 "segger train --train_dir {out}/{DATASET}/train_tiles --val_dir {out}/{DATASET}/val_tiles \
-                 --default_root_dir {out}/{MODEL} --epochs {} --seed {} --num_tx_tokens GENES",
-                s.epochs, s.seed
+                 --default_root_dir {out}/{MODEL} --epochs {} --seed {} --num_tx_tokens {}",
+                s.epochs,
+                s.seed,
+                genes.map_or_else(|| "GENES".to_string(), |g| g.max(1).to_string())
             ));
             format!("{out}/{MODEL}")
         }
@@ -282,6 +285,7 @@ pub fn run(a: SegmentArgs) -> Result<(), CliError> {
             s.genes, s.tiles.train, s.tiles.val, s.tiles.test, s.core_transcripts
         );
         let rate = s.core_transcripts as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        rec.commands = commands(&a, &rec.settings, Some(s.genes));
         stage(&mut rec, DATASET, started, Some(rate))?;
     }
 

@@ -64,6 +64,17 @@ fn one_command_then_nothing_redone_and_other_settings_refused() {
     }
     assert!(log.contains("transcripts/s"), "{log}");
     assert_eq!(rec["settings"]["epochs"], 3);
+    // The recorded train command names the token count the train stage used: the dataset's
+    // vocabulary size.
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("dataset/dataset.json")).unwrap())
+            .unwrap();
+    let genes = info["vocab"].as_array().unwrap().len();
+    let train_cmd = rec["commands"][1].as_str().unwrap();
+    assert!(
+        train_cmd.ends_with(&format!("--num_tx_tokens {genes}")),
+        "{train_cmd}"
+    );
     for f in [
         "dataset/dataset.json",
         "model/model.safetensors",
