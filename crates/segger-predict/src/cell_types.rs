@@ -478,7 +478,8 @@ fn choose_types(
             counts[l as usize] += 1;
         }
         let ln_pi: Vec<f64> = counts.iter().map(|&c| (c as f64 / n as f64).ln()).collect();
-        let ll: f64 = (0..n)
+        // per transcript in parallel, summed in order (a sum that does not depend on the run)
+        let per_tx: Vec<f64> = (0..n)
             .into_par_iter()
             .map(|i| {
                 let m: Vec<f64> = (0..k)
@@ -493,8 +494,8 @@ fn choose_types(
                 let top = m.iter().copied().fold(f64::NEG_INFINITY, f64::max);
                 top + m.iter().map(|&x| (x - top).exp()).sum::<f64>().ln()
             })
-            .sum::<f64>()
-            / NEIGHBOURS as f64;
+            .collect();
+        let ll = per_tx.iter().sum::<f64>() / NEIGHBOURS as f64;
         let params = k as f64 * (g_present - 1.0) + (k - 1) as f64;
         let bic = -2.0 * ll + params * n_eff.ln();
         criterion.push((k, bic));
