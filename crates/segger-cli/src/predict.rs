@@ -199,21 +199,22 @@ pub fn run(a: PredictArgs) -> Result<(), CliError> {
         "  per cell   median {} transcripts (quartiles {} / {})",
         s.transcripts_per_cell.median, s.transcripts_per_cell.q1, s.transcripts_per_cell.q3
     );
-    if let Some(t) = s.cell_types.as_ref().filter(|t| !t.applied()) {
-        println!(
-            "  types      {}: no cell-type stage (--use_cc made the new cells)",
-            if t.criterion.is_empty() {
-                "too few transcripts"
-            } else {
-                "one expression type fits best"
-            }
-        );
-    }
-    if let Some(t) = s.cell_types.as_ref().filter(|t| t.applied()) {
-        println!(
-            "  types      {} (transcripts per type {:?}); {} left a boundary of another type; {} new cells of about {} transcripts",
-            t.types, t.per_type, t.vetoed, t.new_cells, t.typical_size
-        );
+    if let Some(t) = &s.cell_types {
+        if t.applied() {
+            println!(
+                "  types      {} (transcripts per type {:?}); {} left a boundary of another type; {} new cells of about {} transcripts",
+                t.types, t.per_type, t.vetoed, t.new_cells, t.typical_size
+            );
+        } else {
+            println!(
+                "  types      {}: no cell-type stage (--use_cc made the new cells)",
+                if t.criterion.is_empty() {
+                    "too few transcripts"
+                } else {
+                    "one expression type fits best"
+                }
+            );
+        }
     }
     if s.ids_merged > 0 {
         println!(

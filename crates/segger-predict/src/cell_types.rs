@@ -310,25 +310,12 @@ pub fn apply(
             }
         }
     };
-    let mut logp = log_profiles(&s_labels, &s_genes, k, n_genes);
-    let mut labels = vec![0u16; n];
-    for _ in 0..REFINE {
-        labels = (0..n)
-            .into_par_iter()
-            .map(|i| {
-                let ll = log_likelihood(row(i), genes[i], &logp);
-                let best = (0..k)
-                    .max_by(|&a, &b| ll[a].total_cmp(&ll[b]))
-                    .expect("k ≥ 2");
-                best as u16
-            })
-            .collect();
-        logp = log_profiles(&labels, &genes, k, n_genes);
-    }
-    let mut per_type = vec![0usize; k];
-    for &l in &labels {
-        per_type[l as usize] += 1;
-    }
+    let (labels, logp, per_type) = refine(
+        &nbs,
+        &genes,
+        log_profiles(&s_labels, &s_genes, k, n_genes),
+        n_genes,
+    );
 
     // the type of each boundary cell: the most common among its transcripts
     let mut votes: HashMap<u32, Vec<usize>> = HashMap::new();
@@ -464,19 +451,7 @@ fn choose_types(
     let mut worse = 0;
     for k in 1..=AUTO_MAX.min(n / NEIGHBOURS).max(1) {
         let km = if k == 1 { vec![0u16; n] } else { fit(k) };
-        let mut labels = km.clone();
-        let mut logp = log_profiles(&labels, genes, k, n_genes);
-        for _ in 0..REFINE {
-            labels = (0..n)
-                .into_par_iter()
-                .map(|i| argmax(&log_likelihood(row(i), genes[i], &logp)) as u16)
-                .collect();
-            logp = log_profiles(&labels, genes, k, n_genes);
-        }
-        let mut counts = vec![0usize; k];
-        for &l in &labels {
-            counts[l as usize] += 1;
-        }
+        let (_, logp, counts) = refine(nbs, genes, log_profiles(&km, genes, k, n_genes), n_genes);
         let ln_pi: Vec<f64> = counts.iter().map(|&c| (c as f64 / n as f64).ln()).collect();
         // per transcript in parallel, summed in order (a sum that does not depend on the run)
         let per_tx: Vec<f64> = (0..n)
@@ -514,6 +489,33 @@ fn choose_types(
         labels: best.2,
         criterion,
     }
+}
+
+/// [`REFINE`] naive-Bayes rounds from the log gene profiles `logp`: each transcript (its
+/// neighbourhood `nbs` and own gene `genes`) takes the type of greatest log-likelihood, and the
+/// profiles are refitted to the types. Returns the types, their final profiles and the
+/// transcripts per type.
+fn refine(
+    nbs: &[u32],
+    genes: &[u32],
+    mut logp: Vec<Vec<f32>>,
+    n_genes: usize,
+) -> (Vec<u16>, Vec<Vec<f32>>, Vec<usize>) {
+    let k = logp.len();
+    let row = |i: usize| &nbs[i * NEIGHBOURS..(i + 1) * NEIGHBOURS];
+    let mut labels = vec![0u16; genes.len()];
+    for _ in 0..REFINE {
+        labels = (0..genes.len())
+            .into_par_iter()
+            .map(|i| argmax(&log_likelihood(row(i), genes[i], &logp)) as u16)
+            .collect();
+        logp = log_profiles(&labels, genes, k, n_genes);
+    }
+    let mut counts = vec![0usize; k];
+    for &l in &labels {
+        counts[l as usize] += 1;
+    }
+    (labels, logp, counts)
 }
 
 /// The index of the largest value (the last of equals, as `Iterator::max_by`).

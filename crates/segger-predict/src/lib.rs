@@ -10,7 +10,7 @@
 //!   candidates, margins resolved (each transcript exactly once), optional connected components
 //!   of the unassigned transcripts, then the outputs ([`outputs`]) written to a temporary
 //!   directory and renamed into place.
-//! * [`cell_types`]: the optional cell-type stage (`--cell_types K`).
+//! * [`cell_types`]: the cell-type stage (`--cell_types auto|K`, on by default).
 //! * [`geometry`]: convex hulls and polygon areas of cells.
 //! * [`spatialdata`]: the SpatialData store (`segger_spatialdata.zarr`) among the outputs.
 //!

@@ -88,7 +88,7 @@ pub struct Resolved {
     pub merged: usize,
     /// Components below `min_transcripts`.
     pub components_dropped: usize,
-    /// What the cell-type stage did (`cell_types` > 0).
+    /// What the cell-type stage did (`cell_types` not off).
     pub cell_types: Option<crate::cell_types::TypeStats>,
     /// Tiles predicted.
     pub tiles: usize,
