@@ -5,7 +5,8 @@
 //!
 //! Run: `cargo bench -p segger-benches --bench predict` (`SEGGER_PREDICT_TX` sets the number
 //! of transcripts, `SEGGER_PREDICT_TILE` the tile side in µm, `SEGGER_PREDICT_CC=1` adds
-//! `--use_cc`, `SEGGER_PREDICT_BATCH` the tiles per forward pass).
+//! `--use_cc`, `SEGGER_PREDICT_BATCH` the tiles per forward pass, `SEGGER_PREDICT_TYPES` the
+//! cell-type stage: `auto`, the default, `0` or a number of types).
 
 use std::time::Instant;
 
@@ -59,6 +60,10 @@ fn main() {
     {
         pc.expression_weight = w;
     }
+    // The cell-type stage (`--cell_types`, `auto` by default).
+    if let Ok(t) = std::env::var("SEGGER_PREDICT_TYPES") {
+        pc.cell_types = t.parse().expect("SEGGER_PREDICT_TYPES: auto, 0 or 2-256");
+    }
     if let Some(b) = std::env::var("SEGGER_PREDICT_BATCH")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -67,12 +72,14 @@ fn main() {
     }
     let s = segger_predict::predict(&pc).unwrap();
     println!(
-        "predict: {} transcripts, {} tiles of {} µm, use_cc={}, expression_weight={}: {:.1} s, {:.0} transcripts/s (tiles {:.1} s = wait {:.1} + model {:.1} + scoring {:.1}, resolve {:.2} s, write {:.2} s); {} cells, {:.1}% assigned",
+        "predict: {} transcripts, {} tiles of {} µm, use_cc={}, expression_weight={}, cell_types={} ({} types): {:.1} s, {:.0} transcripts/s (tiles {:.1} s = wait {:.1} + model {:.1} + scoring {:.1}, resolve {:.2} s, write {:.2} s); {} cells, {:.1}% assigned",
         s.transcripts,
         s.tiles,
         tile,
         use_cc,
         pc.expression_weight,
+        pc.cell_types,
+        s.cell_types.as_ref().map_or(0, |t| t.types),
         s.timings.total_s,
         s.transcripts_per_second,
         s.timings.tiles_s,
