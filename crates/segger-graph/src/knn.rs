@@ -501,6 +501,135 @@ pub fn knn_bipartite(
     })
 }
 
+/// Marks an empty slot of a [`NeighbourRows`] row.
+pub const NO_NEIGHBOUR: u32 = u32::MAX;
+
+/// A kNN result as fixed-width rows: row `i` holds query `i`'s neighbours, nearest first, in
+/// `k` slots, the unused ones [`NO_NEIGHBOUR`]. Four bytes per slot, where an [`EdgeList`]
+/// takes sixteen per edge: for callers that only read each query's neighbours.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NeighbourRows {
+    /// Slots per row.
+    pub k: usize,
+    /// Row-major neighbour indices, `k` per query.
+    pub index: Vec<u32>,
+}
+
+impl NeighbourRows {
+    /// Number of rows (queries).
+    pub fn len(&self) -> usize {
+        self.index.len().checked_div(self.k).unwrap_or(0)
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Query `i`'s neighbours, nearest first, without the empty slots.
+    pub fn row(&self, i: usize) -> &[u32] {
+        let r = &self.index[i * self.k..(i + 1) * self.k];
+        let n = r.iter().position(|&d| d == NO_NEIGHBOUR).unwrap_or(self.k);
+        &r[..n]
+    }
+
+    /// The same neighbours as an edge list grouped by query, nearest first.
+    pub fn to_edges(&self) -> EdgeList {
+        let mut e = EdgeList::default();
+        for i in 0..self.len() {
+            for &d in self.row(i) {
+                e.src.push(i as i64);
+                e.dst.push(d as i64);
+            }
+        }
+        e
+    }
+}
+
+/// [`NeighbourRows`] of `queries` against `data`: the grid engine when the radius suits it,
+/// otherwise the kd-tree, one query per row written in place (no per-query list).
+fn query_rows<const D: usize>(
+    queries: &[f32],
+    data: &[f32],
+    params: KnnParams,
+    same_set: bool,
+) -> NeighbourRows {
+    let (nq, nd, k) = (queries.len() / D, data.len() / D, params.k);
+    let mut rows = NeighbourRows {
+        k,
+        index: vec![NO_NEIGHBOUR; nq * k],
+    };
+    if nd == 0 || nq == 0 || k == 0 {
+        return rows;
+    }
+    let drop_self = same_set && !params.keep_self;
+    let r = params.radius;
+    let grid = (r.is_finite() && r > 0.0)
+        .then(|| Grid::<D>::new(data, r))
+        .flatten();
+    if let Some(grid) = grid {
+        let search = GridSearch {
+            grid,
+            queries,
+            r,
+            k,
+            drop_self,
+        };
+        rows.index
+            .par_chunks_mut(GRID_CHUNK * k)
+            .enumerate()
+            .for_each(|(c, out)| {
+                let mut buf = Vec::with_capacity(k + 1);
+                for (j, slots) in out.chunks_exact_mut(k).enumerate() {
+                    search.neighbours(c * GRID_CHUNK + j, &mut buf);
+                    for (s, &(_, di)) in slots.iter_mut().zip(&buf) {
+                        *s = di;
+                    }
+                }
+            });
+        return rows;
+    }
+    let data_rows = as_rows::<D>(data);
+    let tree: ImmutableKdTree<f32, u64, D, 32> = ImmutableKdTree::new_from_slice(&data_rows);
+    let want = NonZeroUsize::new(k + usize::from(drop_self)).expect("k > 0");
+    let r2 = r * r;
+    rows.index
+        .par_chunks_mut(k)
+        .enumerate()
+        .with_min_len(1024)
+        .for_each(|(qi, slots)| {
+            let q: [f32; D] = queries[qi * D..(qi + 1) * D].try_into().expect("D values");
+            let found = tree.nearest_n_within::<SquaredEuclidean>(&q, r2, want, true);
+            let kept = found
+                .into_iter()
+                .filter(|nn| !(drop_self && nn.item as usize == qi));
+            for (s, nn) in slots.iter_mut().zip(kept) {
+                *s = nn.item as u32;
+            }
+        });
+    rows
+}
+
+/// [`knn_same`] as [`NeighbourRows`]: the same neighbours (up to the order of exactly tied
+/// distances), in `k` four-byte slots per point. At most `u32::MAX − 1` points.
+pub fn knn_same_rows(
+    points: &[f32],
+    dim: usize,
+    params: KnnParams,
+) -> Result<NeighbourRows, GraphError> {
+    check(points, dim, "points")?;
+    if points.len() / dim >= NO_NEIGHBOUR as usize {
+        return Err(GraphError::Invalid {
+            field: "points".into(),
+            message: format!("{} points do not fit 32-bit indices", points.len() / dim),
+        });
+    }
+    Ok(match dim {
+        2 => query_rows::<2>(points, points, params, true),
+        _ => query_rows::<3>(points, points, params, true),
+    })
+}
+
 /// Exhaustive O(N·M) search with the same semantics as [`knn_same`] (when `same_set`) or
 /// [`knn_bipartite`]; ties are broken by the lower index. Meant for tests and tiny inputs.
 pub fn brute_force(

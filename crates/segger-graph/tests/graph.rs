@@ -3,7 +3,9 @@ use std::collections::BTreeMap;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use segger_graph::csr::Csr;
-use segger_graph::knn::{brute_force, knn_bipartite, knn_same, KnnParams};
+use segger_graph::knn::{
+    brute_force, knn_bipartite, knn_same, knn_same_rows, KnnParams, NO_NEIGHBOUR,
+};
 use segger_graph::negative::sample_labels;
 use segger_graph::*;
 
@@ -324,6 +326,39 @@ fn knn_matches_brute_force_on_10k_points() {
             }
         }
     }
+}
+
+#[test]
+fn knn_rows_match_brute_force_on_10k_points() {
+    for dim in [2usize, 3] {
+        let pts = random_points(10 + dim as u64, 10_000, dim, 100.0);
+        for k in [1usize, 10] {
+            // 0.5 and 2: the grid engine (some rows not full); 1000 and MAX: the kd-tree
+            for radius in [0.5f32, 2.0, 1000.0, f32::MAX] {
+                for keep_self in [false, true] {
+                    let p = KnnParams {
+                        keep_self,
+                        ..KnnParams::new(k, radius)
+                    };
+                    let what = format!("rows keep_self={keep_self} dim={dim} k={k} r={radius}");
+                    let rows = knn_same_rows(&pts, dim, p).unwrap();
+                    assert_eq!((rows.len(), rows.k), (10_000, k), "{what}");
+                    let full = (0..rows.len()).filter(|&i| rows.row(i).len() == k).count();
+                    if radius <= 0.5 && !keep_self {
+                        assert!(full < 10_000, "{what}: the radius must empty some slots");
+                        assert!(rows.index.contains(&NO_NEIGHBOUR), "{what}");
+                    } else if radius >= 1000.0 {
+                        assert_eq!(full, 10_000, "{what}: every row full");
+                    }
+                    let slow = brute_force(&pts, &pts, dim, p, true);
+                    assert_equivalent(&rows.to_edges(), &slow, &pts, &pts, dim, &what);
+                }
+            }
+        }
+    }
+    let empty = knn_same_rows(&[], 2, KnnParams::new(3, 1.0)).unwrap();
+    assert!(empty.is_empty());
+    assert!(knn_same_rows(&[0.0, f32::NAN], 2, KnnParams::new(1, 1.0)).is_err());
 }
 
 #[test]

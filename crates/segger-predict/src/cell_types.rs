@@ -4,7 +4,7 @@
 //! the sample's typical cell size.
 //!
 //! 1. Neighbourhood: the genes of each transcript's `NEIGHBOURS` nearest transcripts in x-y,
-//!    itself included (`segger_graph::knn::knn_same`).
+//!    itself included (`segger_graph::knn::knn_same_rows`).
 //! 2. Types: k-means of the neighbourhood compositions (gene shares) into K, from k-means++
 //!    seeds, the best of `RESTARTS` starts (least inertia), fitted on an even sample of at
 //!    most `KMEANS_SAMPLE` transcripts; then `REFINE` rounds of a
@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
-use segger_graph::knn::{knn_same, KnnParams};
+use segger_graph::knn::{knn_same, knn_same_rows, KnnParams, NO_NEIGHBOUR};
 
 use crate::state::{CellKind, CellTable, TxRecord, UnionFind, NO_CELL, NO_GENE};
 
@@ -81,7 +81,9 @@ impl TypeStats {
     }
 }
 
-/// Per-transcript neighbourhood genes (`NEIGHBOURS` per row, gene ids) of `records`.
+/// Per-transcript neighbourhood genes (`NEIGHBOURS` per row, gene ids) of `records`: the
+/// neighbour rows are searched straight into the output and their indices replaced by genes in
+/// place, so the stage holds four bytes per neighbour.
 fn neighbourhoods(records: &[TxRecord], genes: &[u32]) -> Vec<u32> {
     let pts: Vec<f32> = records.iter().flat_map(|r| [r.x, r.y]).collect();
     let params = KnnParams {
@@ -89,22 +91,23 @@ fn neighbourhoods(records: &[TxRecord], genes: &[u32]) -> Vec<u32> {
         radius: f32::MAX,
         keep_self: true,
     };
-    let e = knn_same(&pts, 2, params).expect("2-D points");
+    let mut out = knn_same_rows(&pts, 2, params)
+        .expect("2-D points, fewer than 2³² transcripts")
+        .index;
+    drop(pts);
     // a row with fewer than NEIGHBOURS points (a tiny sample) is padded with the transcript's
     // own gene
-    let mut out: Vec<u32> = genes
-        .iter()
-        .flat_map(|&g| std::iter::repeat_n(g, NEIGHBOURS))
-        .collect();
-    let mut filled = vec![0u8; records.len()];
-    for (&s, &d) in e.src.iter().zip(&e.dst) {
-        let s = s as usize;
-        let f = filled[s] as usize;
-        if f < NEIGHBOURS {
-            out[s * NEIGHBOURS + f] = genes[d as usize];
-            filled[s] += 1;
-        }
-    }
+    out.par_chunks_mut(NEIGHBOURS)
+        .zip(genes.par_iter())
+        .for_each(|(row, &own)| {
+            for s in row {
+                *s = if *s == NO_NEIGHBOUR {
+                    own
+                } else {
+                    genes[*s as usize]
+                };
+            }
+        });
     out
 }
 
