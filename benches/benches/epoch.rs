@@ -13,7 +13,7 @@ use std::time::Instant;
 use segger_benches::synthetic_tile;
 use segger_data::{write_tile, Tile};
 use segger_model::SeggerConfig;
-use segger_train::{Accelerator, Precision, Strategy, TrainConfig};
+use segger_train::{Accelerator, LrScheduleKind, TrainConfig};
 
 fn main() {
     segger_benches::configure_allocator();
@@ -46,25 +46,18 @@ fn main() {
         tiles + 4,
         t0.elapsed().as_secs_f64()
     );
+    // The reference's settings: its architecture at a constant 1e-4.
     let cfg = TrainConfig {
-        train_dir: dir.path().join("train_tiles"),
-        val_dir: dir.path().join("val_tiles"),
-        batch_size_train: 4,
-        batch_size_val: 4,
-        model: SeggerConfig::new(500),
         accelerator: Accelerator::Cpu,
-        strategy: Strategy::Auto,
-        precision: Precision::F32,
-        float32_matmul_precision: Default::default(),
-        devices: 1,
         epochs: 1,
-        default_root_dir: dir.path().join("run"),
         learning_rate: 1e-4,
-        weight_decay: 1e-4,
-        gradient_clip_val: 1.0,
-        seed: 0,
-        num_workers: 2,
-        resume: false,
+        lr_schedule: LrScheduleKind::Constant,
+        ..TrainConfig::new(
+            dir.path().join("train_tiles"),
+            dir.path().join("val_tiles"),
+            dir.path().join("run"),
+            SeggerConfig::new(500),
+        )
     };
     let t1 = Instant::now();
     let s = segger_train::run::train(&cfg).expect("training");

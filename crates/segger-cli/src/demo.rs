@@ -13,7 +13,7 @@ use segger_sim::baselines::standard_baselines;
 use segger_sim::evaluate::{evaluate, read_prediction, read_truth, Evaluation};
 use segger_sim::picture::draw_titled_segmentation;
 use segger_sim::simulate::{simulate, SimConfig};
-use segger_train::{Accelerator, Precision, Strategy, TrainConfig};
+use segger_train::{Accelerator, TrainConfig};
 
 use crate::evaluate::{evaluate_all, print_table, report_json};
 use crate::simulate::{to_cli, PresetArg};
@@ -139,24 +139,15 @@ fn train_model(
     // training tiles, as `segger train` does.
     let val_dir = dataset.join("val_tiles");
     let cfg = TrainConfig {
-        train_dir,
-        val_dir,
-        batch_size_train: 4,
-        batch_size_val: 4,
-        model: SeggerConfig::new(genes.max(1)).bidirectional(),
         accelerator,
-        strategy: Strategy::Auto,
-        precision: Precision::F32,
-        float32_matmul_precision: Default::default(),
-        devices: 1,
         epochs: a.epochs,
-        default_root_dir: model.to_path_buf(),
-        learning_rate: segger_train::run::DEFAULT_LEARNING_RATE,
-        weight_decay: 1e-4,
-        gradient_clip_val: 1.0,
         seed: a.seed,
-        num_workers: 2,
-        resume: false,
+        ..TrainConfig::new(
+            train_dir,
+            val_dir,
+            model.to_path_buf(),
+            SeggerConfig::new(genes.max(1)).bidirectional(),
+        )
     };
     let tr = segger_train::run::train(&cfg).map_err(|e| CliError {
         code: e.exit_code(),

@@ -12,10 +12,29 @@ use crate::CliError;
 /// `segger train --architecture`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Architecture {
-    /// The reference's relations plus boundary-to-transcript messages.
+    /// The reference's relations plus boundary-to-transcript messages, with link logits scaled
+    /// by 1/√(embedding width).
     Bidirectional,
     /// The reference Segger's relations (parity-exact with it).
     Reference,
+}
+
+/// `segger train --lr_schedule`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LrSchedule {
+    /// Warm-up, then a half cosine to 1 % of `--learning_rate`.
+    Cosine,
+    /// `--learning_rate` throughout (the reference's).
+    Constant,
+}
+
+impl From<LrSchedule> for segger_train::LrScheduleKind {
+    fn from(s: LrSchedule) -> Self {
+        match s {
+            LrSchedule::Cosine => Self::Cosine,
+            LrSchedule::Constant => Self::Constant,
+        }
+    }
 }
 
 /// `segger train --aggr`.
@@ -174,8 +193,9 @@ pub struct TrainArgs {
         default_value = "./models/segger"
     )]
     pub default_root_dir: PathBuf,
-    /// AdamW learning rate, in (0, 1] (the reference's LitSegger hard-codes 1e-4, which after 20 epochs
-    /// still sits on the class prior: docs/accuracy.md).
+    /// AdamW learning rate, in (0, 1]: the peak of `--lr_schedule` (the reference's LitSegger
+    /// hard-codes a constant 1e-4, which after 20 epochs still sits on the class prior:
+    /// docs/accuracy.md).
     #[arg(
         long = "learning_rate",
         alias = "learning-rate",
@@ -183,6 +203,16 @@ pub struct TrainArgs {
         default_value_t = segger_train::run::DEFAULT_LEARNING_RATE
     )]
     pub learning_rate: f64,
+    /// How the learning rate moves over the run: `cosine` (a warm-up over the first 5 % of the
+    /// steps from a tenth of `--learning_rate`, then a half cosine down to 1 % of it at the last
+    /// step) or `constant` (the reference's).
+    #[arg(
+        long = "lr_schedule",
+        alias = "lr-schedule",
+        value_enum,
+        default_value = "cosine"
+    )]
+    pub lr_schedule: LrSchedule,
     /// AdamW weight decay, in [0, 1].
     #[arg(long = "weight_decay", alias = "weight-decay", default_value_t = 1e-4)]
     pub weight_decay: f32,
@@ -255,6 +285,7 @@ pub fn run(a: TrainArgs) -> Result<(), CliError> {
         epochs: a.epochs,
         default_root_dir: a.default_root_dir,
         learning_rate: a.learning_rate,
+        lr_schedule: a.lr_schedule.into(),
         weight_decay: a.weight_decay,
         gradient_clip_val: a.gradient_clip_val,
         seed: a.seed,

@@ -126,6 +126,13 @@ pub struct SeggerConfig {
     /// Number of boundary features.
     #[serde(default = "default_bd_features")]
     pub bd_features: usize,
+    /// Link logits divided by √[`Self::embedding_width`], as in scaled dot-product attention:
+    /// both embeddings come out of [`crate::Segger::forward`] multiplied by the width's −¼
+    /// power, so every consumer of the embeddings sees the same scale. The reference has
+    /// plain dot products (`false`, the value of configs written without the field);
+    /// [`Self::bidirectional`] turns it on.
+    #[serde(default)]
+    pub scaled_logits: bool,
 }
 
 impl SeggerConfig {
@@ -142,17 +149,19 @@ impl SeggerConfig {
             relations: default_relations(),
             tx_features: None,
             bd_features: default_bd_features(),
+            scaled_logits: false,
         }
     }
 
     /// This architecture with boundary-to-transcript messages added ([`BD_TO_TX`]: the
     /// `tx__neighbors__bd` edges reversed), so that each transcript's embedding sees its
-    /// nearest nuclei. The reference has transcript-to-boundary messages only. A no-op when
-    /// the relation is already there.
+    /// nearest nuclei, and with [`Self::scaled_logits`]. The reference has transcript-to-boundary
+    /// messages only and plain dot products. Idempotent.
     pub fn bidirectional(mut self) -> Self {
         if !self.relations.iter().any(|r| r == BD_TO_TX) {
             self.relations.push(BD_TO_TX.to_string());
         }
+        self.scaled_logits = true;
         self
     }
 
@@ -173,13 +182,14 @@ impl SeggerConfig {
     /// `init_emb`, `hidden_channels`, `out_channels`, `heads`, `num_mid_layers`, in the order of
     /// the parity fixtures' `config` metadata, which [`Self::from_json`] reads back to this
     /// config. `None` when those six do not describe the config: another aggregation, other
-    /// relations, dense transcript features or other than 4 boundary features.
+    /// relations, dense transcript features, other than 4 boundary features or scaled logits.
     pub fn reference_args(&self) -> Option<impl Serialize> {
         let d = Self::new(self.num_tx_tokens);
         let plain = self.aggr == d.aggr
             && self.relations == d.relations
             && self.tx_features == d.tx_features
-            && self.bd_features == d.bd_features;
+            && self.bd_features == d.bd_features
+            && self.scaled_logits == d.scaled_logits;
         plain.then_some(ReferenceArgs {
             num_tx_tokens: self.num_tx_tokens,
             init_emb: self.init_emb,

@@ -350,6 +350,11 @@ impl<B: GatBackend> Segger<B> {
             h_tx = h_tx.cast(FloatDType::F32);
             h_bd = h_bd.cast(FloatDType::F32);
         }
+        if self.config.scaled_logits {
+            let f = (self.config.embedding_width() as f32).powf(-0.25);
+            h_tx = h_tx.mul_scalar(f);
+            h_bd = h_bd.mul_scalar(f);
+        }
         Embeddings { tx: h_tx, bd: h_bd }
     }
 }

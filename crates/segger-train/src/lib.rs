@@ -23,6 +23,7 @@ pub mod metrics;
 mod progress;
 mod recorder;
 pub mod run;
+pub mod schedule;
 
 pub use csv::{CsvMetricLogger, EpochRow};
 pub use lit::{LinkOutput, LitSegger};
@@ -30,3 +31,4 @@ pub use loader::{LoaderStats, SeggerBatch, TileBatchLoader};
 pub use progress::LogRenderer;
 pub use recorder::AtomicRecorder;
 pub use run::{train, Accelerator, Precision, Strategy, TrainConfig, TrainError, TrainSummary};
+pub use schedule::{LrSchedule, LrScheduleKind};

@@ -600,7 +600,18 @@ where
     if let Some(e) = ctx.resume_epoch {
         training = training.checkpoint(e);
     }
-    let learner = Learner::new(model, optim, cfg.learning_rate);
+    // One optimiser step per batch (per batch on each device with several).
+    let steps_per_epoch = ctx
+        .train_ds
+        .len()
+        .div_ceil(cfg.batch_size_train)
+        .div_ceil(devices.len());
+    let schedule = crate::schedule::LrSchedule::new(
+        cfg.lr_schedule,
+        cfg.learning_rate,
+        steps_per_epoch * cfg.epochs,
+    );
+    let learner = Learner::new(model, optim, schedule);
     let result = training.launch(learner);
     // A run whose loss left the finite numbers has nothing worth keeping: no model, no
     // calibration, an error naming the first such epoch.
