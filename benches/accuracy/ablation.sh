@@ -25,8 +25,9 @@ steps=(
   "+ components|--tile_size 25|--learning_rate 3e-3 --lr_schedule constant|--cell_types 0 --expression_weight 0 --inner_reach 0"
   "+ expression term|--tile_size 25|--learning_rate 3e-3 --lr_schedule constant|--cell_types 0 --inner_reach 0"
   "+ inner reach 1.5 radii|--tile_size 25|--learning_rate 3e-3 --lr_schedule constant|--cell_types 0"
-  "+ cell types, K from the data|--tile_size 25|--learning_rate 3e-3 --lr_schedule constant|"
-  "+ cosine schedule, lr 6e-3, scaled logits (defaults)|--tile_size 25||"
+  "+ cell types, K from the data|--tile_size 25|--learning_rate 3e-3 --lr_schedule constant|--join_neighbours 0"
+  "+ cosine schedule, lr 6e-3, scaled logits|--tile_size 25||--join_neighbours 0"
+  "+ below-cut transcripts join a boundary of their type (defaults)|--tile_size 25||"
 )
 for r in $runs; do
   d="$work/$r"

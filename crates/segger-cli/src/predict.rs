@@ -98,6 +98,15 @@ pub struct PredictArgs {
     /// 0 (off) or 2–256.
     #[arg(long = "cell_types", alias = "cell-types", default_value = "auto")]
     pub cell_types: CellTypes,
+    /// Cell-type stage: a transcript whose chosen nucleus (within --reach) scored below the cut
+    /// joins it when the nucleus's type is its own and at least this many of its 10 nearest
+    /// transcripts (itself among them) are in that cell; 0 = off, 0–9.
+    #[arg(
+        long = "join_neighbours",
+        alias = "join-neighbours",
+        default_value_t = segger_predict::cell_types::JOIN_NEIGHBOURS
+    )]
+    pub join_neighbours: usize,
     /// Backend: cpu, wgpu, cuda or auto (cuda when built in and present, else cpu).
     #[arg(long, value_enum, ignore_case = true, default_value = "auto")]
     pub accelerator: AcceleratorArg,
@@ -163,6 +172,7 @@ pub fn run(a: PredictArgs) -> Result<(), CliError> {
     cfg.dist_tx = a.dist_tx;
     cfg.min_transcripts = a.min_transcripts;
     cfg.cell_types = a.cell_types;
+    cfg.join_neighbours = a.join_neighbours;
     cfg.accelerator = a.accelerator.into();
     cfg.batch_size = a.batch_size;
     cfg.num_workers = a.num_workers;
@@ -202,8 +212,8 @@ pub fn run(a: PredictArgs) -> Result<(), CliError> {
     if let Some(t) = &s.cell_types {
         if t.applied() {
             println!(
-                "  types      {} (transcripts per type {:?}); {} left a boundary of another type; {} new cells of about {} transcripts",
-                t.types, t.per_type, t.vetoed, t.new_cells, t.typical_size
+                "  types      {} (transcripts per type {:?}); {} left a boundary of another type, {} below the cut joined one of theirs; {} new cells of about {} transcripts",
+                t.types, t.per_type, t.vetoed, t.joined, t.new_cells, t.typical_size
             );
         } else {
             println!(

@@ -58,6 +58,7 @@ const PREDICT: &[&str] = &[
     "dist_tx",
     "min_transcripts",
     "cell_types",
+    "join_neighbours",
     "batch_size",
     "num_workers",
 ];

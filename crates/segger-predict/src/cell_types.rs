@@ -15,7 +15,12 @@
 //!    boundary's type is worse than its own by more than `MARGIN` nats is unassigned, unless
 //!    it lies within the inner reach of the boundary (`--inner_reach` equivalent radii of its
 //!    centroid: the nucleus and its rim).
-//! 4. Unassigned transcripts of one type within `LINK` µm are joined; a component of at least
+//! 4. A transcript whose chosen boundary (within `--reach`) scored below the cut joins it when
+//!    the boundary's type is its own and at least `--join_neighbours` (default
+//!    `JOIN_NEIGHBOURS`) of its `NEIGHBOURS`
+//!    nearest transcripts are already in the boundary's cell (the neighbourhood the cut left
+//!    at the edge of a cell of its type).
+//! 5. Unassigned transcripts of one type within `LINK` µm are joined; a component of at least
 //!    `MIN_COMPONENT` transcripts becomes round(size / typical) cells (k-means in x-y), the
 //!    typical size being the median transcript count of the boundaries' cells.
 //!
@@ -26,7 +31,7 @@ use std::collections::HashMap;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
-use segger_graph::knn::{knn_same, knn_same_rows, KnnParams, NO_NEIGHBOUR};
+use segger_graph::knn::{knn_bipartite, knn_same, knn_same_rows, KnnParams, NO_NEIGHBOUR};
 
 use crate::state::{CellKind, CellTable, TxRecord, UnionFind, NO_CELL, NO_GENE};
 
@@ -44,6 +49,11 @@ pub const REFINE: usize = 5;
 pub const OWN_WEIGHT: f32 = 5.0;
 /// Log-likelihood (nats) by which a boundary's type must lose to unassign a transcript.
 pub const MARGIN: f32 = 3.0;
+/// The default of [`Join::neighbours`] (`--join_neighbours`): a transcript whose chosen
+/// boundary scored below the cut joins it when the boundary's type is its own and at least
+/// this many of its `NEIGHBOURS` nearest transcripts (itself included) are already in the
+/// boundary's cell.
+pub const JOIN_NEIGHBOURS: usize = 3;
 /// Largest link between two unassigned transcripts of one type (µm, x-y).
 pub const LINK: f32 = 2.5;
 /// Smallest component that becomes cells.
@@ -65,6 +75,9 @@ pub struct TypeStats {
     pub per_type: Vec<usize>,
     /// Transcripts taken back from their boundary.
     pub vetoed: usize,
+    /// Transcripts whose chosen boundary scored below the cut that joined it (its type theirs,
+    /// enough of their neighbourhood in its cell: [`Join`]).
+    pub joined: usize,
     /// New cells made from the typed components.
     pub new_cells: usize,
     /// The typical cell size (transcripts) the components were cut to.
@@ -257,6 +270,7 @@ pub fn apply(
     records: &mut [TxRecord],
     cells: &mut CellTable,
     protected: &[i64],
+    join: Join<'_>,
     k: Option<usize>,
     make_cells: bool,
     mut next_id: impl FnMut() -> String,
@@ -272,7 +286,7 @@ pub fn apply(
     if n < NEIGHBOURS || k.is_some_and(|k| k < 2 || n < k) {
         return too_few(k.unwrap_or(1));
     }
-    let sub: Vec<TxRecord> = idx.iter().map(|&i| records[i]).collect();
+    let mut sub: Vec<TxRecord> = idx.iter().map(|&i| records[i]).collect();
     let genes: Vec<u32> = sub.iter().map(|r| r.gene).collect();
     let n_genes = genes.iter().copied().max().unwrap_or(0) as usize + 1;
     let nbs = neighbourhoods(&sub, &genes);
@@ -342,7 +356,17 @@ pub fn apply(
 
     let mut vetoed = 0;
     let mut free = vec![false; n];
+    // below-cut transcripts that join their chosen boundary (step 4 of the module doc)
+    let joined = join_below_cut(&sub, &labels, join, &cell_type);
+    for &(j, c) in &joined {
+        records[idx[j]].cell = c;
+        sub[j].cell = c;
+    }
+    let mut joined_at = joined.iter().map(|&(j, _)| j).peekable();
     for j in 0..n {
+        if joined_at.next_if_eq(&j).is_some() {
+            continue;
+        }
         let c = sub[j].cell;
         let keep = if c == NO_CELL || cells.kinds[c as usize] == CellKind::Component {
             false
@@ -410,10 +434,63 @@ pub fn apply(
         types: k,
         per_type,
         vetoed,
+        joined: joined.len(),
         new_cells,
         typical_size: typical,
         criterion,
     }
+}
+
+/// What the stage needs to let transcripts join the boundary they chose below the cut.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Join<'a> {
+    /// `(transcript id, cell)`: the unassigned transcripts whose chosen boundary scored below
+    /// the cut, with that boundary's cell; sorted by id.
+    pub below: &'a [(i64, u32)],
+    /// Of a transcript's [`NEIGHBOURS`] nearest (itself among them), how many must be in the
+    /// boundary's cell (`--join_neighbours`, default [`JOIN_NEIGHBOURS`]); 0: none joins.
+    pub neighbours: usize,
+}
+
+/// The transcripts of `sub` (index, cell) that join the boundary they chose below the cut:
+/// unassigned, of the boundary's type, with at least `join.neighbours` of their [`NEIGHBOURS`]
+/// nearest transcripts in its cell. Sorted by index.
+fn join_below_cut(
+    sub: &[TxRecord],
+    labels: &[u16],
+    join: Join<'_>,
+    cell_type: &HashMap<u32, usize>,
+) -> Vec<(usize, u32)> {
+    if join.neighbours == 0 {
+        return Vec::new();
+    }
+    let below = join.below;
+    let cand: Vec<(usize, u32)> = (0..sub.len())
+        .filter(|&j| sub[j].cell == NO_CELL)
+        .filter_map(|j| {
+            let at = below.binary_search_by_key(&sub[j].id, |b| b.0).ok()?;
+            let c = below[at].1;
+            (cell_type.get(&c) == Some(&(labels[j] as usize))).then_some((j, c))
+        })
+        .collect();
+    if cand.is_empty() {
+        return cand;
+    }
+    let q: Vec<f32> = cand
+        .iter()
+        .flat_map(|&(j, _)| [sub[j].x, sub[j].y])
+        .collect();
+    let all: Vec<f32> = sub.iter().flat_map(|r| [r.x, r.y]).collect();
+    let e = knn_bipartite(&q, &all, 2, KnnParams::new(NEIGHBOURS, f32::MAX)).expect("2-D points");
+    let mut inside = vec![0usize; cand.len()];
+    for (&a, &b) in e.src.iter().zip(&e.dst) {
+        inside[a as usize] += usize::from(sub[b as usize].cell == cand[a as usize].1);
+    }
+    cand.into_iter()
+        .zip(inside)
+        .filter(|&(_, m)| m >= join.neighbours)
+        .map(|(x, _)| x)
+        .collect()
 }
 
 /// The number of types [`choose_types`] picked, the k-means labels of its sample, and the
@@ -591,6 +668,18 @@ mod tests {
         }
     }
 
+    /// [`apply`] with nothing protected, no joins and new cells named "new".
+    fn plain(
+        records: &mut [TxRecord],
+        cells: &mut CellTable,
+        k: Option<usize>,
+        make_cells: bool,
+    ) -> TypeStats {
+        apply(records, cells, &[], Join::default(), k, make_cells, || {
+            "new".into()
+        })
+    }
+
     /// Two cells side by side, one of genes 0-4 (144 transcripts), one of genes 5-9 (96); a
     /// nucleus at the left took every transcript.
     fn two_cells() -> (Vec<TxRecord>, CellTable, u32) {
@@ -616,10 +705,18 @@ mod tests {
     fn a_cell_of_another_type_leaves_the_boundary_and_becomes_a_new_cell() {
         let (mut records, mut cells, nucleus) = two_cells();
         let mut next = 0;
-        let stats = apply(&mut records, &mut cells, &[], Some(2), true, || {
-            next += 1;
-            format!("new-{next}")
-        });
+        let stats = apply(
+            &mut records,
+            &mut cells,
+            &[],
+            Join::default(),
+            Some(2),
+            true,
+            || {
+                next += 1;
+                format!("new-{next}")
+            },
+        );
         assert_eq!(stats.per_type.iter().sum::<usize>(), 240);
         assert_eq!(stats.vetoed, 96, "{stats:?}");
         // typical size 240 (one boundary cell) → the 96 freed transcripts make one cell
@@ -637,6 +734,46 @@ mod tests {
         assert_eq!(cells.ids[right[0] as usize], "new-1");
     }
 
+    /// Below the cut, a transcript joins the boundary it chose when the boundary's type is its
+    /// own and enough of its neighbourhood is in the boundary's cell; not when the type
+    /// differs, and not when too few of its neighbours are in the cell.
+    #[test]
+    fn below_the_cut_a_transcript_joins_a_boundary_of_its_type_at_the_cell_edge() {
+        let (mut records, mut cells, nucleus) = two_cells();
+        let mut below = Vec::new();
+        for r in records.iter_mut() {
+            // the left cell's two outer columns, and four transcripts of the right cell
+            let right_four = r.x >= 14.0 && r.x < 15.0 && r.y < 4.0;
+            if r.x < 2.0 || right_four {
+                r.cell = NO_CELL;
+                below.push((r.id, nucleus));
+            }
+        }
+        let join = Join {
+            below: &below,
+            neighbours: JOIN_NEIGHBOURS,
+        };
+        let stats = apply(&mut records, &mut cells, &[], join, Some(2), false, || {
+            "new".into()
+        });
+        // column x = 1 has its neighbours at x = 2, 3 in the cell: it joins; inside column
+        // x = 0, at most two of the ten nearest are there (its corners reach more); the right
+        // cell's four are of the other type
+        let at = |x: f32| records.iter().filter(move |r| r.x == x);
+        assert!(at(1.0).all(|r| r.cell == nucleus), "{stats:?}");
+        assert!(at(0.0)
+            .filter(|r| r.y >= 2.0 && r.y <= 9.0)
+            .all(|r| r.cell == NO_CELL));
+        assert!(records
+            .iter()
+            .filter(|r| r.x >= 14.0 && r.x < 15.0 && r.y < 4.0)
+            .all(|r| r.cell == NO_CELL));
+        let corners = at(0.0).filter(|r| r.cell == nucleus).count();
+        assert!(corners <= 4, "{stats:?}");
+        assert_eq!(stats.joined, 12 + corners, "{stats:?}");
+        assert_eq!(stats.vetoed, 92, "{stats:?}");
+    }
+
     /// Transcripts within the inner reach stay with their boundary whatever their type.
     #[test]
     fn protected_transcripts_stay() {
@@ -647,9 +784,15 @@ mod tests {
             .map(|r| r.id)
             .collect();
         protected.sort_unstable();
-        let stats = apply(&mut records, &mut cells, &protected, Some(2), true, || {
-            "new".into()
-        });
+        let stats = apply(
+            &mut records,
+            &mut cells,
+            &protected,
+            Join::default(),
+            Some(2),
+            true,
+            || "new".into(),
+        );
         assert_eq!(stats.vetoed, 96 - protected.len(), "{stats:?}");
         assert!(records
             .iter()
@@ -667,14 +810,12 @@ mod tests {
     fn two_types_are_found_in_two_cells_of_different_genes() {
         let (mut records, mut cells, _) = two_cells();
         let (mut given, mut given_cells, _) = two_cells();
-        let stats = apply(&mut records, &mut cells, &[], None, true, || "new".into());
+        let stats = plain(&mut records, &mut cells, None, true);
         assert_eq!(stats.types, 2, "{stats:?}");
         assert!(stats.applied());
         let bic = |k: usize| stats.criterion.iter().find(|c| c.0 == k).expect("tried").1;
         assert!(bic(2) < bic(1) && bic(2) < bic(3), "{:?}", stats.criterion);
-        let fixed = apply(&mut given, &mut given_cells, &[], Some(2), true, || {
-            "new".into()
-        });
+        let fixed = plain(&mut given, &mut given_cells, Some(2), true);
         assert_eq!(stats.vetoed, fixed.vetoed);
         assert_eq!(stats.new_cells, fixed.new_cells);
         let cells_of = |r: &[TxRecord]| r.iter().map(|r| r.cell).collect::<Vec<_>>();
@@ -696,7 +837,7 @@ mod tests {
             }
         }
         let before: Vec<u32> = records.iter().map(|r| r.cell).collect();
-        let stats = apply(&mut records, &mut cells, &[], None, true, || "new".into());
+        let stats = plain(&mut records, &mut cells, None, true);
         assert_eq!(stats.types, 1, "{:?}", stats.criterion);
         assert!(!stats.applied());
         assert!(stats.criterion.len() > AUTO_PATIENCE);
@@ -708,9 +849,7 @@ mod tests {
     #[test]
     fn without_new_cells_the_transcripts_taken_back_stay_unassigned() {
         let (mut records, mut cells, nucleus) = two_cells();
-        let stats = apply(&mut records, &mut cells, &[], Some(2), false, || {
-            "new".into()
-        });
+        let stats = plain(&mut records, &mut cells, Some(2), false);
         assert_eq!(stats.vetoed, 96, "{stats:?}");
         assert_eq!(stats.new_cells, 0);
         assert_eq!(cells.len(), 1);

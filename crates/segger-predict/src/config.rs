@@ -56,6 +56,11 @@ pub struct PredictConfig {
     /// data, given, or off. When it runs with two types or more, it replaces the components of
     /// `use_cc`.
     pub cell_types: CellTypes,
+    /// Cell-type stage: a transcript whose chosen boundary scored below the cut joins it when
+    /// the boundary's type is its own and at least this many of its
+    /// [`crate::cell_types::NEIGHBOURS`] nearest transcripts (itself among them) are in the
+    /// boundary's cell; 0 turns this off, at most `NEIGHBOURS − 1`.
+    pub join_neighbours: usize,
     /// Backend.
     pub accelerator: Accelerator,
     /// Tiles per forward pass.
@@ -157,6 +162,7 @@ impl PredictConfig {
             dist_tx: 1.5,
             min_transcripts: 5,
             cell_types: CellTypes::Auto,
+            join_neighbours: crate::cell_types::JOIN_NEIGHBOURS,
             accelerator: Accelerator::Auto,
             batch_size: 1,
             num_workers: 2,

@@ -140,6 +140,7 @@ pub fn resolve(col: Collected, cfg: &PredictConfig) -> Result<Resolved, PredictE
         mut cells,
         links,
         mut near,
+        mut below,
         boundary_ids,
         tiles,
         ..
@@ -178,7 +179,13 @@ pub fn resolve(col: Collected, cfg: &PredictConfig) -> Result<Resolved, PredictE
         let mut next = 0usize;
         near.par_sort_unstable();
         near.dedup();
-        crate::cell_types::apply(&mut records, &mut cells, &near, k, cfg.use_cc, || {
+        below.par_sort_unstable();
+        below.dedup_by_key(|b| b.0);
+        let join = crate::cell_types::Join {
+            below: &below,
+            neighbours: cfg.join_neighbours,
+        };
+        crate::cell_types::apply(&mut records, &mut cells, &near, join, k, cfg.use_cc, || {
             next += 1;
             format!("{prefix}{next}")
         })

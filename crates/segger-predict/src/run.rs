@@ -136,6 +136,13 @@ fn check_flags(cfg: &PredictConfig) -> Result<(), PredictError> {
             ));
         }
     }
+    let max_join = crate::cell_types::NEIGHBOURS - 1;
+    if cfg.join_neighbours > max_join {
+        return bad(format!(
+            "--join_neighbours must be between 0 (off) and {max_join}, got {}",
+            cfg.join_neighbours
+        ));
+    }
     if !(cfg.distance_scale.is_finite() && cfg.distance_scale >= 0.0) {
         return bad(format!(
             "--distance_scale must be a finite number ≥ 0, got {}",
@@ -403,6 +410,11 @@ fn collect<B: GatBackend>(
                 }));
                 col.links.extend(r.links);
                 col.near.extend(r.near);
+                col.below.extend(
+                    r.below
+                        .into_iter()
+                        .map(|(id, b)| (id, col.cells.intern(&bd_ids[b0 + b as usize]))),
+                );
                 col.tiles += 1;
                 col.nodes_seen += batch.tx_ptr[t + 1] - batch.tx_ptr[t];
             }

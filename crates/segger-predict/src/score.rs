@@ -17,6 +17,9 @@ pub(crate) struct TileResult {
     /// Ids of the core transcripts within the inner reach of their chosen boundary (kept only
     /// for the cell-type stage, which never takes them from it).
     pub near: Vec<i64>,
+    /// `(id, tile-local boundary)` of the core transcripts whose chosen boundary scored below
+    /// the cut outside the inner reach (cell-type stage only).
+    pub below: Vec<(i64, u32)>,
 }
 
 fn sigmoid(s: f32) -> f32 {
@@ -310,10 +313,21 @@ pub(crate) fn score_tile(
     } else {
         Vec::new()
     };
+    let below = if cfg.cell_types != crate::CellTypes::Off && cfg.join_neighbours > 0 {
+        records
+            .iter()
+            .zip(&best)
+            .filter(|(r, b)| r.cell == NO_CELL && b.2 != NO_CELL)
+            .map(|(r, b)| (r.id, b.2))
+            .collect()
+    } else {
+        Vec::new()
+    };
     Ok(TileResult {
         records,
         links,
         near,
+        below,
     })
 }
 

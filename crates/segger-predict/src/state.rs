@@ -93,6 +93,9 @@ pub struct Collected {
     /// Ids of transcripts within the inner reach of their chosen boundary (cell-type stage
     /// only; empty otherwise).
     pub near: Vec<i64>,
+    /// `(transcript id, cell)`: transcripts whose chosen boundary (within reach) scored below
+    /// the cut, with that boundary (cell-type stage only; empty otherwise).
+    pub below: Vec<(i64, u32)>,
     /// Every boundary id seen in any tile (new component ids must avoid them).
     pub boundary_ids: HashSet<String>,
     /// Tiles processed.
