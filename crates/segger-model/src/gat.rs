@@ -30,7 +30,9 @@ pub struct GatConv<B: Backend> {
 
 impl<B: GatBackend> GatConv<B> {
     /// Output `[N_dst, H*C]` for sources `x_src` `[N_src, in_src]` and destinations `x_dst`
-    /// `[N_dst, in_dst]`. A destination without incoming edges outputs `bias`.
+    /// `[N_dst, in_dst]`. A destination without incoming edges outputs `bias`. On a graph where
+    /// no destination has more than one edge ([`RelationGraph::single`]) the attention is
+    /// skipped: each weight is a softmax over one edge, 1.
     pub fn forward(
         &self,
         x_src: Tensor<B, 2>,
@@ -58,6 +60,15 @@ impl<B: GatBackend> GatConv<B> {
             mp::linear(x_src, cast(self.lin_l_weight.val(), compute)),
             cast(self.lin_l_bias.val(), compute),
         );
+        if let Some(single) = &g.single {
+            // One edge at most per destination: its attention weight is 1 whatever `lin_r` and
+            // `att` are (their gradients are 0 either way), so the output is the source's
+            // message, or 0 without an edge, plus the bias.
+            let zero = Tensor::<B, 2>::zeros([1, h * c], &xl.device());
+            let padded = Tensor::cat(vec![xl, cast(zero, compute)], 0);
+            let out = mp::gather_grouped(padded, single);
+            return mp::add_bias(out, cast(self.bias.val(), compute));
+        }
         let xr = mp::add_bias(
             mp::linear(x_dst, cast(self.lin_r_weight.val(), compute)),
             cast(self.lin_r_bias.val(), compute),

@@ -33,6 +33,12 @@ pub struct RelationGraph<B: Backend> {
     pub num_src: usize,
     /// Number of destination nodes.
     pub num_dst: usize,
+    /// When no destination has more than one incoming edge (the reversed `tx__neighbors__bd`
+    /// edges of a dataset made with `--k_bd 1`): per destination, the source of its edge, or
+    /// `num_src` (a row of zeros) for none. Each attention weight is then a softmax over one
+    /// edge, exactly 1, so [`crate::GatConv`] gathers the sources' messages instead of
+    /// computing attention.
+    pub single: Option<RowIndex<B>>,
 }
 
 impl<B: Backend> RelationGraph<B> {
@@ -56,6 +62,20 @@ impl<B: Backend> RelationGraph<B> {
         let sp: Vec<i64> = by_src.row_ptr.iter().map(|&v| v as i64).collect();
         let src_ptr = Tensor::<B, 1, Int>::from_data(TensorData::new(sp, [num_src + 1]), device);
         let src_edge = to_int(by_src.edge.iter().map(|&v| i64::from(v)).collect());
+        let single = csr.row_ptr.windows(2).all(|w| w[1] - w[0] <= 1).then(|| {
+            let idx: Vec<i64> = csr
+                .row_ptr
+                .windows(2)
+                .map(|w| {
+                    if w[1] > w[0] {
+                        i64::from(csr.src[w[0]])
+                    } else {
+                        num_src as i64
+                    }
+                })
+                .collect();
+            RowIndex::new(&idx, num_src + 1, device)
+        });
         Self {
             edge_type,
             src: src_t,
@@ -67,6 +87,7 @@ impl<B: Backend> RelationGraph<B> {
             by_src,
             num_src,
             num_dst,
+            single,
         }
     }
 

@@ -227,3 +227,87 @@ fn fused_backward_matches_generic_flex() {
 fn fused_backward_matches_generic_ndarray() {
     check_backward::<Autodiff<NdArray>>();
 }
+
+/// On a graph where no destination has more than one edge, [`GatConv`] skips the attention
+/// (each weight is a softmax over one edge): the output and the gradients of the sources,
+/// `lin_l` and the bias are those of the attention path, and the attention path's gradients of
+/// the destinations, `lin_r` and `att` are zero. A second edge into one destination turns the
+/// shortcut off.
+#[test]
+fn destinations_with_one_edge_skip_the_attention() {
+    use burn::module::Param;
+    use segger_model::GatConv;
+    type A = Autodiff<F>;
+    let dev = Default::default();
+    let (ns, nd, fin, h, c) = (7usize, 40usize, 5usize, 2usize, 3usize);
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let (mut s, mut d) = (Vec::new(), Vec::new());
+    for j in 0..nd {
+        if j % 3 != 0 {
+            s.push(rng.random_range(0..ns as i64));
+            d.push(j as i64);
+        }
+    }
+    let fast = graph::<A>(&s, &d, ns, nd);
+    assert!(fast.single.is_some());
+    let mut full = fast.clone();
+    full.single = None;
+    let (mut s2, mut d2) = (s.clone(), d.clone());
+    s2.push(0);
+    d2.push(1);
+    assert!(graph::<A>(&s2, &d2, ns, nd).single.is_none());
+
+    A::seed(&dev, 5);
+    let normal = |shape: Vec<usize>| -> Tensor<A, 2> {
+        Tensor::random([shape[0], shape[1]], Distribution::Normal(0.0, 1.0), &dev)
+    };
+    let vec1 =
+        |n: usize| -> Tensor<A, 1> { Tensor::random([n], Distribution::Normal(0.0, 1.0), &dev) };
+    let conv = GatConv::<A> {
+        lin_l_weight: Param::from_tensor(normal(vec![h * c, fin])),
+        lin_l_bias: Param::from_tensor(vec1(h * c)),
+        lin_r_weight: Param::from_tensor(normal(vec![h * c, fin])),
+        lin_r_bias: Param::from_tensor(vec1(h * c)),
+        att: Param::from_tensor(normal(vec![h, c])),
+        bias: Param::from_tensor(vec1(h * c)),
+        heads: h,
+        channels: c,
+    };
+    let x_src = normal(vec![ns, fin]);
+    let x_dst = normal(vec![nd, fin]);
+    let w = normal(vec![nd, h * c]);
+    let run = |g: &RelationGraph<A>| {
+        let (xs, xd) = (x_src.clone().require_grad(), x_dst.clone().require_grad());
+        let out = conv.forward(xs.clone(), xd.clone(), g);
+        let o = tensor_values(out.clone());
+        let gr = (out * w.clone()).sum().backward();
+        let vals = |t: Option<Tensor<burn::backend::Flex, 2>>| t.map(tensor_values);
+        (
+            o,
+            tensor_values(xs.grad(&gr).unwrap()),
+            vals(conv.lin_l_weight.grad(&gr)).unwrap(),
+            tensor_values(conv.bias.grad(&gr).unwrap()),
+            [
+                vals(xd.grad(&gr)),
+                vals(conv.lin_r_weight.grad(&gr)),
+                vals(conv.att.grad(&gr)),
+            ],
+        )
+    };
+    let (o_f, xs_f, ll_f, b_f, rest_f) = run(&fast);
+    let (o_a, xs_a, ll_a, b_a, rest_a) = run(&full);
+    assert!(max_rel(&o_f, &o_a) < 1e-6, "output");
+    assert!(max_rel(&xs_f, &xs_a) < 1e-6, "x_src gradient");
+    assert!(max_rel(&ll_f, &ll_a) < 1e-6, "lin_l gradient");
+    assert!(max_rel(&b_f, &b_a) < 1e-6, "bias gradient");
+    // a destination without an edge outputs the bias
+    let bias = tensor_values(conv.bias.val());
+    assert!(max_rel(&o_f[..h * c], &bias) < 1e-6);
+    for (what, g) in ["x_dst", "lin_r", "att"].iter().zip(rest_a) {
+        let g = g.expect("the attention path records it");
+        assert!(g.iter().all(|v| v.abs() < 1e-6), "{what} gradient {g:?}");
+    }
+    assert!(rest_f
+        .iter()
+        .all(|g| g.as_ref().is_none_or(|g| g.iter().all(|v| *v == 0.0))));
+}
