@@ -409,14 +409,23 @@ fn check_same_model(cfg: &TrainConfig) -> Result<(), TrainError> {
     let stored: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| TrainError::Input(format!("--resume: {}: {e}", path.display())))?;
     let now = serde_json::to_value(&cfg.model).map_err(|e| TrainError::Runtime(e.to_string()))?;
-    let (Some(old), Some(new)) = (
-        stored.get("model").and_then(|m| m.as_object()),
-        now.as_object(),
-    ) else {
+    let Some(model) = stored.get("model") else {
         return Err(TrainError::Input(format!(
             "--resume: {}: field `model`: missing",
             path.display()
         )));
+    };
+    // Through the config type, so that a field the run's version did not write takes its
+    // default (the value that version used).
+    let model: SeggerConfig = serde_json::from_value(model.clone()).map_err(|e| {
+        TrainError::Input(format!("--resume: {}: field `model`: {e}", path.display()))
+    })?;
+    let stored_model =
+        serde_json::to_value(&model).map_err(|e| TrainError::Runtime(e.to_string()))?;
+    let (Some(old), Some(new)) = (stored_model.as_object(), now.as_object()) else {
+        return Err(TrainError::Runtime(
+            "a model config is a JSON object".into(),
+        ));
     };
     let mut changed: Vec<String> = new
         .iter()
@@ -427,14 +436,35 @@ fn check_same_model(cfg: &TrainConfig) -> Result<(), TrainError> {
         })
         .collect();
     changed.sort();
-    if changed.is_empty() {
-        Ok(())
-    } else {
-        Err(TrainError::Input(format!(
-            "--resume: this call's model differs from the run's in {}: pass the run's settings",
-            changed.join(", ")
-        )))
+    // The schedule: a run written without one had a constant learning rate.
+    let schedule: crate::schedule::LrScheduleKind = match stored.get("lr_schedule") {
+        Some(v) => serde_json::from_value(v.clone()).map_err(|e| {
+            TrainError::Input(format!(
+                "--resume: {}: field `lr_schedule`: {e}",
+                path.display()
+            ))
+        })?,
+        None => Default::default(),
+    };
+    if schedule != cfg.lr_schedule {
+        changed.push(format!(
+            "--lr_schedule {} (the run has {})",
+            cfg.lr_schedule.as_str(),
+            schedule.as_str()
+        ));
     }
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let hint = if changed.iter().any(|c| c.starts_with("scaled_logits ")) {
+        " (the run was started by a version of segger whose bidirectional architecture did not scale its logits: finish it with that version, or start a new run)"
+    } else {
+        ""
+    };
+    Err(TrainError::Input(format!(
+        "--resume: this call's settings differ from the run's in {}: pass the run's settings{hint}",
+        changed.join(", ")
+    )))
 }
 
 /// The first epoch whose training or validation loss is not a finite number.
@@ -664,6 +694,45 @@ mod tests {
             validation_loss,
             ..Default::default()
         }
+    }
+
+    /// A run folder written before `lr_schedule` and `scaled_logits` existed: those take the
+    /// values that version used (constant, false), so only a call that asks for others is
+    /// refused, naming them.
+    #[test]
+    fn resume_reads_fields_an_earlier_version_did_not_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let reference = SeggerConfig::new(20);
+        let mut run = serde_json::to_value(TrainConfig::new(
+            root.join("t"),
+            root.join("v"),
+            root.clone(),
+            reference.clone(),
+        ))
+        .unwrap();
+        let o = run.as_object_mut().unwrap();
+        o.remove("lr_schedule");
+        o["model"].as_object_mut().unwrap().remove("scaled_logits");
+        std::fs::write(root.join("run_config.json"), run.to_string()).unwrap();
+        let call = |model: SeggerConfig, kind| TrainConfig {
+            lr_schedule: kind,
+            ..TrainConfig::new(root.join("t"), root.join("v"), root.clone(), model)
+        };
+        use crate::schedule::LrScheduleKind::{Constant, Cosine};
+        assert!(check_same_model(&call(reference.clone(), Constant)).is_ok());
+        let e = check_same_model(&call(reference.clone(), Cosine))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--lr_schedule cosine (the run has constant)"),
+            "{e}"
+        );
+        let e = check_same_model(&call(reference.bidirectional(), Constant))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("scaled_logits true (the run has false)"), "{e}");
+        assert!(e.contains("finish it with that version"), "{e}");
     }
 
     #[test]

@@ -17,6 +17,16 @@ pub enum LrScheduleKind {
     Cosine,
 }
 
+impl LrScheduleKind {
+    /// The flag value (`cosine`, `constant`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Constant => "constant",
+            Self::Cosine => "cosine",
+        }
+    }
+}
+
 /// Share of the run's steps spent warming up ([`LrScheduleKind::Cosine`]).
 pub const WARMUP_SHARE: f64 = 0.05;
 /// The learning rate at the end of a cosine run, as a share of `--learning_rate`.
@@ -62,8 +72,12 @@ impl LrSchedule {
     }
 }
 
+/// The record is the number of steps taken, optional so that a checkpoint of a run with burn's
+/// constant learning rate (a unit record, the same bytes as `None`) loads too: such a run is
+/// resumed with [`LrScheduleKind::Constant`] (`--resume` refuses another schedule), whose rate
+/// does not depend on the step.
 impl LrScheduler for LrSchedule {
-    type Record<B: Backend> = usize;
+    type Record<B: Backend> = Option<usize>;
 
     fn step(&mut self) -> LearningRate {
         let lr = self.rate(self.taken);
@@ -71,12 +85,12 @@ impl LrScheduler for LrSchedule {
         lr
     }
 
-    fn to_record<B: Backend>(&self) -> usize {
-        self.taken
+    fn to_record<B: Backend>(&self) -> Option<usize> {
+        Some(self.taken)
     }
 
-    fn load_record<B: Backend>(mut self, record: usize) -> Self {
-        self.taken = record;
+    fn load_record<B: Backend>(mut self, record: Option<usize>) -> Self {
+        self.taken = record.unwrap_or(0);
         self
     }
 }
@@ -110,7 +124,11 @@ mod tests {
         let mut s = LrSchedule::new(LrScheduleKind::Cosine, 1e-2, 50);
         let all: Vec<f64> = (0..50).map(|_| s.step()).collect();
         let mut r = LrSchedule::new(LrScheduleKind::Cosine, 1e-2, 50)
-            .load_record::<burn::backend::Flex>(20);
+            .load_record::<burn::backend::Flex>(Some(20));
         assert_eq!(r.step(), all[20]);
+        // a checkpoint of burn's constant rate (a unit record, read as None) starts at step 0
+        let mut c = LrSchedule::new(LrScheduleKind::Constant, 1e-3, 50)
+            .load_record::<burn::backend::Flex>(None);
+        assert_eq!((c.taken, c.step()), (0, 1e-3));
     }
 }
