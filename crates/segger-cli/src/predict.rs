@@ -59,12 +59,26 @@ pub struct PredictArgs {
     /// A transcript within inner_reach equivalent radii (√(area/π)) of its chosen boundary's
     /// centroid is assigned to it whatever its score (the nucleus and its rim); 0 = off (the
     /// reference: the cut decides alone), 0–100.
-    #[arg(long = "inner_reach", alias = "inner-reach", default_value_t = 1.5)]
+    #[arg(
+        long = "inner_reach",
+        alias = "inner-reach",
+        default_value_t = segger_predict::DEFAULT_INNER_REACH
+    )]
     pub inner_reach: f32,
     /// Reach of a nucleus, in equivalent radii (√(area/π)): a transcript farther than that from
     /// a boundary's centroid is not its candidate; 0 = no limit but --dist_bd (the reference).
     #[arg(long, default_value_t = 2.5)]
     pub reach: f32,
+    /// Beyond lone_reach equivalent radii (and within --reach), a nucleus reaches a transcript
+    /// only when another candidate nucleus lies within 1.5 times the distance (each in its own
+    /// radii): far cytoplasm between packed nuclei stays theirs, far transcripts in open space
+    /// go to new cells; 0 = off, 0–100.
+    #[arg(
+        long = "lone_reach",
+        alias = "lone-reach",
+        default_value_t = segger_predict::DEFAULT_LONE_REACH
+    )]
+    pub lone_reach: f32,
     /// Group unassigned transcripts into new cells (connected components of similar
     /// neighbours within --dist_tx in the x-y plane). On by default; `--use_cc false` turns it
     /// off (the reference's default). A bare flag, or a value as the reference spells it
@@ -167,6 +181,7 @@ pub fn run(a: PredictArgs) -> Result<(), CliError> {
     cfg.expression_weight = a.expression_weight;
     cfg.inner_reach = a.inner_reach;
     cfg.reach = a.reach;
+    cfg.lone_reach = a.lone_reach;
     cfg.use_cc = a.use_cc;
     cfg.k_tx = a.k_tx;
     cfg.dist_tx = a.dist_tx;
@@ -212,8 +227,8 @@ pub fn run(a: PredictArgs) -> Result<(), CliError> {
     if let Some(t) = &s.cell_types {
         if t.applied() {
             println!(
-                "  types      {} (transcripts per type {:?}); {} left a boundary of another type, {} below the cut joined one of theirs; {} new cells of about {} transcripts",
-                t.types, t.per_type, t.vetoed, t.joined, t.new_cells, t.typical_size
+                "  types      {} (transcripts per type {:?}); {} left a boundary of another type ({} of them back, unconfirmed), {} below the cut joined one of theirs; {} new cells of about {} transcripts",
+                t.types, t.per_type, t.vetoed, t.returned, t.joined, t.new_cells, t.typical_size
             );
         } else {
             println!(

@@ -54,6 +54,7 @@ const PREDICT: &[&str] = &[
     "expression_weight",
     "inner_reach",
     "reach",
+    "lone_reach",
     "k_tx",
     "dist_tx",
     "min_transcripts",

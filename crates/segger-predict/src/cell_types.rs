@@ -14,7 +14,11 @@
 //! 3. A boundary's type is the most common type among its transcripts. A transcript whose
 //!    boundary's type is worse than its own by more than `MARGIN` nats is unassigned, unless
 //!    it lies within the inner reach of the boundary (`--inner_reach` equivalent radii of its
-//!    centroid: the nucleus and its rim).
+//!    centroid: the nucleus and its rim). Such a transcript is *unconfirmed* when the
+//!    neighbours in its boundary's cell do not confirm it: the same log-likelihood over only
+//!    those of its `NEIGHBOURS` nearest transcripts that are in that cell (and its own gene)
+//!    does not put the boundary's type `MARGIN` nats behind the best (a transcript at the
+//!    edge between two cells of different types, whose neighbourhood mixes both).
 //! 4. A transcript whose chosen boundary (within `--reach`) scored below the cut joins it when
 //!    the boundary's type is its own and at least `--join_neighbours` (default
 //!    `JOIN_NEIGHBOURS`) of its `NEIGHBOURS`
@@ -23,6 +27,7 @@
 //! 5. Unassigned transcripts of one type within `LINK` µm are joined; a component of at least
 //!    `MIN_COMPONENT` transcripts becomes round(size / typical) cells (k-means in x-y), the
 //!    typical size being the median transcript count of the boundaries' cells.
+//! 6. An unconfirmed transcript (step 3) that joined no new cell goes back to its boundary.
 //!
 //! Measured on simulated tissue in docs/accuracy.md ("Cell types").
 
@@ -75,6 +80,9 @@ pub struct TypeStats {
     pub per_type: Vec<usize>,
     /// Transcripts taken back from their boundary.
     pub vetoed: usize,
+    /// Of those, the ones the neighbours in their boundary's cell did not confirm and that
+    /// joined no new cell: back in their boundary.
+    pub returned: usize,
     /// Transcripts whose chosen boundary scored below the cut that joined it (its type theirs,
     /// enough of their neighbourhood in its cell: [`Join`]).
     pub joined: usize,
@@ -354,7 +362,7 @@ pub fn apply(
     sizes.sort_unstable();
     let typical = sizes.get(sizes.len() / 2).copied().unwrap_or(1).max(1);
 
-    let mut vetoed = 0;
+    let mut vetoed = Vec::new();
     let mut free = vec![false; n];
     // below-cut transcripts that join their chosen boundary (step 4 of the module doc)
     let joined = join_below_cut(&sub, &labels, join, &cell_type);
@@ -379,7 +387,9 @@ pub fn apply(
             } else {
                 let ll = log_likelihood(row(j), genes[j], &logp);
                 let lose = ll[labels[j] as usize] - ll[ct] > MARGIN;
-                vetoed += usize::from(lose);
+                if lose {
+                    vetoed.push((j, c));
+                }
                 !lose
             }
         };
@@ -388,6 +398,8 @@ pub fn apply(
             records[idx[j]].cell = NO_CELL;
         }
     }
+
+    let unconfirmed = unconfirmed(&sub, &genes, &logp, &vetoed, &cell_type);
 
     // typed components of the free transcripts
     let fidx: Vec<usize> = (0..n).filter(|&j| free[j] && make_cells).collect();
@@ -430,10 +442,19 @@ pub fn apply(
         }
         new_cells += used.iter().filter(|&&u| u).count();
     }
+    let mut returned = 0;
+    for (j, c) in unconfirmed {
+        let r = &mut records[idx[j]];
+        if r.cell == NO_CELL {
+            r.cell = c;
+            returned += 1;
+        }
+    }
     TypeStats {
         types: k,
         per_type,
-        vetoed,
+        vetoed: vetoed.len(),
+        returned,
         joined: joined.len(),
         new_cells,
         typical_size: typical,
@@ -476,20 +497,70 @@ fn join_below_cut(
     if cand.is_empty() {
         return cand;
     }
-    let q: Vec<f32> = cand
-        .iter()
-        .flat_map(|&(j, _)| [sub[j].x, sub[j].y])
-        .collect();
-    let all: Vec<f32> = sub.iter().flat_map(|r| [r.x, r.y]).collect();
-    let e = knn_bipartite(&q, &all, 2, KnnParams::new(NEIGHBOURS, f32::MAX)).expect("2-D points");
     let mut inside = vec![0usize; cand.len()];
-    for (&a, &b) in e.src.iter().zip(&e.dst) {
-        inside[a as usize] += usize::from(sub[b as usize].cell == cand[a as usize].1);
+    for (a, b) in nearest(sub, &cand) {
+        inside[a] += usize::from(sub[b].cell == cand[a].1);
     }
     cand.into_iter()
         .zip(inside)
         .filter(|&(_, m)| m >= join.neighbours)
         .map(|(x, _)| x)
+        .collect()
+}
+
+/// `(query, neighbour)` pairs: the [`NEIGHBOURS`] nearest transcripts of `sub` (in x-y) to each
+/// transcript `at[query].0`, itself among them.
+fn nearest(sub: &[TxRecord], at: &[(usize, u32)]) -> Vec<(usize, usize)> {
+    let q: Vec<f32> = at.iter().flat_map(|&(j, _)| [sub[j].x, sub[j].y]).collect();
+    let all: Vec<f32> = sub.iter().flat_map(|r| [r.x, r.y]).collect();
+    let e = knn_bipartite(&q, &all, 2, KnnParams::new(NEIGHBOURS, f32::MAX)).expect("2-D points");
+    e.src
+        .iter()
+        .zip(&e.dst)
+        .map(|(&a, &b)| (a as usize, b as usize))
+        .collect()
+}
+
+/// Of the transcripts `vetoed` (index, boundary cell) taken from their boundary, those the
+/// neighbours in that cell do not confirm (step 3 of the module doc): over only those of its
+/// [`NEIGHBOURS`] nearest transcripts that are in the cell (its own gene counted
+/// [`OWN_WEIGHT`] times), the boundary's type is within [`MARGIN`] nats of the best type.
+/// Sorted by index.
+fn unconfirmed(
+    sub: &[TxRecord],
+    genes: &[u32],
+    logp: &[Vec<f32>],
+    vetoed: &[(usize, u32)],
+    cell_type: &HashMap<u32, usize>,
+) -> Vec<(usize, u32)> {
+    if vetoed.is_empty() {
+        return Vec::new();
+    }
+    let k = logp.len();
+    let mut ll = vec![0f32; vetoed.len() * k];
+    for (a, b) in nearest(sub, vetoed) {
+        let (j, c) = vetoed[a];
+        if b != j && sub[b].cell == c {
+            let g = genes[b] as usize;
+            for (t, lp) in logp.iter().enumerate() {
+                ll[a * k + t] += lp[g];
+            }
+        }
+    }
+    vetoed
+        .iter()
+        .zip(ll.chunks(k))
+        .filter(|&(&(j, c), l)| {
+            let own = genes[j] as usize;
+            let l: Vec<f32> = l
+                .iter()
+                .zip(logp)
+                .map(|(v, lp)| v + OWN_WEIGHT * lp[own])
+                .collect();
+            let best = l.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            best - l[cell_type[&c]] <= MARGIN
+        })
+        .map(|(&v, _)| v)
         .collect()
 }
 
@@ -719,6 +790,8 @@ mod tests {
         );
         assert_eq!(stats.per_type.iter().sum::<usize>(), 240);
         assert_eq!(stats.vetoed, 96, "{stats:?}");
+        // their neighbours in the nucleus's cell are their own cell's: confirmed
+        assert_eq!(stats.returned, 0, "{stats:?}");
         // typical size 240 (one boundary cell) → the 96 freed transcripts make one cell
         assert_eq!(stats.new_cells, 1);
         let left = records.iter().filter(|r| r.x < 12.0);
@@ -772,6 +845,52 @@ mod tests {
         assert!(corners <= 4, "{stats:?}");
         assert_eq!(stats.joined, 12 + corners, "{stats:?}");
         assert_eq!(stats.vetoed, 92, "{stats:?}");
+    }
+
+    /// Two cells of different genes touching at x = 12, each with its own nucleus, and a
+    /// transcript of the left cell with a gene of neither at the edge: most of its neighbours
+    /// are the right cell's, so it is taken from its nucleus, but its neighbours in the left
+    /// cell confirm the left cell's type and it joins no new cell, so it goes back. Moved into
+    /// the right cell's territory (its neighbours in the left cell gone), it stays out.
+    #[test]
+    fn an_edge_transcript_whose_cell_neighbours_disagree_with_the_veto_goes_back() {
+        for (edge_x, back) in [(11.9f32, true), (13.5, false)] {
+            let mut cells = CellTable::default();
+            let left = cells.intern("left");
+            let right = cells.intern("right");
+            let mut records = Vec::new();
+            for i in 0..24u32 {
+                for j in 0..12u32 {
+                    let (gene, cell) = if i < 12 {
+                        ((i * 7 + j * 3) % 5, left)
+                    } else {
+                        (5 + (i * 7 + j * 3) % 5, right)
+                    };
+                    records.push(rec(
+                        records.len() as i64,
+                        i as f32,
+                        j as f32 + 0.5,
+                        gene,
+                        cell,
+                    ));
+                }
+            }
+            let edge = records.len() as i64;
+            records.push(rec(edge, edge_x, 6.0, 10, left));
+            let stats = plain(&mut records, &mut cells, Some(2), true);
+            let r = records
+                .iter()
+                .find(|r| r.id == edge)
+                .expect("edge transcript");
+            assert_eq!(stats.vetoed, 1, "{stats:?}");
+            assert_eq!(stats.returned, usize::from(back), "{stats:?}");
+            assert_eq!(r.cell, if back { left } else { NO_CELL }, "{stats:?}");
+            // every other transcript stays where it was
+            assert!(records
+                .iter()
+                .filter(|r| r.id != edge)
+                .all(|r| r.cell == if r.x < 12.0 { left } else { right }));
+        }
     }
 
     /// Transcripts within the inner reach stay with their boundary whatever their type.

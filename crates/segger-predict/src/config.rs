@@ -34,6 +34,13 @@ pub struct PredictConfig {
     /// `reach × √(area/π)` from a transcript is not its candidate. 0 turns the limit off (the
     /// reference: every boundary within `dist_bd`).
     pub reach: f32,
+    /// Beyond `lone_reach` equivalent radii (and within `reach`), a boundary reaches a
+    /// transcript only when another candidate boundary is near it too: within [`LONE_RATIO`]
+    /// times the distance, each distance in its own boundary's radii. Far cytoplasm between
+    /// packed nuclei stays theirs; far transcripts in open space (a cell whose nucleus is out
+    /// of the section) are left to new cells. 0 turns this off (every candidate within
+    /// `reach`).
+    pub lone_reach: f32,
     /// Weight of the expression term in the choice among a transcript's candidates and in the
     /// score the cut applies to: `weight · mean ln(p_b(g) / p(g))` over the genes of the
     /// transcript and its nearest neighbours ([`NEIGHBOURHOOD_SIZE`] within
@@ -155,8 +162,9 @@ impl PredictConfig {
             score_cut: None,
             distance_scale: 0.5,
             reach: 2.5,
+            lone_reach: DEFAULT_LONE_REACH,
             expression_weight: 4.0,
-            inner_reach: 1.5,
+            inner_reach: DEFAULT_INNER_REACH,
             use_cc: true,
             k_tx: 10,
             dist_tx: 1.5,
@@ -182,6 +190,19 @@ impl PredictConfig {
 
 /// The score cut of a model without a calibration (the reference's).
 pub const DEFAULT_SCORE_CUT: f32 = 0.5;
+
+/// The default of [`PredictConfig::lone_reach`] (`--lone_reach`), in equivalent radii
+/// (docs/accuracy.md, "Lone reach").
+pub const DEFAULT_LONE_REACH: f32 = 2.0;
+
+/// Beyond [`PredictConfig::lone_reach`], another candidate boundary must lie within this many
+/// times a boundary's distance (each in its own radii) for the boundary to reach the
+/// transcript.
+pub const LONE_RATIO: f32 = 1.5;
+
+/// The default of [`PredictConfig::inner_reach`] (`--inner_reach`), in equivalent radii: the
+/// nucleus and a thin rim (docs/accuracy.md, "Inner reach").
+pub const DEFAULT_INNER_REACH: f32 = 1.25;
 
 /// Errors of `segger predict`.
 #[derive(Debug, Error)]

@@ -32,7 +32,10 @@ mod state;
 mod summary;
 pub mod synthetic;
 
-pub use config::{CellTypes, DuplicateIds, PredictConfig, PredictError, DEFAULT_SCORE_CUT};
+pub use config::{
+    CellTypes, DuplicateIds, PredictConfig, PredictError, DEFAULT_INNER_REACH, DEFAULT_LONE_REACH,
+    DEFAULT_SCORE_CUT, LONE_RATIO,
+};
 pub use input::{InputKind, ResolvedInput};
 pub use model_dir::{ModelDir, VocabSource};
 pub use run::{predict, PREDICT_OUTPUT};

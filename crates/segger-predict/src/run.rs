@@ -149,6 +149,12 @@ fn check_flags(cfg: &PredictConfig) -> Result<(), PredictError> {
             cfg.distance_scale
         ));
     }
+    if !(cfg.lone_reach.is_finite() && (0.0..=100.0).contains(&cfg.lone_reach)) {
+        return bad(format!(
+            "--lone_reach must lie in [0, 100], got {}",
+            cfg.lone_reach
+        ));
+    }
     if !(cfg.inner_reach.is_finite() && (0.0..=100.0).contains(&cfg.inner_reach)) {
         return bad(format!(
             "--inner_reach must lie in [0, 100], got {}",

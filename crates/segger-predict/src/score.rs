@@ -8,7 +8,7 @@ use segger_graph::knn::{knn_bipartite, KnnParams};
 use segger_graph::{Batch, NodeFeatures, NodeIds};
 
 use crate::state::{TxRecord, NO_CELL, NO_GENE};
-use crate::{PredictConfig, PredictError};
+use crate::{PredictConfig, PredictError, LONE_RATIO};
 
 /// The result of one tile: records with the tile-local boundary index in `cell`.
 pub(crate) struct TileResult {
@@ -331,7 +331,8 @@ pub(crate) fn score_tile(
     })
 }
 
-/// The pairs of `cand` (scored transcript, boundary) within reach, with their ranking and
+/// The pairs of `cand` (scored transcript, boundary) within reach (and, beyond the lone reach,
+/// with another candidate near: [`PredictConfig::lone_reach`]), with their ranking and
 /// model logits (`logit(q, b)`), and the pairs close enough for the profiles and the inner
 /// reach.
 fn candidates(
@@ -348,11 +349,38 @@ fn candidates(
         inner: Vec::new(),
         inside: Vec::new(),
     };
+    let dist = |q: usize, b: usize| {
+        (queries[2 * q] - bd_xy[2 * b]).hypot(queries[2 * q + 1] - bd_xy[2 * b + 1])
+    };
+    // per transcript, the two nearest candidates in their own radii (the lone reach)
+    let mut nearest = vec![[(f32::INFINITY, usize::MAX); 2]; queries.len() / 2];
+    if cfg.lone_reach > 0.0 {
+        for (q, b) in cand.src.iter().zip(&cand.dst) {
+            let (q, b) = (*q as usize, *b as usize);
+            if radius[b] > 0.0 {
+                let r = dist(q, b) / radius[b];
+                let n = &mut nearest[q];
+                if r < n[0].0 {
+                    n[1] = n[0];
+                    n[0] = (r, b);
+                } else if r < n[1].0 {
+                    n[1] = (r, b);
+                }
+            }
+        }
+    }
     for (q, b) in cand.src.iter().zip(&cand.dst) {
         let (q, b) = (*q as usize, *b as usize);
-        let dist = (queries[2 * q] - bd_xy[2 * b]).hypot(queries[2 * q + 1] - bd_xy[2 * b + 1]);
+        let dist = dist(q, b);
         if cfg.reach > 0.0 && radius[b] > 0.0 && dist > cfg.reach * radius[b] {
             continue;
+        }
+        if cfg.lone_reach > 0.0 && radius[b] > 0.0 && dist > cfg.lone_reach * radius[b] {
+            let n = nearest[q];
+            let other = if n[0].1 == b { n[1].0 } else { n[0].0 };
+            if other > LONE_RATIO * dist / radius[b] {
+                continue;
+            }
         }
         let raw = logit(q, b);
         let mut rank = raw;
@@ -472,6 +500,39 @@ fn component_links(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Beyond the lone reach a boundary keeps a transcript only when another candidate lies
+    /// within `LONE_RATIO` times the distance (each in its own radii); within it, always.
+    #[test]
+    fn beyond_the_lone_reach_a_boundary_needs_a_neighbour_near_the_transcript() {
+        // boundaries (radius 1): 0 at the origin, 1 at x = 5, 2 at x = 20 (radius 2)
+        let bd_xy = [0.0f32, 0.0, 5.0, 0.0, 20.0, 0.0];
+        let radius = [1.0f32, 1.0, 2.0];
+        // transcripts: 0 at x = 2.2 (2.2 radii of boundary 0, 2.8 of boundary 1: shared);
+        // 1 at x = -2.2 (7.2 radii of boundary 1: alone with boundary 0); 2 at x = -1.8
+        // (within the lone reach); 3 at x = 15.5 (2.25 radii of boundary 2, 10.5 of 1)
+        let queries = [2.2f32, 0.0, -2.2, 0.0, -1.8, 0.0, 15.5, 0.0];
+        let cand = segger_graph::knn::EdgeList {
+            src: vec![0, 0, 1, 1, 2, 2, 3, 3],
+            dst: vec![0, 1, 0, 1, 0, 1, 2, 1],
+        };
+        let mut cfg = PredictConfig::new("m".into(), "i".into(), "o".into());
+        cfg.reach = 2.5;
+        let pairs = |cfg: &PredictConfig| -> Vec<(usize, usize)> {
+            candidates(cfg, &cand, &queries, &bd_xy, &radius, false, |_, _| 0.0)
+                .pairs
+                .iter()
+                .map(|p| (p.0, p.1))
+                .collect()
+        };
+        cfg.lone_reach = 2.0;
+        assert_eq!(pairs(&cfg), vec![(0, 0), (2, 0)]);
+        cfg.lone_reach = 0.0;
+        assert_eq!(pairs(&cfg), vec![(0, 0), (1, 0), (2, 0), (3, 2)]);
+        // a lone reach at the reach changes nothing
+        cfg.lone_reach = 2.5;
+        assert_eq!(pairs(&cfg), vec![(0, 0), (1, 0), (2, 0), (3, 2)]);
+    }
 
     #[test]
     fn expression_profiles_favour_the_boundary_whose_genes_a_neighbourhood_shares() {
