@@ -362,44 +362,54 @@ pub fn apply(
     sizes.sort_unstable();
     let typical = sizes.get(sizes.len() / 2).copied().unwrap_or(1).max(1);
 
-    let mut vetoed = Vec::new();
-    let mut free = vec![false; n];
-    // below-cut transcripts that join their chosen boundary (step 4 of the module doc)
-    let joined = join_below_cut(&sub, &labels, join, &cell_type);
+    // (index, boundary cell) of the transcripts the veto takes from their boundary (step 3 of
+    // the module doc); one that joins below the cut (step 4) is unassigned now, so never here
+    let vetoed: Vec<(usize, u32)> = (0..n)
+        .filter_map(|j| {
+            let c = sub[j].cell;
+            if c == NO_CELL
+                || cells.kinds[c as usize] == CellKind::Component
+                || protected.binary_search(&sub[j].id).is_ok()
+            {
+                return None;
+            }
+            let ct = cell_type[&c];
+            if ct == labels[j] as usize {
+                return None;
+            }
+            let ll = log_likelihood(row(j), genes[j], &logp);
+            (ll[labels[j] as usize] - ll[ct] > MARGIN).then_some((j, c))
+        })
+        .collect();
+    // the join candidates' and the vetoed transcripts' nearest neighbours, in one search
+    let cand = join_candidates(&sub, &labels, join, &cell_type);
+    let at: Vec<(usize, u32)> = cand.iter().chain(&vetoed).copied().collect();
+    let mut near = vec![Vec::with_capacity(NEIGHBOURS); at.len()];
+    for (a, b) in nearest(&sub, &at) {
+        near[a].push(b);
+    }
+    let (cand_near, vetoed_near) = near.split_at(cand.len());
+    // below-cut transcripts that join their chosen boundary (step 4)
+    let joined = join_below_cut(&sub, &cand, cand_near, join.neighbours);
     for &(j, c) in &joined {
         records[idx[j]].cell = c;
         sub[j].cell = c;
     }
+    let unconfirmed = unconfirmed(&sub, &genes, &logp, &vetoed, vetoed_near, &cell_type);
+    let mut free = vec![false; n];
     let mut joined_at = joined.iter().map(|&(j, _)| j).peekable();
+    let mut vetoed_at = vetoed.iter().map(|&(j, _)| j).peekable();
     for j in 0..n {
         if joined_at.next_if_eq(&j).is_some() {
             continue;
         }
         let c = sub[j].cell;
-        let keep = if c == NO_CELL || cells.kinds[c as usize] == CellKind::Component {
-            false
-        } else if protected.binary_search(&sub[j].id).is_ok() {
-            true
-        } else {
-            let ct = cell_type[&c];
-            if ct == labels[j] as usize {
-                true
-            } else {
-                let ll = log_likelihood(row(j), genes[j], &logp);
-                let lose = ll[labels[j] as usize] - ll[ct] > MARGIN;
-                if lose {
-                    vetoed.push((j, c));
-                }
-                !lose
-            }
-        };
-        if !keep {
+        let taken = vetoed_at.next_if_eq(&j).is_some();
+        if taken || c == NO_CELL || cells.kinds[c as usize] == CellKind::Component {
             free[j] = true;
             records[idx[j]].cell = NO_CELL;
         }
     }
-
-    let unconfirmed = unconfirmed(&sub, &genes, &logp, &vetoed, &cell_type);
 
     // typed components of the free transcripts
     let fidx: Vec<usize> = (0..n).filter(|&j| free[j] && make_cells).collect();
@@ -473,10 +483,10 @@ pub struct Join<'a> {
     pub neighbours: usize,
 }
 
-/// The transcripts of `sub` (index, cell) that join the boundary they chose below the cut:
-/// unassigned, of the boundary's type, with at least `join.neighbours` of their [`NEIGHBOURS`]
-/// nearest transcripts in its cell. Sorted by index.
-fn join_below_cut(
+/// The transcripts of `sub` (index, cell) that may join the boundary they chose below the
+/// cut: unassigned, of the boundary's type (none when `join.neighbours` is 0). Sorted by
+/// index.
+fn join_candidates(
     sub: &[TxRecord],
     labels: &[u16],
     join: Join<'_>,
@@ -486,31 +496,37 @@ fn join_below_cut(
         return Vec::new();
     }
     let below = join.below;
-    let cand: Vec<(usize, u32)> = (0..sub.len())
+    (0..sub.len())
         .filter(|&j| sub[j].cell == NO_CELL)
         .filter_map(|j| {
             let at = below.binary_search_by_key(&sub[j].id, |b| b.0).ok()?;
             let c = below[at].1;
             (cell_type.get(&c) == Some(&(labels[j] as usize))).then_some((j, c))
         })
-        .collect();
-    if cand.is_empty() {
-        return cand;
-    }
-    let mut inside = vec![0usize; cand.len()];
-    for (a, b) in nearest(sub, &cand) {
-        inside[a] += usize::from(sub[b].cell == cand[a].1);
-    }
-    cand.into_iter()
-        .zip(inside)
-        .filter(|&(_, m)| m >= join.neighbours)
-        .map(|(x, _)| x)
+        .collect()
+}
+
+/// Of the candidates `cand` ([`join_candidates`]), with `near` their [`NEIGHBOURS`] nearest
+/// transcripts, those that join: at least `neighbours` of them in the boundary's cell.
+fn join_below_cut(
+    sub: &[TxRecord],
+    cand: &[(usize, u32)],
+    near: &[Vec<usize>],
+    neighbours: usize,
+) -> Vec<(usize, u32)> {
+    cand.iter()
+        .zip(near)
+        .filter(|(&(_, c), near)| near.iter().filter(|&&b| sub[b].cell == c).count() >= neighbours)
+        .map(|(&x, _)| x)
         .collect()
 }
 
 /// `(query, neighbour)` pairs: the [`NEIGHBOURS`] nearest transcripts of `sub` (in x-y) to each
 /// transcript `at[query].0`, itself among them.
 fn nearest(sub: &[TxRecord], at: &[(usize, u32)]) -> Vec<(usize, usize)> {
+    if at.is_empty() {
+        return Vec::new();
+    }
     let q: Vec<f32> = at.iter().flat_map(|&(j, _)| [sub[j].x, sub[j].y]).collect();
     let all: Vec<f32> = sub.iter().flat_map(|r| [r.x, r.y]).collect();
     let e = knn_bipartite(&q, &all, 2, KnnParams::new(NEIGHBOURS, f32::MAX)).expect("2-D points");
@@ -521,9 +537,9 @@ fn nearest(sub: &[TxRecord], at: &[(usize, u32)]) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// Of the transcripts `vetoed` (index, boundary cell) taken from their boundary, those the
-/// neighbours in that cell do not confirm (step 3 of the module doc): over only those of its
-/// [`NEIGHBOURS`] nearest transcripts that are in the cell (its own gene counted
+/// Of the transcripts `vetoed` (index, boundary cell) taken from their boundary, with `near`
+/// their [`NEIGHBOURS`] nearest transcripts, those the neighbours in that cell do not confirm
+/// (step 3 of the module doc): over only the neighbours in the cell (its own gene counted
 /// [`OWN_WEIGHT`] times), the boundary's type is within [`MARGIN`] nats of the best type.
 /// Sorted by index.
 fn unconfirmed(
@@ -531,34 +547,27 @@ fn unconfirmed(
     genes: &[u32],
     logp: &[Vec<f32>],
     vetoed: &[(usize, u32)],
+    near: &[Vec<usize>],
     cell_type: &HashMap<u32, usize>,
 ) -> Vec<(usize, u32)> {
-    if vetoed.is_empty() {
-        return Vec::new();
-    }
-    let k = logp.len();
-    let mut ll = vec![0f32; vetoed.len() * k];
-    for (a, b) in nearest(sub, vetoed) {
-        let (j, c) = vetoed[a];
-        if b != j && sub[b].cell == c {
-            let g = genes[b] as usize;
-            for (t, lp) in logp.iter().enumerate() {
-                ll[a * k + t] += lp[g];
-            }
-        }
-    }
     vetoed
         .iter()
-        .zip(ll.chunks(k))
-        .filter(|&(&(j, c), l)| {
+        .zip(near)
+        .filter(|&(&(j, c), near)| {
             let own = genes[j] as usize;
-            let l: Vec<f32> = l
+            let ll: Vec<f32> = logp
                 .iter()
-                .zip(logp)
-                .map(|(v, lp)| v + OWN_WEIGHT * lp[own])
+                .map(|lp| {
+                    let cell: f32 = near
+                        .iter()
+                        .filter(|&&b| b != j && sub[b].cell == c)
+                        .map(|&b| lp[genes[b] as usize])
+                        .sum();
+                    cell + OWN_WEIGHT * lp[own]
+                })
                 .collect();
-            let best = l.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            best - l[cell_type[&c]] <= MARGIN
+            let best = ll.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            best - ll[cell_type[&c]] <= MARGIN
         })
         .map(|(&v, _)| v)
         .collect()
