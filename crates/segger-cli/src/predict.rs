@@ -227,8 +227,15 @@ pub fn run(a: PredictArgs) -> Result<(), CliError> {
     if let Some(t) = &s.cell_types {
         if t.applied() {
             println!(
-                "  types      {} (transcripts per type {:?}); {} left a boundary of another type ({} of them back, unconfirmed), {} below the cut joined one of theirs; {} new cells of about {} transcripts",
-                t.types, t.per_type, t.vetoed, t.returned, t.joined, t.new_cells, t.typical_size
+                "  types      {} (transcripts per type {:?}); {} left a boundary of another type ({} of them back, unconfirmed), {} below the cut joined one of theirs; {} new cells of about {} transcripts (links up to {:.1} µm)",
+                t.types,
+                t.per_type,
+                t.vetoed,
+                t.returned,
+                t.joined,
+                t.new_cells,
+                t.typical_size,
+                t.link
             );
         } else {
             println!(

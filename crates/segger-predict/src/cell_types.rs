@@ -24,7 +24,8 @@
 //!    `JOIN_NEIGHBOURS`) of its `NEIGHBOURS`
 //!    nearest transcripts are already in the boundary's cell (the neighbourhood the cut left
 //!    at the edge of a cell of its type).
-//! 5. Unassigned transcripts of one type within `LINK` µm are joined; a component of at least
+//! 5. Unassigned transcripts of one type within `LINK` neighbourhood radii (the sample's
+//!    median distance from a transcript to the last of its `NEIGHBOURS` nearest) are joined; a component of at least
 //!    `MIN_COMPONENT` transcripts becomes round(size / typical) cells (k-means in x-y), the
 //!    typical size being the median transcript count of the boundaries' cells.
 //! 6. An unconfirmed transcript (step 3) that joined no new cell goes back to its boundary.
@@ -59,8 +60,12 @@ pub const MARGIN: f32 = 3.0;
 /// this many of its `NEIGHBOURS` nearest transcripts (itself included) are already in the
 /// boundary's cell.
 pub const JOIN_NEIGHBOURS: usize = 3;
-/// Largest link between two unassigned transcripts of one type (µm, x-y).
-pub const LINK: f32 = 2.5;
+/// Largest link between two unassigned transcripts of one type (x-y), in neighbourhood radii:
+/// the sample's median distance from a transcript to the last of its [`NEIGHBOURS`] nearest
+/// (itself among them), so that the link follows the sample's density (that radius is 2.7 µm
+/// on the simulated tissues of docs/accuracy.md, links up to 3.5 µm; 1.8 µm on the lung
+/// preview).
+pub const LINK: f32 = 1.3;
 /// Smallest component that becomes cells.
 pub const MIN_COMPONENT: usize = 10;
 /// Links searched per transcript.
@@ -90,6 +95,8 @@ pub struct TypeStats {
     pub new_cells: usize,
     /// The typical cell size (transcripts) the components were cut to.
     pub typical_size: usize,
+    /// The largest link within a new cell's component, in µm ([`LINK`] neighbourhood radii).
+    pub link: f32,
     /// With the number of types chosen from the data: the criterion (BIC, lower is better) of
     /// each number tried.
     pub criterion: Vec<(usize, f64)>,
@@ -105,7 +112,9 @@ impl TypeStats {
 /// Per-transcript neighbourhood genes (`NEIGHBOURS` per row, gene ids) of `records`: the
 /// neighbour rows are searched straight into the output and their indices replaced by genes in
 /// place, so the stage holds four bytes per neighbour.
-fn neighbourhoods(records: &[TxRecord], genes: &[u32]) -> Vec<u32> {
+/// Also returns the neighbourhood radius: the median distance from a transcript to the farthest
+/// of its neighbours (0 when no row is full).
+fn neighbourhoods(records: &[TxRecord], genes: &[u32]) -> (Vec<u32>, f32) {
     let pts: Vec<f32> = records.iter().flat_map(|r| [r.x, r.y]).collect();
     let params = KnnParams {
         k: NEIGHBOURS,
@@ -115,6 +124,26 @@ fn neighbourhoods(records: &[TxRecord], genes: &[u32]) -> Vec<u32> {
     let mut out = knn_same_rows(&pts, 2, params)
         .expect("2-D points, fewer than 2³² transcripts")
         .index;
+    let mut far: Vec<f32> = out
+        .chunks(NEIGHBOURS)
+        .enumerate()
+        .filter(|(_, row)| row[NEIGHBOURS - 1] != NO_NEIGHBOUR)
+        .map(|(i, row)| {
+            row.iter()
+                .map(|&j| {
+                    let j = j as usize;
+                    (pts[2 * i] - pts[2 * j]).hypot(pts[2 * i + 1] - pts[2 * j + 1])
+                })
+                .fold(0.0, f32::max)
+        })
+        .collect();
+    let radius = if far.is_empty() {
+        0.0
+    } else {
+        let mid = far.len() / 2;
+        *far.select_nth_unstable_by(mid, f32::total_cmp).1
+    };
+    drop(far);
     drop(pts);
     // a row with fewer than NEIGHBOURS points (a tiny sample) is padded with the transcript's
     // own gene
@@ -129,7 +158,7 @@ fn neighbourhoods(records: &[TxRecord], genes: &[u32]) -> Vec<u32> {
                 };
             }
         });
-    out
+    (out, radius)
 }
 
 /// Squared distance between a neighbourhood's composition and a dense centre, given the
@@ -297,7 +326,7 @@ pub fn apply(
     let mut sub: Vec<TxRecord> = idx.iter().map(|&i| records[i]).collect();
     let genes: Vec<u32> = sub.iter().map(|r| r.gene).collect();
     let n_genes = genes.iter().copied().max().unwrap_or(0) as usize + 1;
-    let nbs = neighbourhoods(&sub, &genes);
+    let (nbs, hood_radius) = neighbourhoods(&sub, &genes);
     let row = |i: usize| &nbs[i * NEIGHBOURS..(i + 1) * NEIGHBOURS];
     let norms: Vec<f32> = (0..n)
         .into_par_iter()
@@ -412,11 +441,12 @@ pub fn apply(
     }
 
     // typed components of the free transcripts
+    let link = LINK * hood_radius;
     let fidx: Vec<usize> = (0..n).filter(|&j| free[j] && make_cells).collect();
     let pts: Vec<f32> = fidx.iter().flat_map(|&j| [sub[j].x, sub[j].y]).collect();
     let mut uf = UnionFind::new(fidx.len());
     if fidx.len() > 1 {
-        let e = knn_same(&pts, 2, KnnParams::new(LINK_NEIGHBOURS, LINK)).expect("2-D points");
+        let e = knn_same(&pts, 2, KnnParams::new(LINK_NEIGHBOURS, link)).expect("2-D points");
         for (&a, &b) in e.src.iter().zip(&e.dst) {
             if labels[fidx[a as usize]] == labels[fidx[b as usize]] {
                 uf.union(a as u32, b as u32);
@@ -468,6 +498,7 @@ pub fn apply(
         joined: joined.len(),
         new_cells,
         typical_size: typical,
+        link,
         criterion,
     }
 }
@@ -899,6 +930,45 @@ mod tests {
                 .iter()
                 .filter(|r| r.id != edge)
                 .all(|r| r.cell == if r.x < 12.0 { left } else { right }));
+        }
+    }
+
+    /// New cells link transcripts within `LINK` neighbourhood radii: two blocks of another
+    /// type 2 grid steps apart make one new cell, 4 steps apart two; the same layout scaled by
+    /// 10 (a sparser sample) gives the same cells.
+    #[test]
+    fn new_cells_link_in_units_of_the_neighbourhood_radius() {
+        for scale in [1.0f32, 10.0] {
+            for (gap, expect) in [(2.0f32, 1), (4.0, 2)] {
+                let mut cells = CellTable::default();
+                let nucleus = cells.intern("left");
+                let mut records = Vec::new();
+                let mut push = |x: f32, y: f32, gene: u32| {
+                    let id = records.len() as i64;
+                    records.push(rec(id, x * scale, y * scale, gene, nucleus));
+                };
+                for i in 0..12u32 {
+                    for j in 0..12u32 {
+                        push(i as f32, j as f32, (i * 7 + j * 3) % 5);
+                    }
+                }
+                for block in 0..2u32 {
+                    let x0 = 14.0 + block as f32 * (3.0 + gap);
+                    for i in 0..4u32 {
+                        for j in 0..8u32 {
+                            push(x0 + i as f32, j as f32, 5 + (i * 7 + j * 3 + block) % 5);
+                        }
+                    }
+                }
+                let stats = plain(&mut records, &mut cells, Some(2), true);
+                assert_eq!(stats.vetoed, 64, "{stats:?}");
+                assert_eq!(
+                    stats.new_cells, expect,
+                    "scale {scale}, gap {gap}: {stats:?}"
+                );
+                let link = stats.link / scale;
+                assert!(link > 2.0 && link < 4.0, "{stats:?}");
+            }
         }
     }
 
