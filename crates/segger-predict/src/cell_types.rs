@@ -124,15 +124,19 @@ fn neighbourhoods(records: &[TxRecord], genes: &[u32]) -> (Vec<u32>, f32) {
     let mut out = knn_same_rows(&pts, 2, params)
         .expect("2-D points, fewer than 2³² transcripts")
         .index;
+    // squared distances to the farthest neighbour of each full row
     let mut far: Vec<f32> = out
-        .chunks(NEIGHBOURS)
+        .par_chunks(NEIGHBOURS)
         .enumerate()
         .filter(|(_, row)| row[NEIGHBOURS - 1] != NO_NEIGHBOUR)
         .map(|(i, row)| {
             row.iter()
                 .map(|&j| {
-                    let j = j as usize;
-                    (pts[2 * i] - pts[2 * j]).hypot(pts[2 * i + 1] - pts[2 * j + 1])
+                    let (dx, dy) = (
+                        pts[2 * i] - pts[2 * j as usize],
+                        pts[2 * i + 1] - pts[2 * j as usize + 1],
+                    );
+                    dx * dx + dy * dy
                 })
                 .fold(0.0, f32::max)
         })
@@ -141,7 +145,7 @@ fn neighbourhoods(records: &[TxRecord], genes: &[u32]) -> (Vec<u32>, f32) {
         0.0
     } else {
         let mid = far.len() / 2;
-        *far.select_nth_unstable_by(mid, f32::total_cmp).1
+        far.select_nth_unstable_by(mid, f32::total_cmp).1.sqrt()
     };
     drop(far);
     drop(pts);
