@@ -25,9 +25,10 @@
 //!    nearest transcripts are already in the boundary's cell (the neighbourhood the cut left
 //!    at the edge of a cell of its type).
 //! 5. Unassigned transcripts of one type within `LINK` neighbourhood radii (the sample's
-//!    median distance from a transcript to the last of its `NEIGHBOURS` nearest) are joined; a component of at least
-//!    `MIN_COMPONENT` transcripts becomes round(size / typical) cells (k-means in x-y), the
-//!    typical size being the median transcript count of the boundaries' cells.
+//!    median distance from a transcript to the farthest of its `NEIGHBOURS` nearest) are
+//!    joined; a component of at least `MIN_COMPONENT` transcripts becomes round(size /
+//!    typical) cells (k-means in x-y), the typical size being the median transcript count of
+//!    the boundaries' cells.
 //! 6. An unconfirmed transcript (step 3) that joined no new cell goes back to its boundary.
 //!
 //! Measured on simulated tissue in docs/accuracy.md ("Cell types").
@@ -61,7 +62,7 @@ pub const MARGIN: f32 = 3.0;
 /// boundary's cell.
 pub const JOIN_NEIGHBOURS: usize = 3;
 /// Largest link between two unassigned transcripts of one type (x-y), in neighbourhood radii:
-/// the sample's median distance from a transcript to the last of its [`NEIGHBOURS`] nearest
+/// the sample's median distance from a transcript to the farthest of its [`NEIGHBOURS`] nearest
 /// (itself among them), so that the link follows the sample's density (that radius is 2.7 µm
 /// on the simulated tissues of docs/accuracy.md, links up to 3.5 µm; 1.8 µm on the lung
 /// preview).
@@ -574,9 +575,9 @@ fn nearest(sub: &[TxRecord], at: &[(usize, u32)]) -> Vec<(usize, usize)> {
 
 /// Of the transcripts `vetoed` (index, boundary cell) taken from their boundary, with `near`
 /// their [`NEIGHBOURS`] nearest transcripts, those the neighbours in that cell do not confirm
-/// (step 3 of the module doc): over only the neighbours in the cell (its own gene counted
-/// [`OWN_WEIGHT`] times), the boundary's type is within [`MARGIN`] nats of the best type.
-/// Sorted by index.
+/// (step 3 of the module doc): under [`log_likelihood`] of only the neighbours in the cell (and
+/// its own gene), the boundary's type is within [`MARGIN`] nats of the best type. Sorted by
+/// index.
 fn unconfirmed(
     sub: &[TxRecord],
     genes: &[u32],
@@ -589,18 +590,12 @@ fn unconfirmed(
         .iter()
         .zip(near)
         .filter(|&(&(j, c), near)| {
-            let own = genes[j] as usize;
-            let ll: Vec<f32> = logp
+            let in_cell: Vec<u32> = near
                 .iter()
-                .map(|lp| {
-                    let cell: f32 = near
-                        .iter()
-                        .filter(|&&b| b != j && sub[b].cell == c)
-                        .map(|&b| lp[genes[b] as usize])
-                        .sum();
-                    cell + OWN_WEIGHT * lp[own]
-                })
+                .filter(|&&b| b != j && sub[b].cell == c)
+                .map(|&b| genes[b])
                 .collect();
+            let ll = log_likelihood(&in_cell, genes[j], logp);
             let best = ll.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             best - ll[cell_type[&c]] <= MARGIN
         })

@@ -352,9 +352,10 @@ fn candidates(
     let dist = |q: usize, b: usize| {
         (queries[2 * q] - bd_xy[2 * b]).hypot(queries[2 * q + 1] - bd_xy[2 * b + 1])
     };
-    // per transcript, the two nearest candidates in their own radii (the lone reach)
-    let mut nearest = vec![[(f32::INFINITY, usize::MAX); 2]; queries.len() / 2];
+    // per transcript, the two nearest candidates in their own radii (the lone reach only)
+    let mut nearest = Vec::new();
     if cfg.lone_reach > 0.0 {
+        nearest = vec![[(f32::INFINITY, usize::MAX); 2]; queries.len() / 2];
         for (q, b) in cand.src.iter().zip(&cand.dst) {
             let (q, b) = (*q as usize, *b as usize);
             if radius[b] > 0.0 {
