@@ -36,7 +36,8 @@ steps=(
   "+ below-cut transcripts join a boundary of their type|--tile_size 25||--inner_reach 1.5 --lone_reach 0"
   "+ inner reach 1.25, unconfirmed transcripts back|--tile_size 25||--lone_reach 0"
   "+ lone reach 2 radii|--tile_size 25||"
-  "+ new cells linked within 1.3 neighbourhood radii (defaults)|--tile_size 25||"
+  "+ new cells linked within 1.3 neighbourhood radii|--tile_size 25||"
+  "+ 20 µm tiles (defaults)|||"
 )
 for r in $runs; do
   d="$work/$r"

@@ -5,7 +5,7 @@
 //!
 //! Run: `cargo bench -p segger-benches --bench predict` (`SEGGER_PREDICT_TX` sets the number
 //! of transcripts, `SEGGER_PREDICT_TILE` the tile side in µm, `SEGGER_PREDICT_CC=1` adds
-//! `--use_cc`, `SEGGER_PREDICT_BATCH` the tiles per forward pass, `SEGGER_PREDICT_TYPES` the
+//! `--use_cc`, `SEGGER_PREDICT_BATCH` the tiles per forward pass (`auto`, the default, or a number), `SEGGER_PREDICT_TYPES` the
 //! cell-type stage: `auto`, the default, `0` or a number of types).
 
 use std::time::Instant;
@@ -64,11 +64,8 @@ fn main() {
     if let Ok(t) = std::env::var("SEGGER_PREDICT_TYPES") {
         pc.cell_types = t.parse().expect("SEGGER_PREDICT_TYPES: auto, 0 or 2-256");
     }
-    if let Some(b) = std::env::var("SEGGER_PREDICT_BATCH")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        pc.batch_size = b;
+    if let Ok(b) = std::env::var("SEGGER_PREDICT_BATCH") {
+        pc.batch_size = b.parse().expect("SEGGER_PREDICT_BATCH: auto or 1-4096");
     }
     let s = segger_predict::predict(&pc).unwrap();
     println!(

@@ -97,8 +97,8 @@ pub struct CreateDatasetArgs {
     #[arg(long = "gene_embedding", alias = "gene-embedding")]
     pub gene_embedding: Option<PathBuf>,
 
-    /// Square tile side in µm (sets width and height; default 25, the reference's 50 gives a
-    /// quarter of the training steps per epoch).
+    /// Square tile side in µm (sets width and height; default 20; the reference's 50 gives about a
+    /// sixth of the training steps per epoch).
     #[arg(long = "tile_size", alias = "tile-size")]
     pub tile_size: Option<f64>,
     /// Tile width in µm.

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use segger_data::raw::Platform;
-use segger_predict::{CellTypes, DuplicateIds, PredictConfig};
+use segger_predict::{BatchSize, CellTypes, DuplicateIds, PredictConfig};
 
 use crate::values::{AcceleratorArg, MatmulPrecisionArg, PlatformArg};
 use crate::CliError;
@@ -133,9 +133,10 @@ pub struct PredictArgs {
         default_value = "highest"
     )]
     pub float32_matmul_precision: MatmulPrecisionArg,
-    /// Tiles per forward pass (1–4096).
-    #[arg(long = "batch_size", alias = "batch-size", default_value_t = 1)]
-    pub batch_size: usize,
+    /// Tiles per forward pass: auto (consecutive tiles share a pass of at most 4,096 nodes;
+    /// a larger tile goes alone) or 1–4096 (the reference's default is 1).
+    #[arg(long = "batch_size", alias = "batch-size", default_value = "auto")]
+    pub batch_size: BatchSize,
     /// Background threads reading tiles (0–256).
     #[arg(long = "num_workers", alias = "num-workers", default_value_t = 2)]
     pub num_workers: usize,

@@ -72,10 +72,20 @@ fn predict_on_a_raw_folder_builds_tiles_as_the_training_dataset_was_built() {
             .arg(&model),
     );
 
+    // One tile per forward pass on both sides: the raw folder's tiles are batched as one
+    // split, the dataset's split by split, and other batches change the scores' last bits
+    // (crates/segger-predict/tests/batching.rs checks that they change no assignment).
     let from_ds = tmp.path().join("pred_ds");
     run_ok(
         segger()
-            .args(["predict", "--accelerator", "cpu", "--model"])
+            .args([
+                "predict",
+                "--accelerator",
+                "cpu",
+                "--batch_size",
+                "1",
+                "--model",
+            ])
             .arg(&model)
             .arg("--input")
             .arg(&ds)
@@ -85,7 +95,14 @@ fn predict_on_a_raw_folder_builds_tiles_as_the_training_dataset_was_built() {
     let from_raw = tmp.path().join("pred_raw");
     run_ok(
         segger()
-            .args(["predict", "--accelerator", "cpu", "--model"])
+            .args([
+                "predict",
+                "--accelerator",
+                "cpu",
+                "--batch_size",
+                "1",
+                "--model",
+            ])
             .arg(&model)
             .arg("--input")
             .arg(&raw)

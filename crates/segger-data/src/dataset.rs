@@ -211,6 +211,43 @@ impl TileDataset {
         self.loader_for(chunks, workers, prefetch)
     }
 
+    /// Groups the tiles, in order, into batches of at most `nodes` nodes each (transcripts and
+    /// boundaries, margins included, as [`crate::tile::tile_nodes`] reads them from the
+    /// headers), so small tiles share a forward pass; a tile larger than `nodes` goes alone. A
+    /// reference `.pt` tile, whose size is unknown without reading it, makes a batch of its own.
+    pub fn batches_by_nodes(&self, nodes: usize) -> Result<Vec<Vec<usize>>, DataError> {
+        let sizes: Vec<Option<usize>> = {
+            use rayon::prelude::*;
+            self.paths
+                .par_iter()
+                .map(|p| crate::tile::tile_nodes(p))
+                .collect::<Result<_, _>>()?
+        };
+        let mut batches: Vec<Vec<usize>> = Vec::new();
+        let mut current: Vec<usize> = Vec::new();
+        let mut held = 0usize;
+        for (i, size) in sizes.into_iter().enumerate() {
+            let Some(n) = size else {
+                if !current.is_empty() {
+                    batches.push(std::mem::take(&mut current));
+                    held = 0;
+                }
+                batches.push(vec![i]);
+                continue;
+            };
+            if !current.is_empty() && held + n > nodes {
+                batches.push(std::mem::take(&mut current));
+                held = 0;
+            }
+            current.push(i);
+            held += n;
+        }
+        if !current.is_empty() {
+            batches.push(current);
+        }
+        Ok(batches)
+    }
+
     /// Streams the given batches of tile indices, read and collated on `workers` background
     /// threads up to `prefetch` batches ahead, in order.
     pub fn loader_for(

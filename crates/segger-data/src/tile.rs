@@ -350,6 +350,29 @@ pub fn read_tile(path: &Path, vocab: Option<usize>) -> Result<Tile, DataError> {
     parse_tile(path, &map, vocab)
 }
 
+/// The number of nodes (transcripts and boundaries, margins included) of a `segger-tile/1`
+/// file, from its header alone (the tensors are not read): the first dimension of `tx.pos`
+/// plus that of `bd.pos` (0 when absent). `None` for a reference `.pt` tile, whose size is
+/// only known by reading it.
+pub fn tile_nodes(path: &Path) -> Result<Option<usize>, DataError> {
+    if crate::torch::pyg::is_pt_file(path) {
+        return Ok(None);
+    }
+    let file = File::open(path).map_err(|e| DataError::io(path, e))?;
+    // SAFETY: as in `read_tile`: a read-only map that lives only inside this function.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| DataError::io(path, e))?;
+    let (_, meta) = SafeTensors::read_metadata(&map[..]).map_err(|e| {
+        DataError::format(
+            path,
+            "header",
+            format!("not a valid safetensors file ({e})"),
+        )
+    })?;
+    let rows = |name: &str| meta.info(name).and_then(|i| i.shape.first().copied());
+    let tx = rows("tx.pos").ok_or_else(|| DataError::format(path, "tx.pos", "is missing"))?;
+    Ok(Some(tx + rows("bd.pos").unwrap_or(0)))
+}
+
 /// Parses the bytes of a `segger-tile/1` file; `path` is used in error messages only.
 pub fn parse_tile(path: &Path, bytes: &[u8], vocab: Option<usize>) -> Result<Tile, DataError> {
     let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| {

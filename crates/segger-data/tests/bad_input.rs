@@ -11,6 +11,7 @@ use arrow_array::{
 };
 use segger_data::create::{create_dataset, CreateOptions};
 use segger_data::raw::{self, Platform, RawOptions};
+use segger_data::tiling::TileMode;
 use segger_data::Split;
 
 fn write_parquet(path: &Path, cols: Vec<(&str, ArrayRef)>) {
@@ -526,7 +527,13 @@ fn merscope_wkb_boundaries_and_point_in_polygon_positives() {
     // The output lies outside the input folder (an output inside an input is refused).
     let od = tempfile::tempdir().unwrap();
     let out = od.path().join("ds");
-    let s = create_dataset(&CreateOptions::new(d.path().to_path_buf(), out, o), &|_| {}).unwrap();
+    let mut opts = CreateOptions::new(d.path().to_path_buf(), out, o);
+    // One tile holds the whole sample, so that no positive is also in a neighbour's margin.
+    opts.tiling = TileMode::Grid {
+        width: 50.0,
+        height: 50.0,
+    };
+    let s = create_dataset(&opts, &|_| {}).unwrap();
     // (1,1) in 7, (4.5,4.5) in the 5 × 5 square of 7, (11,2) in 8.
     assert_eq!(s.positives, 3);
     // A geometry that is not WKB names the column and the row.

@@ -439,3 +439,61 @@ fn mutated_safetensors_tiles_give_errors_not_panics() {
         "slowest read took {slowest:?}"
     );
 }
+
+#[test]
+fn tile_nodes_reads_the_node_count_from_the_header() {
+    let t = read_tile(&fixture(), Some(500)).unwrap();
+    let n = t.graph.num_nodes(NodeType::Tx) + t.graph.num_nodes(NodeType::Bd);
+    assert_eq!(segger_data::tile::tile_nodes(&fixture()).unwrap(), Some(n));
+    assert_eq!(n, 1148);
+    let pt = common::test_data("pyg").join("tiles_x=2247_y=2199_w=33_h=35.pt");
+    assert_eq!(segger_data::tile::tile_nodes(&pt).unwrap(), None);
+    // A file that is not a tile names itself.
+    let d = tempfile::tempdir().unwrap();
+    let bad = d.path().join("tiles_x0_y0_1_1.safetensors");
+    std::fs::write(&bad, b"not a tile").unwrap();
+    let e = segger_data::tile::tile_nodes(&bad).unwrap_err().to_string();
+    assert!(e.contains("tiles_x0_y0_1_1.safetensors"), "{e}");
+}
+
+#[test]
+fn batches_by_nodes_fill_each_pass_up_to_the_budget_in_order() {
+    // Five copies of the 1,148-node parity tile, then a reference .pt tile (size unknown), then
+    // two more copies: names sort in this order.
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("processed");
+    std::fs::create_dir_all(&p).unwrap();
+    for name in ["a1", "a2", "a3", "a4", "a5", "u1", "u2"] {
+        std::fs::copy(fixture(), p.join(format!("{name}.safetensors"))).unwrap();
+    }
+    let pt = common::test_data("pyg").join("tiles_x=2247_y=2199_w=33_h=35.pt");
+    std::fs::copy(&pt, p.join("tiles_x=2247_y=2199_w=33_h=35.pt")).unwrap();
+    let ds = TileDataset::open(d.path(), Some(500)).unwrap();
+    assert_eq!(ds.len(), 8);
+    let names: Vec<String> = ds
+        .paths()
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names[5], "tiles_x=2247_y=2199_w=33_h=35.pt", "{names:?}");
+    // Two tiles fit in 2,300 nodes, three do not; the .pt tile goes alone and starts afresh.
+    assert_eq!(
+        ds.batches_by_nodes(2300).unwrap(),
+        vec![vec![0, 1], vec![2, 3], vec![4], vec![5], vec![6, 7]]
+    );
+    // A tile larger than the budget goes alone.
+    assert_eq!(
+        ds.batches_by_nodes(1000).unwrap(),
+        (0..8).map(|i| vec![i]).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        ds.batches_by_nodes(usize::MAX).unwrap(),
+        vec![vec![0, 1, 2, 3, 4], vec![5], vec![6, 7]]
+    );
+    // The batches load: every tile once, in order.
+    let loaded: usize = ds
+        .loader_for(ds.batches_by_nodes(2300).unwrap(), 2, 4)
+        .map(|b| b.unwrap().paths.len())
+        .sum();
+    assert_eq!(loaded, 8);
+}

@@ -71,7 +71,7 @@ pub struct PredictConfig {
     /// Backend.
     pub accelerator: Accelerator,
     /// Tiles per forward pass.
-    pub batch_size: usize,
+    pub batch_size: BatchSize,
     /// Background threads reading tiles.
     pub num_workers: usize,
     /// Replace an existing output directory.
@@ -135,6 +135,59 @@ impl Serialize for CellTypes {
     }
 }
 
+/// How many tiles go through the model in one forward pass (`predict --batch_size`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BatchSize {
+    /// Consecutive tiles share a pass while it holds at most [`BatchSize::AUTO_NODES`] nodes
+    /// (transcripts and boundaries, margins included; read from the tile headers): small tiles
+    /// are batched, a large one goes alone. A reference `.pt` tile goes alone.
+    #[default]
+    Auto,
+    /// This many tiles per pass (1–[`BatchSize::MAX`]); the reference's default is 1.
+    Tiles(usize),
+}
+
+impl BatchSize {
+    /// The most nodes `Auto` puts in one pass: about six 20 µm tiles of a Xenium sample, one
+    /// 100 µm tile (docs/benchmarks.md, "Prediction").
+    pub const AUTO_NODES: usize = 4096;
+    /// The most tiles per pass.
+    pub const MAX: usize = 4096;
+}
+
+impl std::fmt::Display for BatchSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BatchSize::Auto => f.write_str("auto"),
+            BatchSize::Tiles(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+impl std::str::FromStr for BatchSize {
+    type Err = String;
+
+    /// `auto` or a number of tiles from 1 to [`BatchSize::MAX`].
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "auto" => Ok(BatchSize::Auto),
+            t => match t.parse::<usize>() {
+                Ok(n) if (1..=BatchSize::MAX).contains(&n) => Ok(BatchSize::Tiles(n)),
+                _ => Err(format!(
+                    "expected auto or a number of tiles from 1 to {}, got {s:?}",
+                    BatchSize::MAX
+                )),
+            },
+        }
+    }
+}
+
+impl Serialize for BatchSize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// What `predict` does with a transcript id shared by different transcripts (another position
 /// or gene) across the input tiles. One transcript decided by two tiles (overlapping tiles
 /// without core bounds) is always kept once, with its higher score.
@@ -172,7 +225,7 @@ impl PredictConfig {
             cell_types: CellTypes::Auto,
             join_neighbours: crate::cell_types::JOIN_NEIGHBOURS,
             accelerator: Accelerator::Auto,
-            batch_size: 1,
+            batch_size: BatchSize::Auto,
             num_workers: 2,
             overwrite: false,
             platform: None,

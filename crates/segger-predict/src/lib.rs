@@ -33,8 +33,8 @@ mod summary;
 pub mod synthetic;
 
 pub use config::{
-    CellTypes, DuplicateIds, PredictConfig, PredictError, DEFAULT_INNER_REACH, DEFAULT_LONE_REACH,
-    DEFAULT_SCORE_CUT, LONE_RATIO,
+    BatchSize, CellTypes, DuplicateIds, PredictConfig, PredictError, DEFAULT_INNER_REACH,
+    DEFAULT_LONE_REACH, DEFAULT_SCORE_CUT, LONE_RATIO,
 };
 pub use input::{InputKind, ResolvedInput};
 pub use model_dir::{ModelDir, VocabSource};

@@ -104,11 +104,15 @@ fn check_flags(cfg: &PredictConfig) -> Result<(), PredictError> {
     )
     .map_err(PredictError::Input)?;
     let max_k = segger_data::create::MAX_NEIGHBOURS;
-    for (flag, v, max) in [
-        ("--batch_size", cfg.batch_size, 4096),
-        ("--k_bd", cfg.k_bd, max_k),
-        ("--k_tx", cfg.k_tx, max_k),
-    ] {
+    if let crate::BatchSize::Tiles(n) = cfg.batch_size {
+        if !(1..=crate::BatchSize::MAX).contains(&n) {
+            return bad(format!(
+                "--batch_size must be auto or between 1 and {}, got {n}",
+                crate::BatchSize::MAX
+            ));
+        }
+    }
+    for (flag, v, max) in [("--k_bd", cfg.k_bd, max_k), ("--k_tx", cfg.k_tx, max_k)] {
         if !(1..=max).contains(&v) {
             return bad(format!("{flag} must be between 1 and {max}, got {v}"));
         }
@@ -330,8 +334,18 @@ fn collect<B: GatBackend>(
     let (mut t_wait, mut t_fwd, mut t_score) = (0.0f64, 0.0f64, 0.0f64);
     for ds in &ctx.datasets {
         let workers = cfg.num_workers.max(1);
-        let loader = ds.loader(cfg.batch_size, false, 0, 0, workers, 2 * workers);
-        let mut loader = loader;
+        let mut loader = match cfg.batch_size {
+            crate::BatchSize::Tiles(n) => ds.loader(n, false, 0, 0, workers, 2 * workers),
+            crate::BatchSize::Auto => {
+                let batches =
+                    ds.batches_by_nodes(crate::BatchSize::AUTO_NODES)
+                        .map_err(|source| PredictError::Data {
+                            context: "--input: ".into(),
+                            source: Box::new(source),
+                        })?;
+                ds.loader_for(batches, workers, 2 * workers)
+            }
+        };
         loop {
             let tw = Instant::now();
             let Some(lb) = loader.next() else { break };
