@@ -72,9 +72,10 @@ fn predict_on_a_raw_folder_builds_tiles_as_the_training_dataset_was_built() {
             .arg(&model),
     );
 
-    // One tile per forward pass on both sides: the raw folder's tiles are batched as one
-    // split, the dataset's split by split, and other batches change the scores' last bits
-    // (crates/segger-predict/tests/batching.rs checks that they change no assignment).
+    // One tile per forward pass on both sides: this dataset holds every tile in one split,
+    // the temporary one built from the raw folder splits them 70/10/20, and passes are formed
+    // split by split, so `auto` would group the tiles differently, which moves the scores'
+    // last bits (crates/segger-predict/tests/batching.rs checks it changes no assignment).
     let from_ds = tmp.path().join("pred_ds");
     run_ok(
         segger()
