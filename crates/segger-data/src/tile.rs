@@ -343,11 +343,27 @@ pub fn read_tile(path: &Path, vocab: Option<usize>) -> Result<Tile, DataError> {
     if crate::torch::pyg::is_pt_file(path) {
         return crate::torch::read_pt_tile(path, vocab);
     }
+    parse_tile(path, &map_file(path)?, vocab)
+}
+
+/// Memory-maps a `segger-tile/1` file for reading.
+fn map_file(path: &Path) -> Result<memmap2::Mmap, DataError> {
     let file = File::open(path).map_err(|e| DataError::io(path, e))?;
-    // SAFETY: the map is read-only and lives only inside this function; tiles are not
-    // modified while they are read (writers replace files atomically by rename).
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| DataError::io(path, e))?;
-    parse_tile(path, &map, vocab)
+    // SAFETY: the map is read-only and its callers keep it only while they read it; tiles are
+    // not modified while they are read (writers replace files atomically by rename).
+    unsafe { memmap2::Mmap::map(&file) }.map_err(|e| DataError::io(path, e))
+}
+
+/// The safetensors header of a tile file's bytes; `path` is used in error messages only.
+fn read_header(path: &Path, bytes: &[u8]) -> Result<safetensors::tensor::Metadata, DataError> {
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| {
+        DataError::format(
+            path,
+            "header",
+            format!("not a valid safetensors file ({e})"),
+        )
+    })?;
+    Ok(meta)
 }
 
 /// The number of nodes (transcripts and boundaries, margins included) of a `segger-tile/1`
@@ -358,16 +374,7 @@ pub fn tile_nodes(path: &Path) -> Result<Option<usize>, DataError> {
     if crate::torch::pyg::is_pt_file(path) {
         return Ok(None);
     }
-    let file = File::open(path).map_err(|e| DataError::io(path, e))?;
-    // SAFETY: as in `read_tile`: a read-only map that lives only inside this function.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| DataError::io(path, e))?;
-    let (_, meta) = SafeTensors::read_metadata(&map[..]).map_err(|e| {
-        DataError::format(
-            path,
-            "header",
-            format!("not a valid safetensors file ({e})"),
-        )
-    })?;
+    let meta = read_header(path, &map_file(path)?)?;
     let rows = |name: &str| meta.info(name).and_then(|i| i.shape.first().copied());
     let tx = rows("tx.pos").ok_or_else(|| DataError::format(path, "tx.pos", "is missing"))?;
     Ok(Some(tx + rows("bd.pos").unwrap_or(0)))
@@ -375,13 +382,7 @@ pub fn tile_nodes(path: &Path) -> Result<Option<usize>, DataError> {
 
 /// Parses the bytes of a `segger-tile/1` file; `path` is used in error messages only.
 pub fn parse_tile(path: &Path, bytes: &[u8], vocab: Option<usize>) -> Result<Tile, DataError> {
-    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| {
-        DataError::format(
-            path,
-            "header",
-            format!("not a valid safetensors file ({e})"),
-        )
-    })?;
+    let meta = read_header(path, bytes)?;
     let st = SafeTensors::deserialize(bytes).map_err(|e| {
         DataError::format(
             path,
