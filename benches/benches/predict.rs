@@ -13,7 +13,7 @@ use std::time::Instant;
 #[global_allocator]
 static GLOBAL: segger_benches::Allocator = segger_benches::Allocator;
 
-use segger_model::{Segger, SeggerConfig};
+use segger_model::SeggerConfig;
 use segger_predict::{Accelerator, PredictConfig};
 
 fn main() {
@@ -41,15 +41,7 @@ fn main() {
     );
     let cfg = SeggerConfig::new(500);
     let model = dir.path().join("model");
-    std::fs::create_dir_all(&model).unwrap();
-    let m = Segger::<burn::backend::Flex>::init(&cfg, &Default::default(), 0).unwrap();
-    segger_model::pyg::save_pyg_state_dict(&m, &model.join("model.safetensors")).unwrap();
-    std::fs::write(model.join("config.json"), cfg.to_json()).unwrap();
-    std::fs::write(
-        model.join("vocab.json"),
-        serde_json::to_string(&sample.genes).unwrap(),
-    )
-    .unwrap();
+    segger_predict::synthetic::write_model(&model, &cfg, Some(&sample.genes), 0).unwrap();
     let mut pc = PredictConfig::new(model, data, dir.path().join("out"));
     pc.accelerator = Accelerator::Cpu;
     pc.use_cc = use_cc;

@@ -25,13 +25,7 @@ fn small_config(genes: usize) -> SeggerConfig {
 
 /// A model directory with random weights, its config and (optionally) a vocabulary.
 fn model_dir(dir: &Path, cfg: &SeggerConfig, vocab: Option<&[String]>) -> PathBuf {
-    std::fs::create_dir_all(dir).unwrap();
-    let m = Segger::<burn::backend::Flex>::init(cfg, &Default::default(), 7).unwrap();
-    segger_model::pyg::save_pyg_state_dict(&m, &dir.join("model.safetensors")).unwrap();
-    std::fs::write(dir.join("config.json"), cfg.to_json()).unwrap();
-    if let Some(v) = vocab {
-        std::fs::write(dir.join("vocab.json"), serde_json::to_string(v).unwrap()).unwrap();
-    }
+    segger_predict::synthetic::write_model(dir, cfg, vocab, 7).unwrap();
     dir.to_path_buf()
 }
 

@@ -76,40 +76,22 @@ fn predict_on_a_raw_folder_builds_tiles_as_the_training_dataset_was_built() {
     // the temporary one built from the raw folder splits them 70/10/20, and passes are formed
     // split by split, so `auto` would group the tiles differently, which moves the scores'
     // last bits (crates/segger-predict/tests/batching.rs checks it changes no assignment).
+    let predict = |input: &Path, output: &Path| {
+        run_ok(
+            segger()
+                .args(["predict", "--accelerator", "cpu", "--batch_size", "1"])
+                .arg("--model")
+                .arg(&model)
+                .arg("--input")
+                .arg(input)
+                .arg("--output")
+                .arg(output),
+        )
+    };
     let from_ds = tmp.path().join("pred_ds");
-    run_ok(
-        segger()
-            .args([
-                "predict",
-                "--accelerator",
-                "cpu",
-                "--batch_size",
-                "1",
-                "--model",
-            ])
-            .arg(&model)
-            .arg("--input")
-            .arg(&ds)
-            .arg("--output")
-            .arg(&from_ds),
-    );
+    predict(&ds, &from_ds);
     let from_raw = tmp.path().join("pred_raw");
-    run_ok(
-        segger()
-            .args([
-                "predict",
-                "--accelerator",
-                "cpu",
-                "--batch_size",
-                "1",
-                "--model",
-            ])
-            .arg(&model)
-            .arg("--input")
-            .arg(&raw)
-            .arg("--output")
-            .arg(&from_raw),
-    );
+    predict(&raw, &from_raw);
     assert!(
         bytes(&from_ds.join("segger_transcripts.parquet"))
             == bytes(&from_raw.join("segger_transcripts.parquet")),

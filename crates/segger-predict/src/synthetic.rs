@@ -12,6 +12,41 @@ use segger_data::{DataError, DatasetInfo, SplitCounts, Tile, TileBounds, DATASET
 use segger_graph::knn::{knn_bipartite, knn_same, KnnParams};
 use segger_graph::{EdgeStore, EdgeType, HeteroGraph, NodeFeatures, NodeIds, NodeStore};
 
+/// Writes a model directory with seeded random weights for `cfg`, as `predict` reads a trained
+/// one: `model.safetensors` (PyG parameter names), `config.json` and, when given, `vocab.json`.
+pub fn write_model(
+    dir: &Path,
+    cfg: &segger_model::SeggerConfig,
+    vocab: Option<&[String]>,
+    seed: u64,
+) -> Result<(), crate::PredictError> {
+    use crate::PredictError;
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| PredictError::Io { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let model = segger_model::Segger::<burn::backend::Flex>::init(cfg, &Default::default(), seed)
+        .map_err(|source| PredictError::Model {
+        context: String::new(),
+        source,
+    })?;
+    segger_model::pyg::save_pyg_state_dict(&model, &dir.join("model.safetensors")).map_err(
+        |source| PredictError::Weights {
+            context: String::new(),
+            source,
+        },
+    )?;
+    let config = dir.join("config.json");
+    std::fs::write(&config, cfg.to_json()).map_err(io(&config))?;
+    if let Some(v) = vocab {
+        let path = dir.join("vocab.json");
+        let json = serde_json::to_string(v).map_err(|e| PredictError::Runtime(e.to_string()))?;
+        std::fs::write(&path, json).map_err(io(&path))?;
+    }
+    Ok(())
+}
+
 /// What [`write_dataset`] wrote.
 #[derive(Debug, Clone)]
 pub struct SyntheticSample {

@@ -4,9 +4,8 @@
 use std::path::Path;
 
 use arrow_array::{Array, Float32Array, StringArray};
-use burn::backend::Flex;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use segger_model::{Segger, SeggerConfig};
+use segger_model::SeggerConfig;
 use segger_predict::{predict, Accelerator, BatchSize, PredictConfig};
 
 /// (cell id or "", score) per transcript, in file order (sorted by transcript id).
@@ -50,15 +49,7 @@ fn batched_tiles_give_the_same_assignments_as_one_tile_per_pass() {
     assert!(sample.tiles >= 30, "{} tiles", sample.tiles);
     let cfg = SeggerConfig::new(50);
     let model = tmp.path().join("model");
-    std::fs::create_dir_all(&model).unwrap();
-    let m = Segger::<Flex>::init(&cfg, &Default::default(), 0).unwrap();
-    segger_model::pyg::save_pyg_state_dict(&m, &model.join("model.safetensors")).unwrap();
-    std::fs::write(model.join("config.json"), cfg.to_json()).unwrap();
-    std::fs::write(
-        model.join("vocab.json"),
-        serde_json::to_string(&sample.genes).unwrap(),
-    )
-    .unwrap();
+    segger_predict::synthetic::write_model(&model, &cfg, Some(&sample.genes), 0).unwrap();
     let run = |name: &str, batch: BatchSize| {
         let mut pc = PredictConfig::new(model.clone(), data.clone(), tmp.path().join(name));
         pc.accelerator = Accelerator::Cpu;

@@ -14,7 +14,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, Int32Type, Int64Type};
 use arrow_array::{Array, RecordBatch};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use segger_model::{Segger, SeggerConfig};
+use segger_model::SeggerConfig;
 use segger_predict::{predict, Accelerator, PredictConfig};
 use serde_json::{json, Value};
 use zarrs::array::Array as ZArray;
@@ -89,15 +89,7 @@ fn arrow_cast_strings(a: &Arc<dyn Array>) -> Vec<Option<String>> {
 fn model_dir(dir: &Path, genes: &[String]) -> PathBuf {
     let mut cfg = SeggerConfig::new(genes.len());
     (cfg.hidden_channels, cfg.out_channels, cfg.heads) = (8, 4, 2);
-    std::fs::create_dir_all(dir).unwrap();
-    let m = Segger::<burn::backend::Flex>::init(&cfg, &Default::default(), 7).unwrap();
-    segger_model::pyg::save_pyg_state_dict(&m, &dir.join("model.safetensors")).unwrap();
-    std::fs::write(dir.join("config.json"), cfg.to_json()).unwrap();
-    std::fs::write(
-        dir.join("vocab.json"),
-        serde_json::to_string(genes).unwrap(),
-    )
-    .unwrap();
+    segger_predict::synthetic::write_model(dir, &cfg, Some(genes), 7).unwrap();
     dir.to_path_buf()
 }
 
