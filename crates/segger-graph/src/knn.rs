@@ -618,15 +618,40 @@ pub fn knn_same_rows(
     params: KnnParams,
 ) -> Result<NeighbourRows, GraphError> {
     check(points, dim, "points")?;
-    if points.len() / dim >= NO_NEIGHBOUR as usize {
+    checked_rows(points, points, dim, params, ("points", true))
+}
+
+/// [`knn_bipartite`] as [`NeighbourRows`]: each query's nearest `data` points, in `k`
+/// four-byte slots per query (a query that is also a data point finds itself). At most
+/// `u32::MAX − 1` data points.
+pub fn knn_bipartite_rows(
+    queries: &[f32],
+    data: &[f32],
+    dim: usize,
+    params: KnnParams,
+) -> Result<NeighbourRows, GraphError> {
+    check(queries, dim, "queries")?;
+    check(data, dim, "data")?;
+    checked_rows(queries, data, dim, params, ("data", false))
+}
+
+/// [`query_rows`] once the `data` (named `field`) is known to fit 32-bit indices.
+fn checked_rows(
+    queries: &[f32],
+    data: &[f32],
+    dim: usize,
+    params: KnnParams,
+    (field, same_set): (&str, bool),
+) -> Result<NeighbourRows, GraphError> {
+    if data.len() / dim >= NO_NEIGHBOUR as usize {
         return Err(GraphError::Invalid {
-            field: "points".into(),
-            message: format!("{} points do not fit 32-bit indices", points.len() / dim),
+            field: field.into(),
+            message: format!("{} points do not fit 32-bit indices", data.len() / dim),
         });
     }
     Ok(match dim {
-        2 => query_rows::<2>(points, points, params, true),
-        _ => query_rows::<3>(points, points, params, true),
+        2 => query_rows::<2>(queries, data, params, same_set),
+        _ => query_rows::<3>(queries, data, params, same_set),
     })
 }
 

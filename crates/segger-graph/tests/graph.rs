@@ -4,7 +4,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use segger_graph::csr::Csr;
 use segger_graph::knn::{
-    brute_force, knn_bipartite, knn_same, knn_same_rows, KnnParams, NO_NEIGHBOUR,
+    brute_force, knn_bipartite, knn_bipartite_rows, knn_same, knn_same_rows, KnnParams,
+    NO_NEIGHBOUR,
 };
 use segger_graph::negative::sample_labels;
 use segger_graph::*;
@@ -359,6 +360,29 @@ fn knn_rows_match_brute_force_on_10k_points() {
     let empty = knn_same_rows(&[], 2, KnnParams::new(3, 1.0)).unwrap();
     assert!(empty.is_empty());
     assert!(knn_same_rows(&[0.0, f32::NAN], 2, KnnParams::new(1, 1.0)).is_err());
+}
+
+#[test]
+fn bipartite_rows_match_brute_force() {
+    for dim in [2usize, 3] {
+        let data = random_points(20 + dim as u64, 5_000, dim, 100.0);
+        // queries: some of the data points themselves (they find themselves) and new points
+        let mut queries: Vec<f32> = data[..300 * dim].to_vec();
+        queries.extend(random_points(30 + dim as u64, 700, dim, 100.0));
+        for k in [1usize, 21] {
+            for radius in [0.5f32, 3.0, f32::MAX] {
+                let p = KnnParams::new(k, radius);
+                let what = format!("bipartite rows dim={dim} k={k} r={radius}");
+                let rows = knn_bipartite_rows(&queries, &data, dim, p).unwrap();
+                assert_eq!((rows.len(), rows.k), (1_000, k), "{what}");
+                // a query that is a data point is its own nearest
+                assert!((0..300).all(|i| rows.row(i)[0] == i as u32), "{what}");
+                let slow = brute_force(&queries, &data, dim, p, false);
+                assert_equivalent(&rows.to_edges(), &slow, &queries, &data, dim, &what);
+            }
+        }
+    }
+    assert!(knn_bipartite_rows(&[0.0, f32::NAN], &[0.0, 0.0], 2, KnnParams::new(1, 1.0)).is_err());
 }
 
 #[test]
