@@ -121,6 +121,17 @@ pub struct PredictArgs {
         default_value_t = segger_predict::cell_types::JOIN_NEIGHBOURS
     )]
     pub join_neighbours: usize,
+    /// Cell-type stage: rounds of the border refinement of the new cells. Each round, a
+    /// transcript at the border of a new cell takes the neighbouring cell that its 20 nearest
+    /// transcripts (Gaussian weights) and its gene's likelihood under that cell's type favour;
+    /// only moves into or out of a new cell, never out of a nucleus (docs/prediction.md).
+    /// 0 = off, 0–10.
+    #[arg(
+        long = "border_rounds",
+        alias = "border-rounds",
+        default_value_t = segger_predict::cell_types::BORDER_ROUNDS
+    )]
+    pub border_rounds: usize,
     /// Backend: cpu, wgpu, cuda or auto (cuda when built in and present, else cpu).
     #[arg(long, value_enum, ignore_case = true, default_value = "auto")]
     pub accelerator: AcceleratorArg,
@@ -189,6 +200,7 @@ pub fn run(a: PredictArgs) -> Result<(), CliError> {
     cfg.min_transcripts = a.min_transcripts;
     cfg.cell_types = a.cell_types;
     cfg.join_neighbours = a.join_neighbours;
+    cfg.border_rounds = a.border_rounds;
     cfg.accelerator = a.accelerator.into();
     cfg.batch_size = a.batch_size;
     cfg.num_workers = a.num_workers;
@@ -228,7 +240,7 @@ pub fn run(a: PredictArgs) -> Result<(), CliError> {
     if let Some(t) = &s.cell_types {
         if t.applied() {
             println!(
-                "  types      {} (transcripts per type {:?}); {} left a boundary of another type ({} of them back, unconfirmed), {} below the cut joined one of theirs; {} new cells of about {} transcripts (links up to {:.1} µm)",
+                "  types      {} (transcripts per type {:?}); {} left a boundary of another type ({} of them back, unconfirmed), {} below the cut joined one of theirs; {} new cells of about {} transcripts (links up to {:.1} µm), {} moved at their borders",
                 t.types,
                 t.per_type,
                 t.vetoed,
@@ -236,7 +248,8 @@ pub fn run(a: PredictArgs) -> Result<(), CliError> {
                 t.joined,
                 t.new_cells,
                 t.typical_size,
-                t.link
+                t.link,
+                t.border_moved
             );
         } else {
             println!(

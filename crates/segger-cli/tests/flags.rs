@@ -60,6 +60,7 @@ const PREDICT: &[&str] = &[
     "min_transcripts",
     "cell_types",
     "join_neighbours",
+    "border_rounds",
     "batch_size",
     "num_workers",
 ];

@@ -30,6 +30,16 @@
 //!    typical) cells (k-means in x-y), the typical size being the median transcript count of
 //!    the boundaries' cells.
 //! 6. An unconfirmed transcript (step 3) that joined no new cell goes back to its boundary.
+//! 7. Borders of the new cells (`--border_rounds`, default `BORDER_ROUNDS`): in each round,
+//!    every assigned transcript within `BORDER_NEIGHBOURS` neighbours of a new cell weighs the
+//!    cells of its `BORDER_NEIGHBOURS` nearest transcripts (Gaussian weights of width
+//!    `BORDER_WIDTH` neighbourhood radii; its own cell with weight 1) and takes the cell that
+//!    maximises log(weight) + log P(its gene | the cell's type), the cell's type being the
+//!    most common among its transcripts. Only moves into or out of a new cell are made; all
+//!    transcripts move at once, from the assignment of the round before. The nucleus and its
+//!    rim are not protected here: a nuclear transcript whose neighbours and gene favour the
+//!    new cell beside it is mostly one that diffused, or the nucleus is one of two merged
+//!    (protecting them halves what the step gains on the simulated tissues).
 //!
 //! Measured on simulated tissue in docs/accuracy.md ("Cell types").
 
@@ -38,7 +48,9 @@ use std::collections::HashMap;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
-use segger_graph::knn::{knn_bipartite, knn_same, knn_same_rows, KnnParams, NO_NEIGHBOUR};
+use segger_graph::knn::{
+    knn_bipartite, knn_bipartite_rows, knn_same, knn_same_rows, KnnParams, NO_NEIGHBOUR,
+};
 
 use crate::state::{CellKind, CellTable, TxRecord, UnionFind, NO_CELL, NO_GENE};
 
@@ -71,6 +83,17 @@ pub const LINK: f32 = 1.3;
 pub const MIN_COMPONENT: usize = 10;
 /// Links searched per transcript.
 const LINK_NEIGHBOURS: usize = 32;
+/// The default of `--border_rounds`: rounds of the border refinement of the new cells (step 7
+/// of the module doc); 0 turns it off.
+pub const BORDER_ROUNDS: usize = 3;
+/// The most `--border_rounds` accepts.
+pub const MAX_BORDER_ROUNDS: usize = 10;
+/// Nearest transcripts a transcript weighs in the border refinement (itself not among them).
+pub const BORDER_NEIGHBOURS: usize = 20;
+/// Width (standard deviation) of a neighbour's Gaussian weight in the border refinement, in
+/// neighbourhood radii (2 µm on the simulated tissues of docs/accuracy.md); neighbours beyond
+/// three widths are not weighed.
+pub const BORDER_WIDTH: f32 = 0.75;
 /// The largest number of types [`choose_types`] tries.
 pub const AUTO_MAX: usize = 30;
 /// [`choose_types`] stops after this many numbers of types in a row that do not improve on
@@ -101,6 +124,9 @@ pub struct TypeStats {
     /// With the number of types chosen from the data: the criterion (BIC, lower is better) of
     /// each number tried.
     pub criterion: Vec<(usize, f64)>,
+    /// Transcripts the border refinement moved into or out of a new cell (step 7 of the module
+    /// doc), each counted once.
+    pub border_moved: usize,
 }
 
 impl TypeStats {
@@ -305,9 +331,11 @@ fn log_likelihood(nb: &[u32], own: u32, logp: &[Vec<f32>]) -> Vec<f32> {
 /// with typed components. `k`: the number of types, or `None` to choose it from the data
 /// ([`choose_types`]); when that chooses one type, nothing changes and the stats say so
 /// ([`TypeStats::applied`]). With `make_cells` false (`--use_cc false`) the transcripts taken
-/// back stay unassigned and no new cell is made. `records` keep their order; new cells are
+/// back stay unassigned and no new cell is made. `border_rounds` rounds of the border
+/// refinement follow (step 7 of the module doc). `records` keep their order; new cells are
 /// added to `cells` with ids from `next_id`. Transcripts without a gene keep their assignment
 /// and take no part.
+#[allow(clippy::too_many_arguments)]
 pub fn apply(
     records: &mut [TxRecord],
     cells: &mut CellTable,
@@ -315,6 +343,7 @@ pub fn apply(
     join: Join<'_>,
     k: Option<usize>,
     make_cells: bool,
+    border_rounds: usize,
     mut next_id: impl FnMut() -> String,
 ) -> TypeStats {
     let idx: Vec<usize> = (0..records.len())
@@ -495,6 +524,20 @@ pub fn apply(
             returned += 1;
         }
     }
+    drop(nbs);
+    let border_moved = if new_cells > 0 && border_rounds > 0 {
+        let border = Border {
+            idx: &idx,
+            sub: &sub,
+            labels: &labels,
+            logp: &logp,
+            kinds: &cells.kinds,
+            width: BORDER_WIDTH * hood_radius,
+        };
+        border.refine(records, border_rounds)
+    } else {
+        0
+    };
     TypeStats {
         types: k,
         per_type,
@@ -505,6 +548,158 @@ pub fn apply(
         typical_size: typical,
         link,
         criterion,
+        border_moved,
+    }
+}
+
+/// The border refinement of the new cells (step 7 of the module doc), over the transcripts
+/// with a gene (`sub`, at `idx` in the records).
+struct Border<'a> {
+    idx: &'a [usize],
+    sub: &'a [TxRecord],
+    /// Each transcript's type.
+    labels: &'a [u16],
+    /// Each type's log gene profile.
+    logp: &'a [Vec<f32>],
+    kinds: &'a [CellKind],
+    /// Width of the Gaussian weights, µm.
+    width: f32,
+}
+
+impl Border<'_> {
+    /// Runs `rounds` rounds on `records`; returns how many transcripts ended in another cell.
+    fn refine(&self, records: &mut [TxRecord], rounds: usize) -> usize {
+        let n = self.sub.len();
+        let cell_of = |records: &[TxRecord]| -> Vec<u32> {
+            self.idx.iter().map(|&i| records[i].cell).collect()
+        };
+        let start = cell_of(records);
+        let all: Vec<f32> = self.sub.iter().flat_map(|r| [r.x, r.y]).collect();
+        let params = KnnParams::new(
+            BORDER_NEIGHBOURS + 1,
+            3.0 * self.width.max(f32::MIN_POSITIVE),
+        );
+        let rows_of = |at: &[usize]| {
+            let q: Vec<f32> = at
+                .iter()
+                .flat_map(|&j| [all[2 * j], all[2 * j + 1]])
+                .collect();
+            knn_bipartite_rows(&q, &all, 2, params).expect("2-D points, fewer than 2³² transcripts")
+        };
+        // the transcripts that may move: those of the new cells and the assigned ones among
+        // their neighbours
+        let in_new: Vec<usize> = (0..n)
+            .filter(|&j| {
+                start[j] != NO_CELL && self.kinds[start[j] as usize] == CellKind::Component
+            })
+            .collect();
+        let mut near = vec![false; n];
+        for &j in &in_new {
+            near[j] = true;
+        }
+        for &d in &rows_of(&in_new).index {
+            if d != NO_NEIGHBOUR && start[d as usize] != NO_CELL {
+                near[d as usize] = true;
+            }
+        }
+        drop(in_new);
+        let movable: Vec<usize> = (0..n).filter(|&j| near[j]).collect();
+        drop(near);
+        let rows = rows_of(&movable);
+        let k = self.logp.len();
+        let mut cur = start.clone();
+        for _ in 0..rounds {
+            let types = self.cell_types(&cur, k);
+            let next: Vec<(usize, u32)> = movable
+                .par_iter()
+                .enumerate()
+                .filter_map(|(m, &j)| {
+                    let row = &rows.index[m * rows.k..(m + 1) * rows.k];
+                    let to = self.choose(j, row, &cur, &types, &all);
+                    (to != cur[j]).then_some((j, to))
+                })
+                .collect();
+            if next.is_empty() {
+                break;
+            }
+            for (j, to) in next {
+                cur[j] = to;
+            }
+        }
+        let mut moved = 0;
+        for j in 0..n {
+            if cur[j] != start[j] {
+                records[self.idx[j]].cell = cur[j];
+                moved += 1;
+            }
+        }
+        moved
+    }
+
+    /// Each cell's type: the most common among its transcripts (`u16::MAX` for an empty cell).
+    fn cell_types(&self, cur: &[u32], k: usize) -> Vec<u16> {
+        let mut counts = vec![0u32; self.kinds.len() * k];
+        for (&c, &l) in cur.iter().zip(self.labels) {
+            if c != NO_CELL {
+                counts[c as usize * k + l as usize] += 1;
+            }
+        }
+        counts
+            .chunks_exact(k)
+            .map(
+                |v| match (0..k).max_by_key(|&q| (v[q], std::cmp::Reverse(q))) {
+                    Some(q) if v[q] > 0 => q as u16,
+                    _ => u16::MAX,
+                },
+            )
+            .collect()
+    }
+
+    /// The cell transcript `j` takes in a round, from its neighbours' cells `cur` (`row`: its
+    /// nearest transcripts, itself possibly among them).
+    fn choose(&self, j: usize, row: &[u32], cur: &[u32], types: &[u16], all: &[f32]) -> u32 {
+        let own = cur[j];
+        if own == NO_CELL {
+            return own;
+        }
+        // (cell, summed weight), its own cell first with weight 1
+        let mut votes: Vec<(u32, f32)> = vec![(own, 1.0)];
+        let (x, y) = (all[2 * j], all[2 * j + 1]);
+        let two_w2 = 2.0 * self.width * self.width;
+        for &d in row {
+            let d = d as usize;
+            if d == NO_NEIGHBOUR as usize || d == j || cur[d] == NO_CELL {
+                continue;
+            }
+            let (dx, dy) = (all[2 * d] - x, all[2 * d + 1] - y);
+            let w = (-(dx * dx + dy * dy) / two_w2).exp();
+            match votes.iter_mut().find(|v| v.0 == cur[d]) {
+                Some(v) => v.1 += w,
+                None => votes.push((cur[d], w)),
+            }
+        }
+        if votes.len() == 1 {
+            return own;
+        }
+        let own_new = self.kinds[own as usize] == CellKind::Component;
+        let gene = self.sub[j].gene as usize;
+        let score = |c: u32, w: f32| -> f32 {
+            match types[c as usize] {
+                u16::MAX => f32::NEG_INFINITY,
+                t => w.ln() + self.logp[t as usize][gene],
+            }
+        };
+        let mut best = (own, score(own, votes[0].1));
+        for &(c, w) in &votes[1..] {
+            if !own_new && self.kinds[c as usize] != CellKind::Component {
+                continue;
+            }
+            let s = score(c, w);
+            if s > best.1 {
+                best = (c, s);
+            }
+        }
+        best.0
     }
 }
 
@@ -785,9 +980,16 @@ mod tests {
         k: Option<usize>,
         make_cells: bool,
     ) -> TypeStats {
-        apply(records, cells, &[], Join::default(), k, make_cells, || {
-            "new".into()
-        })
+        apply(
+            records,
+            cells,
+            &[],
+            Join::default(),
+            k,
+            make_cells,
+            BORDER_ROUNDS,
+            || "new".into(),
+        )
     }
 
     /// Two cells side by side, one of genes 0-4 (144 transcripts), one of genes 5-9 (96); a
@@ -822,6 +1024,7 @@ mod tests {
             Join::default(),
             Some(2),
             true,
+            BORDER_ROUNDS,
             || {
                 next += 1;
                 format!("new-{next}")
@@ -865,9 +1068,16 @@ mod tests {
             below: &below,
             neighbours: JOIN_NEIGHBOURS,
         };
-        let stats = apply(&mut records, &mut cells, &[], join, Some(2), false, || {
-            "new".into()
-        });
+        let stats = apply(
+            &mut records,
+            &mut cells,
+            &[],
+            join,
+            Some(2),
+            false,
+            BORDER_ROUNDS,
+            || "new".into(),
+        );
         // column x = 1 has its neighbours at x = 2, 3 in the cell: it joins; inside column
         // x = 0, at most two of the ten nearest are there (its corners reach more); the right
         // cell's four are of the other type
@@ -971,34 +1181,60 @@ mod tests {
         }
     }
 
-    /// Transcripts within the inner reach stay with their boundary whatever their type.
+    /// Transcripts within the inner reach stay with their boundary whatever their type (the
+    /// veto, step 3); the border refinement (step 7) then moves those beside the new cell of
+    /// their type into it.
     #[test]
     fn protected_transcripts_stay() {
-        let (mut records, mut cells, nucleus) = two_cells();
-        let mut protected: Vec<i64> = records
-            .iter()
-            .filter(|r| r.x >= 20.0)
-            .map(|r| r.id)
-            .collect();
-        protected.sort_unstable();
-        let stats = apply(
-            &mut records,
-            &mut cells,
-            &protected,
-            Join::default(),
-            Some(2),
-            true,
-            || "new".into(),
-        );
-        assert_eq!(stats.vetoed, 96 - protected.len(), "{stats:?}");
+        let run = |rounds: usize| {
+            let (mut records, mut cells, nucleus) = two_cells();
+            let mut protected: Vec<i64> = records
+                .iter()
+                .filter(|r| r.x >= 20.0)
+                .map(|r| r.id)
+                .collect();
+            protected.sort_unstable();
+            let stats = apply(
+                &mut records,
+                &mut cells,
+                &protected,
+                Join::default(),
+                Some(2),
+                true,
+                rounds,
+                || "new".into(),
+            );
+            assert_eq!(stats.vetoed, 96 - protected.len(), "{stats:?}");
+            assert!(records
+                .iter()
+                .filter(|r| r.x >= 12.0 && r.x < 20.0)
+                .all(|r| r.cell != nucleus));
+            assert!(records
+                .iter()
+                .filter(|r| r.x < 12.0)
+                .all(|r| r.cell == nucleus));
+            (records, stats, nucleus)
+        };
+        let (records, stats, nucleus) = run(0);
+        assert_eq!(stats.border_moved, 0);
         assert!(records
             .iter()
             .filter(|r| r.x >= 20.0)
             .all(|r| r.cell == nucleus));
-        assert!(records
+        let (records, stats, nucleus) = run(BORDER_ROUNDS);
+        let new_cell = records.iter().find(|r| r.x == 14.0).expect("x = 14").cell;
+        assert_ne!(new_cell, nucleus);
+        let moved: Vec<&TxRecord> = records
             .iter()
-            .filter(|r| r.x >= 12.0 && r.x < 20.0)
-            .all(|r| r.cell != nucleus));
+            .filter(|r| r.x >= 20.0 && r.cell != nucleus)
+            .collect();
+        assert_eq!(moved.len(), stats.border_moved, "{stats:?}");
+        assert!(!moved.is_empty(), "the column beside the new cell moves");
+        assert!(moved.iter().all(|r| r.cell == new_cell));
+        // the nearest column first: none moves unless the column before it did
+        assert!(moved
+            .iter()
+            .all(|r| r.x == 20.0 || moved.iter().any(|m| m.x == r.x - 1.0)));
     }
 
     /// Chosen from the data, two cells of disjoint gene sets make two types, and the stage
@@ -1053,6 +1289,70 @@ mod tests {
         assert!(records
             .iter()
             .all(|r| r.cell == if r.x < 12.0 { nucleus } else { NO_CELL }));
+    }
+
+    /// A boundary cell (type 0, gene 0, x < 10) beside a new cell (type 1, gene 1, x ≥ 10)
+    /// on a unit grid, with foreign genes at the border and deep inside; `kinds` of the two.
+    fn border_case(kinds: [CellKind; 2], rounds: usize) -> (Vec<TxRecord>, usize) {
+        let mut records = Vec::new();
+        for x in 0..20u32 {
+            for y in 0..11u32 {
+                let side = u32::from(x >= 10);
+                let foreign = matches!((x, y), (9, 5) | (10, 5) | (2, 5));
+                let gene = if foreign { 1 - side } else { side };
+                records.push(rec((x * 11 + y) as i64, x as f32, y as f32, gene, side));
+            }
+        }
+        let sub = records.clone();
+        let idx: Vec<usize> = (0..records.len()).collect();
+        let labels: Vec<u16> = sub.iter().map(|r| r.cell as u16).collect();
+        let logp = vec![
+            vec![0.9f32.ln(), 0.1f32.ln()],
+            vec![0.1f32.ln(), 0.9f32.ln()],
+        ];
+        let border = Border {
+            idx: &idx,
+            sub: &sub,
+            labels: &labels,
+            logp: &logp,
+            kinds: &kinds,
+            width: 1.0,
+        };
+        let moved = border.refine(&mut records, rounds);
+        (records, moved)
+    }
+
+    /// At the border of a new cell, a transcript goes to the cell its gene and neighbours
+    /// favour; one deep inside its cell (no new cell within reach) stays.
+    #[test]
+    fn the_border_of_a_new_cell_follows_the_genes() {
+        let at = |r: &[TxRecord], x: u32, y: u32| r[(x * 11 + y) as usize].cell;
+        let (records, moved) =
+            border_case([CellKind::Boundary, CellKind::Component], BORDER_ROUNDS);
+        assert_eq!(moved, 2);
+        assert_eq!(
+            at(&records, 9, 5),
+            1,
+            "gene 1 at the border joins the new cell"
+        );
+        assert_eq!(
+            at(&records, 10, 5),
+            0,
+            "gene 0 at the border joins the boundary's cell"
+        );
+        assert_eq!(at(&records, 2, 5), 0, "deep inside: stays");
+        let unchanged = |r: &[TxRecord]| {
+            r.iter()
+                .enumerate()
+                .all(|(i, t)| t.cell == u32::from(i / 11 >= 10))
+        };
+        // two boundary cells: no move (only into or out of a new cell); no rounds: no move
+        let (records, moved) = border_case([CellKind::Boundary, CellKind::Boundary], BORDER_ROUNDS);
+        assert_eq!(moved, 0);
+        assert!(unchanged(&records));
+        let (records, moved) = border_case([CellKind::Boundary, CellKind::Component], 0);
+        assert_eq!(moved, 0);
+        assert!(unchanged(&records));
     }
 
     #[test]

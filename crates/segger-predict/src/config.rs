@@ -68,6 +68,10 @@ pub struct PredictConfig {
     /// [`crate::cell_types::NEIGHBOURS`] nearest transcripts (itself among them) are in the
     /// boundary's cell; 0 turns this off, at most `NEIGHBOURS − 1`.
     pub join_neighbours: usize,
+    /// Cell-type stage: rounds of the border refinement of the new cells (step 7 of
+    /// [`crate::cell_types`]); 0 turns it off, at most
+    /// [`crate::cell_types::MAX_BORDER_ROUNDS`].
+    pub border_rounds: usize,
     /// Backend.
     pub accelerator: Accelerator,
     /// Tiles per forward pass.
@@ -224,6 +228,7 @@ impl PredictConfig {
             min_transcripts: 5,
             cell_types: CellTypes::Auto,
             join_neighbours: crate::cell_types::JOIN_NEIGHBOURS,
+            border_rounds: crate::cell_types::BORDER_ROUNDS,
             accelerator: Accelerator::Auto,
             batch_size: BatchSize::Auto,
             num_workers: 2,

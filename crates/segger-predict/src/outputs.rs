@@ -185,10 +185,19 @@ pub fn resolve(col: Collected, cfg: &PredictConfig) -> Result<Resolved, PredictE
             below: &below,
             neighbours: cfg.join_neighbours,
         };
-        crate::cell_types::apply(&mut records, &mut cells, &near, join, k, cfg.use_cc, || {
-            next += 1;
-            format!("{prefix}{next}")
-        })
+        crate::cell_types::apply(
+            &mut records,
+            &mut cells,
+            &near,
+            join,
+            k,
+            cfg.use_cc,
+            cfg.border_rounds,
+            || {
+                next += 1;
+                format!("{prefix}{next}")
+            },
+        )
     });
     let typed = cell_types.as_ref().is_some_and(|t| t.applied());
     let components_dropped = if !typed && cfg.use_cc && !links.is_empty() {

@@ -147,6 +147,13 @@ fn check_flags(cfg: &PredictConfig) -> Result<(), PredictError> {
             cfg.join_neighbours
         ));
     }
+    if cfg.border_rounds > crate::cell_types::MAX_BORDER_ROUNDS {
+        return bad(format!(
+            "--border_rounds must be between 0 (off) and {}, got {}",
+            crate::cell_types::MAX_BORDER_ROUNDS,
+            cfg.border_rounds
+        ));
+    }
     if !(cfg.distance_scale.is_finite() && cfg.distance_scale >= 0.0) {
         return bad(format!(
             "--distance_scale must be a finite number ≥ 0, got {}",
