@@ -162,8 +162,8 @@ pub(crate) fn read_vertex_rings(
         ..Default::default()
     };
     for_each_batch(file, &wanted, |b, row0| {
-        let xs = columns::f64s(columns::require(b, file, x)?.as_ref(), file, x, row0)?;
-        let ys = columns::f64s(columns::require(b, file, y)?.as_ref(), file, y, row0)?;
+        let xs = columns::required_f64s(b, file, x, row0)?;
+        let ys = columns::required_f64s(b, file, y, row0)?;
         let keys = columns::joined_keys(b, file, id)?;
         for (i, k) in keys.iter().enumerate() {
             let Some(k) = k else {

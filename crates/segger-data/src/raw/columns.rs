@@ -123,6 +123,16 @@ fn without_nulls<T>(
     Ok(v.into_iter().flatten().collect())
 }
 
+/// The numbers of the column named `name` of `batch` as `f64` ([`require`], then [`f64s`]).
+pub(crate) fn required_f64s(
+    batch: &RecordBatch,
+    file: &Path,
+    name: &str,
+    row0: u64,
+) -> Result<Vec<f64>, DataError> {
+    f64s(require(batch, file, name)?.as_ref(), file, name, row0)
+}
+
 /// Numbers as `f64` (any integer or float type). Nulls are errors.
 pub(crate) fn f64s(
     arr: &dyn Array,

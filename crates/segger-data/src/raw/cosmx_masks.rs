@@ -103,18 +103,8 @@ pub(crate) fn read_fov_positions(path: &Path) -> Result<FovPositions, DataError>
     let mut origins: HashMap<i64, [f64; 2]> = HashMap::new();
     for_each_batch(path, &wanted, |b, row0| {
         let f = columns::i64s(columns::require(b, path, &fov)?.as_ref(), path, &fov, row0)?;
-        let x = columns::f64s(
-            columns::require(b, path, "x_global_px")?.as_ref(),
-            path,
-            "x_global_px",
-            row0,
-        )?;
-        let y = columns::f64s(
-            columns::require(b, path, "y_global_px")?.as_ref(),
-            path,
-            "y_global_px",
-            row0,
-        )?;
+        let x = columns::required_f64s(b, path, "x_global_px", row0)?;
+        let y = columns::required_f64s(b, path, "y_global_px", row0)?;
         for i in 0..f.len() {
             let o = [x[i], y[i]];
             if !(o[0].is_finite() && o[1].is_finite()) {
@@ -157,8 +147,8 @@ pub(crate) fn stated_pixel_size(path: &Path) -> Result<Option<f64>, DataError> {
     }
     let mut sizes: Vec<(f64, u64)> = Vec::new();
     for_each_batch(path, &[mm.to_string(), px.to_string()], |b, row0| {
-        let m = columns::f64s(columns::require(b, path, mm)?.as_ref(), path, mm, row0)?;
-        let p = columns::f64s(columns::require(b, path, px)?.as_ref(), path, px, row0)?;
+        let m = columns::required_f64s(b, path, mm, row0)?;
+        let p = columns::required_f64s(b, path, px, row0)?;
         for i in 0..m.len() {
             if p[i].abs() >= 1.0 && m[i].is_finite() {
                 sizes.push((m[i] * 1000.0 / p[i], row0 + i as u64));
