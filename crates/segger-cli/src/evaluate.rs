@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use segger_sim::baselines::{judged_transcripts, standard_baselines};
+use segger_sim::baselines::{cell_outlines, judged_transcripts, standard_baselines};
 use segger_sim::evaluate::{
     evaluate, read_gene_pairs, read_prediction, read_truth, Assignments, Evaluation, Truth,
 };
@@ -28,7 +28,10 @@ pub struct EvaluateArgs {
     pub gene_pairs: Option<PathBuf>,
     /// Raw Xenium-schema sample directory: also evaluate the geometric baselines on the same
     /// transcripts (nucleus only; nuclei expanded by 5 and 15 µm; nearest nucleus centroid;
-    /// expansion by 3 µm, then the rest linked within 1.5 µm into components of ≥ 10).
+    /// expansion by 3 µm, then the rest linked within 1.5 µm into components of ≥ 10) and,
+    /// when it has cell_boundaries.parquet, the cell outlines (each transcript in the polygon
+    /// that holds it: the truth's geometry on a simulated sample, the instrument's own cells
+    /// on an export).
     #[arg(long)]
     pub baseline: Option<PathBuf>,
     /// Without `--prediction`: the lowest quality value of the judged transcripts.
@@ -184,7 +187,8 @@ pub fn run(a: EvaluateArgs) -> Result<(), CliError> {
                 Some(p) => p.clone(),
                 None => judged_transcripts(raw, a.min_qv).map_err(to_cli)?,
             };
-            let rules = standard_baselines(raw, &like).map_err(to_cli)?;
+            let mut rules = standard_baselines(raw, &like).map_err(to_cli)?;
+            rules.extend(cell_outlines(raw, &like).map_err(to_cli)?);
             evaluate_all(&rules, truth.as_ref(), pairs_arg)
         }
         None => Vec::new(),

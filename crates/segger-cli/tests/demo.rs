@@ -132,6 +132,12 @@ fn simulate_and_evaluate_commands() {
     let only = &v["baselines"]["nucleus only"]["truth"];
     assert!(nc["correct_majority"].as_f64().unwrap() > 0.9, "{nc}");
     assert!(only["unassigned"].as_f64().unwrap() > 0.5, "{only}");
+    // the sample's cell outlines are its true cells
+    let outlines = &v["baselines"]["cell outlines"]["truth"];
+    assert!(
+        outlines["correct_majority"].as_f64().unwrap() > 0.99,
+        "{outlines}"
+    );
     assert!(out.is_file());
     // Neither a prediction nor the pair --baseline + --truth: a usage error.
     let o = segger()

@@ -364,6 +364,29 @@ pub fn standard_baselines(
         .collect()
 }
 
+/// The column name of [`cell_outlines`].
+pub const CELL_OUTLINES: &str = "cell outlines";
+
+/// The segmentation the sample's own cell outlines give (`cell_boundaries.parquet` in
+/// `raw_dir`, Xenium's schema): each transcript of `like` in the cell whose polygon holds it
+/// (the nearest polygon within 0 µm), named [`CELL_OUTLINES`]. On a `segger simulate` sample
+/// these are the true cells, so it scores what the truth's geometry allows (transcript
+/// diffusion is all it gets wrong); on an instrument export, the instrument's own
+/// segmentation. `None` when the sample has no such file.
+pub fn cell_outlines(
+    raw_dir: &Path,
+    like: &Assignments,
+) -> Result<Option<(String, Assignments)>, SimError> {
+    let path = raw_dir.join("cell_boundaries.parquet");
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let raw = read_raw_transcripts(&raw_dir.join("transcripts.parquet"))?;
+    let cells = read_nuclei(&path)?;
+    let a = baseline(Rule::Expanded(0.0), &raw, &cells, like)?;
+    Ok(Some((CELL_OUTLINES.to_string(), a)))
+}
+
 /// Connected components of the points linked within `link` µm: a component label per point
 /// (the smallest point index of its component).
 fn components(points: &[P], link: f64) -> Result<Vec<usize>, SimError> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use arrow_array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
-use segger_sim::baselines::standard_baselines;
+use segger_sim::baselines::{cell_outlines, standard_baselines, CELL_OUTLINES};
 use segger_sim::evaluate::{
     adjusted_rand_index, evaluate, read_gene_pairs, read_prediction, read_truth, Assignments,
 };
@@ -453,4 +453,37 @@ fn an_empty_truth_id_is_no_cell() {
     assert_eq!(tr.by_id[&1], None);
     assert_eq!(tr.by_id[&2], None);
     assert!(tr.by_id[&0].is_some());
+}
+
+/// The cell outlines of a simulated sample are the true cells: without diffusion every
+/// transcript is in its cell; with it, the ones that diffused out are wrong. No
+/// cell_boundaries.parquet: no such column.
+#[test]
+fn cell_outlines_give_the_truth_up_to_diffusion() {
+    let d = tempfile::tempdir().unwrap();
+    let score = |cfg: SimConfig, name: &str| {
+        let raw = d.path().join(name);
+        simulate(&cfg, &raw, false).unwrap();
+        let tr = read_truth(&raw.join("ground_truth.parquet")).unwrap();
+        let (n, a) = cell_outlines(&raw, &perfect(&raw))
+            .unwrap()
+            .expect("cell_boundaries");
+        assert_eq!(n, CELL_OUTLINES);
+        let t = evaluate(&a, Some(&tr), None).truth.unwrap();
+        (raw, t)
+    };
+    let (easy, t) = score(SimConfig::new(300, 2), "easy");
+    assert!(
+        t.correct_majority > 0.999 && t.wrong_majority < 0.001,
+        "{t:?}"
+    );
+    let mut diffused = SimConfig::new(300, 2);
+    diffused.diffusion = 0.8;
+    let (_, t) = score(diffused, "diffused");
+    assert!(
+        (0.03..0.2).contains(&t.wrong_majority) && t.unassigned < 0.01,
+        "{t:?}"
+    );
+    std::fs::remove_file(easy.join("cell_boundaries.parquet")).unwrap();
+    assert!(cell_outlines(&easy, &perfect(&easy)).unwrap().is_none());
 }
