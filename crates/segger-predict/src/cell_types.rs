@@ -90,6 +90,8 @@ pub const BORDER_ROUNDS: usize = 3;
 pub const MAX_BORDER_ROUNDS: usize = 10;
 /// Nearest transcripts a transcript weighs in the border refinement (itself not among them).
 pub const BORDER_NEIGHBOURS: usize = 20;
+/// Transcripts of the new cells whose neighbours the border refinement searches at a time.
+const BORDER_CHUNK: usize = 1 << 20;
 /// Width (standard deviation) of a neighbour's Gaussian weight in the border refinement, in
 /// neighbourhood radii (2 µm on the simulated tissues of docs/accuracy.md); neighbours beyond
 /// three widths are not weighed.
@@ -597,9 +599,12 @@ impl Border<'_> {
         for &j in &in_new {
             near[j] = true;
         }
-        for &d in &rows_of(&in_new).index {
-            if d != NO_NEIGHBOUR && start[d as usize] != NO_CELL {
-                near[d as usize] = true;
+        // in chunks, so that the search holds at most BORDER_CHUNK rows at a time
+        for chunk in in_new.chunks(BORDER_CHUNK) {
+            for &d in &rows_of(chunk).index {
+                if d != NO_NEIGHBOUR && start[d as usize] != NO_CELL {
+                    near[d as usize] = true;
+                }
             }
         }
         drop(in_new);
