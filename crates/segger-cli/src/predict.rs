@@ -124,8 +124,7 @@ pub struct PredictArgs {
     /// Cell-type stage: rounds of the border refinement of the new cells. Each round, a
     /// transcript at the border of a new cell takes the neighbouring cell that its 20 nearest
     /// transcripts (Gaussian weights) and its gene's likelihood under that cell's type favour;
-    /// only moves into or out of a new cell, never out of a nucleus (docs/prediction.md).
-    /// 0 = off, 0–10.
+    /// only moves into or out of a new cell (docs/prediction.md). 0 = off, 0–10.
     #[arg(
         long = "border_rounds",
         alias = "border-rounds",

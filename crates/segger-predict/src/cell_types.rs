@@ -572,10 +572,7 @@ impl Border<'_> {
     /// Runs `rounds` rounds on `records`; returns how many transcripts ended in another cell.
     fn refine(&self, records: &mut [TxRecord], rounds: usize) -> usize {
         let n = self.sub.len();
-        let cell_of = |records: &[TxRecord]| -> Vec<u32> {
-            self.idx.iter().map(|&i| records[i].cell).collect()
-        };
-        let start = cell_of(records);
+        let start: Vec<u32> = self.idx.iter().map(|&i| records[i].cell).collect();
         let all: Vec<f32> = self.sub.iter().flat_map(|r| [r.x, r.y]).collect();
         let params = KnnParams::new(
             BORDER_NEIGHBOURS + 1,
@@ -661,12 +658,10 @@ impl Border<'_> {
     }
 
     /// The cell transcript `j` takes in a round, from its neighbours' cells `cur` (`row`: its
-    /// nearest transcripts, itself possibly among them).
+    /// nearest transcripts, itself possibly among them). `j` is assigned: [`Border::refine`]
+    /// moves only assigned transcripts, and only to cells.
     fn choose(&self, j: usize, row: &[u32], cur: &[u32], types: &[u16], all: &[f32]) -> u32 {
         let own = cur[j];
-        if own == NO_CELL {
-            return own;
-        }
         // (cell, summed weight), its own cell first with weight 1
         let mut votes: Vec<(u32, f32)> = vec![(own, 1.0)];
         let (x, y) = (all[2 * j], all[2 * j + 1]);
