@@ -484,6 +484,27 @@ fn cell_outlines_give_the_truth_up_to_diffusion() {
         (0.03..0.2).contains(&t.wrong_majority) && t.unassigned < 0.01,
         "{t:?}"
     );
-    std::fs::remove_file(easy.join("cell_boundaries.parquet")).unwrap();
-    assert!(cell_outlines(&easy, &perfect(&easy)).unwrap().is_none());
+    // a broken outline file is an error naming the file (and the column when one is missing)
+    let like = perfect(&easy);
+    let outlines = easy.join("cell_boundaries.parquet");
+    std::fs::write(&outlines, b"not parquet").unwrap();
+    let err = cell_outlines(&easy, &like).unwrap_err().to_string();
+    assert!(err.contains("cell_boundaries.parquet"), "{err}");
+    write(
+        &outlines,
+        vec![
+            ("cell_id", strs(&[Some("a"), Some("a"), Some("a")])),
+            (
+                "vertex_x",
+                Arc::new(arrow_array::Float64Array::from(vec![0.0, 1.0, 0.0])),
+            ),
+        ],
+    );
+    let err = cell_outlines(&easy, &like).unwrap_err().to_string();
+    assert!(
+        err.contains("cell_boundaries.parquet") && err.contains("vertex_y"),
+        "{err}"
+    );
+    std::fs::remove_file(&outlines).unwrap();
+    assert!(cell_outlines(&easy, &like).unwrap().is_none());
 }
