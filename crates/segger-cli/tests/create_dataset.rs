@@ -71,3 +71,54 @@ fn create_dataset_then_inspect_shows_all_three_splits() {
         "{err}"
     );
 }
+
+/// `--split_merged_nuclei`: on by default, the hard preset's merged-looking nuclei are cut and
+/// counted (summary and `dataset.json`); `false` keeps every nucleus whole and is recorded.
+#[test]
+fn merged_nuclei_are_cut_unless_asked_not_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("raw");
+    let bin = env!("CARGO_BIN_EXE_segger");
+    let run = |args: &[&str]| Command::new(bin).args(args).output().unwrap();
+    let o = run(&[
+        "simulate",
+        "--preset",
+        "hard",
+        "--cells",
+        "700",
+        "--seed",
+        "1",
+        "--out",
+        raw.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let settings = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(name);
+        let mut args = vec![
+            "create_dataset",
+            "--input",
+            raw.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let o = run(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let text = String::from_utf8_lossy(&o.stdout).to_string();
+        let json = std::fs::read_to_string(out.join("dataset.json")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        (text, v["settings"].clone())
+    };
+    let (text, on) = settings("on", &[]);
+    let cut = on["load"]["merged_nuclei_split"].as_u64().unwrap();
+    assert!((5..=25).contains(&cut), "{cut}");
+    assert!(
+        text.contains(&format!("{cut}  nuclei cut in two as merged")),
+        "{text}"
+    );
+    assert_eq!(on["raw"]["split_merged"], true);
+    let (text, off) = settings("off", &["--split_merged_nuclei", "false"]);
+    assert_eq!(off["load"]["merged_nuclei_split"], 0);
+    assert_eq!(off["raw"]["split_merged"], false);
+    assert!(!text.contains("cut in two"), "{text}");
+}

@@ -179,9 +179,10 @@ pub(crate) mod raw {
     }
 
     /// Takes how the training dataset read its raw sample (from `dataset.json`'s `raw`
-    /// settings): boundary kind, column names, scale, strictness, the gene embedding, and the
-    /// transcript and boundary file names when a file of that name is in the new sample's
-    /// folder. Used only when the new sample is of the training dataset's platform.
+    /// settings): boundary kind, column names, scale, strictness, the gene embedding, whether
+    /// merged-looking nuclei are cut, and the transcript and boundary file names when a file
+    /// of that name is in the new sample's folder. Used only when the new sample is of the
+    /// training dataset's platform.
     pub(crate) fn apply_raw_settings(
         raw: &mut segger_data::raw::RawOptions,
         input: &std::path::Path,
@@ -199,6 +200,12 @@ pub(crate) mod raw {
             .and_then(serde_json::Value::as_bool)
         {
             raw.strict = v;
+        }
+        if let Some(v) = s
+            .pointer("/raw/split_merged")
+            .and_then(serde_json::Value::as_bool)
+        {
+            raw.split_merged = v;
         }
         let c = &mut raw.columns;
         for (key, slot) in [
@@ -275,5 +282,26 @@ pub(crate) mod raw {
                 .filter_map(|v| v.as_str().map(str::to_string))
                 .collect();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use segger_data::raw::{Platform, RawOptions};
+
+    /// The training dataset's raw settings reach the options of a raw prediction; absent ones
+    /// keep the defaults.
+    #[test]
+    fn raw_settings_of_the_training_dataset_are_taken() {
+        let dir = std::path::Path::new("/nonexistent");
+        let mut raw = RawOptions::new(Platform::Xenium);
+        assert!(raw.split_merged && !raw.strict);
+        let s = serde_json::json!({"raw": {"split_merged": false, "strict": true, "scale": 2.5}});
+        super::raw::apply_raw_settings(&mut raw, dir, &s);
+        assert!(!raw.split_merged && raw.strict);
+        assert_eq!(raw.scale, Some(2.5));
+        let mut raw = RawOptions::new(Platform::Xenium);
+        super::raw::apply_raw_settings(&mut raw, dir, &serde_json::json!({"raw": {}}));
+        assert!(raw.split_merged && !raw.strict && raw.scale.is_none());
     }
 }

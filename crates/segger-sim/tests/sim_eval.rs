@@ -321,6 +321,73 @@ fn create_dataset_reads_simulate_output_unchanged() {
     );
 }
 
+/// On the hard preset, the nuclei cut as merged are mostly the simulator's merged pairs: the
+/// nuclear transcripts in the two halves belong to two different true cells. The transcripts
+/// of a cut nucleus lose their cell (no positive); nothing is cut on the easy preset.
+#[test]
+fn merged_nuclei_of_the_hard_preset_are_cut_in_two() {
+    use segger_data::raw::{load, Platform, RawOptions, NO_CELL};
+    let d = tempfile::tempdir().unwrap();
+    let raw = d.path().join("raw");
+    let summary = simulate(&SimConfig::hard(700, 0), &raw, false).unwrap();
+    let truth = read_truth(&raw.join("ground_truth.parquet")).unwrap();
+    let mut opts = RawOptions::new(Platform::Xenium);
+    opts.split_merged = false;
+    let whole = load(&raw, &opts).unwrap();
+    assert_eq!(whole.report.merged_nuclei_split, 0);
+    assert_eq!(whole.bd.len() as u64, whole.report.boundaries_kept);
+    let cut = load(&raw, &RawOptions::new(Platform::Xenium)).unwrap();
+    let n = cut.report.merged_nuclei_split as usize;
+    let merged = summary.merged_nuclei;
+    assert!(
+        n >= merged / 3 && n <= merged + 3,
+        "cut {n}, merged {merged}"
+    );
+    assert_eq!(cut.bd.len(), whole.bd.len() + n);
+    assert_eq!(cut.tx.len(), whole.tx.len());
+    // The majority true cell of the nuclear transcripts of nucleus `w` (of the whole sample)
+    // that lie in boundary `b` of the cut sample; those transcripts have no cell any more.
+    let majority = |w: usize, b: usize| {
+        let mut count: std::collections::HashMap<u32, usize> = Default::default();
+        for t in 0..whole.tx.len() {
+            if whole.tx.cell[t] as usize == w && whole.tx.nuclear.as_ref().unwrap()[t] {
+                assert_eq!(cut.tx.cell[t], NO_CELL);
+                if cut.bd.contains(b, whole.tx.x[t], whole.tx.y[t]) {
+                    if let Some(Some((c, _))) = truth.by_id.get(&whole.tx.id[t]) {
+                        *count.entry(*c).or_default() += 1;
+                    }
+                }
+            }
+        }
+        count
+            .into_iter()
+            .max_by_key(|&(c, k)| (k, c))
+            .map(|(c, _)| c)
+    };
+    let mut two_cells = 0;
+    for half in whole.bd.len()..cut.bd.len() {
+        let id = cut.bd.ids[half].strip_suffix("_b").unwrap();
+        let first = cut.bd.ids.iter().position(|i| i == id).unwrap();
+        let w = whole.bd.ids.iter().position(|i| i == id).unwrap();
+        let (a, b) = (cut.bd.features[first][0], cut.bd.features[half][0]);
+        let total = whole.bd.features[w][0];
+        assert!((a + b - total).abs() < 1e-3 * total, "{a} + {b} vs {total}");
+        let (m1, m2) = (majority(w, first), majority(w, half));
+        if m1.is_some() && m2.is_some() && m1 != m2 {
+            two_cells += 1;
+        }
+    }
+    assert!(
+        4 * two_cells >= 3 * n,
+        "{two_cells} of {n} cut nuclei hold two true cells"
+    );
+    // Nothing is cut on the easy preset.
+    let easy = d.path().join("easy");
+    simulate(&SimConfig::new(700, 0), &easy, false).unwrap();
+    let e = load(&easy, &RawOptions::new(Platform::Xenium)).unwrap();
+    assert_eq!(e.report.merged_nuclei_split, 0);
+}
+
 /// The perfect segmentation (every transcript in its true cell) as an assignment.
 fn perfect(raw: &Path) -> Assignments {
     // The ids of the whole sample.
