@@ -67,7 +67,8 @@ pub struct PredictArgs {
     pub inner_reach: f32,
     /// Reach of a nucleus, in equivalent radii (√(area/π)): a transcript farther than that from
     /// a boundary's centroid is not its candidate; 0 = no limit but --dist_bd (the reference).
-    #[arg(long, default_value_t = 2.5)]
+    /// A transcript it keeps away may still return (--return_reach).
+    #[arg(long, default_value_t = segger_predict::DEFAULT_REACH)]
     pub reach: f32,
     /// Beyond lone_reach equivalent radii (and within --reach), a nucleus reaches a transcript
     /// only when another candidate nucleus lies within 1.5 times the distance (each in its own
@@ -79,6 +80,15 @@ pub struct PredictArgs {
         default_value_t = segger_predict::DEFAULT_LONE_REACH
     )]
     pub lone_reach: f32,
+    /// A transcript that --reach or --lone_reach kept from a nucleus within return_reach
+    /// equivalent radii, and that joined no new cell, goes to its best such nucleus when the
+    /// score passes the cut: the limits only give new cells the first pick; 0 = off, 0–100.
+    #[arg(
+        long = "return_reach",
+        alias = "return-reach",
+        default_value_t = segger_predict::DEFAULT_RETURN_REACH
+    )]
+    pub return_reach: f32,
     /// Group unassigned transcripts into new cells (connected components of similar
     /// neighbours within --dist_tx in the x-y plane). On by default; `--use_cc false` turns it
     /// off (the reference's default). A bare flag, or a value as the reference spells it
@@ -193,6 +203,7 @@ pub fn run(a: PredictArgs) -> Result<(), CliError> {
     cfg.inner_reach = a.inner_reach;
     cfg.reach = a.reach;
     cfg.lone_reach = a.lone_reach;
+    cfg.return_reach = a.return_reach;
     cfg.use_cc = a.use_cc;
     cfg.k_tx = a.k_tx;
     cfg.dist_tx = a.dist_tx;
@@ -232,6 +243,12 @@ pub fn run(a: PredictArgs) -> Result<(), CliError> {
         "  cells      {} ({} boundaries, {} components; {} components dropped)",
         s.cells, s.boundary_cells, s.component_cells, s.components_dropped
     );
+    if s.returned_within_reach > 0 {
+        println!(
+            "  returned   {} transcripts joined no new cell and returned within the return reach",
+            s.returned_within_reach
+        );
+    }
     println!(
         "  per cell   median {} transcripts (quartiles {} / {})",
         s.transcripts_per_cell.median, s.transcripts_per_cell.q1, s.transcripts_per_cell.q3

@@ -55,6 +55,7 @@ const PREDICT: &[&str] = &[
     "inner_reach",
     "reach",
     "lone_reach",
+    "return_reach",
     "k_tx",
     "dist_tx",
     "min_transcripts",

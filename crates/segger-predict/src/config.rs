@@ -41,6 +41,12 @@ pub struct PredictConfig {
     /// of the section) are left to new cells. 0 turns this off (every candidate within
     /// `reach`).
     pub lone_reach: f32,
+    /// A transcript that the reach or the lone reach kept from a boundary within
+    /// `return_reach` equivalent radii, and that is still unassigned once the new cells are
+    /// made, goes to that boundary: its best candidate within `return_reach` (the lone reach
+    /// ignored), when that candidate's score passes the cut. The limits then only give new
+    /// cells the first pick of far transcripts. 0 turns this off.
+    pub return_reach: f32,
     /// Weight of the expression term in the choice among a transcript's candidates and in the
     /// score the cut applies to: `weight · mean ln(p_b(g) / p(g))` over the genes of the
     /// transcript and its nearest neighbours ([`NEIGHBOURHOOD_SIZE`] within
@@ -218,8 +224,9 @@ impl PredictConfig {
             dist_bd: 12.0,
             score_cut: None,
             distance_scale: 0.5,
-            reach: 2.5,
+            reach: DEFAULT_REACH,
             lone_reach: DEFAULT_LONE_REACH,
+            return_reach: DEFAULT_RETURN_REACH,
             expression_weight: 4.0,
             inner_reach: DEFAULT_INNER_REACH,
             use_cc: true,
@@ -249,9 +256,17 @@ impl PredictConfig {
 /// The score cut of a model without a calibration (the reference's).
 pub const DEFAULT_SCORE_CUT: f32 = 0.5;
 
+/// The default of [`PredictConfig::reach`] (`--reach`), in equivalent radii (docs/accuracy.md,
+/// "Reach").
+pub const DEFAULT_REACH: f32 = 2.5;
+
 /// The default of [`PredictConfig::lone_reach`] (`--lone_reach`), in equivalent radii
 /// (docs/accuracy.md, "Lone reach").
 pub const DEFAULT_LONE_REACH: f32 = 2.0;
+
+/// The default of [`PredictConfig::return_reach`] (`--return_reach`), in equivalent radii
+/// (docs/accuracy.md, "Return within 2.5 radii").
+pub const DEFAULT_RETURN_REACH: f32 = 2.5;
 
 /// Beyond [`PredictConfig::lone_reach`], another candidate boundary must lie within this many
 /// times a boundary's distance (each in its own radii) for the boundary to reach the

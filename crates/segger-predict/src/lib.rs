@@ -34,7 +34,7 @@ pub mod synthetic;
 
 pub use config::{
     BatchSize, CellTypes, DuplicateIds, PredictConfig, PredictError, DEFAULT_INNER_REACH,
-    DEFAULT_LONE_REACH, DEFAULT_SCORE_CUT, LONE_RATIO,
+    DEFAULT_LONE_REACH, DEFAULT_REACH, DEFAULT_RETURN_REACH, DEFAULT_SCORE_CUT, LONE_RATIO,
 };
 pub use input::{InputKind, ResolvedInput};
 pub use model_dir::{ModelDir, VocabSource};

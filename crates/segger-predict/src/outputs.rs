@@ -88,6 +88,9 @@ pub struct Resolved {
     pub merged: usize,
     /// Components below `min_transcripts`.
     pub components_dropped: usize,
+    /// Unassigned transcripts that joined no new cell and went to a boundary the reach or the
+    /// lone reach had kept from them ([`PredictConfig::return_reach`]).
+    pub returned: usize,
     /// What the cell-type stage did (`cell_types` not off).
     pub cell_types: Option<crate::cell_types::TypeStats>,
     /// Tiles predicted.
@@ -141,6 +144,7 @@ pub fn resolve(col: Collected, cfg: &PredictConfig) -> Result<Resolved, PredictE
         links,
         mut near,
         mut below,
+        mut fallback,
         boundary_ids,
         tiles,
         ..
@@ -211,6 +215,7 @@ pub fn resolve(col: Collected, cfg: &PredictConfig) -> Result<Resolved, PredictE
     } else {
         0
     };
+    let returned = return_unassigned(&mut records, &mut fallback);
     let (cell_ids, cell_kinds) = keep_used_cells(&mut records, cells);
     let aggs = aggregate_cells(&records, cell_ids.len());
     Ok(Resolved {
@@ -221,9 +226,28 @@ pub fn resolve(col: Collected, cfg: &PredictConfig) -> Result<Resolved, PredictE
         duplicates,
         merged,
         components_dropped,
+        returned,
         cell_types,
         tiles,
     })
+}
+
+/// Gives each still unassigned transcript of `records` (sorted by id) its fallback boundary
+/// (`fallback`: `(id, cell)`, the best candidate within the return reach; for an id decided
+/// by two tiles, the first after sorting). Returns how many went back.
+fn return_unassigned(records: &mut [TxRecord], fallback: &mut Vec<(i64, u32)>) -> usize {
+    fallback.par_sort_unstable();
+    fallback.dedup_by_key(|f| f.0);
+    let mut returned = 0;
+    for &(id, cell) in fallback.iter() {
+        if let Ok(at) = records.binary_search_by_key(&id, |r| r.id) {
+            if records[at].cell == NO_CELL {
+                records[at].cell = cell;
+                returned += 1;
+            }
+        }
+    }
+    returned
 }
 
 /// Joins the unassigned transcripts of `records` (sorted by id) along `links` into connected
@@ -430,6 +454,7 @@ pub fn write_all(
         boundary_cells: res.cell_ids.len() - component_cells,
         component_cells,
         components_dropped: res.components_dropped,
+        returned_within_reach: res.returned,
         cell_types: res.cell_types.clone(),
         transcripts_per_cell: Quartiles::of_sorted(&per_cell),
         duplicates_resolved: res.duplicates,
@@ -710,6 +735,7 @@ pub fn write_log(
             "boundary_cells": s.boundary_cells,
             "component_cells": s.component_cells,
             "components_dropped": s.components_dropped,
+            "returned_within_reach": s.returned_within_reach,
             "cell_types": s.cell_types,
             "transcripts_per_cell": s.transcripts_per_cell,
             "duplicates_resolved": s.duplicates_resolved,
@@ -815,6 +841,35 @@ mod tests {
             [(5, 1.0), (6, 4.0), (7, 3.0)],
             "the higher score is kept"
         );
+    }
+
+    #[test]
+    fn transcripts_that_join_no_new_cell_return_to_their_fallback_boundary() {
+        let mut col = Collected::default();
+        let a = col.cells.intern("nucleus-a");
+        let b = col.cells.intern("nucleus-b");
+        col.boundary_ids
+            .extend(["nucleus-a".into(), "nucleus-b".into()]);
+        col.records = (0..10)
+            .map(|i| rec(i, i as f32, if i == 9 { b } else { NO_CELL }, 0.1))
+            .collect();
+        // 0-1-2 form a new cell; 4 and 5 join none; 9 is assigned already.
+        col.links = vec![(0, 1), (2, 1)];
+        col.fallback = vec![(4, a), (0, a), (9, a), (42, a), (5, b)];
+        let r = resolve(col, &cfg(true, 3)).unwrap();
+        let cell_of = |id: usize| {
+            let c = r.records[id].cell;
+            (c != NO_CELL).then(|| r.cell_ids[c as usize].clone())
+        };
+        assert_eq!(r.returned, 2);
+        assert_eq!(cell_of(4).as_deref(), Some("nucleus-a"));
+        assert_eq!(cell_of(5).as_deref(), Some("nucleus-b"));
+        assert_eq!(cell_of(9).as_deref(), Some("nucleus-b"), "assigned: kept");
+        let c0 = cell_of(0).unwrap();
+        assert!(c0.contains("segger-cc-"), "the new cell keeps it: {c0}");
+        assert_eq!(cell_of(3), None, "no fallback: unassigned");
+        let a_at = r.cell_ids.iter().position(|c| c == "nucleus-a").unwrap();
+        assert_eq!(r.aggs[a_at].count, 1);
     }
 
     #[test]

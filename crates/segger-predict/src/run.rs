@@ -166,6 +166,12 @@ fn check_flags(cfg: &PredictConfig) -> Result<(), PredictError> {
             cfg.lone_reach
         ));
     }
+    if !(cfg.return_reach.is_finite() && (0.0..=100.0).contains(&cfg.return_reach)) {
+        return bad(format!(
+            "--return_reach must lie in [0, 100], got {}",
+            cfg.return_reach
+        ));
+    }
     if !(cfg.inner_reach.is_finite() && (0.0..=100.0).contains(&cfg.inner_reach)) {
         return bad(format!(
             "--inner_reach must lie in [0, 100], got {}",
@@ -439,6 +445,11 @@ fn collect<B: GatBackend>(
                 col.near.extend(r.near);
                 col.below.extend(
                     r.below
+                        .into_iter()
+                        .map(|(id, b)| (id, col.cells.intern(&bd_ids[b0 + b as usize]))),
+                );
+                col.fallback.extend(
+                    r.fallback
                         .into_iter()
                         .map(|(id, b)| (id, col.cells.intern(&bd_ids[b0 + b as usize]))),
                 );

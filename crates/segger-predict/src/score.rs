@@ -20,6 +20,10 @@ pub(crate) struct TileResult {
     /// `(id, tile-local boundary)` of the core transcripts whose chosen boundary scored below
     /// the cut outside the inner reach (cell-type stage only).
     pub below: Vec<(i64, u32)>,
+    /// `(id, tile-local boundary)` of the unassigned core transcripts whose best candidate
+    /// within `return_reach` (the reach and the lone reach aside) passes the cut: where they go
+    /// when they join no new cell ([`PredictConfig::return_reach`]).
+    pub fallback: Vec<(i64, u32)>,
 }
 
 fn sigmoid(s: f32) -> f32 {
@@ -162,6 +166,9 @@ struct Candidates {
     inner: Vec<(usize, u32)>,
     /// (scored index, boundary) pairs within `inner_reach` radii: assigned whatever the score.
     inside: Vec<(usize, u32)>,
+    /// Pairs like `pairs` that the reach or the lone reach left out but that lie within
+    /// `return_reach` radii (empty when it is 0).
+    fallback: Vec<(usize, usize, f32, f32)>,
 }
 
 /// The model's embeddings of a batch, `d` values per node.
@@ -258,6 +265,7 @@ pub(crate) fn score_tile(
         emb.tx_bd(scored[q] + t0, b + b0)
     });
     let mut best = choose(&c.pairs, scored.len(), |_, _| 0.0);
+    let mut context = None;
     if let (true, Some(genes)) = (expression, genes) {
         // Every transcript of the tile is scored here (`scored[q] == q`, `queries` holds the
         // x-y of all of them). A transcript counts towards its first choice's profile when it
@@ -279,11 +287,26 @@ pub(crate) fn score_tile(
         for (q, j) in nb.src.iter().zip(&nb.dst) {
             hood[*q as usize].push(*j as u32);
         }
-        let w = cfg.expression_weight;
-        best = choose(&c.pairs, scored.len(), |q, b| {
-            w * profiles.mean_log_ratio(&hood[q], q, b)
-        });
+        context = Some((profiles, hood));
     }
+    // The expression term of transcript `q` for boundary `b` (0 without it).
+    let bonus = |q: usize, b: usize| match &context {
+        Some((profiles, hood)) => cfg.expression_weight * profiles.mean_log_ratio(&hood[q], q, b),
+        None => 0.0,
+    };
+    if context.is_some() {
+        best = choose(&c.pairs, scored.len(), bonus);
+    }
+    // The best candidate within the return reach, for the transcripts left unassigned.
+    let fallback_choice = if c.fallback.is_empty() {
+        None
+    } else {
+        Some(choose(
+            c.pairs.iter().chain(&c.fallback),
+            scored.len(),
+            bonus,
+        ))
+    };
     // Whether each scored transcript lies within `inner_reach` radii of its chosen boundary.
     let mut near_chosen = vec![false; scored.len()];
     for &(q, b) in &c.inside {
@@ -298,6 +321,18 @@ pub(crate) fn score_tile(
         (best, near_chosen)
     };
     let (records, assigned) = records_of(cfg, &tile, tokens, &best, &near_chosen);
+    let fallback = match fallback_choice {
+        Some(fb) => records
+            .iter()
+            .enumerate()
+            .filter_map(|(k, r)| {
+                let q = if expression { tile.core[k] } else { k };
+                let (_, score, b) = fb[q];
+                (r.cell == NO_CELL && b != NO_CELL && score >= cfg.cut()).then_some((r.id, b))
+            })
+            .collect(),
+        None => Vec::new(),
+    };
     let links = if cfg.use_cc {
         component_links(cfg, &tile, &emb, &assigned).map_err(knn_error)?
     } else {
@@ -328,6 +363,7 @@ pub(crate) fn score_tile(
         links,
         near,
         below,
+        fallback,
     })
 }
 
@@ -348,6 +384,7 @@ fn candidates(
         pairs: Vec::with_capacity(cand.src.len()),
         inner: Vec::new(),
         inside: Vec::new(),
+        fallback: Vec::new(),
     };
     let dist = |q: usize, b: usize| {
         (queries[2 * q] - bd_xy[2 * b]).hypot(queries[2 * q + 1] - bd_xy[2 * b + 1])
@@ -373,20 +410,25 @@ fn candidates(
     for (q, b) in cand.src.iter().zip(&cand.dst) {
         let (q, b) = (*q as usize, *b as usize);
         let dist = dist(q, b);
-        if cfg.reach > 0.0 && radius[b] > 0.0 && dist > cfg.reach * radius[b] {
-            continue;
-        }
-        if cfg.lone_reach > 0.0 && radius[b] > 0.0 && dist > cfg.lone_reach * radius[b] {
+        let mut kept = !(cfg.reach > 0.0 && radius[b] > 0.0 && dist > cfg.reach * radius[b]);
+        if kept && cfg.lone_reach > 0.0 && radius[b] > 0.0 && dist > cfg.lone_reach * radius[b] {
             let n = nearest[q];
             let other = if n[0].1 == b { n[1].0 } else { n[0].0 };
-            if other > LONE_RATIO * dist / radius[b] {
-                continue;
-            }
+            kept = other <= LONE_RATIO * dist / radius[b];
+        }
+        let returns =
+            cfg.return_reach > 0.0 && (radius[b] <= 0.0 || dist <= cfg.return_reach * radius[b]);
+        if !kept && !returns {
+            continue;
         }
         let raw = logit(q, b);
         let mut rank = raw;
         if cfg.distance_scale > 0.0 {
             rank -= (dist - radius[b]).max(0.0) / cfg.distance_scale;
+        }
+        if !kept {
+            c.fallback.push((q, b, rank, raw));
+            continue;
         }
         if expression && dist <= PROFILE_REACH * radius[b] {
             c.inner.push((q, b as u32));
@@ -402,8 +444,8 @@ fn candidates(
 /// Per scored transcript (of `n`), its best candidate in `pairs` by ranking logit plus
 /// `bonus(q, b)`: (choice key, model score with the bonus, boundary), or
 /// `(NaN, NaN, NO_CELL)` without candidates.
-fn choose(
-    pairs: &[(usize, usize, f32, f32)],
+fn choose<'a>(
+    pairs: impl IntoIterator<Item = &'a (usize, usize, f32, f32)>,
     n: usize,
     bonus: impl Fn(usize, usize) -> f32,
 ) -> Vec<(f32, f32, u32)> {
@@ -533,6 +575,24 @@ mod tests {
         // a lone reach at the reach changes nothing
         cfg.lone_reach = 2.5;
         assert_eq!(pairs(&cfg), vec![(0, 0), (1, 0), (2, 0), (3, 2)]);
+        // the pairs the limits leave out within the return reach fall back, the others not
+        let fallback = |cfg: &PredictConfig| -> Vec<(usize, usize)> {
+            candidates(cfg, &cand, &queries, &bd_xy, &radius, false, |_, _| 0.0)
+                .fallback
+                .iter()
+                .map(|p| (p.0, p.1))
+                .collect()
+        };
+        cfg.return_reach = 0.0;
+        cfg.lone_reach = 2.0;
+        assert!(fallback(&cfg).is_empty());
+        cfg.return_reach = 2.5;
+        // 1 → 0 (alone beyond the lone reach), 3 → 2 (same); 0 → 1 is 2.8 radii: beyond
+        assert_eq!(fallback(&cfg), vec![(1, 0), (3, 2)]);
+        assert_eq!(pairs(&cfg), vec![(0, 0), (2, 0)]);
+        cfg.reach = 2.0;
+        assert_eq!(fallback(&cfg), vec![(0, 0), (1, 0), (3, 2)]);
+        assert_eq!(pairs(&cfg), vec![(2, 0)]);
     }
 
     #[test]

@@ -96,6 +96,9 @@ pub struct Collected {
     /// `(transcript id, cell)`: transcripts whose chosen boundary (within reach) scored below
     /// the cut, with that boundary (cell-type stage only; empty otherwise).
     pub below: Vec<(i64, u32)>,
+    /// `(transcript id, cell)`: where an unassigned transcript goes if it joins no new cell
+    /// ([`crate::PredictConfig::return_reach`]).
+    pub fallback: Vec<(i64, u32)>,
     /// Every boundary id seen in any tile (new component ids must avoid them).
     pub boundary_ids: HashSet<String>,
     /// Tiles processed.

@@ -87,6 +87,9 @@ pub struct PredictSummary {
     pub component_cells: usize,
     /// Components dropped for having fewer than `min_transcripts` transcripts.
     pub components_dropped: usize,
+    /// Unassigned transcripts that joined no new cell and went to a boundary within the return
+    /// reach (`--return_reach`).
+    pub returned_within_reach: usize,
     /// What the cell-type stage did (`--cell_types`), when on.
     pub cell_types: Option<crate::cell_types::TypeStats>,
     /// Transcripts per cell.
