@@ -50,6 +50,33 @@ impl RingGroups {
     }
 }
 
+/// A ring's `bd.x` features, area-weighted centroid and envelope, as [`Boundaries`] stores
+/// them.
+pub(crate) type RingProps = ([f32; 4], [f32; 2], [f32; 4]);
+
+/// The [`RingProps`] of a ring with non-zero area.
+pub(crate) fn ring_props(ring: &[Point]) -> RingProps {
+    let f = geometry::polygon_features(ring).to_row();
+    let c = geometry::centroid(ring);
+    let e = geometry::envelope(ring);
+    (
+        f,
+        [c[0] as f32, c[1] as f32],
+        [e[0] as f32, e[1] as f32, e[2] as f32, e[3] as f32],
+    )
+}
+
+/// Appends boundary `id` with its ring and [`RingProps`] to `bd`.
+pub(crate) fn push(bd: &mut Boundaries, id: String, ring: &[Point], (f, c, e): RingProps) {
+    bd.ids.push(id);
+    bd.vertices
+        .extend(ring.iter().map(|p| [p[0] as f32, p[1] as f32]));
+    bd.ring_start.push(bd.vertices.len());
+    bd.features.push(f);
+    bd.centroid.push(c);
+    bd.bbox.push(e);
+}
+
 /// Validates rings and computes their features, in parallel. Bad rings are skipped and
 /// counted, or are errors when `strict`.
 pub(crate) fn build_boundaries(
@@ -101,19 +128,7 @@ pub(crate) fn build_boundaries(
             p.describe()
         );
     }
-    let props: Vec<([f32; 4], [f32; 2], [f32; 4])> = kept
-        .par_iter()
-        .map(|(_, r)| {
-            let f = geometry::polygon_features(r).to_row();
-            let c = geometry::centroid(r);
-            let e = geometry::envelope(r);
-            (
-                f,
-                [c[0] as f32, c[1] as f32],
-                [e[0] as f32, e[1] as f32, e[2] as f32, e[3] as f32],
-            )
-        })
-        .collect();
+    let props: Vec<RingProps> = kept.par_iter().map(|(_, r)| ring_props(r)).collect();
     let mut bd = Boundaries {
         ids: Vec::with_capacity(kept.len()),
         ring_start: Vec::with_capacity(kept.len() + 1),
@@ -123,14 +138,8 @@ pub(crate) fn build_boundaries(
         features: Vec::with_capacity(kept.len()),
     };
     bd.ring_start.push(0);
-    for ((i, ring), (f, c, e)) in kept.into_iter().zip(props) {
-        bd.ids.push(groups.ids.names[i].clone());
-        bd.vertices
-            .extend(ring.iter().map(|p| [p[0] as f32, p[1] as f32]));
-        bd.ring_start.push(bd.vertices.len());
-        bd.features.push(f);
-        bd.centroid.push(c);
-        bd.bbox.push(e);
+    for ((i, ring), p) in kept.into_iter().zip(props) {
+        push(&mut bd, groups.ids.names[i].clone(), &ring, p);
     }
     report.boundaries_kept = bd.len() as u64;
     report.features_s = t0.elapsed().as_secs_f64();

@@ -20,7 +20,7 @@
 //! docs/accuracy.md ("Merged nuclei") gives what it buys on simulated tissue with a known
 //! truth and what it does on the Xenium lung preview.
 
-use super::{Boundaries, Sample, NO_CELL};
+use super::{boundaries, Boundaries, Sample, NO_CELL};
 use crate::geometry::{self, Point};
 
 /// Robust standard deviations of log area above the median that make a nucleus a candidate.
@@ -38,7 +38,7 @@ const MIN_HALF_SHARE: f64 = 0.2;
 
 /// Area, centroid, axis ratio and long-axis direction of a polygon, from its exact second
 /// moments of area. `None` for a ring without area.
-pub(crate) fn moments(ring: &[Point]) -> Option<(f64, Point, f64, Point)> {
+fn moments(ring: &[Point]) -> Option<(f64, Point, f64, Point)> {
     let o = ring[0];
     let (mut a, mut cx, mut cy, mut xx, mut yy, mut xy) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
     for k in 0..ring.len() {
@@ -153,38 +153,30 @@ fn second_half_id(id: &str, taken: &std::collections::HashSet<String>) -> String
 
 /// Appends a boundary to `bd`, computing its features, centroid and envelope.
 fn push_boundary(bd: &mut Boundaries, id: String, ring: &[Point]) {
-    let c = geometry::centroid(ring);
-    let e = geometry::envelope(ring);
-    bd.ids.push(id);
-    bd.vertices
-        .extend(ring.iter().map(|p| [p[0] as f32, p[1] as f32]));
-    bd.ring_start.push(bd.vertices.len());
-    bd.features.push(geometry::polygon_features(ring).to_row());
-    bd.centroid.push([c[0] as f32, c[1] as f32]);
-    bd.bbox
-        .push([e[0] as f32, e[1] as f32, e[2] as f32, e[3] as f32]);
+    boundaries::push(bd, id, ring, boundaries::ring_props(ring));
 }
 
 /// Cuts the merged-looking nuclei of `sample` in two (module docs); the transcripts whose cell
 /// id named a cut nucleus lose it (no positive). Returns the number of nuclei cut.
 pub fn split_merged_nuclei(sample: &mut Sample) -> u64 {
     let bd = &sample.bd;
-    let rings: Vec<Vec<Point>> = (0..bd.len())
-        .map(|i| {
-            bd.ring(i)
-                .iter()
-                .map(|p| [p[0] as f64, p[1] as f64])
-                .collect()
-        })
-        .collect();
-    let areas: Vec<f64> = rings.iter().map(|r| geometry::area(r)).collect();
+    // The area is column 0 of the boundary features.
+    let areas: Vec<f64> = bd.features.iter().map(|f| f[0] as f64).collect();
     let Some(threshold) = area_threshold(&areas) else {
         return 0;
     };
-    let cuts: Vec<Option<Cut>> = rings
-        .iter()
-        .zip(&areas)
-        .map(|(r, &a)| if a > threshold { cut(r) } else { None })
+    let cuts: Vec<Option<Cut>> = (0..bd.len())
+        .map(|i| {
+            if areas[i] <= threshold {
+                return None;
+            }
+            let ring: Vec<Point> = bd
+                .ring(i)
+                .iter()
+                .map(|p| [p[0] as f64, p[1] as f64])
+                .collect();
+            cut(&ring)
+        })
         .collect();
     let n_cut = cuts.iter().filter(|c| c.is_some()).count();
     if n_cut == 0 {
