@@ -3,7 +3,7 @@
 
 use burn::backend::{Autodiff, Flex, NdArray};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use segger_graph::csr::Csr;
@@ -116,6 +116,22 @@ fn segment_max_and_softmax() {
     assert!((a[4] - 1.0).abs() < 1e-6 && (a[5] - 1.0).abs() < 1e-6);
 }
 
+/// A tensor of standard normal values drawn from `rng` (Box-Muller). The tests draw their
+/// inputs from their own generator, not the backend's (`Backend::seed` seeds one generator for
+/// the whole process, which tests running in parallel would draw from between a seed and its
+/// draws).
+fn normal<B: Backend, const D: usize>(shape: [usize; D], rng: &mut ChaCha8Rng) -> Tensor<B, D> {
+    let n: usize = shape.iter().product();
+    let values: Vec<f32> = (0..n)
+        .map(|_| {
+            let u: f32 = 1.0 - rng.random::<f32>();
+            let v: f32 = rng.random();
+            (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos()
+        })
+        .collect();
+    Tensor::from_data(TensorData::new(values, shape), &Default::default())
+}
+
 fn inputs<B: Backend>(
     ns: usize,
     nd: usize,
@@ -123,12 +139,11 @@ fn inputs<B: Backend>(
     c: usize,
     seed: u64,
 ) -> (Tensor<B, 3>, Tensor<B, 3>, Tensor<B, 2>) {
-    let dev = Default::default();
-    B::seed(&dev, seed);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
     (
-        Tensor::random([ns, h, c], Distribution::Normal(0.0, 1.0), &dev),
-        Tensor::random([nd, h, c], Distribution::Normal(0.0, 1.0), &dev),
-        Tensor::random([h, c], Distribution::Normal(0.0, 1.0), &dev),
+        normal([ns, h, c], &mut rng),
+        normal([nd, h, c], &mut rng),
+        normal([h, c], &mut rng),
     )
 }
 
@@ -179,11 +194,7 @@ fn grads<B: burn::tensor::backend::AutodiffBackend + GatBackend>(
     let g = graph::<B>(s, d, ns, nd);
     let (xl, xr, att) = inputs::<B>(ns, nd, h, c, 11);
     let (xl, xr, att) = (xl.require_grad(), xr.require_grad(), att.require_grad());
-    let w = Tensor::<B, 3>::random(
-        [nd, h, c],
-        Distribution::Normal(0.0, 1.0),
-        &Default::default(),
-    );
+    let w = normal::<B, 3>([nd, h, c], &mut ChaCha8Rng::seed_from_u64(12));
     let out = B::gatv2(xl.clone(), xr.clone(), att.clone(), &g);
     let o = tensor_values(out.clone());
     let gr = (out * w).sum().backward();
@@ -238,7 +249,6 @@ fn destinations_with_one_edge_skip_the_attention() {
     use burn::module::Param;
     use segger_model::GatConv;
     type A = Autodiff<F>;
-    let dev = Default::default();
     let (ns, nd, fin, h, c) = (7usize, 40usize, 5usize, 2usize, 3usize);
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let (mut s, mut d) = (Vec::new(), Vec::new());
@@ -257,25 +267,20 @@ fn destinations_with_one_edge_skip_the_attention() {
     d2.push(1);
     assert!(graph::<A>(&s2, &d2, ns, nd).single.is_none());
 
-    A::seed(&dev, 5);
-    let normal = |shape: Vec<usize>| -> Tensor<A, 2> {
-        Tensor::random([shape[0], shape[1]], Distribution::Normal(0.0, 1.0), &dev)
-    };
-    let vec1 =
-        |n: usize| -> Tensor<A, 1> { Tensor::random([n], Distribution::Normal(0.0, 1.0), &dev) };
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
     let conv = GatConv::<A> {
-        lin_l_weight: Param::from_tensor(normal(vec![h * c, fin])),
-        lin_l_bias: Param::from_tensor(vec1(h * c)),
-        lin_r_weight: Param::from_tensor(normal(vec![h * c, fin])),
-        lin_r_bias: Param::from_tensor(vec1(h * c)),
-        att: Param::from_tensor(normal(vec![h, c])),
-        bias: Param::from_tensor(vec1(h * c)),
+        lin_l_weight: Param::from_tensor(normal::<A, 2>([h * c, fin], &mut rng)),
+        lin_l_bias: Param::from_tensor(normal::<A, 1>([h * c], &mut rng)),
+        lin_r_weight: Param::from_tensor(normal::<A, 2>([h * c, fin], &mut rng)),
+        lin_r_bias: Param::from_tensor(normal::<A, 1>([h * c], &mut rng)),
+        att: Param::from_tensor(normal::<A, 2>([h, c], &mut rng)),
+        bias: Param::from_tensor(normal::<A, 1>([h * c], &mut rng)),
         heads: h,
         channels: c,
     };
-    let x_src = normal(vec![ns, fin]);
-    let x_dst = normal(vec![nd, fin]);
-    let w = normal(vec![nd, h * c]);
+    let x_src = normal::<A, 2>([ns, fin], &mut rng);
+    let x_dst = normal::<A, 2>([nd, fin], &mut rng);
+    let w = normal::<A, 2>([nd, h * c], &mut rng);
     let run = |g: &RelationGraph<A>| {
         let (xs, xd) = (x_src.clone().require_grad(), x_dst.clone().require_grad());
         let out = conv.forward(xs.clone(), xd.clone(), g);
