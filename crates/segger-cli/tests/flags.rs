@@ -64,6 +64,7 @@ const PREDICT: &[&str] = &[
     "border_rounds",
     "batch_size",
     "num_workers",
+    "tile_size",
 ];
 const SIMULATE: &[&str] = &[
     "cells",

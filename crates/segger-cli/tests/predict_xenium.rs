@@ -273,25 +273,53 @@ fn xenium_lung_create_train_predict() {
         100.0 * acc
     );
 
-    // A raw sample directory as --input: tiles are built on the fly, with the same result.
+    // A raw sample directory as --input: tiles are built on the fly. Tiled as the training
+    // dataset was (`--tile_size 0`), the result is the same.
     let model = run.root.join("model");
-    let out2 = run.root.join("pred_raw");
-    run_ok(
-        bin()
-            .args(["predict", "--accelerator", "cpu", "--model"])
-            .arg(&model)
-            .arg("--input")
-            .arg(sample_dir())
-            .arg("--output")
-            .arg(&out2),
-    );
-    let (ids2, pred2) = predictions(&out2.join("segger_transcripts.parquet"));
+    let raw_predict = |name: &str, tile_size: &str| {
+        let out = run.root.join(name);
+        run_ok(
+            bin()
+                .args(["predict", "--accelerator", "cpu", "--model"])
+                .arg(&model)
+                .arg("--input")
+                .arg(sample_dir())
+                .args(["--tile_size", tile_size])
+                .arg("--output")
+                .arg(&out),
+        );
+        let log: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join("segmentation_log.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(log["input"]["kind"], "raw");
+        let (ids, pred) = predictions(&out.join("segger_transcripts.parquet"));
+        (ids, pred, log["counts"]["tiles"].as_u64().unwrap())
+    };
+    let (ids2, pred2, tiles_as_trained) = raw_predict("pred_raw", "0");
     assert_eq!(ids, ids2);
     assert_eq!(pred, pred2);
-    let log2: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out2.join("segmentation_log.json")).unwrap())
-            .unwrap();
-    assert_eq!(log2["input"]["kind"], "raw");
+    // On 100 µm tiles (the default for a raw input): far fewer tiles, the same transcripts, the
+    // same nuclei for almost every transcript, and the nuclear transcripts at home.
+    let (ids3, pred3, tiles_100) = raw_predict("pred_raw_100", "100");
+    assert_eq!(ids, ids3);
+    assert!(
+        tiles_100 * 20 < tiles_as_trained,
+        "{tiles_100} tiles of 100 µm against {tiles_as_trained} of 6 µm"
+    );
+    let boundary = |p: &(Option<String>, bool)| p.1.then(|| p.0.clone());
+    let same = pred
+        .iter()
+        .filter(|(id, p)| boundary(p) == boundary(&pred3[*id]))
+        .count();
+    let agree = same as f64 / pred.len() as f64;
+    eprintln!(
+        "100 µm tiles: the same boundary (or none) for {:.2}%",
+        100.0 * agree
+    );
+    assert!(agree >= 0.98, "{:.2}%", 100.0 * agree);
+    let (acc3, _) = nuclear_accuracy(&run.input, &pred3, &run.nuclei);
+    assert!(acc3 >= 0.95, "{:.1}%", 100.0 * acc3);
     // The temporary dataset is gone.
     let leftovers: Vec<_> = std::fs::read_dir(&run.root)
         .unwrap()

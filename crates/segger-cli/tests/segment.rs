@@ -75,6 +75,28 @@ fn one_command_then_nothing_redone_and_other_settings_refused() {
         train_cmd.ends_with(&format!("--num_tx_tokens {genes}")),
         "{train_cmd}"
     );
+    // The predict stage reads the raw sample (100 µm prediction tiles), and its temporary
+    // tiles are gone.
+    let predict_cmd = rec["commands"][2].as_str().unwrap();
+    assert!(
+        predict_cmd.contains(&format!(
+            "--input {}",
+            common::test_data("xenium_lung_10k").display()
+        )) && predict_cmd.ends_with("--platform xenium"),
+        "{predict_cmd}"
+    );
+    let seg_log: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("segmentation/segmentation_log.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(seg_log["input"]["kind"], "raw");
+    assert_eq!(seg_log["settings"]["raw_tile_size"], 100.0);
+    let hidden: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(hidden.is_empty(), "{hidden:?}");
     for f in [
         "dataset/dataset.json",
         "model/model.safetensors",

@@ -88,6 +88,11 @@ pub struct PredictConfig {
     pub overwrite: bool,
     /// Raw input only: the platform (`xenium`, `merscope`, `cosmx`).
     pub platform: Option<String>,
+    /// Raw input only: the side in µm of the square tiles built from it; `None` tiles it as
+    /// the training dataset was. The tiles predicted on need not be those trained on: the
+    /// model's graph is local (docs/prediction.md, "Tile size"), and larger tiles carry fewer
+    /// margin transcripts per decided transcript.
+    pub raw_tile_size: Option<f64>,
     /// Float32 matmuls on the GPU: plain f32 (`Highest`, as trained) or TF32 (`High`).
     pub float32_matmul_precision: MatmulPrecision,
     /// What to do with a transcript id that names different transcripts in different tiles.
@@ -241,6 +246,7 @@ impl PredictConfig {
             num_workers: 2,
             overwrite: false,
             platform: None,
+            raw_tile_size: Some(DEFAULT_RAW_TILE_SIZE),
             float32_matmul_precision: MatmulPrecision::Highest,
             duplicate_ids: DuplicateIds::Error,
         }
@@ -276,6 +282,14 @@ pub const LONE_RATIO: f32 = 1.5;
 /// The default of [`PredictConfig::inner_reach`] (`--inner_reach`), in equivalent radii: the
 /// nucleus and a thin rim (docs/accuracy.md, "Inner reach").
 pub const DEFAULT_INNER_REACH: f32 = 1.25;
+
+/// The default of [`PredictConfig::raw_tile_size`] (`--tile_size`), in µm: a raw input is
+/// predicted on 100 µm tiles, about twice as fast as on the 20 µm tiles of training with the
+/// same assignments (docs/prediction.md, "Tile size").
+pub const DEFAULT_RAW_TILE_SIZE: f64 = 100.0;
+
+/// The largest [`PredictConfig::raw_tile_size`] accepted, in µm.
+pub const MAX_RAW_TILE_SIZE: f64 = 100_000.0;
 
 /// Errors of `segger predict`.
 #[derive(Debug, Error)]

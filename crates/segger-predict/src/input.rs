@@ -117,12 +117,22 @@ pub(crate) mod raw {
                 apply_raw_settings(&mut opts.raw, &cfg.input, t);
             }
         }
+        if let Some(side) = cfg.raw_tile_size {
+            opts.tiling = segger_data::tiling::TileMode::Grid {
+                width: side,
+                height: side,
+            };
+        }
         tracing::info!(
-            "{} is a raw {} sample: building tiles with {}",
+            "{} is a raw {} sample: building {} tiles with {}",
             cfg.input.display(),
             platform,
+            cfg.raw_tile_size.map_or_else(
+                || "the training dataset's".to_string(),
+                |s| format!("{s} µm")
+            ),
             if training.is_some() {
-                "the training dataset's graph, tiling and filter settings"
+                "the training dataset's graph and filter settings"
             } else {
                 "the dataset-creation defaults"
             }

@@ -34,7 +34,8 @@ pub mod synthetic;
 
 pub use config::{
     BatchSize, CellTypes, DuplicateIds, PredictConfig, PredictError, DEFAULT_INNER_REACH,
-    DEFAULT_LONE_REACH, DEFAULT_REACH, DEFAULT_RETURN_REACH, DEFAULT_SCORE_CUT, LONE_RATIO,
+    DEFAULT_LONE_REACH, DEFAULT_RAW_TILE_SIZE, DEFAULT_REACH, DEFAULT_RETURN_REACH,
+    DEFAULT_SCORE_CUT, LONE_RATIO, MAX_RAW_TILE_SIZE,
 };
 pub use input::{InputKind, ResolvedInput};
 pub use model_dir::{ModelDir, VocabSource};

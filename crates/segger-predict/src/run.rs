@@ -184,6 +184,15 @@ fn check_flags(cfg: &PredictConfig) -> Result<(), PredictError> {
             cfg.expression_weight
         ));
     }
+    if let Some(t) = cfg
+        .raw_tile_size
+        .filter(|t| !(t.is_finite() && *t > 0.0 && *t <= crate::config::MAX_RAW_TILE_SIZE))
+    {
+        return bad(format!(
+            "--tile_size must be positive µm, at most {}, or 0 (the training dataset's tiling), got {t}",
+            crate::config::MAX_RAW_TILE_SIZE
+        ));
+    }
     if let Some(c) = cfg.score_cut.filter(|c| !(0.0..=1.0).contains(c)) {
         return bad(format!("--score_cut must lie in [0, 1], got {c}"));
     }
