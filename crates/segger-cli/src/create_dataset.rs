@@ -28,6 +28,77 @@ pub struct CreateDatasetArgs {
     /// --input).
     #[arg(long, value_enum, ignore_case = true)]
     pub platform: Option<PlatformArg>,
+    /// How to read the sample: boundaries, files, columns, filters.
+    #[command(flatten)]
+    pub raw: RawReadArgs,
+
+    /// Square tile side in µm (sets width and height; default 20; the reference's 50 gives about a
+    /// sixth of the training steps per epoch).
+    #[arg(long = "tile_size", alias = "tile-size")]
+    pub tile_size: Option<f64>,
+    /// Tile width in µm.
+    #[arg(long = "tile_width", alias = "tile-width")]
+    pub tile_width: Option<f64>,
+    /// Tile height in µm.
+    #[arg(long = "tile_height", alias = "tile-height")]
+    pub tile_height: Option<f64>,
+    /// Balanced kd tiling with at most this many core transcripts per tile (instead of a grid).
+    #[arg(long = "max_transcripts_per_tile", alias = "max-transcripts-per-tile", conflicts_with_all = ["tile_size", "tile_width", "tile_height"])]
+    pub max_transcripts_per_tile: Option<usize>,
+    /// Context margin around each tile in µm.
+    #[arg(long, default_value_t = 10.0)]
+    pub margin: f64,
+
+    /// Transcript neighbours per transcript (1–1024).
+    #[arg(long = "k_tx", alias = "k-tx", default_value_t = 3)]
+    pub k_tx: usize,
+    /// Transcript neighbour radius in µm.
+    #[arg(long = "dist_tx", alias = "dist-tx", default_value_t = 5.0)]
+    pub dist_tx: f32,
+    /// Boundary neighbours per transcript, 1–1024 (message-passing edges; the reference uses 3: with
+    /// more than one, neighbouring nuclei receive the same transcripts and the model cannot
+    /// tell them apart, docs/accuracy.md).
+    #[arg(long = "k_bd", alias = "k-bd", default_value_t = 1)]
+    pub k_bd: usize,
+    /// Boundary neighbour radius in µm (to the centroid).
+    #[arg(long = "dist_bd", alias = "dist-bd", default_value_t = 15.0)]
+    pub dist_bd: f32,
+    /// Negatives per positive.
+    #[arg(
+        long = "neg_sampling_ratio",
+        alias = "neg-sampling-ratio",
+        default_value_t = 5.0
+    )]
+    pub neg_sampling_ratio: f64,
+    /// Which pairs are the negatives: `competing` = the other boundaries among each nuclear
+    /// transcript's 4 nearest within --dist_bd (the candidates `segger predict` compares);
+    /// `random` = random pairs of the tile, as the reference Segger draws them.
+    #[arg(long, value_enum, default_value = "competing")]
+    pub negatives: NegativesArg,
+    /// Probability that a tile goes to validation.
+    #[arg(long = "val_prob", alias = "val-prob", default_value_t = 0.1)]
+    pub val_prob: f64,
+    /// Probability that a tile goes to test.
+    #[arg(long = "test_prob", alias = "test-prob", default_value_t = 0.2)]
+    pub test_prob: f64,
+    /// Seed of the split draw and of negative sampling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Replace an earlier dataset at --output (never another folder: docs/reliability.md).
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Worker threads, 1–1024 (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How to read a raw sample (`create_dataset`'s and `segment`'s flags): boundaries, files,
+/// column names, filters, scale, the gene embedding and the merged-nuclei cut.
+#[derive(Debug, Clone, Args)]
+pub struct RawReadArgs {
     /// Boundaries to use: nucleus or cell.
     #[arg(long, value_enum, ignore_case = true, default_value = "nucleus")]
     pub boundaries: BoundariesArg,
@@ -109,68 +180,87 @@ pub struct CreateDatasetArgs {
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub split_merged_nuclei: bool,
+}
 
-    /// Square tile side in µm (sets width and height; default 20; the reference's 50 gives about a
-    /// sixth of the training steps per epoch).
-    #[arg(long = "tile_size", alias = "tile-size")]
-    pub tile_size: Option<f64>,
-    /// Tile width in µm.
-    #[arg(long = "tile_width", alias = "tile-width")]
-    pub tile_width: Option<f64>,
-    /// Tile height in µm.
-    #[arg(long = "tile_height", alias = "tile-height")]
-    pub tile_height: Option<f64>,
-    /// Balanced kd tiling with at most this many core transcripts per tile (instead of a grid).
-    #[arg(long = "max_transcripts_per_tile", alias = "max-transcripts-per-tile", conflicts_with_all = ["tile_size", "tile_width", "tile_height"])]
-    pub max_transcripts_per_tile: Option<usize>,
-    /// Context margin around each tile in µm.
-    #[arg(long, default_value_t = 10.0)]
-    pub margin: f64,
+impl RawReadArgs {
+    /// The flags that differ from their defaults, as `create_dataset` takes them (for the
+    /// commands `segment` records).
+    pub fn flags(&self) -> Vec<String> {
+        let mut f = Vec::new();
+        if self.boundaries != BoundariesArg::Nucleus {
+            f.push("--boundaries cell".to_string());
+        }
+        let mut text = |name: &str, v: Option<String>| {
+            if let Some(v) = v {
+                f.push(format!("--{name} {v}"));
+            }
+        };
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        text("transcripts_file", path(&self.transcripts_file));
+        text("boundaries_file", path(&self.boundaries_file));
+        for (name, v) in [
+            ("x_column", &self.x_column),
+            ("y_column", &self.y_column),
+            ("z_column", &self.z_column),
+            ("gene_column", &self.gene_column),
+            ("cell_column", &self.cell_column),
+            ("id_column", &self.id_column),
+            ("nuclear_column", &self.nuclear_column),
+            ("nuclear_value", &self.nuclear_value),
+            ("qv_column", &self.qv_column),
+            ("boundary_id_column", &self.boundary_id_column),
+            ("boundary_x_column", &self.boundary_x_column),
+            ("boundary_y_column", &self.boundary_y_column),
+            ("boundary_geometry_column", &self.boundary_geometry_column),
+        ] {
+            text(name, v.clone());
+        }
+        text("min_qv", self.min_qv.map(|q| q.to_string()));
+        text(
+            "drop_prefixes",
+            self.drop_prefixes.as_ref().map(|p| p.join(",")),
+        );
+        text("scale", self.scale.map(|s| s.to_string()));
+        text("gene_embedding", path(&self.gene_embedding));
+        if self.strict {
+            f.push("--strict".to_string());
+        }
+        if !self.split_merged_nuclei {
+            f.push("--split_merged_nuclei false".to_string());
+        }
+        f
+    }
 
-    /// Transcript neighbours per transcript (1–1024).
-    #[arg(long = "k_tx", alias = "k-tx", default_value_t = 3)]
-    pub k_tx: usize,
-    /// Transcript neighbour radius in µm.
-    #[arg(long = "dist_tx", alias = "dist-tx", default_value_t = 5.0)]
-    pub dist_tx: f32,
-    /// Boundary neighbours per transcript, 1–1024 (message-passing edges; the reference uses 3: with
-    /// more than one, neighbouring nuclei receive the same transcripts and the model cannot
-    /// tell them apart, docs/accuracy.md).
-    #[arg(long = "k_bd", alias = "k-bd", default_value_t = 1)]
-    pub k_bd: usize,
-    /// Boundary neighbour radius in µm (to the centroid).
-    #[arg(long = "dist_bd", alias = "dist-bd", default_value_t = 15.0)]
-    pub dist_bd: f32,
-    /// Negatives per positive.
-    #[arg(
-        long = "neg_sampling_ratio",
-        alias = "neg-sampling-ratio",
-        default_value_t = 5.0
-    )]
-    pub neg_sampling_ratio: f64,
-    /// Which pairs are the negatives: `competing` = the other boundaries among each nuclear
-    /// transcript's 4 nearest within --dist_bd (the candidates `segger predict` compares);
-    /// `random` = random pairs of the tile, as the reference Segger draws them.
-    #[arg(long, value_enum, default_value = "competing")]
-    pub negatives: NegativesArg,
-    /// Probability that a tile goes to validation.
-    #[arg(long = "val_prob", alias = "val-prob", default_value_t = 0.1)]
-    pub val_prob: f64,
-    /// Probability that a tile goes to test.
-    #[arg(long = "test_prob", alias = "test-prob", default_value_t = 0.2)]
-    pub test_prob: f64,
-    /// Seed of the split draw and of negative sampling.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Replace an earlier dataset at --output (never another folder: docs/reliability.md).
-    #[arg(long)]
-    pub overwrite: bool,
-    /// Worker threads, 1–1024 (default: all cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// Print the summary as JSON.
-    #[arg(long)]
-    pub json: bool,
+    /// The raw-reading options for `platform`.
+    pub fn options(&self, platform: Platform) -> RawOptions {
+        let mut raw = RawOptions::new(platform);
+        raw.boundaries = self.boundaries.into();
+        raw.transcripts_file = self.transcripts_file.clone();
+        raw.boundaries_file = self.boundaries_file.clone();
+        let c = &mut raw.columns;
+        c.x = self.x_column.clone();
+        c.y = self.y_column.clone();
+        c.z = self.z_column.clone();
+        c.gene = self.gene_column.clone();
+        c.cell = self.cell_column.clone();
+        c.id = self.id_column.clone();
+        c.nuclear = self.nuclear_column.clone();
+        c.nuclear_value = self.nuclear_value.clone();
+        c.qv = self.qv_column.clone();
+        c.bd_id = self.boundary_id_column.clone();
+        c.bd_x = self.boundary_x_column.clone();
+        c.bd_y = self.boundary_y_column.clone();
+        c.bd_geometry = self.boundary_geometry_column.clone();
+        raw.min_qv = self.min_qv;
+        if let Some(p) = &self.drop_prefixes {
+            raw.drop_prefixes = p.iter().filter(|s| !s.is_empty()).cloned().collect();
+        }
+        raw.scale = self.scale;
+        raw.strict = self.strict;
+        raw.gene_embedding = self.gene_embedding.clone();
+        raw.split_merged = self.split_merged_nuclei;
+        raw
+    }
 }
 
 /// `--negatives`.
@@ -205,32 +295,7 @@ impl From<BoundariesArg> for BoundaryKind {
 impl CreateDatasetArgs {
     /// The dataset creation's options; `platform` is `--platform`, or the one detected.
     fn options(&self, platform: Platform) -> CreateOptions {
-        let mut raw = RawOptions::new(platform);
-        raw.boundaries = self.boundaries.into();
-        raw.transcripts_file = self.transcripts_file.clone();
-        raw.boundaries_file = self.boundaries_file.clone();
-        let c = &mut raw.columns;
-        c.x = self.x_column.clone();
-        c.y = self.y_column.clone();
-        c.z = self.z_column.clone();
-        c.gene = self.gene_column.clone();
-        c.cell = self.cell_column.clone();
-        c.id = self.id_column.clone();
-        c.nuclear = self.nuclear_column.clone();
-        c.nuclear_value = self.nuclear_value.clone();
-        c.qv = self.qv_column.clone();
-        c.bd_id = self.boundary_id_column.clone();
-        c.bd_x = self.boundary_x_column.clone();
-        c.bd_y = self.boundary_y_column.clone();
-        c.bd_geometry = self.boundary_geometry_column.clone();
-        raw.min_qv = self.min_qv;
-        if let Some(p) = &self.drop_prefixes {
-            raw.drop_prefixes = p.iter().filter(|s| !s.is_empty()).cloned().collect();
-        }
-        raw.scale = self.scale;
-        raw.strict = self.strict;
-        raw.gene_embedding = self.gene_embedding.clone();
-        raw.split_merged = self.split_merged_nuclei;
+        let raw = self.raw.options(platform);
         let mut o = CreateOptions::new(self.input.clone(), self.output.clone(), raw);
         o.tiling = match self.max_transcripts_per_tile {
             Some(m) => TileMode::Balanced { max_transcripts: m },

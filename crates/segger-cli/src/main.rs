@@ -35,7 +35,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// A whole sample in one command: build the dataset, train, predict (raw folder → cells).
-    Segment(segment::SegmentArgs),
+    Segment(Box<segment::SegmentArgs>),
     /// Print node, edge and label counts of a tile file or a dataset directory, and validate it.
     Inspect(inspect::InspectArgs),
     /// Build a tile dataset from raw Xenium, MERSCOPE or CosMx output.
@@ -141,7 +141,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     let res = match cli.command {
-        Command::Segment(a) => segment::run(a),
+        Command::Segment(a) => segment::run(*a),
         Command::Inspect(a) => inspect::run(a),
         Command::CreateDataset(a) => create_dataset::run(*a),
         Command::Train(a) => train::run(a),

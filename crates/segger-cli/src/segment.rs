@@ -5,10 +5,12 @@
 //!
 //! | stage | writes | the same as |
 //! |---|---|---|
-//! | dataset | `OUT/dataset/` | `segger create_dataset --input RAW_DIR --output OUT/dataset` |
+//! | dataset | `OUT/dataset/` | `segger create_dataset --input RAW_DIR --output OUT/dataset [reading flags]` |
 //! | train (unless `--model`) | `OUT/model/` | `segger train --train_dir OUT/dataset/train_tiles --val_dir OUT/dataset/val_tiles --default_root_dir OUT/model --epochs E` |
 //! | predict | `OUT/segmentation/` | `segger predict --model OUT/model --input RAW_DIR --output OUT/segmentation --platform P` |
 //!
+//! The reading flags are `create_dataset`'s ([`RawReadArgs`]: boundaries, files, columns,
+//! filters, scale, gene embedding, merged nuclei); both stages that read the sample use them.
 //! The predict stage reads the raw sample again and predicts on 100 µm tiles
 //! ([`segger_predict::DEFAULT_RAW_TILE_SIZE`]) built with the model's training dataset's
 //! settings: the same assignments as on the 20 µm training tiles, about twice as fast
@@ -30,6 +32,7 @@ use segger_predict::{predict, PredictConfig, PredictSummary};
 use segger_train::TrainConfig;
 use serde::{Deserialize, Serialize};
 
+use crate::create_dataset::RawReadArgs;
 use crate::values::{AcceleratorArg, PlatformArg};
 use crate::CliError;
 
@@ -76,6 +79,10 @@ pub struct SegmentArgs {
     /// Start over when --output holds an earlier segment run (with any settings).
     #[arg(long)]
     pub overwrite: bool,
+    /// How to read the sample: `create_dataset`'s flags (boundaries, files, columns, filters,
+    /// scale, gene embedding, merged nuclei). The dataset and predict stages read it so.
+    #[command(flatten)]
+    pub raw: RawReadArgs,
 }
 
 /// The settings a run is resumed only with.
@@ -86,6 +93,10 @@ struct Settings {
     model: Option<PathBuf>,
     epochs: usize,
     seed: u64,
+    /// How the sample is read (`RawOptions`, paths resolved); absent from the records of runs
+    /// made before it was recorded, which read the sample with the platform's defaults.
+    #[serde(default)]
+    raw: serde_json::Value,
 }
 
 /// One completed stage in `run.json`.
@@ -173,7 +184,7 @@ fn open_run(a: &SegmentArgs, settings: Settings) -> Result<RunRecord, CliError> 
                 };
                 res.map_err(|e| CliError::runtime(anyhow::anyhow!("{}: {e}", p.display())))?;
             }
-        } else if rec.settings != settings {
+        } else if !same_settings(&rec.settings, &settings)? {
             return Err(input_err(format!(
                 "--output: {} holds a segment run with other settings ({}; this call: {}); pass \
                  --overwrite to start over, or choose another --output",
@@ -196,16 +207,37 @@ fn open_run(a: &SegmentArgs, settings: Settings) -> Result<RunRecord, CliError> 
     Ok(rec)
 }
 
+/// Whether an earlier run's settings are this call's. A record without reading options read
+/// the sample with the platform's defaults.
+fn same_settings(prior: &Settings, now: &Settings) -> Result<bool, CliError> {
+    if prior.raw.is_null() {
+        let platform: Platform = prior.platform.parse().map_err(input_err)?;
+        let defaults =
+            serde_json::to_value(RawOptions::new(platform)).map_err(CliError::runtime)?;
+        let prior = Settings {
+            raw: defaults,
+            ..prior.clone()
+        };
+        return Ok(&prior == now);
+    }
+    Ok(prior == now)
+}
+
 /// The three commands the run is equivalent to; `genes`: the dataset's vocabulary size, the
 /// token count the train stage uses (unknown before the dataset stage: `GENES`).
 fn commands(a: &SegmentArgs, s: &Settings, genes: Option<usize>) -> Vec<String> {
     let out = a.output.display();
-    let mut c = vec![format!(
+    let mut create = format!(
         "segger create_dataset --input {} --output {out}/{DATASET} --platform {} --seed {}",
         a.input.display(),
         s.platform,
         s.seed
-    )];
+    );
+    for f in a.raw.flags() {
+        create.push(' ');
+        create.push_str(&f);
+    }
+    let mut c = vec![create];
     let model = match &s.model {
         Some(m) => m.display().to_string(),
         None => {
@@ -241,12 +273,29 @@ pub fn run(a: SegmentArgs) -> Result<(), CliError> {
             p
         }
     };
+    // Paths made absolute for the run record, as the readers find them: a file named relative
+    // to the working directory when it is there (a data file's name relative to --input is
+    // left so: the reader looks for it there).
+    let mut raw = a.raw.options(platform);
+    for p in [
+        &mut raw.transcripts_file,
+        &mut raw.boundaries_file,
+        &mut raw.gene_embedding,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if p.is_absolute() || p.exists() {
+            *p = segger_fs::resolve(p);
+        }
+    }
     let settings = Settings {
         input: segger_fs::resolve(&a.input),
         platform: platform.name().to_string(),
         model: a.model.as_deref().map(segger_fs::resolve),
         epochs: a.epochs,
         seed: a.seed,
+        raw: serde_json::to_value(&raw).map_err(CliError::runtime)?,
     };
     let mut rec = open_run(&a, settings)?;
     let out = a.output.clone();
@@ -276,8 +325,7 @@ pub fn run(a: SegmentArgs) -> Result<(), CliError> {
     } else {
         eprintln!("dataset       building {}", dataset.display());
         let started = Instant::now();
-        let mut opts =
-            CreateOptions::new(a.input.clone(), dataset.clone(), RawOptions::new(platform));
+        let mut opts = CreateOptions::new(a.input.clone(), dataset.clone(), raw.clone());
         opts.seed = a.seed;
         opts.overwrite = true;
         let s = create_dataset(&opts, &|_| {}).map_err(|e| {
@@ -364,6 +412,7 @@ pub fn run(a: SegmentArgs) -> Result<(), CliError> {
         // The raw sample, tiled for prediction (100 µm tiles), not the training tiles.
         let mut pc = PredictConfig::new(model_dir.clone(), a.input.clone(), seg_dir.clone());
         pc.platform = Some(platform.name().to_string());
+        pc.raw_options = Some(raw.clone());
         pc.accelerator = a.accelerator.into();
         pc.overwrite = true;
         let s = predict(&pc).map_err(|e| CliError {
@@ -412,4 +461,35 @@ fn print_summary(rec: &RunRecord, s: Option<&PredictSummary>, seg_dir: &Path, t0
     }
     println!("segmentation  {}", seg_dir.display());
     println!("this call     {:.1} s", t0.elapsed().as_secs_f64());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(raw: serde_json::Value) -> Settings {
+        Settings {
+            input: PathBuf::from("/data/sample"),
+            platform: "xenium".into(),
+            model: None,
+            epochs: 20,
+            seed: 0,
+            raw,
+        }
+    }
+
+    /// A record written before the reading options were recorded read the sample with the
+    /// platform's defaults: it matches a call with the defaults and no other.
+    #[test]
+    fn records_without_reading_options_match_the_defaults_only() {
+        let defaults = serde_json::to_value(RawOptions::new(Platform::Xenium)).unwrap();
+        let old = settings(serde_json::Value::Null);
+        assert!(same_settings(&old, &settings(defaults.clone())).unwrap());
+        let mut scaled = RawOptions::new(Platform::Xenium);
+        scaled.scale = Some(0.5);
+        let scaled = serde_json::to_value(scaled).unwrap();
+        assert!(!same_settings(&old, &settings(scaled.clone())).unwrap());
+        assert!(same_settings(&settings(scaled.clone()), &settings(scaled.clone())).unwrap());
+        assert!(!same_settings(&settings(scaled), &settings(defaults)).unwrap());
+    }
 }

@@ -254,7 +254,7 @@ mod tests {
             _ => unreachable!(),
         });
         same::<BoundaryKind>(CREATE_XENIUM, "--boundaries", |c| {
-            create(c).boundaries.into()
+            create(c).raw.boundaries.into()
         });
     }
 
@@ -286,7 +286,7 @@ mod tests {
         else {
             unreachable!()
         };
-        assert_eq!(BoundaryKind::from(c.boundaries), BoundaryKind::Nucleus);
+        assert_eq!(BoundaryKind::from(c.raw.boundaries), BoundaryKind::Nucleus);
         // --platform is detected when left out.
         let Command::CreateDataset(c) = Cli::parse_from(["segger"].iter().chain(CREATE)).command
         else {

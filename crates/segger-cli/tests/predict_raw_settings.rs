@@ -28,24 +28,25 @@ fn bytes(p: &Path) -> Vec<u8> {
     std::fs::read(p).unwrap()
 }
 
+/// The lung preview in `dir/sample` under names no platform looks for: neither the platform
+/// nor the files can be found by default.
+fn renamed_sample(dir: &Path) -> std::path::PathBuf {
+    let raw = dir.join("sample");
+    std::fs::create_dir(&raw).unwrap();
+    let lung = common::test_data("xenium_lung_10k");
+    for (from, to) in [
+        ("transcripts.parquet", "run7_tx.parquet"),
+        ("nucleus_boundaries.parquet", "run7_nuclei.parquet"),
+    ] {
+        std::fs::copy(lung.join(from), raw.join(to)).unwrap();
+    }
+    raw
+}
+
 #[test]
 fn predict_on_a_raw_folder_builds_tiles_as_the_training_dataset_was_built() {
     let tmp = tempfile::tempdir().unwrap();
-    let raw = tmp.path().join("sample");
-    std::fs::create_dir(&raw).unwrap();
-    let lung = common::test_data("xenium_lung_10k");
-    // Names no platform looks for: neither the platform nor the files can be found by
-    // default.
-    std::fs::copy(
-        lung.join("transcripts.parquet"),
-        raw.join("run7_tx.parquet"),
-    )
-    .unwrap();
-    std::fs::copy(
-        lung.join("nucleus_boundaries.parquet"),
-        raw.join("run7_nuclei.parquet"),
-    )
-    .unwrap();
+    let raw = renamed_sample(tmp.path());
 
     let ds = tmp.path().join("ds");
     run_ok(
@@ -76,10 +77,12 @@ fn predict_on_a_raw_folder_builds_tiles_as_the_training_dataset_was_built() {
     // the temporary one built from the raw folder splits them 70/10/20, and passes are formed
     // split by split, so `auto` would group the tiles differently, which moves the scores'
     // last bits (crates/segger-predict/tests/batching.rs checks it changes no assignment).
+    // The raw folder tiled as the training dataset was (`--tile_size 0`), not in 100 µm tiles.
     let predict = |input: &Path, output: &Path| {
         run_ok(
             segger()
                 .args(["predict", "--accelerator", "cpu", "--batch_size", "1"])
+                .args(["--tile_size", "0"])
                 .arg("--model")
                 .arg(&model)
                 .arg("--input")
@@ -117,4 +120,79 @@ fn predict_on_a_raw_folder_builds_tiles_as_the_training_dataset_was_built() {
         "{err}"
     );
     assert!(!tmp.path().join("pred_lost").exists());
+}
+
+/// `segger segment` takes `create_dataset`'s reading flags: a sample with other file names and
+/// another unit is read by both the dataset and the predict stage with them, the recorded
+/// dataset command carries them, and the segmentation is the one `segger predict` makes from
+/// the raw folder with the same model.
+#[test]
+fn segment_reads_the_sample_with_create_dataset_flags() {
+    let tmp = tempfile::tempdir().unwrap();
+    let raw = renamed_sample(tmp.path());
+    let flags = [
+        "--transcripts_file",
+        "run7_tx.parquet",
+        "--boundaries_file",
+        "run7_nuclei.parquet",
+        "--scale",
+        "0.5",
+    ];
+    let segment = |out: &Path, extra: &[&str]| {
+        segger()
+            .args(["segment", "--platform", "xenium", "--accelerator", "cpu"])
+            .args(["--epochs", "1", "--input"])
+            .arg(&raw)
+            .arg("--output")
+            .arg(out)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // Without the flags: no transcript file of the platform's name, nothing written.
+    let bare = tmp.path().join("bare");
+    let o = segment(&bare, &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(!bare.join("segmentation").exists());
+
+    let out = tmp.path().join("out");
+    let o = segment(&out, &flags);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+    let create = rec["commands"][0].as_str().unwrap();
+    assert!(
+        create.ends_with(
+            "--transcripts_file run7_tx.parquet --boundaries_file run7_nuclei.parquet --scale 0.5"
+        ),
+        "{create}"
+    );
+    assert_eq!(rec["settings"]["raw"]["scale"], 0.5);
+    // Coordinates in half-micrometres: the outputs are in micrometres.
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("dataset/dataset.json")).unwrap())
+            .unwrap();
+    assert_eq!(info["settings"]["raw"]["scale"], 0.5);
+
+    let pred = tmp.path().join("pred");
+    run_ok(
+        segger()
+            .args(["predict", "--accelerator", "cpu", "--model"])
+            .arg(out.join("model"))
+            .arg("--input")
+            .arg(&raw)
+            .arg("--output")
+            .arg(&pred),
+    );
+    assert!(
+        bytes(&out.join("segmentation/segger_transcripts.parquet"))
+            == bytes(&pred.join("segger_transcripts.parquet")),
+        "segment's segmentation differs from predict's on the raw folder"
+    );
+
+    // Called again with another reading flag: refused as other settings.
+    let o = segment(&out, &[&flags[..], &["--min_qv", "30"]].concat());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--overwrite"));
 }

@@ -104,7 +104,10 @@ pub(crate) mod raw {
     ) -> Result<(ResolvedInput, segger_fs::TempDir), PredictError> {
         use segger_data::create::{create_dataset, CreateOptions};
         use segger_data::raw::RawOptions;
-        let platform = choose_platform(cfg, training)?;
+        let platform = match &cfg.raw_options {
+            Some(r) => r.platform,
+            None => choose_platform(cfg, training)?,
+        };
         // `.NAME.dataset-PID` next to `--output`, removed on drop.
         let guard = segger_fs::TempDir::next_to(&cfg.output, "dataset")?;
         let dir = guard.path().to_path_buf();
@@ -116,6 +119,9 @@ pub(crate) mod raw {
             if t.get("platform").and_then(|v| v.as_str()) == Some(platform.name()) {
                 apply_raw_settings(&mut opts.raw, &cfg.input, t);
             }
+        }
+        if let Some(r) = &cfg.raw_options {
+            opts.raw = r.clone();
         }
         if let Some(side) = cfg.raw_tile_size {
             opts.tiling = segger_data::tiling::TileMode::Grid {
@@ -131,10 +137,12 @@ pub(crate) mod raw {
                 || "the training dataset's".to_string(),
                 |s| format!("{s} µm")
             ),
-            if training.is_some() {
-                "the training dataset's graph and filter settings"
-            } else {
-                "the dataset-creation defaults"
+            match (training.is_some(), cfg.raw_options.is_some()) {
+                (true, false) => "the training dataset's graph and filter settings",
+                (true, true) =>
+                    "the training dataset's graph settings and the given reading options",
+                (false, true) => "the dataset-creation defaults and the given reading options",
+                (false, false) => "the dataset-creation defaults",
             }
         );
         let summary = create_dataset(&opts, &|_| {}).map_err(|e| {

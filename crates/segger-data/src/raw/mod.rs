@@ -202,7 +202,7 @@ pub const DEFAULT_DROP_PREFIXES: [&str; 6] = [
 /// Column-name overrides for exports that differ from the platform defaults. `Some("none")`
 /// disables an optional column (z, transcript id, nuclear flag, quality). Key columns
 /// (`cell`, `bd_id`) accept several comma-separated names, joined with `_` per row.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ColumnOverrides {
     /// Transcript x coordinate.
     pub x: Option<String>,
@@ -233,7 +233,7 @@ pub struct ColumnOverrides {
 }
 
 /// How to read a raw sample.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RawOptions {
     /// The instrument.
     pub platform: Platform,
