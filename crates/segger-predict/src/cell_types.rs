@@ -330,24 +330,23 @@ fn log_likelihood(nb: &[u32], own: u32, logp: &[Vec<f32>]) -> Vec<f32> {
 
 /// Assigns types, takes back transcripts whose boundary is of another type (never those whose
 /// id is in `protected`, sorted: the nucleus and its rim), and replaces the component cells
-/// with typed components. `k`: the number of types, or `None` to choose it from the data
-/// ([`choose_types`]); when that chooses one type, nothing changes and the stats say so
-/// ([`TypeStats::applied`]). With `make_cells` false (`--use_cc false`) the transcripts taken
-/// back stay unassigned and no new cell is made. `border_rounds` rounds of the border
-/// refinement follow (step 7 of the module doc). `records` keep their order; new cells are
-/// added to `cells` with ids from `next_id`. Transcripts without a gene keep their assignment
-/// and take no part.
-#[allow(clippy::too_many_arguments)]
+/// with typed components, as `stage` says ([`Stage`]). When the number of types is chosen from
+/// the data and that chooses one type, nothing changes and the stats say so
+/// ([`TypeStats::applied`]). `records` keep their order; new cells are added to `cells` with
+/// ids from `next_id`. Transcripts without a gene keep their assignment and take no part.
 pub fn apply(
     records: &mut [TxRecord],
     cells: &mut CellTable,
     protected: &[i64],
-    join: Join<'_>,
-    k: Option<usize>,
-    make_cells: bool,
-    border_rounds: usize,
+    stage: Stage<'_>,
     mut next_id: impl FnMut() -> String,
 ) -> TypeStats {
+    let Stage {
+        join,
+        k,
+        make_cells,
+        border_rounds,
+    } = stage;
     let idx: Vec<usize> = (0..records.len())
         .filter(|&i| records[i].gene != NO_GENE)
         .collect();
@@ -703,6 +702,21 @@ impl Border<'_> {
     }
 }
 
+/// The settings of the cell-type stage ([`apply`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Stage<'a> {
+    /// The transcripts that may join the boundary they chose below the cut.
+    pub join: Join<'a>,
+    /// The number of types, or `None` to choose it from the data ([`choose_types`]).
+    pub k: Option<usize>,
+    /// Make new cells of the transcripts taken back (`--use_cc`); false leaves them
+    /// unassigned.
+    pub make_cells: bool,
+    /// Rounds of the border refinement of the new cells (step 7 of the module doc;
+    /// `--border_rounds`).
+    pub border_rounds: usize,
+}
+
 /// What the stage needs to let transcripts join the boundary they chose below the cut.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Join<'a> {
@@ -984,10 +998,12 @@ mod tests {
             records,
             cells,
             &[],
-            Join::default(),
-            k,
-            make_cells,
-            BORDER_ROUNDS,
+            Stage {
+                join: Join::default(),
+                k,
+                make_cells,
+                border_rounds: BORDER_ROUNDS,
+            },
             || "new".into(),
         )
     }
@@ -1021,10 +1037,12 @@ mod tests {
             &mut records,
             &mut cells,
             &[],
-            Join::default(),
-            Some(2),
-            true,
-            BORDER_ROUNDS,
+            Stage {
+                join: Join::default(),
+                k: Some(2),
+                make_cells: true,
+                border_rounds: BORDER_ROUNDS,
+            },
             || {
                 next += 1;
                 format!("new-{next}")
@@ -1072,10 +1090,12 @@ mod tests {
             &mut records,
             &mut cells,
             &[],
-            join,
-            Some(2),
-            false,
-            BORDER_ROUNDS,
+            Stage {
+                join,
+                k: Some(2),
+                make_cells: false,
+                border_rounds: BORDER_ROUNDS,
+            },
             || "new".into(),
         );
         // column x = 1 has its neighbours at x = 2, 3 in the cell: it joins; inside column
@@ -1198,10 +1218,12 @@ mod tests {
                 &mut records,
                 &mut cells,
                 &protected,
-                Join::default(),
-                Some(2),
-                true,
-                rounds,
+                Stage {
+                    join: Join::default(),
+                    k: Some(2),
+                    make_cells: true,
+                    border_rounds: rounds,
+                },
                 || "new".into(),
             );
             assert_eq!(stats.vetoed, 96 - protected.len(), "{stats:?}");

@@ -193,10 +193,12 @@ pub fn resolve(col: Collected, cfg: &PredictConfig) -> Result<Resolved, PredictE
             &mut records,
             &mut cells,
             &near,
-            join,
-            k,
-            cfg.use_cc,
-            cfg.border_rounds,
+            crate::cell_types::Stage {
+                join,
+                k,
+                make_cells: cfg.use_cc,
+                border_rounds: cfg.border_rounds,
+            },
             || {
                 next += 1;
                 format!("{prefix}{next}")
