@@ -138,13 +138,46 @@ impl TypeStats {
     }
 }
 
-/// Per-transcript neighbourhood genes (`NEIGHBOURS` per row, gene ids) of `records`: the
+/// The transcripts with a gene, read in place: `sub[j]` is `records[idx[j]]`.
+#[derive(Clone, Copy)]
+struct Sub<'a> {
+    records: &'a [TxRecord],
+    idx: &'a [usize],
+}
+
+impl<'a> Sub<'a> {
+    fn new(records: &'a [TxRecord], idx: &'a [usize]) -> Self {
+        Self { records, idx }
+    }
+
+    fn len(&self) -> usize {
+        self.idx.len()
+    }
+
+    /// x, y of each transcript, interleaved.
+    fn xy(&self) -> Vec<f32> {
+        self.idx
+            .iter()
+            .flat_map(|&i| [self.records[i].x, self.records[i].y])
+            .collect()
+    }
+}
+
+impl std::ops::Index<usize> for Sub<'_> {
+    type Output = TxRecord;
+
+    fn index(&self, j: usize) -> &TxRecord {
+        &self.records[self.idx[j]]
+    }
+}
+
+/// Per-transcript neighbourhood genes (`NEIGHBOURS` per row, gene ids) of `sub`: the
 /// neighbour rows are searched straight into the output and their indices replaced by genes in
 /// place, so the stage holds four bytes per neighbour.
 /// Also returns the neighbourhood radius: the median distance from a transcript to the farthest
 /// of its neighbours (0 when no row is full).
-fn neighbourhoods(records: &[TxRecord], genes: &[u32]) -> (Vec<u32>, f32) {
-    let pts: Vec<f32> = records.iter().flat_map(|r| [r.x, r.y]).collect();
+fn neighbourhoods(sub: Sub<'_>, genes: &[u32]) -> (Vec<u32>, f32) {
+    let pts = sub.xy();
     let params = KnnParams {
         k: NEIGHBOURS,
         radius: f32::MAX,
@@ -358,10 +391,10 @@ pub fn apply(
     if n < NEIGHBOURS || k.is_some_and(|k| k < 2 || n < k) {
         return too_few(k.unwrap_or(1));
     }
-    let mut sub: Vec<TxRecord> = idx.iter().map(|&i| records[i]).collect();
-    let genes: Vec<u32> = sub.iter().map(|r| r.gene).collect();
+    // the transcripts with a gene are read through `idx` ([`Sub`]), not copied
+    let genes: Vec<u32> = idx.iter().map(|&i| records[i].gene).collect();
     let n_genes = genes.iter().copied().max().unwrap_or(0) as usize + 1;
-    let (nbs, hood_radius) = neighbourhoods(&sub, &genes);
+    let (nbs, hood_radius) = neighbourhoods(Sub::new(records, &idx), &genes);
     let row = |i: usize| &nbs[i * NEIGHBOURS..(i + 1) * NEIGHBOURS];
     let norms: Vec<f32> = (0..n)
         .into_par_iter()
@@ -408,7 +441,8 @@ pub fn apply(
 
     // the type of each boundary cell: the most common among its transcripts
     let mut votes: HashMap<u32, Vec<usize>> = HashMap::new();
-    for (j, r) in sub.iter().enumerate() {
+    for (j, &i) in idx.iter().enumerate() {
+        let r = &records[i];
         if r.cell != NO_CELL && cells.kinds[r.cell as usize] == CellKind::Boundary {
             votes.entry(r.cell).or_insert_with(|| vec![0; k])[labels[j] as usize] += 1;
         }
@@ -430,10 +464,10 @@ pub fn apply(
     // the module doc); one that joins below the cut (step 4) is unassigned now, so never here
     let vetoed: Vec<(usize, u32)> = (0..n)
         .filter_map(|j| {
-            let c = sub[j].cell;
+            let c = records[idx[j]].cell;
             if c == NO_CELL
                 || cells.kinds[c as usize] == CellKind::Component
-                || protected.binary_search(&sub[j].id).is_ok()
+                || protected.binary_search(&records[idx[j]].id).is_ok()
             {
                 return None;
             }
@@ -446,20 +480,26 @@ pub fn apply(
         })
         .collect();
     // the join candidates' and the vetoed transcripts' nearest neighbours, in one search
-    let cand = join_candidates(&sub, &labels, join, &cell_type);
+    let cand = join_candidates(Sub::new(records, &idx), &labels, join, &cell_type);
     let at: Vec<(usize, u32)> = cand.iter().chain(&vetoed).copied().collect();
     let mut near = vec![Vec::with_capacity(NEIGHBOURS); at.len()];
-    for (a, b) in nearest(&sub, &at) {
+    for (a, b) in nearest(Sub::new(records, &idx), &at) {
         near[a].push(b);
     }
     let (cand_near, vetoed_near) = near.split_at(cand.len());
     // below-cut transcripts that join their chosen boundary (step 4)
-    let joined = join_below_cut(&sub, &cand, cand_near, join.neighbours);
+    let joined = join_below_cut(Sub::new(records, &idx), &cand, cand_near, join.neighbours);
     for &(j, c) in &joined {
         records[idx[j]].cell = c;
-        sub[j].cell = c;
     }
-    let unconfirmed = unconfirmed(&sub, &genes, &logp, &vetoed, vetoed_near, &cell_type);
+    let unconfirmed = unconfirmed(
+        Sub::new(records, &idx),
+        &genes,
+        &logp,
+        &vetoed,
+        vetoed_near,
+        &cell_type,
+    );
     let mut free = vec![false; n];
     let mut joined_at = joined.iter().map(|&(j, _)| j).peekable();
     let mut vetoed_at = vetoed.iter().map(|&(j, _)| j).peekable();
@@ -467,7 +507,7 @@ pub fn apply(
         if joined_at.next_if_eq(&j).is_some() {
             continue;
         }
-        let c = sub[j].cell;
+        let c = records[idx[j]].cell;
         let taken = vetoed_at.next_if_eq(&j).is_some();
         if taken || c == NO_CELL || cells.kinds[c as usize] == CellKind::Component {
             free[j] = true;
@@ -478,7 +518,10 @@ pub fn apply(
     // typed components of the free transcripts
     let link = LINK * hood_radius;
     let fidx: Vec<usize> = (0..n).filter(|&j| free[j] && make_cells).collect();
-    let pts: Vec<f32> = fidx.iter().flat_map(|&j| [sub[j].x, sub[j].y]).collect();
+    let pts: Vec<f32> = fidx
+        .iter()
+        .flat_map(|&j| [records[idx[j]].x, records[idx[j]].y])
+        .collect();
     let mut uf = UnionFind::new(fidx.len());
     if fidx.len() > 1 {
         let e = knn_same(&pts, 2, KnnParams::new(LINK_NEIGHBOURS, link)).expect("2-D points");
@@ -529,7 +572,7 @@ pub fn apply(
     let border_moved = if new_cells > 0 && border_rounds > 0 {
         let border = Border {
             idx: &idx,
-            sub: &sub,
+            genes: &genes,
             labels: &labels,
             logp: &logp,
             kinds: &cells.kinds,
@@ -554,10 +597,11 @@ pub fn apply(
 }
 
 /// The border refinement of the new cells (step 7 of the module doc), over the transcripts
-/// with a gene (`sub`, at `idx` in the records).
+/// with a gene (at `idx` in the records).
 struct Border<'a> {
     idx: &'a [usize],
-    sub: &'a [TxRecord],
+    /// Each transcript's gene.
+    genes: &'a [u32],
     /// Each transcript's type.
     labels: &'a [u16],
     /// Each type's log gene profile.
@@ -570,9 +614,9 @@ struct Border<'a> {
 impl Border<'_> {
     /// Runs `rounds` rounds on `records`; returns how many transcripts ended in another cell.
     fn refine(&self, records: &mut [TxRecord], rounds: usize) -> usize {
-        let n = self.sub.len();
+        let n = self.idx.len();
         let start: Vec<u32> = self.idx.iter().map(|&i| records[i].cell).collect();
-        let all: Vec<f32> = self.sub.iter().flat_map(|r| [r.x, r.y]).collect();
+        let all = Sub::new(records, self.idx).xy();
         let params = KnnParams::new(
             BORDER_NEIGHBOURS + 1,
             3.0 * self.width.max(f32::MIN_POSITIVE),
@@ -681,7 +725,7 @@ impl Border<'_> {
             return own;
         }
         let own_new = self.kinds[own as usize] == CellKind::Component;
-        let gene = self.sub[j].gene as usize;
+        let gene = self.genes[j] as usize;
         let score = |c: u32, w: f32| -> f32 {
             match types[c as usize] {
                 u16::MAX => f32::NEG_INFINITY,
@@ -732,7 +776,7 @@ pub struct Join<'a> {
 /// cut: unassigned, of the boundary's type (none when `join.neighbours` is 0). Sorted by
 /// index.
 fn join_candidates(
-    sub: &[TxRecord],
+    sub: Sub<'_>,
     labels: &[u16],
     join: Join<'_>,
     cell_type: &HashMap<u32, usize>,
@@ -754,7 +798,7 @@ fn join_candidates(
 /// Of the candidates `cand` ([`join_candidates`]), with `near` their [`NEIGHBOURS`] nearest
 /// transcripts, those that join: at least `neighbours` of them in the boundary's cell.
 fn join_below_cut(
-    sub: &[TxRecord],
+    sub: Sub<'_>,
     cand: &[(usize, u32)],
     near: &[Vec<usize>],
     neighbours: usize,
@@ -768,12 +812,12 @@ fn join_below_cut(
 
 /// `(query, neighbour)` pairs: the [`NEIGHBOURS`] nearest transcripts of `sub` (in x-y) to each
 /// transcript `at[query].0`, itself among them.
-fn nearest(sub: &[TxRecord], at: &[(usize, u32)]) -> Vec<(usize, usize)> {
+fn nearest(sub: Sub<'_>, at: &[(usize, u32)]) -> Vec<(usize, usize)> {
     if at.is_empty() {
         return Vec::new();
     }
     let q: Vec<f32> = at.iter().flat_map(|&(j, _)| [sub[j].x, sub[j].y]).collect();
-    let all: Vec<f32> = sub.iter().flat_map(|r| [r.x, r.y]).collect();
+    let all = sub.xy();
     let e = knn_bipartite(&q, &all, 2, KnnParams::new(NEIGHBOURS, f32::MAX)).expect("2-D points");
     e.src
         .iter()
@@ -788,7 +832,7 @@ fn nearest(sub: &[TxRecord], at: &[(usize, u32)]) -> Vec<(usize, usize)> {
 /// its own gene), the boundary's type is within [`MARGIN`] nats of the best type. Sorted by
 /// index.
 fn unconfirmed(
-    sub: &[TxRecord],
+    sub: Sub<'_>,
     genes: &[u32],
     logp: &[Vec<f32>],
     vetoed: &[(usize, u32)],
@@ -1325,16 +1369,16 @@ mod tests {
                 records.push(rec((x * 11 + y) as i64, x as f32, y as f32, gene, side));
             }
         }
-        let sub = records.clone();
         let idx: Vec<usize> = (0..records.len()).collect();
-        let labels: Vec<u16> = sub.iter().map(|r| r.cell as u16).collect();
+        let labels: Vec<u16> = records.iter().map(|r| r.cell as u16).collect();
+        let genes: Vec<u32> = records.iter().map(|r| r.gene).collect();
         let logp = vec![
             vec![0.9f32.ln(), 0.1f32.ln()],
             vec![0.1f32.ln(), 0.9f32.ln()],
         ];
         let border = Border {
             idx: &idx,
-            sub: &sub,
+            genes: &genes,
             labels: &labels,
             logp: &logp,
             kinds: &kinds,
