@@ -116,12 +116,15 @@ pub(crate) mod raw {
         opts.overwrite = true;
         if let Some(t) = training {
             apply_training_settings(&mut opts, t);
-            if t.get("platform").and_then(|v| v.as_str()) == Some(platform.name()) {
-                apply_raw_settings(&mut opts.raw, &cfg.input, t);
-            }
         }
-        if let Some(r) = &cfg.raw_options {
-            opts.raw = r.clone();
+        match (&cfg.raw_options, training) {
+            (Some(r), _) => opts.raw = r.clone(),
+            (None, Some(t))
+                if t.get("platform").and_then(|v| v.as_str()) == Some(platform.name()) =>
+            {
+                apply_raw_settings(&mut opts.raw, &cfg.input, t)
+            }
+            _ => {}
         }
         if let Some(side) = cfg.raw_tile_size {
             opts.tiling = segger_data::tiling::TileMode::Grid {

@@ -160,29 +160,15 @@ fn check_flags(cfg: &PredictConfig) -> Result<(), PredictError> {
             cfg.distance_scale
         ));
     }
-    if !(cfg.lone_reach.is_finite() && (0.0..=100.0).contains(&cfg.lone_reach)) {
-        return bad(format!(
-            "--lone_reach must lie in [0, 100], got {}",
-            cfg.lone_reach
-        ));
-    }
-    if !(cfg.return_reach.is_finite() && (0.0..=100.0).contains(&cfg.return_reach)) {
-        return bad(format!(
-            "--return_reach must lie in [0, 100], got {}",
-            cfg.return_reach
-        ));
-    }
-    if !(cfg.inner_reach.is_finite() && (0.0..=100.0).contains(&cfg.inner_reach)) {
-        return bad(format!(
-            "--inner_reach must lie in [0, 100], got {}",
-            cfg.inner_reach
-        ));
-    }
-    if !(cfg.expression_weight.is_finite() && (0.0..=100.0).contains(&cfg.expression_weight)) {
-        return bad(format!(
-            "--expression_weight must lie in [0, 100], got {}",
-            cfg.expression_weight
-        ));
+    for (flag, v) in [
+        ("lone_reach", cfg.lone_reach),
+        ("return_reach", cfg.return_reach),
+        ("inner_reach", cfg.inner_reach),
+        ("expression_weight", cfg.expression_weight),
+    ] {
+        if !(v.is_finite() && (0.0..=100.0).contains(&v)) {
+            return bad(format!("--{flag} must lie in [0, 100], got {v}"));
+        }
     }
     if let Some(t) = cfg
         .raw_tile_size
@@ -452,16 +438,17 @@ fn collect<B: GatBackend>(
                 }));
                 col.links.extend(r.links);
                 col.near.extend(r.near);
-                col.below.extend(
-                    r.below
+                // (id, tile-local boundary) pairs to (id, cell)
+                let cells = &mut col.cells;
+                let mut interned = |pairs: Vec<(i64, u32)>| -> Vec<(i64, u32)> {
+                    pairs
                         .into_iter()
-                        .map(|(id, b)| (id, col.cells.intern(&bd_ids[b0 + b as usize]))),
-                );
-                col.fallback.extend(
-                    r.fallback
-                        .into_iter()
-                        .map(|(id, b)| (id, col.cells.intern(&bd_ids[b0 + b as usize]))),
-                );
+                        .map(|(id, b)| (id, cells.intern(&bd_ids[b0 + b as usize])))
+                        .collect()
+                };
+                let (below, fallback) = (interned(r.below), interned(r.fallback));
+                col.below.extend(below);
+                col.fallback.extend(fallback);
                 col.tiles += 1;
                 col.nodes_seen += batch.tx_ptr[t + 1] - batch.tx_ptr[t];
             }

@@ -314,20 +314,16 @@ pub(crate) fn score_tile(
             near_chosen[q] = true;
         }
     }
-    // Back to the core's transcripts.
-    let (best, near_chosen): (Vec<_>, Vec<_>) = if expression {
-        tile.core.iter().map(|&i| (best[i], near_chosen[i])).unzip()
-    } else {
-        (best, near_chosen)
-    };
+    // Back to the core's transcripts (with the expression term every tile transcript was
+    // scored; without it, the core's only).
+    let core = expression.then_some(tile.core.as_slice());
+    let (best, near_chosen) = (to_core(best, core), to_core(near_chosen, core));
     let (records, assigned) = records_of(cfg, &tile, tokens, &best, &near_chosen);
-    let fallback = match fallback_choice {
+    let fallback = match fallback_choice.map(|fb| to_core(fb, core)) {
         Some(fb) => records
             .iter()
-            .enumerate()
-            .filter_map(|(k, r)| {
-                let q = if expression { tile.core[k] } else { k };
-                let (_, score, b) = fb[q];
+            .zip(&fb)
+            .filter_map(|(r, &(_, score, b))| {
                 (r.cell == NO_CELL && b != NO_CELL && score >= cfg.cut()).then_some((r.id, b))
             })
             .collect(),
@@ -461,6 +457,15 @@ fn choose<'a>(
     best
 }
 
+/// `v` (one value per scored transcript) in the order of the tile's core: `core`'s entries
+/// when every tile transcript was scored, `v` itself when only the core was.
+fn to_core<T: Copy>(v: Vec<T>, core: Option<&[usize]>) -> Vec<T> {
+    match core {
+        Some(core) => core.iter().map(|&i| v[i]).collect(),
+        None => v,
+    }
+}
+
 /// The records of the tile's core from each core transcript's choice (`best`, and whether it
 /// lies within the inner reach of it), and which tile transcripts were assigned.
 fn records_of(
@@ -561,13 +566,13 @@ mod tests {
         };
         let mut cfg = PredictConfig::new("m".into(), "i".into(), "o".into());
         cfg.reach = 2.5;
-        let pairs = |cfg: &PredictConfig| -> Vec<(usize, usize)> {
-            candidates(cfg, &cand, &queries, &bd_xy, &radius, false, |_, _| 0.0)
-                .pairs
-                .iter()
-                .map(|p| (p.0, p.1))
-                .collect()
+        // (scored index, boundary) of the kept pairs and of the pairs set aside for the return
+        let lists = |cfg: &PredictConfig| -> [Vec<(usize, usize)>; 2] {
+            let c = candidates(cfg, &cand, &queries, &bd_xy, &radius, false, |_, _| 0.0);
+            [&c.pairs, &c.fallback].map(|l| l.iter().map(|p| (p.0, p.1)).collect())
         };
+        let pairs = |cfg: &PredictConfig| lists(cfg)[0].clone();
+        let fallback = |cfg: &PredictConfig| lists(cfg)[1].clone();
         cfg.lone_reach = 2.0;
         assert_eq!(pairs(&cfg), vec![(0, 0), (2, 0)]);
         cfg.lone_reach = 0.0;
@@ -576,13 +581,6 @@ mod tests {
         cfg.lone_reach = 2.5;
         assert_eq!(pairs(&cfg), vec![(0, 0), (1, 0), (2, 0), (3, 2)]);
         // the pairs the limits leave out within the return reach fall back, the others not
-        let fallback = |cfg: &PredictConfig| -> Vec<(usize, usize)> {
-            candidates(cfg, &cand, &queries, &bd_xy, &radius, false, |_, _| 0.0)
-                .fallback
-                .iter()
-                .map(|p| (p.0, p.1))
-                .collect()
-        };
         cfg.return_reach = 0.0;
         cfg.lone_reach = 2.0;
         assert!(fallback(&cfg).is_empty());
