@@ -99,9 +99,10 @@ pub struct CreateDatasetArgs {
 /// column names, filters, scale, the gene embedding and the merged-nuclei cut.
 #[derive(Debug, Clone, Args)]
 pub struct RawReadArgs {
-    /// Boundaries to use: nucleus or cell.
-    #[arg(long, value_enum, ignore_case = true, default_value = "nucleus")]
-    pub boundaries: BoundariesArg,
+    /// Boundaries to use: nucleus or cell (default: nucleus; `predict`: the training
+    /// dataset's).
+    #[arg(long, value_enum, ignore_case = true)]
+    pub boundaries: Option<BoundariesArg>,
     /// Transcript file (default: the platform's file name in --input).
     #[arg(long = "transcripts_file", alias = "transcripts-file")]
     pub transcripts_file: Option<PathBuf>,
@@ -170,25 +171,31 @@ pub struct RawReadArgs {
     /// Cut nuclei that look like two touching nuclei segmented as one (area an outlier of the
     /// sample's own nuclei, 2.5 robust standard deviations of log area above the median and at
     /// least 1.5 times it, and axis ratio ≥ 1.5) across their long axis; the second half is
-    /// `<id>_b`. On by default; `--split_merged_nuclei false` keeps every nucleus whole.
+    /// `<id>_b`. On by default (`predict`: the training dataset's setting);
+    /// `--split_merged_nuclei false` keeps every nucleus whole.
     #[arg(
         long = "split_merged_nuclei",
         alias = "split-merged-nuclei",
         num_args = 0..=1,
-        default_value = "true",
         default_missing_value = "true",
         value_parser = clap::builder::BoolishValueParser::new()
     )]
-    pub split_merged_nuclei: bool,
+    pub split_merged_nuclei: Option<bool>,
 }
 
 impl RawReadArgs {
-    /// The flags that differ from their defaults, as `create_dataset` takes them (for the
-    /// commands `segment` records).
+    /// The flags given, as `create_dataset` and `predict` take them (for the commands
+    /// `segment` records); empty when none was given.
     pub fn flags(&self) -> Vec<String> {
         let mut f = Vec::new();
-        if self.boundaries != BoundariesArg::Nucleus {
-            f.push("--boundaries cell".to_string());
+        if let Some(b) = self.boundaries {
+            f.push(format!(
+                "--boundaries {}",
+                match b {
+                    BoundariesArg::Nucleus => "nucleus",
+                    BoundariesArg::Cell => "cell",
+                }
+            ));
         }
         let mut text = |name: &str, v: Option<String>| {
             if let Some(v) = v {
@@ -225,16 +232,21 @@ impl RawReadArgs {
         if self.strict {
             f.push("--strict".to_string());
         }
-        if !self.split_merged_nuclei {
-            f.push("--split_merged_nuclei false".to_string());
+        if let Some(v) = self.split_merged_nuclei {
+            f.push(format!("--split_merged_nuclei {v}"));
         }
         f
     }
 
-    /// The raw-reading options for `platform`.
+    /// Whether any reading flag was given.
+    pub fn given(&self) -> bool {
+        !self.flags().is_empty()
+    }
+
+    /// The raw-reading options for `platform`: the flags given, the defaults for the others.
     pub fn options(&self, platform: Platform) -> RawOptions {
         let mut raw = RawOptions::new(platform);
-        raw.boundaries = self.boundaries.into();
+        raw.boundaries = self.boundaries.unwrap_or(BoundariesArg::Nucleus).into();
         raw.transcripts_file = self.transcripts_file.clone();
         raw.boundaries_file = self.boundaries_file.clone();
         let c = &mut raw.columns;
@@ -258,7 +270,7 @@ impl RawReadArgs {
         raw.scale = self.scale;
         raw.strict = self.strict;
         raw.gene_embedding = self.gene_embedding.clone();
-        raw.split_merged = self.split_merged_nuclei;
+        raw.split_merged = self.split_merged_nuclei.unwrap_or(true);
         raw
     }
 }

@@ -46,7 +46,7 @@ enum Command {
     /// Rewrite a reference Segger dataset ({train,val,test}_tiles/processed/*.pt) as segger-tile/1.
     Convert(convert::ConvertArgs),
     /// Assign every transcript to a cell with a trained model and write the segmentation.
-    Predict(predict::PredictArgs),
+    Predict(Box<predict::PredictArgs>),
     /// Import a Lightning checkpoint of the reference model as model.safetensors + config.json.
     #[command(name = "import_checkpoint", alias = "import-checkpoint")]
     ImportCheckpoint(import_checkpoint::ImportCheckpointArgs),
@@ -145,7 +145,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => inspect::run(a),
         Command::CreateDataset(a) => create_dataset::run(*a),
         Command::Train(a) => train::run(a),
-        Command::Predict(a) => predict::run(a),
+        Command::Predict(a) => predict::run(*a),
         Command::Convert(a) => convert::run(a),
         Command::ImportCheckpoint(a) => import_checkpoint::run(a),
         Command::Demo(a) => demo::run(a),

@@ -1,11 +1,12 @@
 //! `segger predict`: assign every transcript to a cell with a trained model.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 use segger_data::raw::Platform;
 use segger_predict::{BatchSize, CellTypes, DuplicateIds, PredictConfig};
 
+use crate::create_dataset::RawReadArgs;
 use crate::values::{AcceleratorArg, MatmulPrecisionArg, PlatformArg};
 use crate::CliError;
 
@@ -180,6 +181,14 @@ pub struct PredictArgs {
         default_value_t = DuplicateIdsArg::Error
     )]
     pub duplicate_ids: DuplicateIdsArg,
+    /// Raw input only: how to read the sample, as `create_dataset` takes it. Given, these
+    /// flags replace the training dataset's reading settings (each flag left out takes
+    /// `create_dataset`'s default); left out, the sample is read as the training dataset was.
+    #[command(
+        flatten,
+        next_help_heading = "Reading a raw sample (create_dataset's flags)"
+    )]
+    pub raw: RawReadArgs,
     /// Replace an existing output directory.
     #[arg(long)]
     pub overwrite: bool,
@@ -195,6 +204,48 @@ pub enum DuplicateIdsArg {
     Error,
     /// Keep one transcript per id.
     Merge,
+}
+
+/// The platform the reading flags `raw` are for: `--platform`, else the one the files in
+/// `--input` show, else the training dataset's (as without reading flags). A tile dataset is
+/// refused: it was read already.
+fn reading_platform(
+    model: &Path,
+    input: &Path,
+    platform: Option<PlatformArg>,
+    raw: &RawReadArgs,
+) -> Result<Platform, CliError> {
+    let is_tiles = segger_predict::resolve_tiles(input)
+        .map_err(|e| CliError::input(anyhow::anyhow!(e)))?
+        .is_some();
+    if is_tiles {
+        return Err(CliError::input(anyhow::anyhow!(
+            "--input: {} is a tile dataset, already read: {} apply only to a raw sample; leave \
+             them out or pass the raw sample's folder",
+            input.display(),
+            raw.flags().join(" ")
+        )));
+    }
+    if let Some(p) = platform {
+        return Ok(p.into());
+    }
+    let detected = match Platform::detect(input) {
+        Ok(p) => return Ok(p),
+        Err(e) => e,
+    };
+    let trained = segger_predict::ModelDir::open(model)
+        .ok()
+        .and_then(|m| m.training_settings)
+        .and_then(|t| t.get("platform")?.as_str()?.parse::<Platform>().ok());
+    match trained {
+        Some(p) => {
+            tracing::info!("platform: {p} (the training dataset's)");
+            Ok(p)
+        }
+        None => Err(CliError::input(anyhow::anyhow!(
+            "--input: {detected} (or pass --platform)"
+        ))),
+    }
 }
 
 /// Runs `segger predict`.
@@ -227,6 +278,10 @@ pub fn run(a: PredictArgs) -> Result<(), CliError> {
     };
     cfg.platform = a.platform.map(|p| Platform::from(p).name().to_string());
     cfg.raw_tile_size = (a.tile_size != 0.0).then_some(a.tile_size);
+    if a.raw.given() {
+        let platform = reading_platform(&cfg.model, &cfg.input, a.platform, &a.raw)?;
+        cfg.raw_options = Some(a.raw.options(platform));
+    }
     let s = segger_predict::predict(&cfg).map_err(|e| CliError {
         code: e.exit_code(),
         error: anyhow::anyhow!(e),

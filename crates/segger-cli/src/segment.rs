@@ -5,12 +5,15 @@
 //!
 //! | stage | writes | the same as |
 //! |---|---|---|
-//! | dataset | `OUT/dataset/` | `segger create_dataset --input RAW_DIR --output OUT/dataset [reading flags]` |
+//! | dataset (unless `--model`) | `OUT/dataset/` | `segger create_dataset --input RAW_DIR --output OUT/dataset [reading flags]` |
 //! | train (unless `--model`) | `OUT/model/` | `segger train --train_dir OUT/dataset/train_tiles --val_dir OUT/dataset/val_tiles --default_root_dir OUT/model --epochs E` |
 //! | predict | `OUT/segmentation/` | `segger predict --model OUT/model --input RAW_DIR --output OUT/segmentation --platform P` |
 //!
 //! The reading flags are `create_dataset`'s ([`RawReadArgs`]: boundaries, files, columns,
 //! filters, scale, gene embedding, merged nuclei); both stages that read the sample use them.
+//! With `--model DIR` (a model trained elsewhere) there is no dataset or train stage: the
+//! predict stage reads the sample as that model's training dataset was, or with the reading
+//! flags when any is given, as `segger predict --model DIR --input RAW_DIR [reading flags]`.
 //! The predict stage reads the raw sample again and predicts on 100 µm tiles
 //! ([`segger_predict::DEFAULT_RAW_TILE_SIZE`]) built with the model's training dataset's
 //! settings: the same assignments as on the 20 µm training tiles, about twice as fast
@@ -64,7 +67,8 @@ pub struct SegmentArgs {
     /// The instrument (default: detected from the transcript file in --input).
     #[arg(long, value_enum, ignore_case = true)]
     pub platform: Option<PlatformArg>,
-    /// A trained model directory to use instead of training one.
+    /// A trained model directory to use instead of training one: no dataset or train stage;
+    /// the sample is read as the model's training dataset was, unless reading flags are given.
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Training epochs.
@@ -80,7 +84,8 @@ pub struct SegmentArgs {
     #[arg(long)]
     pub overwrite: bool,
     /// How to read the sample: `create_dataset`'s flags (boundaries, files, columns, filters,
-    /// scale, gene embedding, merged nuclei). The dataset and predict stages read it so.
+    /// scale, gene embedding, merged nuclei). The dataset and predict stages read it so (with
+    /// `--model`, given flags replace the model's training dataset's reading settings).
     #[command(flatten)]
     pub raw: RawReadArgs,
 }
@@ -93,8 +98,10 @@ struct Settings {
     model: Option<PathBuf>,
     epochs: usize,
     seed: u64,
-    /// How the sample is read (`RawOptions`, paths resolved); absent from the records of runs
-    /// made before it was recorded, which read the sample with the platform's defaults.
+    /// The reading flags as options (`RawOptions`, paths resolved): how the sample is read,
+    /// except with `--model` and no reading flag, where the predict stage reads it as the
+    /// model's training dataset was. Absent from the records of runs made before it was
+    /// recorded, which read the sample with the platform's defaults.
     #[serde(default)]
     raw: serde_json::Value,
 }
@@ -227,20 +234,24 @@ fn same_settings(prior: &Settings, now: &Settings) -> Result<bool, CliError> {
 /// token count the train stage uses (unknown before the dataset stage: `GENES`).
 fn commands(a: &SegmentArgs, s: &Settings, genes: Option<usize>) -> Vec<String> {
     let out = a.output.display();
-    let mut create = format!(
-        "segger create_dataset --input {} --output {out}/{DATASET} --platform {} --seed {}",
-        a.input.display(),
-        s.platform,
-        s.seed
-    );
-    for f in a.raw.flags() {
-        create.push(' ');
-        create.push_str(&f);
-    }
-    let mut c = vec![create];
+    let with_flags = |mut cmd: String| {
+        for f in a.raw.flags() {
+            cmd.push(' ');
+            cmd.push_str(&f);
+        }
+        cmd
+    };
+    let mut c = Vec::new();
     let model = match &s.model {
+        // No dataset stage: the model's training dataset has the graph settings.
         Some(m) => m.display().to_string(),
         None => {
+            c.push(with_flags(format!(
+                "segger create_dataset --input {} --output {out}/{DATASET} --platform {} --seed {}",
+                a.input.display(),
+                s.platform,
+                s.seed
+            )));
             c.push(format!(
                 "segger train --train_dir {out}/{DATASET}/train_tiles --val_dir {out}/{DATASET}/val_tiles \
                  --default_root_dir {out}/{MODEL} --epochs {} --seed {} --num_tx_tokens {}",
@@ -251,11 +262,17 @@ fn commands(a: &SegmentArgs, s: &Settings, genes: Option<usize>) -> Vec<String> 
             format!("{out}/{MODEL}")
         }
     };
-    c.push(format!(
+    let predict = format!(
         "segger predict --model {model} --input {} --output {out}/{SEGMENTATION} --platform {}",
         a.input.display(),
         s.platform
-    ));
+    );
+    // With its own model the sample is read as its dataset stage read it, which is how the
+    // model's training dataset read it: no flag needed.
+    c.push(match s.model {
+        Some(_) => with_flags(predict),
+        None => predict,
+    });
     c
 }
 
@@ -317,7 +334,9 @@ pub fn run(a: SegmentArgs) -> Result<(), CliError> {
         write_record(&out, rec)
     };
 
-    if rec.done(DATASET) {
+    if a.model.is_some() {
+        eprintln!("dataset       skipped: --model {}", model_dir.display());
+    } else if rec.done(DATASET) {
         eprintln!(
             "dataset       done in an earlier run: {}",
             dataset.display()
@@ -412,7 +431,9 @@ pub fn run(a: SegmentArgs) -> Result<(), CliError> {
         // The raw sample, tiled for prediction (100 µm tiles), not the training tiles.
         let mut pc = PredictConfig::new(model_dir.clone(), a.input.clone(), seg_dir.clone());
         pc.platform = Some(platform.name().to_string());
-        pc.raw_options = Some(raw.clone());
+        // Read as the dataset stage read it; with --model, as the model's training dataset
+        // was unless reading flags are given (as `segger predict` does).
+        pc.raw_options = (a.model.is_none() || a.raw.given()).then(|| raw.clone());
         pc.accelerator = a.accelerator.into();
         pc.overwrite = true;
         let s = predict(&pc).map_err(|e| CliError {

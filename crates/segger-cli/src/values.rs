@@ -214,7 +214,7 @@ mod tests {
         }
         fn predict(c: Command) -> crate::predict::PredictArgs {
             match c {
-                Command::Predict(a) => a,
+                Command::Predict(a) => *a,
                 _ => unreachable!(),
             }
         }
@@ -254,7 +254,7 @@ mod tests {
             _ => unreachable!(),
         });
         same::<BoundaryKind>(CREATE_XENIUM, "--boundaries", |c| {
-            create(c).raw.boundaries.into()
+            create(c).raw.options(Platform::Xenium).boundaries
         });
     }
 
@@ -286,7 +286,13 @@ mod tests {
         else {
             unreachable!()
         };
-        assert_eq!(BoundaryKind::from(c.raw.boundaries), BoundaryKind::Nucleus);
+        assert_eq!(c.raw.boundaries, None);
+        assert_eq!(
+            c.raw.options(Platform::Xenium).boundaries,
+            BoundaryKind::Nucleus
+        );
+        assert!(c.raw.options(Platform::Xenium).split_merged);
+        assert!(!c.raw.given());
         // --platform is detected when left out.
         let Command::CreateDataset(c) = Cli::parse_from(["segger"].iter().chain(CREATE)).command
         else {

@@ -65,6 +65,8 @@ const PREDICT: &[&str] = &[
     "batch_size",
     "num_workers",
     "tile_size",
+    "min_qv",
+    "scale",
 ];
 const SIMULATE: &[&str] = &[
     "cells",

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn segger() -> Command {
@@ -43,12 +43,11 @@ fn renamed_sample(dir: &Path) -> std::path::PathBuf {
     raw
 }
 
-#[test]
-fn predict_on_a_raw_folder_builds_tiles_as_the_training_dataset_was_built() {
-    let tmp = tempfile::tempdir().unwrap();
-    let raw = renamed_sample(tmp.path());
-
-    let ds = tmp.path().join("ds");
+/// The renamed sample, a dataset built from it with the file flags and `--scale 0.5` (every
+/// tile in training), and a one-epoch model: `(raw, dataset, model)`.
+fn trained_on_renamed(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let raw = renamed_sample(dir);
+    let ds = dir.join("ds");
     run_ok(
         segger()
             .args(["create_dataset", "--platform", "xenium", "--input"])
@@ -61,7 +60,7 @@ fn predict_on_a_raw_folder_builds_tiles_as_the_training_dataset_was_built() {
             .arg("--output")
             .arg(&ds),
     );
-    let model = tmp.path().join("model");
+    let model = dir.join("model");
     run_ok(
         segger()
             .args(["train", "--accelerator", "cpu", "--epochs", "1"])
@@ -72,6 +71,13 @@ fn predict_on_a_raw_folder_builds_tiles_as_the_training_dataset_was_built() {
             .arg("--default_root_dir")
             .arg(&model),
     );
+    (raw, ds, model)
+}
+
+#[test]
+fn predict_on_a_raw_folder_builds_tiles_as_the_training_dataset_was_built() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (raw, ds, model) = trained_on_renamed(tmp.path());
 
     // One tile per forward pass on both sides: this dataset holds every tile in one split,
     // the temporary one built from the raw folder splits them 70/10/20, and passes are formed
@@ -195,4 +201,125 @@ fn segment_reads_the_sample_with_create_dataset_flags() {
     let o = segment(&out, &[&flags[..], &["--min_qv", "30"]].concat());
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--overwrite"));
+}
+
+/// The largest `x` of a segmentation's transcripts.
+fn max_x(dir: &Path) -> f32 {
+    use arrow_array::{Array, Float32Array};
+    let file = std::fs::File::open(dir.join("segger_transcripts.parquet")).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut m = f32::MIN;
+    for b in reader {
+        let b = b.unwrap();
+        let x = b.column(b.schema().index_of("x").unwrap()).clone();
+        let x = x.as_any().downcast_ref::<Float32Array>().unwrap();
+        assert_eq!(x.null_count(), 0);
+        m = x.values().iter().fold(m, |a, &v| a.max(v));
+    }
+    m
+}
+
+/// `segger predict`'s reading flags replace the training dataset's reading settings (a flag
+/// left out takes `create_dataset`'s default, not the training dataset's), are refused with a
+/// tile dataset, and `segger segment --model DIR` reads the sample as that model's training
+/// dataset did, with no dataset stage, recording the one `predict` command it equals.
+#[test]
+fn reading_flags_at_prediction_and_segment_with_a_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (raw, ds, model) = trained_on_renamed(tmp.path());
+    let files = [
+        "--transcripts_file",
+        "run7_tx.parquet",
+        "--boundaries_file",
+        "run7_nuclei.parquet",
+    ];
+    let predict = |output: &Path, extra: &[&str]| {
+        segger()
+            .args(["predict", "--accelerator", "cpu", "--model"])
+            .arg(&model)
+            .arg("--input")
+            .arg(&raw)
+            .arg("--output")
+            .arg(output)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let as_trained = tmp.path().join("as_trained");
+    assert!(predict(&as_trained, &[]).status.success());
+    // The file flags alone: the scale is create_dataset's default (1), not the training
+    // dataset's 0.5, so the coordinates come out twice as large.
+    let unscaled = tmp.path().join("unscaled");
+    let o = predict(&unscaled, &files);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (a, b) = (max_x(&as_trained), max_x(&unscaled));
+    assert!((b - 2.0 * a).abs() <= 1e-3 * b, "{a} {b}");
+    // All three: the training dataset's reading, the same segmentation.
+    let restated = tmp.path().join("restated");
+    let o = predict(&restated, &[&files[..], &["--scale", "0.5"]].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        bytes(&as_trained.join("segger_transcripts.parquet"))
+            == bytes(&restated.join("segger_transcripts.parquet"))
+    );
+    // A tile dataset was read already: refused, naming the flag, nothing written.
+    let refused = tmp.path().join("refused");
+    let o = segger()
+        .args(["predict", "--accelerator", "cpu", "--model"])
+        .arg(&model)
+        .arg("--input")
+        .arg(&ds)
+        .arg("--output")
+        .arg(&refused)
+        .args(["--scale", "0.5"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--scale 0.5") && err.contains("raw sample"),
+        "{err}"
+    );
+    assert!(!refused.exists());
+
+    // segment with that model and no reading flag: the model's training dataset's reading
+    // (files and scale), no dataset stage, one recorded command.
+    let out = tmp.path().join("seg");
+    let o = segger()
+        .args([
+            "segment",
+            "--platform",
+            "xenium",
+            "--accelerator",
+            "cpu",
+            "--input",
+        ])
+        .arg(&raw)
+        .arg("--output")
+        .arg(&out)
+        .arg("--model")
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!out.join("dataset").exists() && !out.join("model").exists());
+    let rec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+    let commands = rec["commands"].as_array().unwrap();
+    assert_eq!(commands.len(), 1, "{commands:?}");
+    assert!(
+        commands[0]
+            .as_str()
+            .unwrap()
+            .starts_with("segger predict --model "),
+        "{commands:?}"
+    );
+    assert_eq!(common::completed_stages(&rec), ["segmentation"]);
+    assert!(
+        bytes(&out.join("segmentation/segger_transcripts.parquet"))
+            == bytes(&as_trained.join("segger_transcripts.parquet"))
+    );
 }

@@ -51,13 +51,10 @@ fn one_command_then_nothing_redone_and_other_settings_refused() {
     let log = text(&o);
     assert!(log.contains("xenium (detected"), "{log}");
     let rec = run_record(&out);
-    let stages: Vec<&str> = rec["completed"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["stage"].as_str().unwrap())
-        .collect();
-    assert_eq!(stages, ["dataset", "model", "segmentation"]);
+    assert_eq!(
+        common::completed_stages(&rec),
+        ["dataset", "model", "segmentation"]
+    );
     for st in rec["completed"].as_array().unwrap() {
         let rate = st["transcripts_per_second"].as_f64().unwrap_or(0.0);
         assert!(rate > 100.0, "{st}");

@@ -93,10 +93,11 @@ pub struct PredictConfig {
     /// model's graph is local (docs/prediction.md, "Tile size"), and larger tiles carry fewer
     /// margin transcripts per decided transcript.
     pub raw_tile_size: Option<f64>,
-    /// Raw input only: how to read the sample (platform, boundaries, files, columns, filters);
-    /// `None` takes the training dataset's settings ([`PredictConfig::platform`] and the
-    /// `dataset.json` the model's run leads to). `segger segment` passes the options its
-    /// dataset stage read the sample with.
+    /// Raw input only (refused with a tile dataset): how to read the sample (platform,
+    /// boundaries, files, columns, filters), replacing the training dataset's reading
+    /// settings; `None` takes those ([`PredictConfig::platform`] and the `dataset.json` the
+    /// model's run leads to). `segger predict` passes its reading flags when any is given;
+    /// `segger segment` the options its dataset stage read the sample with.
     pub raw_options: Option<segger_data::raw::RawOptions>,
     /// Float32 matmuls on the GPU: plain f32 (`Highest`, as trained) or TF32 (`High`).
     pub float32_matmul_precision: MatmulPrecision,

@@ -236,6 +236,14 @@ pub fn predict(cfg: &PredictConfig) -> Result<PredictSummary, PredictError> {
     tracing::info!("score cut {cut:.4} ({cut_source})");
     let mut timings = Timings::default();
     let (resolved, _raw_tmp) = match resolve_tiles(&cfg.input)? {
+        Some(_) if cfg.raw_options.is_some() => {
+            return Err(PredictError::Input(format!(
+                "--input: {} is a tile dataset, already read: the reading options (boundaries, \
+                 files, columns, filters, scale, gene embedding, merged nuclei) apply only to a \
+                 raw sample; leave them out or pass the raw sample's folder",
+                cfg.input.display()
+            )))
+        }
         Some(r) => (r, None),
         None => {
             let t = Instant::now();

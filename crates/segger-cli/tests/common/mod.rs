@@ -8,3 +8,14 @@ pub fn test_data(rel: &str) -> std::path::PathBuf {
     assert!(p.exists(), "test data {} is missing", p.display());
     p
 }
+
+/// The stages a `segger segment` run record (`run.json`) lists as completed, in order.
+#[allow(dead_code)]
+pub fn completed_stages(rec: &serde_json::Value) -> Vec<String> {
+    rec["completed"]
+        .as_array()
+        .expect("run.json: completed is a list")
+        .iter()
+        .map(|s| s["stage"].as_str().expect("a stage name").to_string())
+        .collect()
+}
