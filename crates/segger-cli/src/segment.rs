@@ -230,8 +230,9 @@ fn same_settings(prior: &Settings, now: &Settings) -> Result<bool, CliError> {
     Ok(prior == now)
 }
 
-/// The three commands the run is equivalent to; `genes`: the dataset's vocabulary size, the
-/// token count the train stage uses (unknown before the dataset stage: `GENES`).
+/// The commands the run is equivalent to (three, or the predict command alone with
+/// `--model`); `genes`: the dataset's vocabulary size, the token count the train stage uses
+/// (unknown before the dataset stage: `GENES`).
 fn commands(a: &SegmentArgs, s: &Settings, genes: Option<usize>) -> Vec<String> {
     let out = a.output.display();
     let with_flags = |mut cmd: String| {
