@@ -1,6 +1,6 @@
 //! `segger predict`: assign every transcript to a cell with a trained model.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use segger_data::raw::Platform;
@@ -206,46 +206,26 @@ pub enum DuplicateIdsArg {
     Merge,
 }
 
-/// The platform the reading flags `raw` are for: `--platform`, else the one the files in
-/// `--input` show, else the training dataset's (as without reading flags). A tile dataset is
-/// refused: it was read already.
-fn reading_platform(
-    model: &Path,
-    input: &Path,
-    platform: Option<PlatformArg>,
-    raw: &RawReadArgs,
-) -> Result<Platform, CliError> {
-    let is_tiles = segger_predict::resolve_tiles(input)
-        .map_err(|e| CliError::input(anyhow::anyhow!(e)))?
-        .is_some();
-    if is_tiles {
+/// The platform the reading flags `raw` are for: as without them
+/// ([`segger_predict::raw_platform`]: `--platform`, else detected, else the training
+/// dataset's). A tile dataset is refused, naming the flags: it was read already.
+fn reading_platform(cfg: &PredictConfig, raw: &RawReadArgs) -> Result<Platform, CliError> {
+    let to_cli = |e: segger_predict::PredictError| CliError {
+        code: e.exit_code(),
+        error: anyhow::anyhow!(e),
+    };
+    if segger_predict::resolve_tiles(&cfg.input)
+        .map_err(to_cli)?
+        .is_some()
+    {
         return Err(CliError::input(anyhow::anyhow!(
             "--input: {} is a tile dataset, already read: {} apply only to a raw sample; leave \
              them out or pass the raw sample's folder",
-            input.display(),
+            cfg.input.display(),
             raw.flags().join(" ")
         )));
     }
-    if let Some(p) = platform {
-        return Ok(p.into());
-    }
-    let detected = match Platform::detect(input) {
-        Ok(p) => return Ok(p),
-        Err(e) => e,
-    };
-    let trained = segger_predict::ModelDir::open(model)
-        .ok()
-        .and_then(|m| m.training_settings)
-        .and_then(|t| t.get("platform")?.as_str()?.parse::<Platform>().ok());
-    match trained {
-        Some(p) => {
-            tracing::info!("platform: {p} (the training dataset's)");
-            Ok(p)
-        }
-        None => Err(CliError::input(anyhow::anyhow!(
-            "--input: {detected} (or pass --platform)"
-        ))),
-    }
+    segger_predict::raw_platform(cfg).map_err(to_cli)
 }
 
 /// Runs `segger predict`.
@@ -279,7 +259,7 @@ pub fn run(a: PredictArgs) -> Result<(), CliError> {
     cfg.platform = a.platform.map(|p| Platform::from(p).name().to_string());
     cfg.raw_tile_size = (a.tile_size != 0.0).then_some(a.tile_size);
     if a.raw.given() {
-        let platform = reading_platform(&cfg.model, &cfg.input, a.platform, &a.raw)?;
+        let platform = reading_platform(&cfg, &a.raw)?;
         cfg.raw_options = Some(a.raw.options(platform));
     }
     let s = segger_predict::predict(&cfg).map_err(|e| CliError {

@@ -89,6 +89,18 @@ pub fn resolve_tiles(dir: &Path) -> Result<Option<ResolvedInput>, PredictError> 
     Ok(None)
 }
 
+/// The platform a raw `cfg.input` is read as when [`PredictConfig::raw_options`] is not given:
+/// [`PredictConfig::platform`], else the one the folder's files show, else the platform of
+/// the model's training dataset. For callers that build reading options for the sample.
+pub fn raw_platform(
+    cfg: &crate::PredictConfig,
+) -> Result<segger_data::raw::Platform, PredictError> {
+    let training = crate::ModelDir::open(&cfg.model)
+        .ok()
+        .and_then(|m| m.training_settings);
+    raw::choose_platform(cfg, training.as_ref())
+}
+
 /// Raw sample directories: tiles are built with the dataset-creation code into a temporary
 /// directory that lives as long as the returned guard.
 pub(crate) mod raw {
@@ -170,7 +182,7 @@ pub(crate) mod raw {
 
     /// The platform of the raw sample: `--platform` when given, else the one its files show
     /// ([`Platform::detect`]), else the training dataset's.
-    fn choose_platform(
+    pub(crate) fn choose_platform(
         cfg: &PredictConfig,
         training: Option<&serde_json::Value>,
     ) -> Result<segger_data::raw::Platform, PredictError> {

@@ -37,7 +37,7 @@ pub use config::{
     DEFAULT_LONE_REACH, DEFAULT_RAW_TILE_SIZE, DEFAULT_REACH, DEFAULT_RETURN_REACH,
     DEFAULT_SCORE_CUT, LONE_RATIO, MAX_RAW_TILE_SIZE,
 };
-pub use input::{resolve_tiles, InputKind, ResolvedInput};
+pub use input::{raw_platform, resolve_tiles, InputKind, ResolvedInput};
 pub use model_dir::{ModelDir, VocabSource};
 pub use run::{predict, PREDICT_OUTPUT};
 pub use score::{NEIGHBOURHOOD_RADIUS, NEIGHBOURHOOD_SIZE, PROFILE_PRIOR, PROFILE_REACH};
